@@ -1,0 +1,310 @@
+"""GRBL-family host protocol (GRBL 1.1, grblHAL, FluidNC) as a sans-I/O state machine.
+
+Character counting over the RX ring, realtime bytes that skip it, status reports, ok/error/ALARM,
+banners (a reset), settings dumps and check mode. Time only as the `now` the caller passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import deque
+
+from . import events as ev
+from .framing import plain
+from .grbl_codes import alarm_meaning, error_meaning
+from .profile import Profile
+from .window import SentLine, Window
+
+STATUS = b"?"
+FEED_HOLD = b"!"
+CYCLE_START = b"~"
+SOFT_RESET = b"\x18"
+JOG_CANCEL = b"\x85"
+REALTIME = {
+    "status": STATUS,
+    "hold": FEED_HOLD,
+    "resume": CYCLE_START,
+    "reset": SOFT_RESET,
+    "jog_cancel": JOG_CANCEL,
+    "door": b"\x84",
+    "feed_100": b"\x90",
+    "spindle_stop": b"\x9e",
+}
+BANNER_RE = re.compile(r"^(grbl|grblhal|fluidnc)\b.*", re.I)
+SETTING_RE = re.compile(r"^\$([A-Za-z0-9]+)=(.*)$")
+OPT_RE = re.compile(r"^\[OPT:([^,\]]*),(\d+),(\d+)")
+SYNC_RE = re.compile(r"^(\$|G10\s*L[0-9]|G28\.1|G30\.1)", re.I)
+
+
+class GrblProtocol:
+    """One connection to a GRBL-family controller."""
+
+    def __init__(self, profile: Profile, now: float = 0.0) -> None:
+        self.profile = profile
+        self.window = Window(profile.window_bytes, pingpong=profile.link.flow == "pingpong")
+        self.capabilities: dict[str, bool] = dict(profile.capabilities)
+        self.firmware_name = ""
+        self.version = ""
+        self.settings: dict[str, str] = {}
+        self.state = "Unknown"
+        self.substate: int | None = None
+        self.check_mode = False
+        self.job_active = False
+        self.errors = 0
+        self.resends = 0
+        self.bytes_sent = 0
+        self.lines_acked = 0
+        self.planner_blocks: int | None = None
+        self.planner_free: int | None = None
+        self.rx_free: int | None = None
+        self.check_errors: list[tuple[int, str, int]] = []
+        self._seq = 0
+        self._host: deque[tuple[str, object]] = deque()
+        self._job: deque[tuple[str, object]] = deque()
+        self._rx = bytearray()
+        self._events: list[ev.Event] = []
+        self._urgent: list[bytes] = []
+        self._expect_reset = False
+        self._sync_wait = False
+        self._faulted = False
+        self._wait_since = now
+        self._last_poll = now
+        self._last_status = now
+
+    # ---- what the driver feeds in -------------------------------------------------------------
+    def send(self, command: str, tag: object = None, *, host: bool = False) -> None:
+        """Queue one line; host lines (scripts, `$` commands) go ahead of job lines."""
+        (self._host if host else self._job).append((command.strip(), tag))
+
+    def wants_lines(self) -> bool:
+        return len(self._job) < 4 and not self._faulted
+
+    def handshake(self) -> None:
+        """Ask for build info (RX size) and the settings; run after the banner."""
+        self.window.clear()
+        self._host.append(("$I", None))
+        self._host.append(("$$", None))
+
+    def realtime(self, name: str) -> bytes:
+        """A realtime command's byte; it bypasses the RX ring and gets no ok."""
+        byte = REALTIME[name]
+        if byte == SOFT_RESET:
+            self._expect_reset = True
+        return byte
+
+    def soft_reset(self) -> bytes:
+        """Reset the controller: its RX ring and planner are flushed, so our window is empty."""
+        self.discard_job()
+        self._host.clear()
+        self.window.clear()
+        self._sync_wait = False
+        return self.realtime("reset")
+
+    def emergency_stop(self) -> bytes:
+        return self.soft_reset()
+
+    def discard_job(self) -> int:
+        n = len(self._job)
+        self._job.clear()
+        return n
+
+    @property
+    def idle(self) -> bool:
+        return not (self._job or self._host or self.window.lines)
+
+    # ---- bytes out ----------------------------------------------------------------------------
+    def data_to_send(self, now: float = 0.0) -> bytes:
+        """As many queued lines as the RX ring can take; settings writes go one at a time."""
+        if self._faulted:
+            return b""
+        out = bytearray()
+        while not self._sync_wait:
+            src = self._host if self._host else self._job
+            if not src:
+                break
+            text, tag = src[0]
+            sync = bool(SYNC_RE.match(text))
+            if sync and self.window.lines:
+                break
+            wire = plain(text)
+            if not self.window.fits(len(wire)):
+                break
+            src.popleft()
+            self._seq += 1
+            if not self.window.lines:
+                self._wait_since = now
+            self.window.push(SentLine(self._seq, text, wire, tag, long=text.upper().startswith("$H")))
+            out += wire
+            if sync:
+                self._sync_wait = True
+        self.bytes_sent += len(out)
+        return bytes(out)
+
+    def urgent_data(self) -> bytes:
+        out = b"".join(self._urgent)
+        self._urgent.clear()
+        return out
+
+    # ---- bytes in -----------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float = 0.0) -> None:
+        if not data:
+            return
+        self._rx += data
+        while True:
+            nl = self._rx.find(b"\n")
+            if nl < 0:
+                if len(self._rx) > 4096:
+                    del self._rx[:-256]
+                return
+            line = bytes(self._rx[:nl]).decode("utf-8", "replace").strip("\r\x00 ")
+            del self._rx[: nl + 1]
+            if line:
+                self._handle(line, now)
+
+    def events(self) -> list[ev.Event]:
+        out, self._events = self._events, []
+        return out
+
+    def _emit(self, event: ev.Event) -> None:
+        self._events.append(event)
+
+    def _handle(self, line: str, now: float) -> None:
+        if line == "ok":
+            self._wait_since = now
+            self._retire()
+        elif line.startswith("error:"):
+            self._wait_since = now
+            self._on_error(line)
+        elif line.startswith("<") and line.endswith(">"):
+            self._last_status = now
+            self._on_status(line[1:-1], now)
+        elif line.startswith("ALARM:"):
+            code = _int(line[6:])
+            self._emit(ev.Alarm(code, alarm_meaning(code)))
+            self.window.clear()
+            self._fault(f"ALARM:{code} {alarm_meaning(code)}", f"alarm-{code}")
+        elif BANNER_RE.match(line):
+            self._on_banner(line)
+        elif m := SETTING_RE.match(line):
+            self.settings[m.group(1)] = m.group(2)
+            self._emit(ev.Setting(m.group(1), m.group(2)))
+        elif line.startswith("[") and line.endswith("]"):
+            self._on_bracket(line[1:-1])
+        else:
+            self._emit(ev.Message(line))
+
+    def _retire(self) -> SentLine | None:
+        line = self.window.pop_oldest()
+        if line is None:
+            return None
+        self._sync_wait = False
+        self.lines_acked += 1
+        self._emit(ev.LineAcked(line.seq, line.text, line.tag))
+        if line.text.upper() == "$I":
+            self._emit(ev.FirmwareInfo(self.firmware_name, dict(self.capabilities)))
+        return line
+
+    def _on_error(self, line: str) -> None:
+        code = _int(line[6:])
+        self.errors += 1
+        sent = self._retire()
+        text = sent.text if sent else "?"
+        seq = sent.seq if sent else None
+        if self.check_mode:
+            self.check_errors.append((code, error_meaning(code), seq or 0))
+        self._emit(ev.FirmwareWarning(f"error:{code} {error_meaning(code)} in {text!r}", seq))
+
+    def _on_status(self, body: str, now: float) -> None:
+        parts = body.split("|")
+        state, _, sub = parts[0].partition(":")
+        self.state, self.substate = state, (_int(sub) if sub else None)
+        fields = {}
+        for part in parts[1:]:
+            key, _, value = part.partition(":")
+            fields[key] = value
+        if "Bf" in fields:
+            nums = fields["Bf"].split(",")
+            if len(nums) == 2:
+                self.planner_free, self.rx_free = _int(nums[0]), _int(nums[1])
+        self._emit(ev.MachineStatus(state, self.substate, fields, self.planner_free, self.rx_free))
+        pos = fields.get("MPos") or fields.get("WPos")
+        if pos:
+            axes = "XYZABC"
+            with contextlib.suppress(ValueError):
+                self._emit(ev.Position({axes[i]: float(v) for i, v in enumerate(pos.split(","))}))
+
+    def _on_banner(self, line: str) -> None:
+        self.firmware_name = line.split("[")[0].strip()
+        expected = self._expect_reset
+        self._expect_reset = False
+        lost = bool(self.window.lines) or bool(self._job)
+        self.window.clear()
+        self._sync_wait = False
+        self.state = "Reset"
+        mid_job = self.job_active and not expected
+        self._emit(ev.FirmwareReset(line, mid_job))
+        if mid_job or (lost and not expected):
+            self._fault(
+                "the controller reset mid-job (power, USB or reset switch); it lost its plan "
+                "and position - never resumed blindly",
+                "firmware-reset",
+            )
+        self._emit(ev.FirmwareInfo(line, dict(self.capabilities)))
+
+    def _on_bracket(self, body: str) -> None:
+        if body.startswith("VER:"):
+            self.version = body[4:].rstrip(":")
+        elif body.startswith("MSG:"):
+            msg = body[4:]
+            if msg == "Enabled":
+                self.check_mode = True
+            elif msg == "Disabled":
+                self.check_mode = False
+                self._expect_reset = True  # leaving check mode soft-resets the controller
+        elif m := OPT_RE.match(body):
+            self.planner_blocks = int(m.group(2))
+            rx = int(m.group(3))
+            if rx > 0:  # trust the controller's own figure when it is smaller than the profile's
+                self.window.limit = min(self.profile.window_bytes, rx - 1)
+        self._emit(ev.Message(body[4:] if body.startswith("MSG:") else body))
+
+    def _fault(self, reason: str, code: str) -> None:
+        if not self._faulted:
+            self._faulted = True
+            self._emit(ev.Fault(reason, code))
+
+    def clear_fault(self) -> None:
+        """After `$X`/`$H` or a reset the manager chose: streaming may start again."""
+        self._faulted = False
+
+    # ---- time ---------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Poll status (best effort, <= 5 Hz) and watch for an ok that never comes."""
+        poll = max(self.profile.timeouts.status_poll_s, 0.2)
+        if now - self._last_poll >= poll:
+            self._last_poll = now
+            self._urgent.append(STATUS)
+        if self._faulted or not self.window.lines:
+            return
+        alive = self._last_status > self._wait_since and self.state in ("Run", "Hold", "Jog", "Home", "Door")
+        if alive:
+            self._wait_since = self._last_status
+            return
+        timeouts = self.profile.timeouts
+        limit = timeouts.long_command_s if self.window.oldest().long else timeouts.ok_s
+        if now - self._wait_since < limit:
+            return
+        if self.state == "Idle" and self.rx_free is not None and self._last_status > self._wait_since:
+            # Idle with an empty planner and we still wait: the oks were lost; the lines ran.
+            while self.window.lines:
+                self._retire()
+            return
+        self._fault(f"no answer from the controller for {limit:g} s", "no-answer")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return -1

@@ -1,0 +1,411 @@
+"""Marlin-family host protocol as a sans-I/O state machine.
+
+Bytes in (`receive_data`), bytes out (`data_to_send`), events out (`events`); time only as the `now`
+the caller passes. Covers numbered and checksummed lines, resends with Marlin's RX flush, the ok-window,
+busy/wait, M115 capabilities, ADVANCED_OK, temperatures, M114, host actions and reset detection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from . import events as ev
+from .framing import command_word, frame, plain
+from .profile import Profile
+from .window import SentLine, Window
+
+HISTORY = 512
+FAULT_MARKERS = (
+    "kill() called",
+    "thermal runaway",
+    "maxtemp",
+    "mintemp",
+    "heating failed",
+    "fatal",
+    "printer halted",
+    "stopped due to errors",
+    "emergency stop",
+)
+LINE_ERROR_MARKERS = (
+    "checksum mismatch",
+    "line number is not",
+    "no checksum",
+    "no line number",
+    "format error",
+)
+RESEND_RE = re.compile(r"^(?:resend|rs)\s*:?\s*n?:?\s*(\d+)", re.I)
+ADVANCED_OK_RE = re.compile(r"\bN(\d+)\s+P(\d+)\s+B(\d+)")
+TEMP_RE = re.compile(r"(?<![\w@])(T\d*|B|C|P|A)\s*:\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*(-?\d+(?:\.\d+)?))?")
+POS_RE = re.compile(r"\b([XYZEABC])\s*:\s*(-?\d+(?:\.\d+)?)")
+UNKNOWN_RE = re.compile(r'unknown command:\s*"?([^"]*)"?', re.I)
+CAP_RE = re.compile(r"^Cap:([A-Z0-9_]+):([01])")
+
+
+class MarlinProtocol:
+    """One connection to a Marlin-family firmware (Marlin 1/2, Prusa, RepRapFirmware, Smoothieware)."""
+
+    def __init__(self, profile: Profile, now: float = 0.0) -> None:
+        self.profile = profile
+        link = profile.link
+        self.numbered = link.line_numbers
+        self.window = Window(profile.window_bytes, pingpong=link.flow == "pingpong")
+        self.long_commands = frozenset(c.upper() for c in profile.timeouts.long_commands)
+        self.capabilities: dict[str, bool] = dict(profile.capabilities)
+        self.firmware_name = ""
+        self.job_active = False
+        self.resends = 0
+        self.errors = 0
+        self.bytes_sent = 0
+        self.lines_acked = 0
+        self.planner_free: int | None = None
+        self.queue_free: int | None = None
+        self._next_seq = 1
+        self._history: deque[SentLine] = deque(maxlen=HISTORY)
+        self._host: deque[tuple[str, object]] = deque()
+        self._job: deque[tuple[str, object]] = deque()
+        self._resend: deque[SentLine] = deque()
+        self._rx = bytearray()
+        self._events: list[ev.Event] = []
+        self._swallow_ok = False
+        self._fragment_ok = False
+        self._rewind: int | None = None
+        self._stale = 0
+        self._fw_received = 0
+        self._wait_since = now
+        self._probes = 0
+        self._out_of_band: list[bytes] = []
+        self._faulted = False
+        self._info_pending = False
+
+    # ---- what the driver feeds in -------------------------------------------------------------
+    def send(self, command: str, tag: object = None, *, host: bool = False) -> None:
+        """Queue one command; host commands (probes, scripts) go ahead of job lines."""
+        (self._host if host else self._job).append((command.strip(), tag))
+
+    def wants_lines(self) -> bool:
+        """True when the job queue is low enough that the driver should read more of the file."""
+        return len(self._job) < 4 and not self._faulted
+
+    def handshake(self) -> None:
+        """Reset line numbering and ask for capabilities; run at connect and after a reset."""
+        self._history.clear()
+        self._resend.clear()
+        self.window.clear()
+        self._rewind, self._stale = None, 0
+        if self.numbered:
+            self._host.append(("M110 N0", None))
+        self._host.append(("M115", None))
+
+    def discard_job(self) -> int:
+        """Forget job lines not yet sent (cancel); returns how many were dropped."""
+        n = len(self._job)
+        self._job.clear()
+        self._resend = deque(x for x in self._resend if x.tag is None)
+        return n
+
+    def emergency_stop(self) -> bytes:
+        """Bytes for an out-of-band M112; the job is dropped. With EMERGENCY_PARSER it acts on arrival."""
+        self.discard_job()
+        self._host.clear()
+        self._resend.clear()
+        return b"M112\n"
+
+    @property
+    def has_emergency_parser(self) -> bool:
+        return self.capabilities.get("EMERGENCY_PARSER", False)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing waiting for an ok."""
+        return not (self._job or self._host or self._resend or self.window.lines)
+
+    # ---- bytes out ----------------------------------------------------------------------------
+    def data_to_send(self, now: float = 0.0) -> bytes:
+        """Frame as many queued lines as the window allows (resends first, then host, then job)."""
+        if self._faulted:
+            return b""
+        out = bytearray()
+        while True:
+            line = self._next_line()
+            if line is None:
+                break
+            if not self.window.fits(len(line.wire)):
+                self._put_back(line)
+                break
+            if not self.window.lines:
+                self._wait_since = now
+            self.window.push(line)
+            out += line.wire
+        self.bytes_sent += len(out)
+        return bytes(out)
+
+    def _next_line(self) -> SentLine | None:
+        if self._resend:
+            return self._resend.popleft()
+        src = self._host if self._host else self._job
+        if not src:
+            return None
+        text, tag = src.popleft()
+        return self._make_line(text, tag)
+
+    def _make_line(self, text: str, tag: object) -> SentLine:
+        word = command_word(text)
+        if word == "M110" and self.numbered:
+            seq = _m110_target(text)
+            self._history.clear()
+            self._next_seq = seq + 1
+            line = SentLine(seq, text, frame(seq, text), tag)
+        else:
+            seq = self._next_seq
+            self._next_seq += 1
+            wire = frame(seq, text) if self.numbered else plain(text)
+            line = SentLine(seq, text, wire, tag, long=word in self.long_commands, barrier=word == "M105")
+        self._history.append(line)
+        return line
+
+    def _put_back(self, line: SentLine) -> None:
+        self._resend.appendleft(line)
+
+    # ---- bytes in -----------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float = 0.0) -> None:
+        """Feed bytes read from the port; complete lines become events."""
+        if not data:
+            return
+        self._rx += data
+        while True:
+            nl = self._rx.find(b"\n")
+            if nl < 0:
+                if len(self._rx) > 4096:  # a firmware that never ends its line: keep the tail only
+                    del self._rx[:-256]
+                return
+            raw = bytes(self._rx[:nl])
+            del self._rx[: nl + 1]
+            line = raw.decode("utf-8", "replace").strip("\r\x00 ")
+            if line:
+                self._wait_since = now
+                self._probes = 0
+                self._handle(line)
+
+    def events(self) -> list[ev.Event]:
+        """Take the events produced so far."""
+        out, self._events = self._events, []
+        return out
+
+    def _emit(self, event: ev.Event) -> None:
+        self._events.append(event)
+
+    def _handle(self, line: str) -> None:
+        low = line.lower()
+        swallow, self._swallow_ok = self._swallow_ok, False
+        fragment, self._fragment_ok = self._fragment_ok, False
+        if low.startswith("ok"):
+            if swallow or fragment:
+                return
+            self._on_ok(line)
+        elif m := RESEND_RE.match(line):
+            self._on_resend(int(m.group(1)))
+        elif low.startswith("error") or low.startswith("!!"):
+            self._on_error(line)
+        elif "busy:" in low:
+            self._emit(ev.Busy(line.split("busy:", 1)[-1].strip()))
+        elif low == "wait":
+            if self.window.lines:
+                self._probe(self._wait_since)
+        elif low == "start" or low.startswith("start "):
+            self._on_reset(line)
+        elif low.startswith("//action:"):
+            name, _, args = line[len("//action:") :].partition(" ")
+            self._emit(ev.ActionCommand(name.strip(), args.strip()))
+        elif line.startswith("FIRMWARE_NAME:"):
+            self.firmware_name = line[len("FIRMWARE_NAME:") :].split(" SOURCE_CODE_URL")[0].strip()
+            self._info_pending = True
+        elif m := CAP_RE.match(line):
+            self.capabilities[m.group(1)] = m.group(2) == "1"
+            self._info_pending = True
+        elif "unknown command" in low:
+            self._on_unknown(line)
+        elif " count " in low and POS_RE.search(line):
+            self._emit(ev.Position(_position(line)))
+        elif TEMP_RE.search(line) and ("T:" in line or "B:" in line):
+            self._emit_temps(line)
+        else:
+            self._emit(ev.Message(line))
+
+    def _on_ok(self, line: str) -> None:
+        if "T:" in line:
+            self._emit_temps(line)
+            retired = self._retire_through_barrier()
+        else:
+            retired = self._retire_oldest()
+        if m := ADVANCED_OK_RE.search(line):
+            self._on_advanced_ok(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        if self._info_pending and retired is not None and command_word(retired.text) == "M115":
+            self._info_pending = False
+            self._emit(ev.FirmwareInfo(self.firmware_name, dict(self.capabilities)))
+
+    def _retire_oldest(self) -> SentLine | None:
+        line = self.window.pop_oldest()
+        if line is not None:
+            self._acked(line)
+        return line
+
+    def _retire_through_barrier(self) -> SentLine | None:
+        """An `ok T:` answers an M105: every line sent before it has been answered too."""
+        if not any(x.barrier for x in self.window.lines):
+            return self._retire_oldest()
+        while (line := self.window.pop_oldest()) is not None:
+            self._acked(line)
+            if line.barrier:
+                return line
+        return None
+
+    def _acked(self, line: SentLine) -> None:
+        self.lines_acked += 1
+        if self._rewind is not None and line.seq >= self._rewind:
+            self._rewind, self._stale = None, 0
+        self._emit(ev.LineAcked(line.seq, line.text, line.tag))
+
+    def _on_advanced_ok(self, received: int, planner_free: int, queue_free: int) -> None:
+        """ADVANCED_OK: lines up to `received` have left the RX ring; the queue holds the unanswered ones."""
+        self.planner_free, self.queue_free = planner_free, queue_free
+        self.capabilities.setdefault("ADVANCED_OK", True)
+        self._fw_received = received
+        waiting = [x for x in self.window.lines if x.seq <= received]
+        excess = len(waiting) - max(self.profile.link.queue_depth - queue_free, 0)
+        for _ in range(max(excess, 0)):  # their oks were lost on the way: the firmware is past them
+            self._retire_oldest()
+
+    def _on_resend(self, seq: int) -> None:
+        self._swallow_ok = self.profile.link.ok_after_resend
+        if self._rewind == seq and self._stale > 0:
+            self._stale -= 1
+            self._emit(ev.ResendRequested(seq, stale=True))
+            return
+        if not self._history or seq == self._next_seq:
+            return  # the firmware wants the line we were about to send anyway
+        first = self._history[0].seq
+        if not first <= seq < self._next_seq:
+            self._fault(
+                f"the firmware asked to resend line {seq}, which is no longer held "
+                f"(held: {first}..{self._next_seq - 1})",
+                "resend-unavailable",
+            )
+            return
+        dropped = self.window.drop_from(seq)
+        self._stale = sum(1 for x in dropped if x.seq > seq)
+        self._rewind = seq
+        self._resend = deque(list(self._history)[seq - first :])
+        self.resends += 1
+        self._emit(ev.ResendRequested(seq))
+
+    def _on_error(self, line: str) -> None:
+        low = line.lower()
+        self.errors += 1
+        if any(m in low for m in LINE_ERROR_MARKERS):
+            return  # a Resend follows; nothing to do until it comes
+        if "unknown command" in low:
+            self._on_unknown(line)
+            return
+        if low.startswith("!!") or any(m in low for m in FAULT_MARKERS):
+            self._fault(line.split(":", 1)[-1].strip() or line, _fault_code(low))
+            return
+        self._emit(ev.FirmwareWarning(line))
+
+    def _on_unknown(self, line: str) -> None:
+        """An unknown command is a warning, unless it is the tail of a line cut by an RX flush.
+
+        Such a fragment gets an `ok` that answers none of our lines, so that ok is eaten.
+        """
+        m = UNKNOWN_RE.search(line)
+        text = (m.group(1) if m else "").strip()
+        oldest = self.window.oldest()
+        recovering = self._rewind is not None
+        if recovering and oldest is not None and command_word(text) != command_word(oldest.text):
+            self._fragment_ok = True
+            return
+        self._emit(ev.FirmwareWarning(line, oldest.seq if oldest else None))
+
+    def _on_reset(self, banner: str) -> None:
+        mid_job = self.job_active or bool(self.window.lines)
+        self._emit(ev.FirmwareReset(banner, mid_job))
+        if mid_job:
+            self._fault(
+                "the printer restarted mid-job (power glitch, watchdog or reset); it lost its plan",
+                "firmware-reset",
+            )
+        self.handshake()
+
+    def _emit_temps(self, line: str) -> None:
+        heaters = {}
+        for name, actual, target in TEMP_RE.findall(line):
+            heaters[name] = (float(actual), float(target) if target else 0.0)
+        if heaters:
+            self._emit(ev.Temperatures(heaters))
+
+    def _fault(self, reason: str, code: str) -> None:
+        if not self._faulted:
+            self._faulted = True
+            self._emit(ev.Fault(reason, code))
+
+    # ---- time ---------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Run the ok-watchdog: silence with lines outstanding gets a probe, then a fault."""
+        if self._faulted or not self.window.lines:
+            return
+        limit = self.profile.timeouts.long_command_s if self._waiting_long() else self.profile.timeouts.ok_s
+        if now - self._wait_since < limit:
+            return
+        if self._probes >= self.profile.timeouts.probes:
+            self._fault(
+                f"no answer from the firmware after {self._probes} probes {limit:g} s apart", "no-answer"
+            )
+            return
+        self._probe(now)
+
+    def _waiting_long(self) -> bool:
+        return any(x.long for x in self.window.lines)
+
+    def _probe(self, now: float) -> None:
+        """Send a numbered M105 even past the window: its `ok T:` answers everything sent before it."""
+        self._probes += 1
+        self._rewind, self._stale = None, 0
+        line = self._make_line("M105", None)
+        self.window.push(line)
+        self._out_of_band.append(line.wire)
+        self.bytes_sent += len(line.wire)
+        self._wait_since = now
+        self._emit(ev.ProbeSent(self._probes))
+
+    def urgent_data(self) -> bytes:
+        """Bytes that must go out now whatever the window says (watchdog probes)."""
+        out = b"".join(self._out_of_band)
+        self._out_of_band.clear()
+        return out
+
+
+def _m110_target(text: str) -> int:
+    parts = text.upper().split()
+    for p in parts[1:]:
+        if p.startswith("N") and p[1:].isdigit():
+            return int(p[1:])
+    return 0
+
+
+def _position(line: str) -> dict[str, float]:
+    head = re.split(r"\bCount\b", line, maxsplit=1, flags=re.I)[0]
+    return {k: float(v) for k, v in POS_RE.findall(head)}
+
+
+def _fault_code(low: str) -> str:
+    for marker, code in (
+        ("thermal runaway", "thermal-runaway"),
+        ("maxtemp", "maxtemp"),
+        ("mintemp", "mintemp"),
+        ("heating failed", "heating-failed"),
+        ("kill() called", "killed"),
+        ("printer halted", "killed"),
+    ):
+        if marker in low:
+            return code
+    return "firmware-fault"
