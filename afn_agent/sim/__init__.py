@@ -1,0 +1,1 @@
+"""Simulated firmwares on a pseudo-terminal, with the constraints of a real serial link."""
