@@ -1,0 +1,1 @@
+"""G-code reading: lexing, and the one-pass analysis of a job."""

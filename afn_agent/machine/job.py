@@ -1,0 +1,63 @@
+"""A job file read line by line from disk, so a 200 MB file costs no more memory than a 2 MB one."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..gcode.lexer import wire_text
+
+
+class JobError(ValueError):
+    """A job file that cannot be streamed; the message names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobPos:
+    """Where a command came from: its line in the file, and the file offset just after it."""
+
+    line: int
+    offset: int
+
+
+class JobFile:
+    """Yields the commands of a G-code file with their positions, lazily."""
+
+    def __init__(self, path: str | Path, *, parens: bool = True, max_line: int = 96) -> None:
+        self.path = Path(path)
+        try:
+            self.size = os.path.getsize(self.path)
+            self._f = open(self.path, "rb")  # noqa: SIM115 - closed by close(), the job outlives a block
+        except OSError as exc:
+            raise JobError(f"{self.path}: cannot open: {exc.strerror}") from exc
+        self.parens = parens
+        self.max_line = max_line
+        self.line_no = 0
+        self.offset = 0
+        self.commands = 0
+        self.done = False
+
+    def next_command(self) -> tuple[str, JobPos] | None:
+        """The next command to send, or None at the end of the file."""
+        while not self.done:
+            raw = self._f.readline()
+            if not raw:
+                self.done = True
+                break
+            self.line_no += 1
+            self.offset += len(raw)
+            text = wire_text(raw.decode("utf-8", "replace"), parens=self.parens)
+            if not text:
+                continue
+            if len(text) > self.max_line:
+                raise JobError(
+                    f"{self.path}:{self.line_no}: command is {len(text)} characters, "
+                    f"longer than the firmware's {self.max_line}"
+                )
+            self.commands += 1
+            return text, JobPos(self.line_no, self.offset)
+        return None
+
+    def close(self) -> None:
+        self._f.close()

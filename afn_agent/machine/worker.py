@@ -1,0 +1,409 @@
+"""One thread per machine: it owns the serial port and the flow-control window, and nothing else.
+
+Other threads talk to it through a command queue and a wake-up pipe; it talks back through an event
+queue it never blocks on. Emergency stop and feed hold are written by the caller's thread at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..firmware import events as ev
+from ..firmware.grbl import FEED_HOLD, GrblProtocol
+from ..firmware.marlin import MarlinProtocol
+from ..firmware.profile import Profile
+from .job import JobError, JobFile, JobPos
+from .link import LinkLost, SerialLink
+
+END_MARK = "end-of-job"
+TELEMETRY_EVERY_S = 0.5
+
+
+@dataclass
+class MachineEvent:
+    """What the machine thread tells the rest of the agent; `kind` names it, `data` is JSON-ready."""
+
+    kind: str
+    machine: str
+    t: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    """How a job ended and what it cost the link."""
+
+    outcome: str  # completed | cancelled | failed
+    reason: str = ""
+    code: str = ""
+    lines: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    resends: int = 0
+    errors: int = 0
+    file: str = ""
+
+
+class Machine:
+    """A machine on a serial port, driven by its own thread."""
+
+    def __init__(self, name: str, profile: Profile, port: str, baud: int | None = None,
+                 events: queue.Queue | None = None, stop_on_grbl_error: bool = True) -> None:
+        self.name = name
+        self.profile = profile
+        self.link = SerialLink(port, baud or profile.link.baud, profile.link.write_timeout_s)
+        self.core = MarlinProtocol(profile) if profile.protocol == "marlin" else GrblProtocol(profile)
+        self.events: queue.Queue = events if events is not None else queue.Queue()
+        self.stop_on_grbl_error = stop_on_grbl_error
+        self.state = "disconnected"
+        self.firmware = ""
+        self.temperatures: dict[str, tuple[float, float]] = {}
+        self.position: dict[str, float] = {}
+        self.grbl_state = ""
+        self.result: JobResult | None = None
+        self._cmds: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._job_done = threading.Event()
+        self._closing = False
+        self._job: JobFile | None = None
+        self._job_t0 = 0.0
+        self._job_bytes0 = 0
+        self._job_resends0 = 0
+        self._job_errors0 = 0
+        self._acked: JobPos | None = None
+        self._acked_lines = 0
+        self._paused = False
+        self._ending = ""
+        self._ending_who = ""
+        self._ending_reason = ""
+        self._last_telemetry = 0.0
+        self.urgent_log: list[tuple[float, float]] = []
+
+    # ---- public, any thread ---------------------------------------------------------------------
+    def start(self) -> Machine:
+        self._thread = threading.Thread(target=self._run, name=f"machine-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> bool:
+        return self._ready.wait(timeout) and self.state == "idle"
+
+    def start_job(self, path: str | Path) -> None:
+        self._job_done.clear()
+        self.result = None
+        self._post("job", str(path))
+
+    def wait_job(self, timeout: float | None = None) -> JobResult | None:
+        self._job_done.wait(timeout)
+        return self.result
+
+    def pause(self) -> float:
+        """GRBL: `!` written at once (feed hold); Marlin: stop feeding and run the pause script.
+
+        Returns the seconds from the call to the hold byte being written (0 for Marlin)."""
+        t = self._urgent(FEED_HOLD) if self.profile.protocol == "grbl" else 0.0
+        self._post("pause")
+        return t
+
+    def resume(self) -> None:
+        self._post("resume")
+
+    def cancel(self, who: str = "member") -> None:
+        self._post("cancel", who)
+
+    def emergency_stop(self, who: str = "") -> float:
+        """Out of band, from the caller's thread: M112 (Marlin) or soft reset (GRBL); returns the delay."""
+        self._post("estop", who)
+        data = b"M112\n" if self.profile.protocol == "marlin" else b"\x18"
+        return self._urgent(data)
+
+    def close(self) -> None:
+        self._closing = True
+        self.link.wake()
+        if self._thread:
+            self._thread.join(5)
+        self.link.close()
+        self.link.release()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the machine's state for the API, the bus and the CLI's progress bar."""
+        job = self._job
+        return {
+            "machine": self.name, "state": self.state, "firmware": self.firmware,
+            "job": str(job.path) if job else None,
+            "progress": self._progress(), "lines_acked": self._acked_lines,
+            "temperatures": dict(self.temperatures), "position": dict(self.position),
+            "grbl_state": self.grbl_state, "resends": self.core.resends, "errors": self.core.errors,
+            "bytes_sent": self.link.bytes_written,
+        }
+
+    def _post(self, *cmd: Any) -> None:
+        self._cmds.put(cmd)
+        self.link.wake()
+
+    def _urgent(self, data: bytes) -> float:
+        t0 = time.monotonic()
+        try:
+            self.link.write(data)
+        except LinkLost:
+            return -1.0
+        t1 = time.monotonic()
+        self.urgent_log.append((t0, t1))
+        return t1 - t0
+
+    # ---- the machine thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._connect()
+            while not self._closing:
+                self._step()
+        except LinkLost as exc:
+            self._lost(str(exc))
+        except Exception as exc:  # a bug must still end the job loudly, never leave a silent thread
+            self._emit("fault", {"reason": f"internal error: {exc!r}", "code": "internal"})
+            if self._job is not None:
+                self._finish("failed", f"internal error: {exc!r}", "internal")
+            self._set_state("fault")
+            raise
+        finally:
+            self._ready.set()
+
+    def _connect(self) -> None:
+        self._set_state("connecting")
+        self.link.open()
+        self.core.handshake()
+        deadline = time.monotonic() + self.profile.link.open_delay_s + 10.0
+        retry_at = time.monotonic() + 2.0
+        while not self._closing and self.state == "connecting":
+            now = time.monotonic()
+            if now > deadline:
+                raise LinkLost(f"{self.link.port_name}: no answer from a {self.profile.name} firmware")
+            if now > retry_at:
+                retry_at = now + 2.0
+                self.core.handshake()
+                if isinstance(self.core, GrblProtocol):
+                    self.link.write(self.core.soft_reset())
+            self._io(now, 0.05)
+
+    def _step(self) -> None:
+        self._drain_commands()
+        self._feed()
+        self._io(time.monotonic(), 0.1)
+
+    def _io(self, now: float, timeout: float) -> None:
+        core = self.core
+        out = core.urgent_data() + core.data_to_send(now)
+        if out:
+            self.link.write(out)
+        data = self.link.wait(timeout)
+        now = time.monotonic()
+        core.receive_data(data, now)
+        core.tick(now)
+        for event in core.events():
+            self._on_event(event, now)
+
+    def _feed(self) -> None:
+        job = self._job
+        if job is None or self._paused or self._ending:
+            return
+        while self.core.wants_lines():
+            try:
+                item = job.next_command()
+            except JobError as exc:
+                self._finish("failed", str(exc), "bad-file")
+                return
+            if item is None:
+                self._ending = "completed"
+                end = "M400" if self.profile.protocol == "marlin" else "G4 P0"
+                self.core.send(end, END_MARK)
+                return
+            self.core.send(item[0], item[1])
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                cmd = self._cmds.get_nowait()
+            except queue.Empty:
+                return
+            getattr(self, "_cmd_" + cmd[0])(*cmd[1:])
+
+    def _cmd_job(self, path: str) -> None:
+        if self.state != "idle":
+            self._emit("job-refused", {"file": path, "reason": f"machine is {self.state}"})
+            self.result = JobResult("failed", f"machine is {self.state}", "busy", file=path)
+            self._job_done.set()
+            return
+        parens = self.profile.protocol == "grbl"
+        limit = self.profile.link.max_line - (16 if self.core.__class__ is MarlinProtocol else 1)
+        try:
+            self._job = JobFile(path, parens=parens, max_line=limit)
+        except JobError as exc:
+            self.result = JobResult("failed", str(exc), "bad-file", file=path)
+            self._job_done.set()
+            return
+        self._job_t0 = time.monotonic()
+        self._job_bytes0 = self.link.bytes_written
+        self._job_resends0, self._job_errors0 = self.core.resends, self.core.errors
+        self._acked, self._acked_lines, self._paused, self._ending = None, 0, False, ""
+        self.core.job_active = True
+        for line in self.profile.scripts.start:
+            self.core.send(line, host=True)
+        self._set_state("printing")
+        self._emit("job-started", {"file": path, "size": self._job.size})
+
+    def _cmd_pause(self) -> None:
+        if self.state != "printing":
+            return
+        self._paused = True
+        if self.profile.protocol == "marlin":
+            for line in self.profile.scripts.pause:
+                self.core.send(line, host=True)
+        self._set_state("paused")
+
+    def _cmd_resume(self) -> None:
+        if self.state != "paused" or self.grbl_state.startswith("Door:1"):
+            return
+        if self.profile.protocol == "grbl":
+            self.link.write(self.core.realtime("resume"))
+        else:
+            for line in self.profile.scripts.resume:
+                self.core.send(line, host=True)
+        self._paused = False
+        self._set_state("printing")
+
+    def _cmd_cancel(self, who: str) -> None:
+        if self._job is None or self._ending:
+            return
+        self.core.discard_job()
+        if isinstance(self.core, GrblProtocol):
+            self.link.write(self.core.realtime("hold"))
+            time.sleep(0.1)
+            self.link.write(self.core.soft_reset())
+        for line in self.profile.scripts.cancel:
+            self.core.send(line, host=True)
+        self._ending, self._ending_who = "cancelled", who
+        self.core.send("M400" if self.profile.protocol == "marlin" else "G4 P0", END_MARK)
+
+    def _cmd_estop(self, who: str) -> None:
+        self.core.emergency_stop()
+        self._emit("emergency-stop", {"by": who})
+        if self._job is not None:
+            self._finish("failed", f"emergency stop{' by ' + who if who else ''}", "emergency-stop")
+        self._set_state("fault")
+
+    # ---- events from the core -------------------------------------------------------------------
+    def _on_event(self, event: ev.Event, now: float) -> None:
+        if isinstance(event, ev.LineAcked):
+            if isinstance(event.tag, JobPos):
+                self._acked = event.tag
+                self._acked_lines += 1
+            elif event.tag == END_MARK and self._job is not None:
+                outcome = self._ending or "completed"
+                self._finish(outcome, self._ending_who if outcome == "cancelled" else "", outcome)
+        elif isinstance(event, ev.Fault):
+            self._emit("fault", {"reason": event.reason, "code": event.code})
+            if self._job is not None:
+                self._finish("failed", event.reason, event.code)
+            self._set_state("fault")
+        elif isinstance(event, ev.FirmwareInfo):
+            self.firmware = event.name
+            if isinstance(self.core, MarlinProtocol) and event.capabilities.get("AUTOREPORT_TEMP"):
+                self.core.send("M155 S2", host=True)
+            if self.state == "connecting":
+                self._set_state("idle")
+                self._ready.set()
+        elif isinstance(event, ev.FirmwareReset):
+            self._emit("firmware-reset", {"banner": event.banner, "mid_job": event.mid_job})
+            if isinstance(self.core, GrblProtocol) and not event.mid_job:
+                self.core.handshake()
+        elif isinstance(event, ev.Temperatures):
+            self.temperatures.update(event.heaters)
+            self._telemetry(now)
+        elif isinstance(event, ev.Position):
+            self.position = dict(event.axes)
+        elif isinstance(event, ev.MachineStatus):
+            self._on_status(event)
+            self._telemetry(now)
+        elif isinstance(event, ev.FirmwareWarning):
+            self._emit("warning", {"text": event.text})
+            core = self.core
+            stop = self.stop_on_grbl_error and self._job is not None
+            if isinstance(core, GrblProtocol) and stop and not core.check_mode:
+                self._cmd_cancel("firmware error")
+                self._ending_reason = event.text
+        elif isinstance(event, ev.Alarm):
+            self._emit("alarm", {"code": event.code, "meaning": event.meaning})
+        elif isinstance(event, ev.ActionCommand):
+            self._emit("action", {"name": event.name, "args": event.args})
+            if event.name in ("pause", "paused"):
+                self._cmd_pause()
+            elif event.name in ("resume", "resumed"):
+                self._cmd_resume()
+            elif event.name == "cancel":
+                self._cmd_cancel("printer")
+        elif isinstance(event, ev.ResendRequested | ev.ProbeSent):
+            pass
+
+    def _on_status(self, status: ev.MachineStatus) -> None:
+        label = status.state + (f":{status.substate}" if status.substate is not None else "")
+        if label != self.grbl_state:
+            self.grbl_state = label
+            if status.state == "Door" and self.state == "printing":
+                self._paused = True
+                self._set_state("paused")
+                self._emit("door-open", {"state": label})
+
+    def _finish(self, outcome: str, reason: str, code: str) -> None:
+        job = self._job
+        if job is None:
+            return
+        if outcome == "cancelled" and self._ending_reason:
+            outcome, reason, code = "failed", self._ending_reason, "firmware-error"
+        self._ending_reason = self._ending_who = ""
+        self.result = JobResult(
+            outcome, reason, code, lines=self._acked_lines,
+            bytes=self.link.bytes_written - self._job_bytes0,
+            seconds=time.monotonic() - self._job_t0,
+            resends=self.core.resends - self._job_resends0,
+            errors=self.core.errors - self._job_errors0, file=str(job.path),
+        )
+        job.close()
+        self._job = None
+        self._ending = ""
+        self.core.job_active = False
+        self._emit("job-finished", self.result.__dict__)
+        if self.state in ("printing", "paused"):
+            self._set_state("idle")
+        self._job_done.set()
+
+    def _lost(self, reason: str) -> None:
+        self._emit("link-lost", {"reason": reason})
+        if self._job is not None:
+            self._finish("failed", reason, "link-lost")
+        self._set_state("disconnected")
+
+    def _progress(self) -> float:
+        job, acked = self._job, self._acked
+        if job is None or acked is None or not job.size:
+            return 0.0
+        return acked.offset / job.size
+
+    def _telemetry(self, now: float) -> None:
+        if now - self._last_telemetry >= TELEMETRY_EVERY_S:
+            self._last_telemetry = now
+            self._emit("telemetry", {"temperatures": dict(self.temperatures), "position": dict(self.position),
+                                     "grbl_state": self.grbl_state, "progress": self._progress()})
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._emit("state", {"state": state})
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.put_nowait(MachineEvent(kind, self.name, time.time(), data))
