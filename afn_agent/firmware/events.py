@@ -81,6 +81,7 @@ class FirmwareWarning(Event):
 
     text: str
     seq: int | None = None
+    tag: object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ REALTIME = {
 }
 BANNER_RE = re.compile(r"^(grbl|grblhal|fluidnc)\b.*", re.I)
 SETTING_RE = re.compile(r"^\$([A-Za-z0-9]+)=(.*)$")
-OPT_RE = re.compile(r"^\[OPT:([^,\]]*),(\d+),(\d+)")
+OPT_RE = re.compile(r"^OPT:([^,]*),(\d+),(\d+)")
 SYNC_RE = re.compile(r"^(\$|G10\s*L[0-9]|G28\.1|G30\.1)", re.I)
 
 
@@ -58,7 +58,6 @@ class GrblProtocol:
         self.planner_blocks: int | None = None
         self.planner_free: int | None = None
         self.rx_free: int | None = None
-        self.check_errors: list[tuple[int, str, int]] = []
         self._seq = 0
         self._host: deque[tuple[str, object]] = deque()
         self._job: deque[tuple[str, object]] = deque()
@@ -183,7 +182,8 @@ class GrblProtocol:
             code = _int(line[6:])
             self._emit(ev.Alarm(code, alarm_meaning(code)))
             self.window.clear()
-            self._fault(f"ALARM:{code} {alarm_meaning(code)}", f"alarm-{code}")
+            if not (code == 3 and self._expect_reset):  # our own reset while moving says ALARM:3
+                self._fault(f"ALARM:{code} {alarm_meaning(code)}", f"alarm-{code}")
         elif BANNER_RE.match(line):
             self._on_banner(line)
         elif m := SETTING_RE.match(line):
@@ -202,6 +202,7 @@ class GrblProtocol:
         self.lines_acked += 1
         self._emit(ev.LineAcked(line.seq, line.text, line.tag))
         if line.text.upper() == "$I":
+            self.firmware_name = self.firmware_name or f"Grbl {self.version}".strip()
             self._emit(ev.FirmwareInfo(self.firmware_name, dict(self.capabilities)))
         return line
 
@@ -210,10 +211,13 @@ class GrblProtocol:
         self.errors += 1
         sent = self._retire()
         text = sent.text if sent else "?"
-        seq = sent.seq if sent else None
-        if self.check_mode:
-            self.check_errors.append((code, error_meaning(code), seq or 0))
-        self._emit(ev.FirmwareWarning(f"error:{code} {error_meaning(code)} in {text!r}", seq))
+        self._emit(
+            ev.FirmwareWarning(
+                f"error:{code} {error_meaning(code)} in {text!r}",
+                sent.seq if sent else None,
+                sent.tag if sent else None,
+            )
+        )
 
     def _on_status(self, body: str, now: float) -> None:
         parts = body.split("|")
@@ -250,7 +254,6 @@ class GrblProtocol:
                 "and position - never resumed blindly",
                 "firmware-reset",
             )
-        self._emit(ev.FirmwareInfo(line, dict(self.capabilities)))
 
     def _on_bracket(self, body: str) -> None:
         if body.startswith("VER:"):

@@ -65,16 +65,15 @@ class MarlinProtocol:
         self._host: deque[tuple[str, object]] = deque()
         self._job: deque[tuple[str, object]] = deque()
         self._resend: deque[SentLine] = deque()
+        self._received: deque[SentLine] = deque()
         self._rx = bytearray()
         self._events: list[ev.Event] = []
         self._swallow_ok = False
         self._fragment_ok = False
         self._rewind: int | None = None
         self._stale = 0
-        self._fw_received = 0
         self._wait_since = now
         self._probes = 0
-        self._out_of_band: list[bytes] = []
         self._faulted = False
         self._info_pending = False
 
@@ -92,6 +91,7 @@ class MarlinProtocol:
         self._history.clear()
         self._resend.clear()
         self.window.clear()
+        self._received.clear()
         self._rewind, self._stale = None, 0
         if self.numbered:
             self._host.append(("M110 N0", None))
@@ -118,54 +118,54 @@ class MarlinProtocol:
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing waiting for an ok."""
-        return not (self._job or self._host or self._resend or self.window.lines)
+        return not (self._job or self._host or self._resend or self.outstanding)
 
     # ---- bytes out ----------------------------------------------------------------------------
     def data_to_send(self, now: float = 0.0) -> bytes:
-        """Frame as many queued lines as the window allows (resends first, then host, then job)."""
+        """Frame as many queued lines as the window allows (resends first, then host, then job).
+
+        A line gets its number only when it goes out, so nothing numbered ever waits behind a probe.
+        """
         if self._faulted:
             return b""
         out = bytearray()
         while True:
-            line = self._next_line()
-            if line is None:
-                break
-            if not self.window.fits(len(line.wire)):
-                self._put_back(line)
-                break
-            if not self.window.lines:
+            if self._resend:
+                line = self._resend[0]
+                if not self.window.fits(len(line.wire)):
+                    break
+                self._resend.popleft()
+            else:
+                src = self._host if self._host else self._job
+                if not src:
+                    break
+                text, tag = src[0]
+                seq = _m110_target(text) if self.numbered and command_word(text) == "M110" else self._next_seq
+                wire = frame(seq, text) if self.numbered else plain(text)
+                if not self.window.fits(len(wire)):
+                    break
+                src.popleft()
+                line = self._commit(seq, text, wire, tag)
+            if not self.outstanding:
                 self._wait_since = now
             self.window.push(line)
             out += line.wire
         self.bytes_sent += len(out)
         return bytes(out)
 
-    def _next_line(self) -> SentLine | None:
-        if self._resend:
-            return self._resend.popleft()
-        src = self._host if self._host else self._job
-        if not src:
-            return None
-        text, tag = src.popleft()
-        return self._make_line(text, tag)
-
-    def _make_line(self, text: str, tag: object) -> SentLine:
+    def _commit(self, seq: int, text: str, wire: bytes, tag: object) -> SentLine:
         word = command_word(text)
         if word == "M110" and self.numbered:
-            seq = _m110_target(text)
             self._history.clear()
-            self._next_seq = seq + 1
-            line = SentLine(seq, text, frame(seq, text), tag)
-        else:
-            seq = self._next_seq
-            self._next_seq += 1
-            wire = frame(seq, text) if self.numbered else plain(text)
-            line = SentLine(seq, text, wire, tag, long=word in self.long_commands, barrier=word == "M105")
+        self._next_seq = seq + 1
+        line = SentLine(seq, text, wire, tag, long=word in self.long_commands, barrier=word == "M105")
         self._history.append(line)
         return line
 
-    def _put_back(self, line: SentLine) -> None:
-        self._resend.appendleft(line)
+    @property
+    def outstanding(self) -> int:
+        """Lines sent whose ok has not been seen (in the RX ring, or received and queued)."""
+        return len(self._received) + len(self.window.lines)
 
     # ---- bytes in -----------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float = 0.0) -> None:
@@ -210,7 +210,7 @@ class MarlinProtocol:
         elif "busy:" in low:
             self._emit(ev.Busy(line.split("busy:", 1)[-1].strip()))
         elif low == "wait":
-            if self.window.lines:
+            if self.outstanding:
                 self._probe(self._wait_since)
         elif low == "start" or low.startswith("start "):
             self._on_reset(line)
@@ -245,17 +245,17 @@ class MarlinProtocol:
             self._emit(ev.FirmwareInfo(self.firmware_name, dict(self.capabilities)))
 
     def _retire_oldest(self) -> SentLine | None:
-        line = self.window.pop_oldest()
+        """An ok answers the oldest line still waiting for one."""
+        line = self._received.popleft() if self._received else self.window.pop_oldest()
         if line is not None:
             self._acked(line)
         return line
 
     def _retire_through_barrier(self) -> SentLine | None:
         """An `ok T:` answers an M105: every line sent before it has been answered too."""
-        if not any(x.barrier for x in self.window.lines):
+        if not any(x.barrier for x in (*self._received, *self.window.lines)):
             return self._retire_oldest()
-        while (line := self.window.pop_oldest()) is not None:
-            self._acked(line)
+        while (line := self._retire_oldest()) is not None:
             if line.barrier:
                 return line
         return None
@@ -266,15 +266,23 @@ class MarlinProtocol:
             self._rewind, self._stale = None, 0
         self._emit(ev.LineAcked(line.seq, line.text, line.tag))
 
+    def _mark_received(self, through: int) -> None:
+        """Lines up to `through` have left the RX ring: they no longer count against the window."""
+        while (oldest := self.window.oldest()) is not None and oldest.seq <= through:
+            self._received.append(self.window.pop_oldest())
+
+    def _trim_received(self, awaiting: int) -> None:
+        """At most `awaiting` received lines can still owe an ok; older ones had theirs lost."""
+        while len(self._received) > max(awaiting, 0):
+            self._retire_oldest()
+
     def _on_advanced_ok(self, received: int, planner_free: int, queue_free: int) -> None:
         """ADVANCED_OK: lines up to `received` have left the RX ring; the queue holds the unanswered ones."""
         self.planner_free, self.queue_free = planner_free, queue_free
         self.capabilities.setdefault("ADVANCED_OK", True)
-        self._fw_received = received
-        waiting = [x for x in self.window.lines if x.seq <= received]
-        excess = len(waiting) - max(self.profile.link.queue_depth - queue_free, 0)
-        for _ in range(max(excess, 0)):  # their oks were lost on the way: the firmware is past them
-            self._retire_oldest()
+        self._mark_received(received)
+        # the command just answered is still counted in the queue when its ok is printed
+        self._trim_received(self.profile.link.queue_depth - queue_free - 1)
 
     def _on_resend(self, seq: int) -> None:
         self._swallow_ok = self.profile.link.ok_after_resend
@@ -282,22 +290,27 @@ class MarlinProtocol:
             self._stale -= 1
             self._emit(ev.ResendRequested(seq, stale=True))
             return
-        if not self._history or seq == self._next_seq:
-            return  # the firmware wants the line we were about to send anyway
+        if not self._history:
+            return
         first = self._history[0].seq
-        if not first <= seq < self._next_seq:
+        if not first <= seq <= self._next_seq:
             self._fault(
                 f"the firmware asked to resend line {seq}, which is no longer held "
                 f"(held: {first}..{self._next_seq - 1})",
                 "resend-unavailable",
             )
             return
+        # everything before `seq` was received; everything from it on is gone from the firmware
+        self._received = deque(x for x in self._received if x.seq < seq)
         dropped = self.window.drop_from(seq)
+        self._mark_received(seq - 1)
+        self._trim_received(self.profile.link.queue_depth)
         self._stale = sum(1 for x in dropped if x.seq > seq)
         self._rewind = seq
         self._resend = deque(list(self._history)[seq - first :])
-        self.resends += 1
-        self._emit(ev.ResendRequested(seq))
+        if self._resend:
+            self.resends += 1
+            self._emit(ev.ResendRequested(seq))
 
     def _on_error(self, line: str) -> None:
         low = line.lower()
@@ -319,7 +332,7 @@ class MarlinProtocol:
         """
         m = UNKNOWN_RE.search(line)
         text = (m.group(1) if m else "").strip()
-        oldest = self.window.oldest()
+        oldest = self._received[0] if self._received else self.window.oldest()
         recovering = self._rewind is not None
         if recovering and oldest is not None and command_word(text) != command_word(oldest.text):
             self._fragment_ok = True
@@ -327,7 +340,7 @@ class MarlinProtocol:
         self._emit(ev.FirmwareWarning(line, oldest.seq if oldest else None))
 
     def _on_reset(self, banner: str) -> None:
-        mid_job = self.job_active or bool(self.window.lines)
+        mid_job = self.job_active  # outside a job a reset only loses the handshake: it is redone
         self._emit(ev.FirmwareReset(banner, mid_job))
         if mid_job:
             self._fault(
@@ -351,7 +364,7 @@ class MarlinProtocol:
     # ---- time ---------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Run the ok-watchdog: silence with lines outstanding gets a probe, then a fault."""
-        if self._faulted or not self.window.lines:
+        if self._faulted or not self.outstanding:
             return
         limit = self.profile.timeouts.long_command_s if self._waiting_long() else self.profile.timeouts.ok_s
         if now - self._wait_since < limit:
@@ -364,24 +377,25 @@ class MarlinProtocol:
         self._probe(now)
 
     def _waiting_long(self) -> bool:
-        return any(x.long for x in self.window.lines)
+        """The oldest line still owed an ok is one that legitimately takes long (G28, M109...)."""
+        oldest = self._received[0] if self._received else self.window.oldest()
+        return oldest is not None and oldest.long
 
     def _probe(self, now: float) -> None:
-        """Send a numbered M105 even past the window: its `ok T:` answers everything sent before it."""
+        """After silence, the firmware has read all it ever will: send a numbered M105 next.
+
+        Its `ok T:` answers every line sent before it; a Resend instead says where the firmware is.
+        """
         self._probes += 1
         self._rewind, self._stale = None, 0
-        line = self._make_line("M105", None)
-        self.window.push(line)
-        self._out_of_band.append(line.wire)
-        self.bytes_sent += len(line.wire)
+        self._mark_received(self._next_seq)
+        self._host.appendleft(("M105", None))
         self._wait_since = now
         self._emit(ev.ProbeSent(self._probes))
 
     def urgent_data(self) -> bytes:
-        """Bytes that must go out now whatever the window says (watchdog probes)."""
-        out = b"".join(self._out_of_band)
-        self._out_of_band.clear()
-        return out
+        """Marlin has no bytes that skip the window; M112 goes out through the machine's urgent path."""
+        return b""
 
 
 def _m110_target(text: str) -> int:

@@ -24,6 +24,10 @@ END_MARK = "end-of-job"
 TELEMETRY_EVERY_S = 0.5
 
 
+class _Reconnect(Exception):
+    """Raised inside the machine thread to start the connection over."""
+
+
 @dataclass
 class MachineEvent:
     """What the machine thread tells the rest of the agent; `kind` names it, `data` is JSON-ready."""
@@ -47,30 +51,44 @@ class JobResult:
     resends: int = 0
     errors: int = 0
     file: str = ""
+    check_errors: list[dict] = field(default_factory=list)
 
 
 class Machine:
     """A machine on a serial port, driven by its own thread."""
 
-    def __init__(self, name: str, profile: Profile, port: str, baud: int | None = None,
-                 events: queue.Queue | None = None, stop_on_grbl_error: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        profile: Profile,
+        port: str,
+        baud: int | None = None,
+        events: queue.Queue | None = None,
+        stop_on_grbl_error: bool = True,
+        reconnect_s: float = 2.0,
+    ) -> None:
         self.name = name
         self.profile = profile
         self.link = SerialLink(port, baud or profile.link.baud, profile.link.write_timeout_s)
-        self.core = MarlinProtocol(profile) if profile.protocol == "marlin" else GrblProtocol(profile)
+        self.core = self._make_core()
         self.events: queue.Queue = events if events is not None else queue.Queue()
         self.stop_on_grbl_error = stop_on_grbl_error
+        self.reconnect_s = reconnect_s
         self.state = "disconnected"
         self.firmware = ""
         self.temperatures: dict[str, tuple[float, float]] = {}
         self.position: dict[str, float] = {}
         self.grbl_state = ""
         self.result: JobResult | None = None
+        self.last_error = ""
+        self._check = False
+        self._check_errors: list[dict] = []
         self._cmds: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._job_done = threading.Event()
         self._closing = False
+        self._closed = threading.Event()
         self._job: JobFile | None = None
         self._job_t0 = 0.0
         self._job_bytes0 = 0
@@ -94,10 +112,11 @@ class Machine:
     def wait_ready(self, timeout: float = 15.0) -> bool:
         return self._ready.wait(timeout) and self.state == "idle"
 
-    def start_job(self, path: str | Path) -> None:
+    def start_job(self, path: str | Path, check: bool = False) -> None:
+        """Stream a file; with `check` (GRBL) run it in `$C` check mode: parsed, never moved."""
         self._job_done.clear()
         self.result = None
-        self._post("job", str(path))
+        self._post("job", str(path), check)
 
     def wait_job(self, timeout: float | None = None) -> JobResult | None:
         self._job_done.wait(timeout)
@@ -125,6 +144,7 @@ class Machine:
 
     def close(self) -> None:
         self._closing = True
+        self._closed.set()
         self.link.wake()
         if self._thread:
             self._thread.join(5)
@@ -135,13 +155,28 @@ class Machine:
         """A copy of the machine's state for the API, the bus and the CLI's progress bar."""
         job = self._job
         return {
-            "machine": self.name, "state": self.state, "firmware": self.firmware,
+            "machine": self.name,
+            "state": self.state,
+            "firmware": self.firmware,
             "job": str(job.path) if job else None,
-            "progress": self._progress(), "lines_acked": self._acked_lines,
-            "temperatures": dict(self.temperatures), "position": dict(self.position),
-            "grbl_state": self.grbl_state, "resends": self.core.resends, "errors": self.core.errors,
+            "progress": self._progress(),
+            "lines_acked": self._acked_lines,
+            "temperatures": dict(self.temperatures),
+            "position": dict(self.position),
+            "grbl_state": self.grbl_state,
+            "resends": self.core.resends,
+            "errors": self.core.errors,
             "bytes_sent": self.link.bytes_written,
         }
+
+    def reconnect(self) -> None:
+        """Start afresh after a fault a person has dealt with: new protocol state, new handshake."""
+        self._post("reconnect")
+
+    def _make_core(self) -> MarlinProtocol | GrblProtocol:
+        if self.profile.protocol == "marlin":
+            return MarlinProtocol(self.profile, time.monotonic())
+        return GrblProtocol(self.profile, time.monotonic())
 
     def _post(self, *cmd: Any) -> None:
         self._cmds.put(cmd)
@@ -159,24 +194,34 @@ class Machine:
 
     # ---- the machine thread ---------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            self._connect()
-            while not self._closing:
-                self._step()
-        except LinkLost as exc:
-            self._lost(str(exc))
-        except Exception as exc:  # a bug must still end the job loudly, never leave a silent thread
-            self._emit("fault", {"reason": f"internal error: {exc!r}", "code": "internal"})
-            if self._job is not None:
-                self._finish("failed", f"internal error: {exc!r}", "internal")
-            self._set_state("fault")
-            raise
-        finally:
+        """Connect, stream, and when the port vanishes fail the job and try again until closed."""
+        while not self._closing:
+            try:
+                self._connect()
+                while not self._closing:
+                    self._step()
+            except _Reconnect:
+                self.link.close()
+                continue
+            except LinkLost as exc:
+                self._lost(str(exc))
+            except Exception as exc:  # a bug must still end the job loudly, never leave a silent thread
+                self._emit("fault", {"reason": f"internal error: {exc!r}", "code": "internal"})
+                if self._job is not None:
+                    self._finish("failed", f"internal error: {exc!r}", "internal")
+                self._set_state("fault")
+                self._ready.set()
+                raise
             self._ready.set()
+            if not self.reconnect_s:
+                return
+            self._drain_commands()
+            self._closed.wait(self.reconnect_s)
 
     def _connect(self) -> None:
-        self._set_state("connecting")
+        self.core = self._make_core()
         self.link.open()
+        self._set_state("connecting")
         self.core.handshake()
         deadline = time.monotonic() + self.profile.link.open_delay_s + 10.0
         retry_at = time.monotonic() + 2.0
@@ -220,8 +265,7 @@ class Machine:
                 return
             if item is None:
                 self._ending = "completed"
-                end = "M400" if self.profile.protocol == "marlin" else "G4 P0"
-                self.core.send(end, END_MARK)
+                self._send_end()
                 return
             self.core.send(item[0], item[1])
 
@@ -233,7 +277,7 @@ class Machine:
                 return
             getattr(self, "_cmd_" + cmd[0])(*cmd[1:])
 
-    def _cmd_job(self, path: str) -> None:
+    def _cmd_job(self, path: str, check: bool = False) -> None:
         if self.state != "idle":
             self._emit("job-refused", {"file": path, "reason": f"machine is {self.state}"})
             self.result = JobResult("failed", f"machine is {self.state}", "busy", file=path)
@@ -251,7 +295,10 @@ class Machine:
         self._job_bytes0 = self.link.bytes_written
         self._job_resends0, self._job_errors0 = self.core.resends, self.core.errors
         self._acked, self._acked_lines, self._paused, self._ending = None, 0, False, ""
+        self._check, self._check_errors = check and self.profile.protocol == "grbl", []
         self.core.job_active = True
+        if self._check:
+            self.core.send("$C", host=True)
         for line in self.profile.scripts.start:
             self.core.send(line, host=True)
         self._set_state("printing")
@@ -288,7 +335,24 @@ class Machine:
         for line in self.profile.scripts.cancel:
             self.core.send(line, host=True)
         self._ending, self._ending_who = "cancelled", who
-        self.core.send("M400" if self.profile.protocol == "marlin" else "G4 P0", END_MARK)
+        self._send_end()
+
+    def _send_end(self) -> None:
+        """Commands whose answer means the machine has stopped moving (or, in check mode, left it).
+
+        Marlin: M400 waits for the planner, then M105, whose `ok T:` answers every line before it
+        even if some oks were lost on the way.
+        """
+        if self.profile.protocol == "marlin":
+            self.core.send("M400")
+            self.core.send("M105", END_MARK)
+        else:
+            self.core.send("$C" if self._check else "G4 P0", END_MARK)
+
+    def _cmd_reconnect(self) -> None:
+        if self._job is not None:
+            self._finish("failed", "reconnect requested", "reconnect")
+        raise _Reconnect
 
     def _cmd_estop(self, who: str) -> None:
         self.core.emergency_stop()
@@ -331,7 +395,11 @@ class Machine:
             self._on_status(event)
             self._telemetry(now)
         elif isinstance(event, ev.FirmwareWarning):
-            self._emit("warning", {"text": event.text})
+            line = event.tag.line if isinstance(event.tag, JobPos) else None
+            self._emit("warning", {"text": event.text, "line": line})
+            if self._check:
+                self._check_errors.append({"line": line, "text": event.text})
+                return
             core = self.core
             stop = self.stop_on_grbl_error and self._job is not None
             if isinstance(core, GrblProtocol) and stop and not core.check_mode:
@@ -367,11 +435,16 @@ class Machine:
             outcome, reason, code = "failed", self._ending_reason, "firmware-error"
         self._ending_reason = self._ending_who = ""
         self.result = JobResult(
-            outcome, reason, code, lines=self._acked_lines,
+            outcome,
+            reason,
+            code,
+            lines=self._acked_lines,
             bytes=self.link.bytes_written - self._job_bytes0,
             seconds=time.monotonic() - self._job_t0,
             resends=self.core.resends - self._job_resends0,
-            errors=self.core.errors - self._job_errors0, file=str(job.path),
+            errors=self.core.errors - self._job_errors0,
+            file=str(job.path),
+            check_errors=self._check_errors,
         )
         job.close()
         self._job = None
@@ -383,7 +456,10 @@ class Machine:
         self._job_done.set()
 
     def _lost(self, reason: str) -> None:
-        self._emit("link-lost", {"reason": reason})
+        self.link.close()
+        self.last_error = reason
+        if self.state != "disconnected":  # retries while the port stays away are not news
+            self._emit("link-lost", {"reason": reason})
         if self._job is not None:
             self._finish("failed", reason, "link-lost")
         self._set_state("disconnected")
@@ -397,8 +473,15 @@ class Machine:
     def _telemetry(self, now: float) -> None:
         if now - self._last_telemetry >= TELEMETRY_EVERY_S:
             self._last_telemetry = now
-            self._emit("telemetry", {"temperatures": dict(self.temperatures), "position": dict(self.position),
-                                     "grbl_state": self.grbl_state, "progress": self._progress()})
+            self._emit(
+                "telemetry",
+                {
+                    "temperatures": dict(self.temperatures),
+                    "position": dict(self.position),
+                    "grbl_state": self.grbl_state,
+                    "progress": self._progress(),
+                },
+            )
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

@@ -162,8 +162,7 @@ class GrblSim(SimFirmware):
     def _soft_reset(self, t: float) -> None:
         moving = bool(self.planner) or self.block_until != INF
         self.stats.resets += 1
-        self.ring.clear()
-        self.tx.clear()
+        self.ring.clear()  # the RX side is flushed; what is already in the TX buffer still goes out
         self.reset_state()
         if moving:
             self.alarm = True
@@ -261,8 +260,8 @@ class GrblSim(SimFirmware):
         feeding = motion in ("1", "2", "3") or (axes and motion is None and self.motion != "0")
         if feeding and self.feed <= 0:
             return self._reply("error:22", t)
-        if self.check:
-            self.log_executed("-", raw.strip(), t)
+        if self.check:  # parsed and checked, never moved
+            self.log_executed("check", raw.strip(), t)
             return self._reply("ok", t)
         if any(k == "G" and v.rstrip("0").rstrip(".") == "4" for k, v in words):
             self.pending = ("dwell", raw.strip())
@@ -345,7 +344,8 @@ class GrblSim(SimFirmware):
         elif cmd == "$C":
             self.check = not self.check
             self.out(f"[MSG:{'Enabled' if self.check else 'Disabled'}]", t)
-            if not self.check:
+            if not self.check:  # leaving check mode resets the controller
+                self.log_executed("$", raw.strip(), t)
                 self._reply("ok", t)
                 self._soft_reset(t)
                 return

@@ -6,8 +6,15 @@ import math
 from pathlib import Path
 
 
-def circle_gcode(path: str | Path, segments: int = 5000, segment_mm: float = 0.1, *,
-                 flavour: str = "marlin", feed: float = 3000.0, extrude: bool = True) -> Path:
+def circle_gcode(
+    path: str | Path,
+    segments: int = 5000,
+    segment_mm: float = 0.1,
+    *,
+    flavour: str = "marlin",
+    feed: float = 3000.0,
+    extrude: bool = True,
+) -> Path:
     """A circle of `segments` chords of `segment_mm`, as a slicer would write a curved perimeter."""
     radius = segment_mm / (2 * math.sin(math.pi / segments))
     path = Path(path)

@@ -1,0 +1,189 @@
+"""The `afn-agent` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .firmware.profile import ProfileError, available_profiles, load_profile
+from .machine.worker import JobResult, Machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="afn-agent", description="Machine-side agent for fab labs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("stream", help="stream a G-code file to a machine and wait for the end")
+    s.add_argument("file")
+    s.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0 or /dev/afn/printer-1")
+    s.add_argument("--profile", required=True, help="firmware profile name or .toml path")
+    s.add_argument("--baud", type=int, help="override the profile's baud rate")
+    s.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    s.add_argument("--connect-timeout", type=float, default=20.0)
+
+    from .sim.run import add_arguments as sim_arguments
+
+    sim = sub.add_parser("sim", help="run a simulated firmware on a pseudo-terminal")
+    sim_arguments(sim)
+
+    sub.add_parser("profiles", help="list the firmware profiles found")
+
+    d = sub.add_parser("demo", help="stream to simulated machines, no hardware needed")
+    d.add_argument("--fast", action="store_true", help="shorter jobs and sped-up machines (for tests)")
+
+    args = parser.parse_args(argv)
+    if args.command == "stream":
+        return cmd_stream(args)
+    if args.command == "sim":
+        from .sim.run import main as sim_main
+
+        return sim_main(args)
+    if args.command == "profiles":
+        return cmd_profiles()
+    return cmd_demo(args)
+
+
+def cmd_profiles() -> int:
+    for name, path in sorted(available_profiles().items()):
+        try:
+            p = load_profile(path)
+            print(f"{name:16} {p.protocol:7} {p.kind:8} {p.link.baud:>7} baud  {p.description}")
+        except ProfileError as exc:
+            print(f"{name:16} INVALID  {exc}")
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return 2
+    if not Path(args.file).is_file():
+        print(f"afn-agent: {args.file}: no such file", file=sys.stderr)
+        return 2
+    machine = Machine("cli", profile, args.port, baud=args.baud, reconnect_s=0).start()
+    try:
+        if not machine.wait_ready(args.connect_timeout):
+            why = machine.last_error or f"no {profile.name} firmware answered on {args.port}"
+            print(f"afn-agent: {why}", file=sys.stderr)
+            return 3
+        result = _run_job(machine, args.file, show=not args.json and sys.stderr.isatty())
+    finally:
+        machine.close()
+    baud = args.baud or profile.link.baud
+    if args.json:
+        print(json.dumps(_result_json(result, baud)))
+    else:
+        print(_sentence(result, baud), file=sys.stderr)
+    return 0 if result.outcome == "completed" else 1
+
+
+def _run_job(machine: Machine, path: str, show: bool) -> JobResult:
+    interrupts = 0
+
+    def on_sigint(*_):
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            print("\ncancelling (Ctrl-C again for an emergency stop)", file=sys.stderr)
+            machine.cancel("operator")
+        else:
+            machine.emergency_stop("operator")
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        machine.start_job(path)
+        while (result := machine.wait_job(0.2)) is None:
+            if show:
+                _bar(machine.snapshot())
+        if show:
+            print(file=sys.stderr)
+        return result
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _bar(snap: dict) -> None:
+    frac = snap["progress"]
+    width = 30
+    filled = int(frac * width)
+    temps = " ".join(f"{k}:{v[0]:.0f}/{v[1]:.0f}" for k, v in sorted(snap["temperatures"].items()))
+    extra = snap["grbl_state"] or temps
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {frac * 100:5.1f}% "
+        f"{snap['lines_acked']} lines {snap['resends']} resends {extra[:30]:30}"
+    )
+    sys.stderr.flush()
+
+
+def _result_json(r: JobResult, baud: int) -> dict:
+    secs = max(r.seconds, 1e-9)
+    return {
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "code": r.code,
+        "file": r.file,
+        "lines": r.lines,
+        "bytes": r.bytes,
+        "seconds": round(r.seconds, 3),
+        "resends": r.resends,
+        "errors": r.errors,
+        "lines_per_s": round(r.lines / secs, 1),
+        "link_utilisation": round(r.bytes * 10 / baud / secs, 4),
+    }
+
+
+def _sentence(r: JobResult, baud: int) -> str:
+    j = _result_json(r, baud)
+    stats = (
+        f"{r.lines} lines, {r.bytes} bytes in {r.seconds:.1f} s ({j['lines_per_s']:.0f} lines/s, "
+        f"link {j['link_utilisation'] * 100:.0f}% busy), {r.resends} resends"
+    )
+    if r.outcome == "completed":
+        return f"completed: {stats}"
+    return f"{r.outcome}: {r.reason or r.code} - after {stats}"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Until the whole lab is wired: one simulated printer and one simulated mill, each streaming a job."""
+    from .sim.jobs import circle_gcode
+    from .sim.run import SimProcess
+
+    work = Path(tempfile.mkdtemp(prefix="afn-demo-"))
+    segments = 600 if args.fast else 3000
+    jobs = {
+        "printer-1": ("marlin", "marlin2", circle_gcode(work / "circle.gcode", segments, flavour="marlin")),
+        "mill-1": ("grbl", "grbl-1.1", circle_gcode(work / "circle.nc", segments, flavour="grbl")),
+    }
+    sims, machines = {}, {}
+    try:
+        for name, (kind, profile, _) in jobs.items():
+            sims[name] = SimProcess(kind, work, move_ms=0.5, baud=250000).start()
+            machines[name] = Machine(name, load_profile(profile), str(sims[name].link), baud=250000).start()
+        for name, m in machines.items():
+            if not m.wait_ready(20):
+                print(f"demo: {name} did not come up ({m.state})", file=sys.stderr)
+                return 1
+            print(f"{name}: {m.firmware} on {sims[name].link}")
+            m.start_job(jobs[name][2])
+        t0 = time.monotonic()
+        results = {name: m.wait_job(300) for name, m in machines.items()}
+        print(f"both jobs done in {time.monotonic() - t0:.1f} s")
+        ok = True
+        for name, r in results.items():
+            print(f"{name}: {_sentence(r, 250000)}")
+            ok &= r is not None and r.outcome == "completed"
+        for name, s in sims.items():
+            print(f"{name}: simulator dropped {s.stop().get('bytes_dropped', '?')} bytes")
+        return 0 if ok else 1
+    finally:
+        for m in machines.values():
+            m.close()
+        for s in sims.values():
+            s.stop()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up a checkout for the demo and the tests on Debian / Raspberry Pi OS: system packages, then a
+# virtualenv in .venv with the project installed editable. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the agent, its demo and its tests use.
+PACKAGES="python3 python3-venv python3-pip"
+
+if command -v apt-get >/dev/null 2>&1; then
+    missing=""
+    for pkg in $PACKAGES; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        SUDO=""
+        [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        echo "installing:$missing" >&2
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'

@@ -1,0 +1,102 @@
+"""The `afn-agent` command as a user runs it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+AGENT = [sys.executable, "-m", "afn_agent"]
+
+
+def run(*args, timeout=120):
+    return subprocess.run([*AGENT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_stream_json_reports_the_run(start_sim, circle):
+    sim = start_sim("marlin", corrupt=0.02, seed=11)
+    path = circle(600)
+    p = run(
+        "stream", str(path), "--port", str(sim.link), "--profile", "marlin2", "--baud", "250000", "--json"
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["outcome"] == "completed" and out["lines"] == 606 and out["resends"] > 0
+    for key in (
+        "lines",
+        "bytes",
+        "seconds",
+        "resends",
+        "errors",
+        "outcome",
+        "lines_per_s",
+        "link_utilisation",
+    ):
+        assert key in out
+
+
+def test_stream_fault_exits_non_zero_with_a_sentence(start_sim, circle):
+    sim = start_sim("marlin", thermal_runaway_at=100)
+    p = run("stream", str(circle(600)), "--port", str(sim.link), "--profile", "marlin2", "--baud", "250000")
+    assert p.returncode == 1
+    assert "failed: Thermal Runaway, system stopped! Heater_ID: 0 - after" in p.stderr
+
+
+def test_stream_names_bad_arguments(tmp_path, circle):
+    p = run("stream", str(circle(10)), "--port", "/dev/null-nope", "--profile", "marlin3")
+    assert p.returncode == 2 and "unknown profile 'marlin3'" in p.stderr
+    p = run("stream", str(tmp_path / "missing.gcode"), "--port", "/dev/x", "--profile", "marlin2")
+    assert p.returncode == 2 and "missing.gcode: no such file" in p.stderr
+    p = run("stream", str(circle(10)), "--port", str(tmp_path / "ttyNONE"), "--profile", "marlin2")
+    assert p.returncode == 3 and "cannot open" in p.stderr and "ttyNONE" in p.stderr
+
+
+def test_sim_command_runs_a_firmware_on_its_own(tmp_path, circle):
+    link = tmp_path / "grbl.tty"
+    stats = tmp_path / "stats.json"
+    sim = subprocess.Popen(
+        [*AGENT, "sim", "grbl", "--link", str(link), "--baud", "250000", "--stats", str(stats)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not link.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        p = run(
+            "stream",
+            str(circle(300, flavour="grbl")),
+            "--port",
+            str(link),
+            "--profile",
+            "grbl-1.1",
+            "--baud",
+            "250000",
+            "--json",
+        )
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["outcome"] == "completed"
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(10)
+    assert json.loads(stats.read_text())["bytes_dropped"] == 0
+
+
+def test_profiles_lists_all_shipped(tmp_path):
+    p = run("profiles")
+    assert p.returncode == 0
+    for name in ("marlin2", "prusa-mk3", "reprapfirmware", "smoothieware", "grbl-1.1", "grblhal", "fluidnc"):
+        assert name in p.stdout
+
+
+def test_demo_fast_runs_end_to_end():
+    p = run("demo", "--fast", timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "printer-1: completed" in p.stdout and "mill-1: completed" in p.stdout
+    assert "dropped 0 bytes" in p.stdout
+
+
+def test_console_script_is_installed():
+    exe = os.path.join(os.path.dirname(sys.executable), "afn-agent")
+    assert os.path.exists(exe), "pip install -e . installs the afn-agent command"

@@ -1,0 +1,183 @@
+"""The full path against the simulated Marlin: port, thread, core, window, sim firmware."""
+
+import time
+
+from afn_agent.firmware.profile import load_profile
+from tests.conftest import file_commands
+from tests.helpers import profile
+
+HOST_PROBES = {"M105", "M155 S2"}  # the agent's own watchdog probes and autoreport request
+
+
+def job_lines(sim, path):
+    """The executed log restricted to the job: what the firmware ran between start and M400."""
+    want = file_commands(path)
+    ran = [cmd for label, cmd in sim.executed() if label not in ("-", "0") and cmd not in HOST_PROBES]
+    start = ran.index(want[0])
+    return ran[start : start + len(want)], want, ran
+
+
+def test_clean_stream_runs_every_line_once_in_order(start_sim, connect, circle):
+    sim = start_sim("marlin")
+    m = connect(sim)
+    path = circle(1500)
+    m.start_job(path)
+    r = m.wait_job(60)
+    stats = sim.stop()
+    assert r.outcome == "completed", r
+    got, want, _ = job_lines(sim, path)
+    assert got == want
+    assert stats["bytes_dropped"] == 0 and r.resends == 0
+
+
+def test_corrupted_lines_are_resent_and_every_line_runs_exactly_once(start_sim, connect, circle):
+    sim = start_sim("marlin", corrupt=0.03, seed=7, latency_ms=1.0)
+    m = connect(sim)
+    path = circle(1500)
+    m.start_job(path)
+    r = m.wait_job(90)
+    stats = sim.stop()
+    assert r.outcome == "completed", r
+    assert stats["lines_corrupted"] > 20 and r.resends > 20
+    got, want, _ = job_lines(sim, path)
+    assert got == want
+    numbers = [int(label) for label, _ in sim.executed() if label.isdigit() and label != "0"]
+    assert numbers == sorted(numbers) and len(numbers) == len(set(numbers))
+
+
+def test_lost_oks_are_recovered_without_repeating_lines(start_sim, connect, circle):
+    sim = start_sim("marlin", lost_ok=0.01, seed=3, advanced_ok=False)
+    m = connect(sim, profile("marlin2", ok_s=0.5))
+    path = circle(600)
+    m.start_job(path)
+    r = m.wait_job(90)
+    stats = sim.stop()
+    assert r.outcome == "completed", r
+    assert stats["oks_lost"] > 0
+    assert job_lines(sim, path)[0] == file_commands(path)
+
+
+def test_lost_oks_with_advanced_ok_resync_without_probes(start_sim, connect, circle):
+    sim = start_sim("marlin", lost_ok=0.02, seed=5)
+    m = connect(sim, profile("marlin2", ok_s=30.0))
+    path = circle(600)
+    t0 = time.monotonic()
+    m.start_job(path)
+    r = m.wait_job(60)
+    sim.stop()
+    assert r.outcome == "completed", r
+    assert time.monotonic() - t0 < 20  # never waited for the 30 s watchdog
+    assert job_lines(sim, path)[0] == file_commands(path)
+
+
+def test_printer_reset_mid_job_fails_the_job(start_sim, connect, circle):
+    sim = start_sim("marlin", reset_at=300)
+    m = connect(sim)
+    m.start_job(circle(1500))
+    r = m.wait_job(60)
+    assert r.outcome == "failed" and r.code == "firmware-reset", r
+    assert "restarted mid-job" in r.reason
+    assert m.state == "fault"
+
+
+def test_usb_unplug_fails_the_job_and_the_machine_comes_back_on_replug(start_sim, connect, circle):
+    sim = start_sim("marlin", disconnect_at=300, replug_s=1.0)
+    m = connect(sim, reconnect_s=0.3)
+    m.start_job(circle(1500))
+    r = m.wait_job(30)
+    assert r.outcome == "failed" and r.code == "link-lost", r
+    assert "vanished" in r.reason
+    deadline = time.monotonic() + 15
+    while m.state != "idle" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert m.state == "idle"
+    path = circle(200)
+    m.start_job(path)
+    assert m.wait_job(30).outcome == "completed"
+
+
+def test_thermal_runaway_fails_the_job(start_sim, connect, circle):
+    sim = start_sim("marlin", thermal_runaway_at=200)
+    m = connect(sim)
+    m.start_job(circle(1500))
+    r = m.wait_job(30)
+    assert r.outcome == "failed" and r.code == "thermal-runaway", r
+
+
+def test_silent_printer_is_probed_then_faulted(start_sim, connect, circle):
+    sim = start_sim("marlin", stall_at=100)
+    m = connect(sim, profile("marlin2", ok_s=0.5, probes=2))
+    m.start_job(circle(1500))
+    r = m.wait_job(30)
+    assert r.outcome == "failed" and r.code == "no-answer", r
+
+
+def test_emergency_stop_reaches_the_firmware_mid_stream(start_sim, connect, circle):
+    sim = start_sim("marlin")
+    m = connect(sim)
+    m.start_job(circle(3000))
+    time.sleep(1.0)
+    delay = m.emergency_stop("test")
+    r = m.wait_job(10)
+    time.sleep(0.3)  # the bytes already on the wire go first; let M112 arrive
+    stats = sim.stop()
+    assert 0 <= delay < 0.05
+    assert r.outcome == "failed" and r.code == "emergency-stop"
+    assert stats["halted"] == "emergency stop (M112)"
+
+
+def test_cancel_runs_the_cancel_script(start_sim, connect, circle):
+    sim = start_sim("marlin")
+    m = connect(sim)
+    m.start_job(circle(3000))
+    time.sleep(0.8)
+    m.cancel("member")
+    r = m.wait_job(10)
+    sim.stop()
+    assert r.outcome == "cancelled" and r.reason == "member", r
+    ran = [cmd for _, cmd in sim.executed()]
+    script = list(load_profile("marlin2").scripts.cancel)
+    assert ran[-len(script) - 2 :] == [*script, "M400", "M105"]
+    assert r.lines < 2500
+
+
+def test_pause_stops_feeding_and_resume_finishes(start_sim, connect, circle):
+    sim = start_sim("marlin")
+    m = connect(sim)
+    path = circle(2000)
+    m.start_job(path)
+    time.sleep(0.5)
+    m.pause()
+    time.sleep(0.3)
+    acked = m.snapshot()["lines_acked"]
+    time.sleep(0.5)
+    assert m.state == "paused" and m.snapshot()["lines_acked"] == acked
+    m.resume()
+    r = m.wait_job(30)
+    sim.stop()
+    assert r.outcome == "completed"
+    ran = [cmd for _, cmd in sim.executed()]
+    assert "G1 Z5 F600" in ran and "G1 Z-5 F600" in ran  # the park and unpark scripts
+
+
+def test_pingpong_profile_without_line_numbers(start_sim, connect, circle):
+    sim = start_sim("marlin")
+    m = connect(sim, "smoothieware")
+    path = circle(300)
+    m.start_job(path)
+    r = m.wait_job(30)
+    sim.stop()
+    assert r.outcome == "completed"
+    ran = [cmd for label, cmd in sim.executed() if label == "-"]
+    assert ran[ran.index(file_commands(path)[0]) :][: len(file_commands(path))] == file_commands(path)
+
+
+def test_temperatures_are_reported_by_autoreport(start_sim, connect, circle):
+    sim = start_sim("marlin", speed=50.0)
+    m = connect(sim)
+    path = circle(100)
+    path.write_text("M104 S200\nM109 S200\n" + path.read_text())
+    m.start_job(path)
+    assert m.wait_job(30).outcome == "completed"
+    time.sleep(2.5)
+    assert m.temperatures["T"][1] == 200.0 and m.temperatures["T"][0] > 190

@@ -1,0 +1,328 @@
+"""The Marlin core, driven by bytes alone: no port, no thread, no clock but the one we pass."""
+
+from functools import reduce
+
+import pytest
+
+from afn_agent.firmware import events as ev
+from afn_agent.firmware.framing import checksum, frame
+from afn_agent.firmware.marlin import MarlinProtocol
+from tests.helpers import framed, profile
+
+
+def connected(**overrides) -> MarlinProtocol:
+    """A core past its handshake (M110, M115 answered), window empty."""
+    core = MarlinProtocol(profile(**overrides))
+    core.handshake()
+    core.data_to_send()
+    core.receive_data(b"ok\nFIRMWARE_NAME:Marlin 2.1.2 SOURCE_CODE_URL:x\nCap:EMERGENCY_PARSER:1\nok\n")
+    core.events()
+    assert not core.window.lines
+    return core
+
+
+def kinds(events) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def test_frame_is_line_number_command_and_xor_checksum():
+    payload = b"N7 G1 X10 Y20"
+    assert checksum(payload) == reduce(lambda a, b: a ^ b, payload)
+    assert frame(7, "G1 X10 Y20") == payload + b"*" + str(checksum(payload)).encode() + b"\n"
+
+
+def test_handshake_resets_numbering_and_asks_capabilities():
+    core = MarlinProtocol(profile())
+    core.handshake()
+    assert framed(core.data_to_send()) == [(0, "M110 N0"), (1, "M115")]
+    core.receive_data(
+        b"ok\nFIRMWARE_NAME:Marlin 2.1.2 (x) SOURCE_CODE_URL:github.com\n"
+        b"Cap:AUTOREPORT_TEMP:1\nCap:EMERGENCY_PARSER:1\nCap:ADVANCED_OK:0\nok\n"
+    )
+    info = [e for e in core.events() if isinstance(e, ev.FirmwareInfo)]
+    assert info == [
+        ev.FirmwareInfo(
+            "Marlin 2.1.2 (x)", {"AUTOREPORT_TEMP": True, "EMERGENCY_PARSER": True, "ADVANCED_OK": False}
+        )
+    ]
+    assert core.has_emergency_parser
+
+
+def test_window_never_holds_more_bytes_than_the_rx_ring():
+    core = connected()
+    for i in range(50):
+        core.send(f"G1 X{i}.123 Y{i}.456 E0.0123", i)
+    first = core.data_to_send()
+    assert len(first) <= 127 < len(first) + len(frame(99, "G1 X9.123 Y9.456 E0.0123"))
+    assert core.data_to_send() == b""  # full: nothing more until an ok
+    core.receive_data(b"ok\n")
+    acked = [e for e in core.events() if isinstance(e, ev.LineAcked)]
+    assert [a.tag for a in acked] == [0]
+    more = core.data_to_send()
+    assert framed(more)[0][0] == framed(first)[-1][0] + 1
+    assert core.window.bytes <= 127
+
+
+def test_pingpong_sends_one_line_per_ok():
+    core = connected(flow="pingpong")
+    for i in range(3):
+        core.send(f"G1 X{i}")
+    assert len(framed(core.data_to_send())) == 1
+    assert core.data_to_send() == b""
+    core.receive_data(b"ok\n")
+    assert len(framed(core.data_to_send())) == 1
+
+
+def test_resend_rewinds_to_the_requested_line_and_eats_its_ok():
+    core = connected()
+    for i in range(4):
+        core.send(f"G1 X{i}")
+    sent = framed(core.data_to_send())
+    assert [n for n, _ in sent] == [2, 3, 4, 5]
+    core.receive_data(b"ok\nError:checksum mismatch, Last Line: 2\nResend: 3\nok\n")
+    evs = core.events()
+    assert [e.seq for e in evs if isinstance(e, ev.LineAcked)] == [2]
+    assert ev.ResendRequested(3) in evs
+    assert core.outstanding == 0  # line 2 answered; 3..5 to be sent again
+    again = framed(core.data_to_send())
+    assert again == [(3, "G1 X1"), (4, "G1 X2"), (5, "G1 X3")]
+    assert core.resends == 1
+
+
+def test_stale_duplicate_resends_from_lines_already_in_flight_are_ignored():
+    core = connected()
+    for i in range(4):
+        core.send(f"G1 X{i}")
+    core.data_to_send()  # lines 2..5
+    core.receive_data(b"Error:checksum mismatch, Last Line: 1\nResend: 2\nok\n")
+    assert [n for n, _ in framed(core.data_to_send())] == [2, 3, 4, 5]
+    # lines 3, 4, 5 were on the wire when the firmware flushed: each is refused with the same request
+    core.receive_data(b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n" * 3)
+    evs = core.events()
+    assert [e.stale for e in evs if isinstance(e, ev.ResendRequested)] == [False, True, True, True]
+    assert core.data_to_send() == b""  # no second rewind
+    core.receive_data(b"ok\n" * 4)
+    assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [2, 3, 4, 5]
+    # once the stale ones are used up, the same request again is a real one
+    core.send("G1 X9")
+    core.data_to_send()
+    core.receive_data(b"Resend: 6\nok\n")
+    assert framed(core.data_to_send()) == [(6, "G1 X9")]
+
+
+def test_resend_without_trailing_ok_keeps_the_next_ok():
+    core = connected(ok_after_resend=False)
+    core.send("G1 X1")
+    core.send("G1 X2")
+    core.data_to_send()
+    core.receive_data(b"Resend: 2\n")
+    core.data_to_send()
+    core.receive_data(b"ok\nok\n")
+    assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [2, 3]
+
+
+def test_rs_short_form_is_a_resend():
+    core = connected()
+    core.send("G1 X1")
+    core.data_to_send()
+    core.receive_data(b"rs N2\n")
+    assert framed(core.data_to_send()) == [(2, "G1 X1")]
+
+
+def test_resend_of_a_line_no_longer_held_faults():
+    core = connected()
+    for i in range(600):
+        core.send(f"G1 X{i}")
+        core.data_to_send()
+        core.receive_data(b"ok\n")
+    core.events()
+    core.receive_data(b"Resend: 5\nok\n")
+    faults = [e for e in core.events() if isinstance(e, ev.Fault)]
+    assert faults and faults[0].code == "resend-unavailable" and "line 5" in faults[0].reason
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"Error:Printer halted. kill() called!\n", "killed"),
+        (b"Error:Thermal Runaway, system stopped! Heater_ID: 0\n", "thermal-runaway"),
+        (b"Error:MAXTEMP triggered, system stopped! Heater_ID: bed\n", "maxtemp"),
+        (b"Error:MINTEMP triggered, system stopped! Heater_ID: 0\n", "mintemp"),
+        (b"Error:Heating failed, system stopped! Heater_ID: 0\n", "heating-failed"),
+        (b"Error: fatal: stepper driver overheated\n", "firmware-fault"),
+        (b"!! MCU shutdown\n", "firmware-fault"),
+    ],
+)
+def test_fatal_errors_fault_the_job(line, code):
+    core = connected()
+    core.receive_data(line)
+    faults = [e for e in core.events() if isinstance(e, ev.Fault)]
+    assert [f.code for f in faults] == [code]
+    core.send("G1 X1")
+    assert core.data_to_send() == b""  # nothing more goes out after a fault
+
+
+def test_unknown_command_is_a_warning_and_its_ok_counts():
+    core = connected()
+    core.send("M9999")
+    core.data_to_send()
+    core.receive_data(b'echo:Unknown command: "M9999"\nok\n')
+    evs = core.events()
+    assert kinds(evs) == ["FirmwareWarning", "LineAcked"]
+
+
+def test_busy_keepalive_holds_off_the_watchdog():
+    core = connected(ok_s=5.0)
+    core.send("G28")
+    core.data_to_send(now=0.0)
+    core.tick(4.0)
+    core.receive_data(b"echo:busy: processing\n", now=4.0)
+    core.tick(8.0)
+    evs = core.events()
+    assert ev.Busy("processing") in evs and not any(isinstance(e, ev.ProbeSent) for e in evs)
+
+
+def test_watchdog_probes_with_numbered_m105_then_faults():
+    core = connected(ok_s=2.0, probes=2)
+    core.send("G1 X1")
+    core.data_to_send(now=0.0)
+    core.tick(1.9)
+    assert core.data_to_send() == b""
+    core.tick(2.1)
+    assert framed(core.data_to_send()) == [(3, "M105")]
+    core.tick(4.2)
+    assert framed(core.data_to_send()) == [(4, "M105")]
+    core.tick(6.3)
+    evs = core.events()
+    assert kinds(evs).count("ProbeSent") == 2
+    assert [e.code for e in evs if isinstance(e, ev.Fault)] == ["no-answer"]
+
+
+def test_long_commands_are_exempt_from_the_ok_watchdog():
+    core = connected(ok_s=2.0, long_command_s=600.0)
+    core.send("M109 S210")
+    core.data_to_send(now=0.0)
+    core.tick(60.0)
+    assert not any(isinstance(e, ev.ProbeSent) for e in core.events())
+
+
+def test_m105_answer_is_a_barrier_that_resyncs_lost_oks():
+    core = connected()
+    for i in range(3):
+        core.send(f"G1 X{i}")
+    core.send("M105")
+    core.data_to_send()
+    # the oks of the three moves were lost; the answer to M105 proves they were processed
+    core.receive_data(b"ok T:200.0 /200.0 B:60.0 /60.0 @:64 B@:0\n")
+    evs = core.events()
+    assert [e.text for e in evs if isinstance(e, ev.LineAcked)] == ["G1 X0", "G1 X1", "G1 X2", "M105"]
+    assert ev.Temperatures({"T": (200.0, 200.0), "B": (60.0, 60.0)}) in evs
+    assert not core.window.lines
+
+
+def test_advanced_ok_retires_lines_whose_ok_was_lost():
+    core = connected(queue_depth=4)
+    for i in range(5):
+        core.send(f"G1 X{i}")
+    core.data_to_send()  # lines 2..6
+    # firmware has read up to line 6; its queue holds the answered command and one more (B2 free of 4):
+    # so of lines 2..6 only line 6 can still owe an ok - the oks of 3, 4 and 5 were lost
+    core.receive_data(b"ok N6 P10 B2\n")
+    acked = [e.seq for e in core.events() if isinstance(e, ev.LineAcked)]
+    assert acked == [2, 3, 4, 5]
+    assert core.outstanding == 1 and core.window.bytes == 0
+    assert core.planner_free == 10 and core.queue_free == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "heaters"),
+    [
+        (b"ok T:210.0 /210.0 B:60.0 /60.0 @:127 B@:0\n", {"T": (210.0, 210.0), "B": (60.0, 60.0)}),
+        (
+            b" T:25.00 /0.00 B:24.00 /0.00 C:30.0 /0.0 @:0 B@:0\n",
+            {"T": (25.0, 0.0), "B": (24.0, 0.0), "C": (30.0, 0.0)},
+        ),
+        (
+            b"T0:200.0 /200.0 T1:25.0 /0.0 B:60.0 /60.0\n",
+            {"T0": (200.0, 200.0), "T1": (25.0, 0.0), "B": (60.0, 60.0)},
+        ),
+        (b" T:150.2 E:0 W:?\n", {"T": (150.2, 0.0)}),
+    ],
+)
+def test_temperature_reports(line, heaters):
+    core = connected()
+    if line.startswith(b"ok"):
+        core.send("M105")
+        core.data_to_send()
+    core.receive_data(line)
+    temps = [e for e in core.events() if isinstance(e, ev.Temperatures)]
+    assert temps == [ev.Temperatures(heaters)]
+
+
+def test_m114_position_stops_before_the_step_counts():
+    core = connected()
+    core.receive_data(b"X:10.00 Y:20.50 Z:0.30 E:1.25 Count X:800 Y:1640 Z:120\n")
+    assert ev.Position({"X": 10.0, "Y": 20.5, "Z": 0.3, "E": 1.25}) in core.events()
+
+
+def test_action_commands():
+    core = connected()
+    core.receive_data(b"//action:pause\n//action:notification Filament runout\n")
+    assert core.events() == [
+        ev.ActionCommand("pause", ""),
+        ev.ActionCommand("notification", "Filament runout"),
+    ]
+
+
+def test_start_banner_mid_job_is_a_reset_fault():
+    core = connected()
+    core.job_active = True
+    core.send("G1 X1")
+    core.data_to_send()
+    core.receive_data(b"start\necho:Marlin 2.1.2\n")
+    evs = core.events()
+    assert ev.FirmwareReset("start", True) in evs
+    assert [e.code for e in evs if isinstance(e, ev.Fault)] == ["firmware-reset"]
+
+
+def test_start_banner_while_idle_just_redoes_the_handshake():
+    core = connected()
+    core.receive_data(b"start\n")
+    evs = core.events()
+    assert ev.FirmwareReset("start", False) in evs and not any(isinstance(e, ev.Fault) for e in evs)
+    assert framed(core.data_to_send()) == [(0, "M110 N0"), (1, "M115")]
+
+
+def test_wait_with_lines_outstanding_probes_at_once():
+    core = connected()
+    core.send("G1 X1")
+    core.data_to_send()
+    core.receive_data(b"wait\n")
+    assert framed(core.data_to_send())[0][1] == "M105"
+
+
+def test_flush_fragment_executed_as_unknown_command_does_not_ack_a_line():
+    core = connected()
+    for i in range(3):
+        core.send(f"G1 X{i}")
+    core.data_to_send()
+    core.receive_data(b"Error:checksum mismatch, Last Line: 1\nResend: 2\nok\n")
+    core.data_to_send()
+    core.receive_data(b'echo:Unknown command: "7"\nok\n')
+    assert not any(isinstance(e, ev.LineAcked) for e in core.events())
+    assert core.outstanding == 3
+
+
+def test_emergency_stop_drops_the_job_and_is_raw_m112():
+    core = connected()
+    for i in range(10):
+        core.send(f"G1 X{i}")
+    assert core.emergency_stop() == b"M112\n"
+    assert core.data_to_send() == b""
+
+
+def test_garbage_and_partial_lines_do_not_break_the_core():
+    core = connected()
+    core.receive_data(b"\xff\xfe garbage \x00\nok")
+    core.receive_data(b"\n")
+    assert isinstance(core.events(), list)

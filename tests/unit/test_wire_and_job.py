@@ -1,0 +1,67 @@
+"""The simulator's wire model, its ring, and the job file reader."""
+
+import os
+import time
+
+import pytest
+
+from afn_agent.machine.job import JobError, JobFile
+from afn_agent.sim.core import SimOptions
+from afn_agent.sim.marlin import MarlinSim
+from afn_agent.sim.wire import Wire
+
+
+def test_wire_paces_bytes_at_ten_bits_each_plus_latency():
+    w = Wire(1000, latency_s=0.5)  # 100 bytes/s
+    w.push(b"abc", 0.0)
+    w.push(b"de", 0.01)  # queued behind abc
+    assert w.next_arrival() == pytest.approx(0.51)
+    assert w.take_until(0.515) == b"a"
+    assert w.take_until(0.55) == b"bcde"  # b at .52 ... e at .55
+    assert w.next_arrival() == float("inf")
+    assert w.busy_time == pytest.approx(0.05)
+
+
+def test_simulated_ring_drops_what_a_host_without_flow_control_pours_in(tmp_path):
+    """The drop counter the benchmarks rely on can see an overflow."""
+    sim = MarlinSim(tmp_path / "m.tty", SimOptions(baud=1_000_000, move_ms=50.0, boot_s=0))
+    sim.start_thread()
+    fd = os.open(tmp_path / "m.tty", os.O_RDWR | os.O_NOCTTY)
+    try:
+        for i in range(200):
+            os.write(fd, f"G1 X{i} Y{i}\n".encode())
+        time.sleep(0.5)
+    finally:
+        sim.stop()
+        time.sleep(0.1)
+        os.close(fd)
+    assert sim.stats.bytes_dropped > 0
+
+
+def test_job_file_strips_comments_keeps_messages_and_tracks_lines(tmp_path):
+    f = tmp_path / "j.gcode"
+    f.write_text("; header\n\nG28 ; home\nM117 Layer 1; of 20\n(paren) G1 X1 (mid) Y2\n%\nG1 X2\n")
+    job = JobFile(f, parens=True)
+    out = []
+    while (item := job.next_command()) is not None:
+        out.append((item[0], item[1].line))
+    assert out == [("G28", 3), ("M117 Layer 1; of 20", 4), ("G1 X1  Y2", 5), ("G1 X2", 7)]
+    assert job.offset == f.stat().st_size
+    job.close()
+
+
+def test_job_file_refuses_a_line_the_firmware_cannot_hold(tmp_path):
+    f = tmp_path / "long.gcode"
+    f.write_text("G28\nG1 " + "X1" * 60 + "\n")
+    job = JobFile(f, max_line=80)
+    job.next_command()
+    with pytest.raises(
+        JobError, match=r"long.gcode:2: command is 123 characters, longer than the firmware's 80"
+    ):
+        job.next_command()
+    job.close()
+
+
+def test_missing_job_file_is_named(tmp_path):
+    with pytest.raises(JobError, match=r"nope\.gcode: cannot open"):
+        JobFile(tmp_path / "nope.gcode")
