@@ -50,6 +50,7 @@ class GrblProtocol:
         self.state = "Unknown"
         self.substate: int | None = None
         self.check_mode = False
+        self.alarm_locked = False
         self.job_active = False
         self.errors = 0
         self.resends = 0
@@ -180,9 +181,11 @@ class GrblProtocol:
             self._on_status(line[1:-1], now)
         elif line.startswith("ALARM:"):
             code = _int(line[6:])
+            self.alarm_locked = True
             self._emit(ev.Alarm(code, alarm_meaning(code)))
             self.window.clear()
-            if not (code == 3 and self._expect_reset):  # our own reset while moving says ALARM:3
+            # a job cannot go on after an alarm, except our own reset while moving (ALARM:3)
+            if self.job_active and not (code == 3 and self._expect_reset):
                 self._fault(f"ALARM:{code} {alarm_meaning(code)}", f"alarm-{code}")
         elif BANNER_RE.match(line):
             self._on_banner(line)
@@ -223,6 +226,8 @@ class GrblProtocol:
         parts = body.split("|")
         state, _, sub = parts[0].partition(":")
         self.state, self.substate = state, (_int(sub) if sub else None)
+        if state != "Alarm":
+            self.alarm_locked = False
         fields = {}
         for part in parts[1:]:
             key, _, value = part.partition(":")
@@ -260,6 +265,10 @@ class GrblProtocol:
             self.version = body[4:].rstrip(":")
         elif body.startswith("MSG:"):
             msg = body[4:]
+            if "'$X' to unlock" in msg or msg == "Reset to continue":
+                self.alarm_locked = True
+            elif msg == "Caution: Unlocked":
+                self.alarm_locked = False
             if msg == "Enabled":
                 self.check_mode = True
             elif msg == "Disabled":
@@ -277,9 +286,10 @@ class GrblProtocol:
             self._faulted = True
             self._emit(ev.Fault(reason, code))
 
-    def clear_fault(self) -> None:
-        """After `$X`/`$H` or a reset the manager chose: streaming may start again."""
+    def unlock(self) -> None:
+        """`$X`: a person has checked the machine after an alarm; it may move again."""
         self._faulted = False
+        self._host.append(("$X", None))
 
     # ---- time ---------------------------------------------------------------------------------
     def tick(self, now: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ class Machine:
         self._ending_who = ""
         self._ending_reason = ""
         self._last_telemetry = 0.0
-        self.urgent_log: list[tuple[float, float]] = []
+        self.urgent_log: deque[tuple[float, float]] = deque(maxlen=1000)
 
     # ---- public, any thread ---------------------------------------------------------------------
     def start(self) -> Machine:
@@ -169,8 +170,13 @@ class Machine:
             "bytes_sent": self.link.bytes_written,
         }
 
+    def unlock(self) -> None:
+        """After an alarm a person has dealt with (GRBL `$X`); the machine may take jobs again."""
+        self._post("unlock")
+
     def reconnect(self) -> None:
         """Start afresh after a fault a person has dealt with: new protocol state, new handshake."""
+        self._ready.clear()
         self._post("reconnect")
 
     def _make_core(self) -> MarlinProtocol | GrblProtocol:
@@ -349,22 +355,33 @@ class Machine:
         else:
             self.core.send("$C" if self._check else "G4 P0", END_MARK)
 
+    def _cmd_unlock(self) -> None:
+        if isinstance(self.core, GrblProtocol) and self.state in ("alarm", "fault") and self._job is None:
+            self.core.unlock()
+
     def _cmd_reconnect(self) -> None:
         if self._job is not None:
             self._finish("failed", "reconnect requested", "reconnect")
         raise _Reconnect
 
     def _cmd_estop(self, who: str) -> None:
+        """The bytes already went out from the caller's thread; here the state catches up.
+
+        Marlin halts until someone resets it: fault. GRBL resets itself: wait for its banner, then it
+        is idle, or locked in alarm if it was moving.
+        """
         self.core.emergency_stop()
         self._emit("emergency-stop", {"by": who})
         if self._job is not None:
             self._finish("failed", f"emergency stop{' by ' + who if who else ''}", "emergency-stop")
-        self._set_state("fault")
+        self._set_state("resetting" if isinstance(self.core, GrblProtocol) else "fault")
 
     # ---- events from the core -------------------------------------------------------------------
     def _on_event(self, event: ev.Event, now: float) -> None:
         if isinstance(event, ev.LineAcked):
-            if isinstance(event.tag, JobPos):
+            if event.text == "$X" and self.state in ("alarm", "fault"):
+                self._set_state("idle")
+            elif isinstance(event.tag, JobPos):
                 self._acked = event.tag
                 self._acked_lines += 1
             elif event.tag == END_MARK and self._job is not None:
@@ -379,8 +396,9 @@ class Machine:
             self.firmware = event.name
             if isinstance(self.core, MarlinProtocol) and event.capabilities.get("AUTOREPORT_TEMP"):
                 self.core.send("M155 S2", host=True)
-            if self.state == "connecting":
-                self._set_state("idle")
+            if self.state in ("connecting", "resetting"):
+                locked = isinstance(self.core, GrblProtocol) and self.core.alarm_locked
+                self._set_state("alarm" if locked else "idle")
                 self._ready.set()
         elif isinstance(event, ev.FirmwareReset):
             self._emit("firmware-reset", {"banner": event.banner, "mid_job": event.mid_job})
@@ -407,6 +425,8 @@ class Machine:
                 self._ending_reason = event.text
         elif isinstance(event, ev.Alarm):
             self._emit("alarm", {"code": event.code, "meaning": event.meaning})
+            if self._job is None and self.state in ("idle", "connecting"):
+                self._set_state("alarm")
         elif isinstance(event, ev.ActionCommand):
             self._emit("action", {"name": event.name, "args": event.args})
             if event.name in ("pause", "paused"):

@@ -252,7 +252,7 @@ class MarlinSim(SimFirmware):
             self.next_report = t + self.autoreport_s if self.autoreport_s > 0 else INF
         elif w in ("M104", "M140"):
             self.heaters["T" if w == "M104" else "B"].set(_param(text, "S", 0.0), t)
-        elif w == "M112":
+        elif w == "M112" and not self.opts.emergency_parser:  # else the parser already acted on it
             self.stats.urgent_arrivals.append(t)
             if not self.opts.survive_estop:
                 self.kill(t, "emergency stop (M112)")

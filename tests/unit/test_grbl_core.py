@@ -94,12 +94,24 @@ def test_error_retires_the_line_and_says_what_it_means():
     assert not core.window.lines
 
 
-def test_alarm_faults_with_its_meaning():
+def test_alarm_during_a_job_faults_with_its_meaning():
     core = connected()
+    core.job_active = True
     core.receive_data(b"ALARM:1\n")
     evs = core.events()
     assert ev.Alarm(1, "hard limit switch triggered; position is lost, re-home") in evs
     assert [e.code for e in evs if isinstance(e, ev.Fault)] == ["alarm-1"]
+
+
+def test_alarm_outside_a_job_locks_until_unlocked():
+    core = connected()
+    core.receive_data(b"ALARM:3\nGrbl 1.1h ['$' for help]\n[MSG:'$H'|'$X' to unlock]\n")
+    evs = core.events()
+    assert not any(isinstance(e, ev.Fault) for e in evs) and core.alarm_locked
+    core.unlock()
+    assert core.data_to_send() == b"$X\n"
+    core.receive_data(b"[MSG:Caution: Unlocked]\nok\n")
+    assert not core.alarm_locked
 
 
 def test_banner_mid_job_is_a_fault_but_our_own_reset_is_not():
