@@ -109,10 +109,6 @@ class GrblProtocol:
         self._job.clear()
         return n
 
-    @property
-    def idle(self) -> bool:
-        return not (self._job or self._host or self.window.lines)
-
     # ---- bytes out ----------------------------------------------------------------------------
     def data_to_send(self, now: float = 0.0) -> bytes:
         """As many queued lines as the RX ring can take; settings writes go one at a time."""

@@ -16,6 +16,7 @@ from .profile import Profile
 from .window import SentLine, Window
 
 HISTORY = 512
+ESTOP = b"M112\n"
 FAULT_MARKERS = (
     "kill() called",
     "thermal runaway",
@@ -52,6 +53,7 @@ class MarlinProtocol:
         self.window = Window(profile.window_bytes, pingpong=link.flow == "pingpong")
         self.long_commands = frozenset(c.upper() for c in profile.timeouts.long_commands)
         self.capabilities: dict[str, bool] = dict(profile.capabilities)
+        self._reserve_for_estop()
         self.firmware_name = ""
         self.job_active = False
         self.resends = 0
@@ -98,10 +100,13 @@ class MarlinProtocol:
         self._host.append(("M115", None))
 
     def discard_job(self) -> int:
-        """Forget job lines not yet sent (cancel); returns how many were dropped."""
+        """Forget job lines not yet numbered (cancel); returns how many were dropped.
+
+        Lines already numbered stay: Marlin accepts line numbers only in sequence, so a gap would make
+        it ask for the missing lines anyway. They are at most a window's worth.
+        """
         n = len(self._job)
         self._job.clear()
-        self._resend = deque(x for x in self._resend if x.tag is None)
         return n
 
     def emergency_stop(self) -> bytes:
@@ -109,16 +114,16 @@ class MarlinProtocol:
         self.discard_job()
         self._host.clear()
         self._resend.clear()
-        return b"M112\n"
+        return ESTOP
 
     @property
     def has_emergency_parser(self) -> bool:
         return self.capabilities.get("EMERGENCY_PARSER", False)
 
-    @property
-    def idle(self) -> bool:
-        """Nothing queued, nothing waiting for an ok."""
-        return not (self._job or self._host or self._resend or self.outstanding)
+    def _reserve_for_estop(self) -> None:
+        """Without an emergency parser, M112 must land in the RX ring: keep room for it there."""
+        full = self.profile.window_bytes
+        self.window.limit = full if self.has_emergency_parser else full - len(ESTOP)
 
     # ---- bytes out ----------------------------------------------------------------------------
     def data_to_send(self, now: float = 0.0) -> bytes:
@@ -242,6 +247,7 @@ class MarlinProtocol:
             self._on_advanced_ok(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         if self._info_pending and retired is not None and command_word(retired.text) == "M115":
             self._info_pending = False
+            self._reserve_for_estop()
             self._emit(ev.FirmwareInfo(self.firmware_name, dict(self.capabilities)))
 
     def _retire_oldest(self) -> SentLine | None:

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..firmware import events as ev
-from ..firmware.grbl import FEED_HOLD, GrblProtocol
+from ..firmware.grbl import FEED_HOLD, REALTIME, GrblProtocol
 from ..firmware.marlin import MarlinProtocol
 from ..firmware.profile import Profile
 from .job import JobError, JobFile, JobPos
 from .link import LinkLost, SerialLink
 
 END_MARK = "end-of-job"
+CANCEL_HOLD_S = 5.0  # longest a GRBL feed hold may take to stop before cancel resets anyway
 TELEMETRY_EVERY_S = 0.5
 
 
@@ -101,6 +102,8 @@ class Machine:
         self._ending = ""
         self._ending_who = ""
         self._ending_reason = ""
+        self._reset_by = 0.0
+        self._after_reset: Any = None
         self._last_telemetry = 0.0
         self.urgent_log: deque[tuple[float, float]] = deque(maxlen=1000)
 
@@ -130,6 +133,14 @@ class Machine:
         t = self._urgent(FEED_HOLD) if self.profile.protocol == "grbl" else 0.0
         self._post("pause")
         return t
+
+    def realtime(self, name: str) -> float:
+        """A GRBL realtime command by name (overrides, jog cancel, ...), written at once."""
+        if self.profile.protocol != "grbl":
+            raise ValueError(f"{self.profile.name} has no realtime commands")
+        if name not in REALTIME:
+            raise ValueError(f"unknown realtime command {name!r} (known: {', '.join(sorted(REALTIME))})")
+        return self._urgent(REALTIME[name])
 
     def resume(self) -> None:
         self._post("resume")
@@ -168,6 +179,8 @@ class Machine:
             "resends": self.core.resends,
             "errors": self.core.errors,
             "bytes_sent": self.link.bytes_written,
+            "window_bytes": self.core.window.bytes,
+            "planner_free": self.core.planner_free,
         }
 
     def unlock(self) -> None:
@@ -246,6 +259,8 @@ class Machine:
         self._drain_commands()
         self._feed()
         self._io(time.monotonic(), 0.1)
+        if self._reset_by:
+            self._reset_when_stopped(time.monotonic())
 
     def _io(self, now: float, timeout: float) -> None:
         core = self.core
@@ -331,17 +346,29 @@ class Machine:
         self._set_state("printing")
 
     def _cmd_cancel(self, who: str) -> None:
+        """Marlin: stop feeding, run the cancel script. GRBL: hold, reset once stopped, then the script."""
         if self._job is None or self._ending:
             return
         self.core.discard_job()
+        self._ending, self._ending_who = "cancelled", who
         if isinstance(self.core, GrblProtocol):
             self.link.write(self.core.realtime("hold"))
-            time.sleep(0.1)
-            self.link.write(self.core.soft_reset())
+            self._reset_by = time.monotonic() + CANCEL_HOLD_S
+            return
+        self._cancel_script()
+
+    def _cancel_script(self) -> None:
         for line in self.profile.scripts.cancel:
             self.core.send(line, host=True)
-        self._ending, self._ending_who = "cancelled", who
         self._send_end()
+
+    def _reset_when_stopped(self, now: float) -> None:
+        """GRBL cancel: a reset once the hold has stopped the axes keeps the position (no ALARM:3)."""
+        stopped = self.grbl_state in ("Hold:1", "Idle") or self.grbl_state.startswith("Door")
+        if self._reset_by and (stopped or now > self._reset_by):
+            self._reset_by = 0.0
+            self.link.write(self.core.soft_reset())
+            self._after_reset = self._cancel_script
 
     def _send_end(self) -> None:
         """Commands whose answer means the machine has stopped moving (or, in check mode, left it).
@@ -371,7 +398,8 @@ class Machine:
         is idle, or locked in alarm if it was moving.
         """
         self.core.emergency_stop()
-        self._emit("emergency-stop", {"by": who})
+        immediate = not isinstance(self.core, MarlinProtocol) or self.core.has_emergency_parser
+        self._emit("emergency-stop", {"by": who, "acted_on_arrival": immediate})
         if self._job is not None:
             self._finish("failed", f"emergency stop{' by ' + who if who else ''}", "emergency-stop")
         self._set_state("resetting" if isinstance(self.core, GrblProtocol) else "fault")
@@ -404,6 +432,9 @@ class Machine:
             self._emit("firmware-reset", {"banner": event.banner, "mid_job": event.mid_job})
             if isinstance(self.core, GrblProtocol) and not event.mid_job:
                 self.core.handshake()
+                then, self._after_reset = self._after_reset, None
+                if then:
+                    then()
         elif isinstance(event, ev.Temperatures):
             self.temperatures.update(event.heaters)
             self._telemetry(now)
@@ -419,7 +450,7 @@ class Machine:
                 self._check_errors.append({"line": line, "text": event.text})
                 return
             core = self.core
-            stop = self.stop_on_grbl_error and self._job is not None
+            stop = self.stop_on_grbl_error and self._job is not None and not self._ending
             if isinstance(core, GrblProtocol) and stop and not core.check_mode:
                 self._cmd_cancel("firmware error")
                 self._ending_reason = event.text

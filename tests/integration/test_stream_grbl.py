@@ -150,3 +150,19 @@ def test_emergency_stop_is_a_soft_reset(start_sim, connect, circle):
     assert 0 <= delay < 0.05
     assert r.outcome == "failed" and r.code == "emergency-stop"
     assert stats["resets"] == 1
+
+
+def test_cancel_holds_then_resets_once_stopped_and_keeps_position(start_sim, connect, circle):
+    sim = start_sim("grbl", move_ms=2.0)
+    m = connect(sim, "grbl-1.1")
+    m.start_job(circle(3000, flavour="grbl"))
+    time.sleep(0.8)
+    m.cancel("member")
+    r = m.wait_job(15)
+    time.sleep(0.3)
+    assert r.outcome == "cancelled" and r.reason == "member", r
+    assert m.state == "idle"  # reset after the hold had stopped: no ALARM:3, no unlock needed
+    stats = sim.stop()
+    assert stats["resets"] == 1
+    ran = [cmd for _, cmd in sim.executed()]
+    assert ran[-3:] == ["M5", "M9", "G4P0"]

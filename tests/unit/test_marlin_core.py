@@ -326,3 +326,12 @@ def test_garbage_and_partial_lines_do_not_break_the_core():
     core.receive_data(b"\xff\xfe garbage \x00\nok")
     core.receive_data(b"\n")
     assert isinstance(core.events(), list)
+
+
+def test_without_emergency_parser_the_window_keeps_room_for_m112():
+    core = MarlinProtocol(profile("prusa-mk3"))
+    assert core.window.limit == 127 - len(b"M112\n")
+    core.handshake()
+    core.data_to_send()
+    core.receive_data(b"ok\nFIRMWARE_NAME:Marlin\nCap:EMERGENCY_PARSER:1\nok\n")
+    assert core.window.limit == 127  # the parser acts on arrival, even on bytes the ring drops
