@@ -90,7 +90,7 @@ def table(rows: list[list], head: list[str]) -> str:
 
 
 def throughput(args, work: Path) -> None:
-    segs = 800 if args.quick else 5000
+    segs = 300 if args.quick else 5000
     files = {k: circle_gcode(work / f"circle-{k}.gcode", segs, flavour=k) for k in PROFILES}
     rows, clean = [], {}
     for kind in ("marlin", "grbl"):
@@ -158,7 +158,7 @@ def throughput(args, work: Path) -> None:
 
 def urgent_latency(args, work: Path) -> None:
     """Request -> bytes written to the port, and -> bytes arriving at the firmware, mid-stream."""
-    tries = 10 if args.quick else 100
+    tries = 5 if args.quick else 100
     path = circle_gcode(work / "long-marlin.gcode", 20000, flavour="marlin")
     gpath = circle_gcode(work / "long-grbl.gcode", 20000, flavour="grbl")
     rows = []
@@ -267,7 +267,7 @@ def wait_state(m: Machine, states: tuple[str, ...], timeout: float = 20.0) -> st
 
 def memory(args, work: Path) -> None:
     """Peak RSS of `afn-agent stream` on a small and a 100x larger file, against an instant ok-responder."""
-    sizes = (2, 20) if args.quick else (2, 200)
+    sizes = (1, 3) if args.quick else (2, 200)
     one = circle_gcode(work / "unit.gcode", 5000, flavour="marlin").read_bytes()
     body = one[one.index(b"G1 ") :]
     rows = []

@@ -353,6 +353,7 @@ class Machine:
         self._ending, self._ending_who = "cancelled", who
         if isinstance(self.core, GrblProtocol):
             self.link.write(self.core.realtime("hold"))
+            self.grbl_state = ""  # only a report made after the hold may say the axes stopped
             self._reset_by = time.monotonic() + CANCEL_HOLD_S
             return
         self._cancel_script()
@@ -503,7 +504,8 @@ class Machine:
         self.core.job_active = False
         self._emit("job-finished", self.result.__dict__)
         if self.state in ("printing", "paused"):
-            self._set_state("idle")
+            locked = isinstance(self.core, GrblProtocol) and self.core.alarm_locked
+            self._set_state("alarm" if locked else "idle")
         self._job_done.set()
 
     def _lost(self, reason: str) -> None:

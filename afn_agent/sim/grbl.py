@@ -160,7 +160,8 @@ class GrblSim(SimFirmware):
             self.head_end = t + self.head_left
 
     def _soft_reset(self, t: float) -> None:
-        moving = bool(self.planner) or self.block_until != INF
+        held = self.hold and t >= self.hold_until  # a finished feed hold has stopped the axes
+        moving = (bool(self.planner) and not held) or self.block_until != INF
         self.stats.resets += 1
         self.ring.clear()  # the RX side is flushed; what is already in the TX buffer still goes out
         self.reset_state()

@@ -145,11 +145,23 @@ def test_emergency_stop_is_a_soft_reset(start_sim, connect, circle):
     time.sleep(0.8)
     delay = m.emergency_stop("test")
     r = m.wait_job(10)
-    time.sleep(0.3)
-    stats = sim.stop()
     assert 0 <= delay < 0.05
     assert r.outcome == "failed" and r.code == "emergency-stop"
-    assert stats["resets"] == 1
+    wait_for(lambda: m.state == "alarm")  # reset while moving: GRBL locks (ALARM:3) until a person unlocks
+    m.start_job(circle(50, flavour="grbl"))
+    assert m.wait_job(5).code == "busy"  # a locked machine takes no job
+    m.unlock()
+    wait_for(lambda: m.state == "idle")
+    m.start_job(circle(100, flavour="grbl"))
+    assert m.wait_job(30).outcome == "completed"
+    assert sim.stop()["resets"] == 1
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
 
 
 def test_cancel_holds_then_resets_once_stopped_and_keeps_position(start_sim, connect, circle):

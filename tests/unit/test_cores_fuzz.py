@@ -8,10 +8,26 @@ from afn_agent.firmware.marlin import MarlinProtocol
 from tests.helpers import profile
 
 PIECES = [
-    b"ok\n", b"ok T:200 /200 B:60 /60\n", b"ok N5 P3 B1\n", b"Resend: 3\n", b"rs 2\n", b"Error:checksum mismatch\n",
-    b"echo:busy: processing\n", b"wait\n", b"start\n", b'echo:Unknown command: "7"\n', b"error:20\n",
-    b"ALARM:1\n", b"<Run|MPos:1,2,3|Bf:15,128>\n", b"Grbl 1.1h ['$' for help]\n", b"[OPT:V,15,128]\n",
-    b"$10=1\n", b"[MSG:Disabled]\n", b"//action:cancel\n", b"Cap:ADVANCED_OK:1\n", b"\xff\x00\r\n",
+    b"ok\n",
+    b"ok T:200 /200 B:60 /60\n",
+    b"ok N5 P3 B1\n",
+    b"Resend: 3\n",
+    b"rs 2\n",
+    b"Error:checksum mismatch\n",
+    b"echo:busy: processing\n",
+    b"wait\n",
+    b"start\n",
+    b'echo:Unknown command: "7"\n',
+    b"error:20\n",
+    b"ALARM:1\n",
+    b"<Run|MPos:1,2,3|Bf:15,128>\n",
+    b"Grbl 1.1h ['$' for help]\n",
+    b"[OPT:V,15,128]\n",
+    b"$10=1\n",
+    b"[MSG:Disabled]\n",
+    b"//action:cancel\n",
+    b"Cap:ADVANCED_OK:1\n",
+    b"\xff\x00\r\n",
 ]
 chunks = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=40)), max_size=60)
 
@@ -26,7 +42,9 @@ def test_marlin_core_survives_any_reply_stream(replies, lines):
     t = 0.0
     for chunk in replies:
         core.data_to_send(t)
-        assert core.window.bytes <= max(core.window.limit, max((len(x.wire) for x in core.window.lines), default=0))
+        assert core.window.bytes <= max(
+            core.window.limit, max((len(x.wire) for x in core.window.lines), default=0)
+        )
         core.receive_data(chunk, t)
         core.tick(t)
         core.events()
@@ -43,7 +61,9 @@ def test_grbl_core_survives_any_reply_stream(replies, lines):
     t = 0.0
     for chunk in replies:
         core.data_to_send(t)
-        assert core.window.bytes <= max(core.window.limit, max((len(x.wire) for x in core.window.lines), default=0))
+        assert core.window.bytes <= max(
+            core.window.limit, max((len(x.wire) for x in core.window.lines), default=0)
+        )
         core.receive_data(chunk, t)
         core.tick(t)
         core.urgent_data()
