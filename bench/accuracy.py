@@ -1,0 +1,58 @@
+"""Filament accuracy against the producers' own figures, per corpus file (writes docs/accuracy.md's table).
+
+python bench/accuracy.py
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from afn_agent.gcode.analyzer import analyze_file  # noqa: E402
+from afn_agent.gcode.producer import CONVENTIONS  # noqa: E402
+
+CORPUS = ROOT / "tests" / "data" / "corpus"
+OWN_FIGURE = {"slic3r-1.2.9_reprap.gcode": (1482.1, "the file's own footer (see below)")}
+
+
+def main() -> int:
+    with open(CORPUS / "MANIFEST.tsv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    print("| file | producer | stated mm | ours mm | error | stated g | ours g | all extruded mm | E mode |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    worst = 0.0
+    families = {}
+    for r in rows:
+        if r["machine_kind"] != "printer":
+            continue
+        a = analyze_file(CORPUS / r["file"])
+        families[a.producer] = CONVENTIONS[a.producer]
+        stated = OWN_FIGURE.get(
+            r["file"], (float(r["stated_filament_mm"]) if r["stated_filament_mm"] else None, "")
+        )
+        if stated[0] is None:
+            err = "(none stated)"
+        else:
+            e = (a.producer_count_mm / stated[0] - 1) * 100
+            worst = max(worst, abs(e))
+            err = f"{e:+.3f}%"
+        mode = "relative, inferred" if a.relative_e_inferred else r["extrusion_mode"]
+        print(
+            f"| {r['file']} | {r['producer']} | {stated[0] if stated[0] is not None else ''} | "
+            f"{a.producer_count_mm:.2f} | {err} | {r['stated_filament_g']} | {a.producer_count_g:.3f} | "
+            f"{a.filament_mm:.2f} | {mode} |"
+        )
+    print(f"\nworst |error| over the files that state a figure: {worst:.3f}% (target <= 0.1%)\n")
+    print("| producer | how it counts (as measured on these files) |")
+    print("|---|---|")
+    for conv in families.values():
+        print(f"| {conv.family} | {conv.note} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
