@@ -58,7 +58,10 @@ def strip_comments(raw: str, parens: bool = True) -> str:
 
 def wire_text(raw: str, *, parens: bool = True) -> str:
     """A line as it goes on the wire: comments and blanks removed; '' if nothing is left to send."""
-    return strip_comments(raw, parens)
+    text = strip_comments(raw, parens)
+    if parens and "(" in raw:  # the link is the bottleneck: do not send the blanks a comment left
+        text = " ".join(text.split())
+    return text
 
 
 def lex(raw: str, line: int = 0, parens: bool = True) -> Command | None:

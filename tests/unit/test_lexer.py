@@ -70,7 +70,7 @@ def test_garbage_is_flagged_not_raised():
 def test_wire_text_keeps_what_the_firmware_needs():
     assert wire_text("G1 X1 ; move") == "G1 X1"
     assert wire_text("M117 50% done; nearly") == "M117 50% done; nearly"
-    assert wire_text("G0 (rapid) X1", parens=True) == "G0   X1"
+    assert wire_text("G0 (rapid) X1", parens=True) == "G0 X1"
     assert wire_text("G0 (rapid) X1", parens=False) == "G0 (rapid) X1"
 
 

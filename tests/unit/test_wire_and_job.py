@@ -45,7 +45,7 @@ def test_job_file_strips_comments_keeps_messages_and_tracks_lines(tmp_path):
     out = []
     while (item := job.next_command()) is not None:
         out.append((item[0], item[1].line))
-    assert out == [("G28", 3), ("M117 Layer 1; of 20", 4), ("G1 X1  Y2", 5), ("G1 X2", 7)]
+    assert out == [("G28", 3), ("M117 Layer 1; of 20", 4), ("G1 X1 Y2", 5), ("G1 X2", 7)]
     assert job.offset == f.stat().st_size
     job.close()
 
