@@ -11,7 +11,9 @@ from pathlib import Path
 
 from .lexer import COMMA_DECIMAL, UNREAD, Command, GcodeError, lex
 from .material import MaterialCounter, grams
-from .producer import CONVENTIONS, Convention, detect, header_value
+from .motion import Limits
+from .producer import CONVENTIONS, Convention, detect, header_value, slicer_limits
+from .timeline import HeatModel, Timeline
 
 MAX_WARNINGS = 50
 DEFAULT_DIAMETER = 1.75
@@ -48,6 +50,19 @@ class Analysis:
     producer_count_g: float
     relative_e_inferred: bool
     comma_decimals: int
+    estimated_s: float = 0.0
+    moving_s: float = 0.0
+    heating_s: float = 0.0
+    dwell_s: float = 0.0
+    other_s: float = 0.0
+    bounds: dict | None = None
+    bounds_all_moves: dict | None = None
+    laser_on_s: float = 0.0
+    laser_on_mm: float = 0.0
+    spindle_on_s: float = 0.0
+    cutting_mm: float = 0.0
+    rapid_mm: float = 0.0
+    tools: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -55,10 +70,17 @@ class Analyzer:
     """Feed lines (or lexed commands) in order; ask for the result at any time."""
 
     def __init__(
-        self, name: str = "<stream>", diameter_mm: float | None = None, density_g_cm3: float | None = None
+        self,
+        name: str = "<stream>",
+        diameter_mm: float | None = None,
+        density_g_cm3: float | None = None,
+        limits: Limits | None = None,
+        heat: HeatModel | None = None,
+        grbl: bool = False,
     ) -> None:
         self.name = name
         self.material = MaterialCounter()
+        self.timeline = Timeline(limits.copy() if limits else None, heat, grbl_dialect=grbl)
         self.lines = 0
         self.commands = 0
         self.comma_decimals = 0
@@ -88,7 +110,9 @@ class Analyzer:
         self.commands += 1
         if cmd.flags:
             self._flagged(cmd)
-        return self.material.feed(cmd)
+        used = self.material.feed(cmd)
+        self.timeline.feed_command(cmd, self.material.last_delta)
+        return used
 
     def _flagged(self, cmd: Command) -> None:
         if cmd.flags & COMMA_DECIMAL:
@@ -117,7 +141,9 @@ class Analyzer:
                 self.material.current.debt_mm = hv[1]
 
     def result(self) -> Analysis:
-        mat = self.material
+        """The figures so far (the planner is run to a stop: call at the end of the file)."""
+        mat, tl = self.material, self.timeline
+        tl.finish()
         diameter = self._diameter or self.header.get("diameter") or DEFAULT_DIAMETER
         density = self._density or self.header.get("density") or DEFAULT_DENSITY
         if density > 100:  # ideaMaker writes kg/m³
@@ -143,12 +169,30 @@ class Analyzer:
             relative_e_inferred=mat.relative_inferred(),
             comma_decimals=self.comma_decimals,
             warnings=list(self.warnings),
+            estimated_s=tl.seconds,
+            moving_s=tl.moving_s,
+            heating_s=tl.heating_s,
+            dwell_s=tl.dwell_s,
+            other_s=tl.other_s,
+            bounds=tl.work_moves.as_dict(),
+            bounds_all_moves=tl.all_moves.as_dict(),
+            laser_on_s=tl.beam_s(),
+            laser_on_mm=tl.beam_mm,
+            spindle_on_s=tl.spindle_s(),
+            cutting_mm=tl.cut_mm,
+            rapid_mm=tl.rapid_mm,
+            tools=list(tl.tools_used),
         )
 
 
 def analyze_file(path: str | Path, **kw) -> Analysis:
-    """Analyse a whole file, reading it as a stream (constant memory whatever its size)."""
+    """Analyse a whole file, reading it as a stream (constant memory whatever its size).
+
+    Without given limits, the slicer's own machine limits (from its configuration block) are used.
+    """
     path = Path(path)
+    if kw.get("limits") is None:
+        kw["limits"] = limits_from_slicer(path)
     analyzer = Analyzer(str(path), **kw)
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
@@ -157,3 +201,14 @@ def analyze_file(path: str | Path, **kw) -> Analysis:
     except OSError as exc:
         raise GcodeError(f"{path}: cannot read: {exc.strerror}") from exc
     return analyzer.result()
+
+
+def limits_from_slicer(path: str | Path, base: Limits | None = None) -> Limits:
+    """Default limits overridden by what the file's slicer configuration says about the machine."""
+    limits = (base or Limits()).copy()
+    for field_name, axis, value in slicer_limits(path).values():
+        if axis is None:
+            setattr(limits, field_name, value)
+        else:
+            getattr(limits, field_name)[axis] = value
+    return limits

@@ -37,8 +37,11 @@ class MaterialCounter:
     _abs_backsteps: int = 0
     _e_moves: int = 0
 
+    last_delta: float = 0.0  # the signed filament move of the last command, for the planner
+
     def feed(self, cmd: Command) -> float:
         """Account one command; returns the filament (mm) it counted, for per-line use while streaming."""
+        self.last_delta = 0.0
         name = cmd.name
         if name in MOVES or (not name and "E" in cmd.params):
             return self._move(cmd)
@@ -84,6 +87,8 @@ class MaterialCounter:
             counted = 0.0
             t.debt_mm -= delta
         t.extruded_mm += counted
+        undeclared_relative = not self.declared and self._abs_backsteps > 0.3 * self._e_moves > 6
+        self.last_delta = e if undeclared_relative else delta
         return counted
 
     def relative_inferred(self) -> bool:

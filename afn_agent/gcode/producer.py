@@ -85,3 +85,47 @@ def header_value(comment: str) -> tuple[str, float] | None:
         return m.group(1).strip(), float(m.group(2))
     except ValueError:
         return None
+
+
+TAIL_BYTES = 256 * 1024
+LIMIT_KEYS = {
+    "machine_max_acceleration_x": ("max_accel", "X"),
+    "machine_max_acceleration_y": ("max_accel", "Y"),
+    "machine_max_acceleration_z": ("max_accel", "Z"),
+    "machine_max_acceleration_e": ("max_accel", "E"),
+    "machine_max_feedrate_x": ("max_feedrate", "X"),
+    "machine_max_feedrate_y": ("max_feedrate", "Y"),
+    "machine_max_feedrate_z": ("max_feedrate", "Z"),
+    "machine_max_feedrate_e": ("max_feedrate", "E"),
+    "machine_max_jerk_x": ("jerk", "X"),
+    "machine_max_jerk_y": ("jerk", "Y"),
+    "machine_max_jerk_z": ("jerk", "Z"),
+    "machine_max_jerk_e": ("jerk", "E"),
+    "machine_max_acceleration_extruding": ("max_accel_extruding", None),
+    "machine_max_acceleration_travel": ("max_accel_travel", None),
+    "machine_max_acceleration_retracting": ("retract_accel", None),
+    "machine_min_extruding_rate": ("min_feedrate", None),
+    "machine_min_travel_rate": ("min_travel_feedrate", None),
+}
+CONFIG_LINE = re.compile(r"^; (machine_\w+) = ([-\d.]+)", re.M)
+
+
+def slicer_limits(path) -> dict[str, tuple[str, str | None, float]]:
+    """The machine limits a slicer wrote into its configuration block at the end of a file.
+
+    PrusaSlicer, SuperSlicer, OrcaSlicer and BambuStudio estimate with these even when they do not
+    emit them as M201/M203/M204/M205; reading the last 256 kB keeps memory constant.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(f.tell() - TAIL_BYTES, 0))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return {}
+    found = {}
+    for key, value in CONFIG_LINE.findall(tail):
+        if key in LIMIT_KEYS:
+            field_name, axis = LIMIT_KEYS[key]
+            found[key] = (field_name, axis, float(value))  # the first figure: the normal mode's
+    return found
