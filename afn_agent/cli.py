@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("profiles", help="list the firmware profiles found")
 
+    a = sub.add_parser("analyze", help="what a job will take: time, material, bounds, beam, policy")
+    a.add_argument("file")
+    a.add_argument("--profile", help="machine profile: its limits, volume and forbidden commands")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+
     d = sub.add_parser("demo", help="stream to simulated machines, no hardware needed")
     d.add_argument("--fast", action="store_true", help="shorter jobs and sped-up machines (for tests)")
 
@@ -45,7 +50,110 @@ def main(argv: list[str] | None = None) -> int:
         return sim_main(args)
     if args.command == "profiles":
         return cmd_profiles()
+    if args.command == "analyze":
+        return cmd_analyze(args)
     return cmd_demo(args)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Exit 0 when the job may run, 4 when it does not fit or breaks policy, 2 on bad input."""
+    from .gcode.analyzer import analyze_path
+    from .gcode.lexer import GcodeError
+
+    try:
+        profile = load_profile(args.profile) if args.profile else None
+        if not Path(args.file).is_file():
+            raise GcodeError(f"{args.file}: no such file")
+        result = analyze_path(args.file, profile)
+    except (ProfileError, GcodeError) as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return 2
+    out = _analysis_json(result)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(_analysis_text(out))
+    if result.refused:
+        print(f"afn-agent: refused: {result.refused}", file=sys.stderr)
+        return 4
+    return 0
+
+
+def _analysis_json(a) -> dict:
+    return {
+        "file": a.file,
+        "producer": a.producer,
+        "lines": a.lines,
+        "commands": a.commands,
+        "filament_mm": {
+            "total": round(a.filament_mm, 2),
+            "per_tool": {str(k): round(v, 2) for k, v in a.filament_mm_per_tool.items()},
+        },
+        "filament_g": round(a.filament_g, 2),
+        "diameter_mm": a.diameter_mm,
+        "density_g_cm3": a.density_g_cm3,
+        "producer_count_mm": round(a.producer_count_mm, 2),
+        "estimated_s": round(a.estimated_s, 1),
+        "time_split_s": {
+            "moving": round(a.moving_s, 1),
+            "heating": round(a.heating_s, 1),
+            "dwell": round(a.dwell_s, 1),
+            "other": round(a.other_s, 1),
+        },
+        "bounds": a.bounds,
+        "bounds_all_moves": a.bounds_all_moves,
+        "laser_on_s": round(a.laser_on_s, 1),
+        "laser_on_mm": round(a.laser_on_mm, 1),
+        "laser_full_power_s": round(a.laser_full_power_s, 1),
+        "spindle_on_s": round(a.spindle_on_s, 1),
+        "cutting_mm": round(a.cutting_mm, 1),
+        "rapid_mm": round(a.rapid_mm, 1),
+        "tools": a.tools,
+        "relative_e_inferred": a.relative_e_inferred,
+        "warnings": a.warnings,
+        "policy_violations": a.policy_violations,
+        "unknown_commands": a.unknown_commands,
+        "fit_problems": a.fit_problems,
+        "refused": a.refused,
+    }
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _analysis_text(o: dict) -> str:
+    split = o["time_split_s"]
+    lines = [
+        f"{o['file']} ({o['producer']}, {o['lines']} lines)",
+        f"  time      {_hms(o['estimated_s'])}  (moving {_hms(split['moving'])}, "
+        f"heating {_hms(split['heating'])}, dwell {_hms(split['dwell'])}, other {_hms(split['other'])})",
+    ]
+    if o["filament_mm"]["total"]:
+        per_tool = ", ".join(f"T{k} {v:.0f} mm" for k, v in o["filament_mm"]["per_tool"].items())
+        lines.append(f"  filament  {o['filament_mm']['total']:.0f} mm, {o['filament_g']:.1f} g ({per_tool})")
+    if o["laser_on_s"]:
+        lines.append(
+            f"  laser     beam on {_hms(o['laser_on_s'])} over {o['laser_on_mm']:.0f} mm "
+            f"({_hms(o['laser_full_power_s'])} at full power)"
+        )
+    if o["spindle_on_s"]:
+        lines.append(
+            f"  spindle   on {_hms(o['spindle_on_s'])}; cutting {o['cutting_mm']:.0f} mm, "
+            f"rapid {o['rapid_mm']:.0f} mm; tools {o['tools']}"
+        )
+    if o["bounds"]:
+        b = o["bounds"]
+        lines.append("  bounds    " + "  ".join(f"{k} {v[0]:g}..{v[1]:g}" for k, v in b.items()))
+    for v in o["policy_violations"][:10]:
+        lines.append(f"  FORBIDDEN line {v['line']}: {v['command']} (rule {v['rule']})")
+    for p in o["fit_problems"]:
+        lines.append(f"  DOES NOT FIT: {p}")
+    if o["unknown_commands"]:
+        lines.append("  unknown   " + ", ".join(f"{k} x{n}" for k, n in o["unknown_commands"].items()))
+    lines.extend(f"  warning   {w}" for w in o["warnings"][:10])
+    return "\n".join(lines)
 
 
 def cmd_profiles() -> int:

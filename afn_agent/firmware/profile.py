@@ -79,6 +79,25 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class Motion:
+    """The firmware's motion limits (what M201/M203/M204/M205 would set), for time estimates."""
+
+    max_feedrate: tuple[float, float, float, float] | None = None  # X, Y, Z, E in mm/s
+    max_accel: tuple[float, float, float, float] | None = None  # mm/s²
+    jerk: tuple[float, float, float, float] | None = None  # mm/s
+    accel: float | None = None
+    travel_accel: float | None = None
+    retract_accel: float | None = None
+    junction_deviation: float = 0.0
+    hotend_heat_rate: float = 2.0  # °C/s
+    bed_heat_rate: float = 0.5
+    home_s: float = 10.0
+    laser_max_s: float = 1000.0  # the S that means full power (GRBL $30)
+    filament_diameter: float = 1.75
+    filament_density: float = 1.24
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything the agent needs to know about one firmware family on one class of machine."""
 
@@ -92,6 +111,7 @@ class Profile:
     volume: Volume = field(default_factory=Volume)
     forbidden: tuple[str, ...] = ()
     capabilities: dict[str, bool] = field(default_factory=dict)
+    motion: Motion = field(default_factory=Motion)
     source: str = "<memory>"
 
     @property
@@ -188,7 +208,7 @@ def _table(data: dict[str, Any], key: str, source: str) -> dict[str, Any]:
 def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
     """Build a Profile from parsed TOML, refusing unknown keys and wrong types."""
     top = _Reader(data, source, "")
-    for section in ("profile", "link", "timeouts", "scripts", "volume", "policy", "capabilities"):
+    for section in ("profile", "link", "timeouts", "scripts", "volume", "policy", "capabilities", "motion"):
         top.seen.add(section)
         _table(data, section, source)
     top.finish()
@@ -257,7 +277,10 @@ def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
             raise ProfileError(f"{source}: [capabilities].{key}: expected true or false, got {value!r}")
         caps[key.upper()] = value
 
+    motion = _motion(_Reader(_table(data, "motion", source), source, "motion"))
+
     return Profile(
+        motion=motion,
         name=name,
         protocol=protocol,
         kind=kind,
@@ -270,3 +293,30 @@ def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
         capabilities=caps,
         source=source,
     )
+
+
+def _motion(r: _Reader) -> Motion:
+    def four(key: str):
+        v = r.get(key, list, None, expect="[x, y, z, e]")
+        if v is not None and (len(v) != 4 or not all(isinstance(x, int | float) and x > 0 for x in v)):
+            raise ProfileError(f"{r.where(key)}: expected four positive numbers [x, y, z, e], got {v!r}")
+        return tuple(float(x) for x in v) if v is not None else None
+
+    positive = (lambda v: v > 0), "a positive number"
+    m = Motion(
+        max_feedrate=four("max_feedrate"),
+        max_accel=four("max_accel"),
+        jerk=four("jerk"),
+        accel=r.get("accel", float, None, *positive),
+        travel_accel=r.get("travel_accel", float, None, *positive),
+        retract_accel=r.get("retract_accel", float, None, *positive),
+        junction_deviation=r.get("junction_deviation", float, 0.0, lambda v: v >= 0, "a number >= 0"),
+        hotend_heat_rate=r.get("hotend_heat_rate", float, 2.0, *positive),
+        bed_heat_rate=r.get("bed_heat_rate", float, 0.5, *positive),
+        home_s=r.get("home_s", float, 10.0, lambda v: v >= 0, "a number >= 0"),
+        laser_max_s=r.get("laser_max_s", float, 1000.0, *positive),
+        filament_diameter=r.get("filament_diameter", float, 1.75, *positive),
+        filament_density=r.get("filament_density", float, 1.24, *positive),
+    )
+    r.finish()
+    return m

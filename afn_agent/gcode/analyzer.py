@@ -12,6 +12,7 @@ from pathlib import Path
 from .lexer import COMMA_DECIMAL, UNREAD, Command, GcodeError, lex
 from .material import MaterialCounter, grams
 from .motion import Limits
+from .policy import Policy
 from .producer import CONVENTIONS, Convention, detect, header_value, slicer_limits
 from .timeline import HeatModel, Timeline
 
@@ -59,11 +60,27 @@ class Analysis:
     bounds_all_moves: dict | None = None
     laser_on_s: float = 0.0
     laser_on_mm: float = 0.0
+    laser_full_power_s: float = 0.0
     spindle_on_s: float = 0.0
     cutting_mm: float = 0.0
     rapid_mm: float = 0.0
     tools: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    policy_violations: list[dict] = field(default_factory=list)
+    unknown_commands: dict[str, int] = field(default_factory=dict)
+    fit_problems: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> str:
+        """Why the job may not run on this machine ('' when it may)."""
+        reasons = list(self.fit_problems)
+        if self.policy_violations:
+            first = self.policy_violations[0]
+            reasons.append(
+                f"{len(self.policy_violations)} forbidden command(s), first {first['command']!r} "
+                f"at line {first['line']} (rule {first['rule']})"
+            )
+        return "; ".join(reasons)
 
 
 class Analyzer:
@@ -77,10 +94,21 @@ class Analyzer:
         limits: Limits | None = None,
         heat: HeatModel | None = None,
         grbl: bool = False,
+        policy: Policy | None = None,
+        volume: dict[str, tuple[float, float]] | None = None,
+        absolute_volume: bool = True,
+        kind: str = "",
+        laser_max_s: float = 1000.0,
     ) -> None:
         self.name = name
+        self.kind = kind  # printer, mill, laser; '' when unknown (every figure is reported)
         self.material = MaterialCounter()
-        self.timeline = Timeline(limits.copy() if limits else None, heat, grbl_dialect=grbl)
+        self.timeline = Timeline(
+            limits.copy() if limits else None, heat, grbl_dialect=grbl, laser_max_s=laser_max_s
+        )
+        self.policy = policy
+        self.volume = volume or {}
+        self.absolute_volume = absolute_volume
         self.lines = 0
         self.commands = 0
         self.comma_decimals = 0
@@ -103,6 +131,8 @@ class Analyzer:
         cmd = lex(raw, self.lines)
         if cmd is not None:
             self.feed(cmd)
+            if self.policy is not None:
+                self.policy.check(cmd, raw)
         return cmd
 
     def feed(self, cmd: Command) -> float:
@@ -176,13 +206,38 @@ class Analyzer:
             other_s=tl.other_s,
             bounds=tl.work_moves.as_dict(),
             bounds_all_moves=tl.all_moves.as_dict(),
-            laser_on_s=tl.beam_s(),
-            laser_on_mm=tl.beam_mm,
-            spindle_on_s=tl.spindle_s(),
+            laser_on_s=tl.beam_s() if self.kind in ("laser", "") else 0.0,
+            laser_on_mm=tl.beam_mm if self.kind in ("laser", "") else 0.0,
+            laser_full_power_s=tl.beam_full_power_s() if self.kind in ("laser", "") else 0.0,
+            spindle_on_s=tl.spindle_s() if self.kind in ("mill", "") else 0.0,
             cutting_mm=tl.cut_mm,
             rapid_mm=tl.rapid_mm,
             tools=list(tl.tools_used),
+            policy_violations=[
+                {"line": v.line, "rule": v.pattern, "command": v.command} for v in self.policy.violations
+            ]
+            if self.policy
+            else [],
+            unknown_commands=dict(self.policy.unknown_names) if self.policy else {},
+            fit_problems=self._fit(tl.all_moves.as_dict()),
         )
+
+    def _fit(self, bounds: dict | None) -> list[str]:
+        """Moves outside the machine's volume (printers), or a job larger than it (mills, lasers:
+        their work offsets are set at the machine, so only the size can be checked here)."""
+        problems = []
+        if not bounds:
+            return problems
+        for axis, (lo, hi) in self.volume.items():
+            got_lo, got_hi = bounds[axis]
+            if self.absolute_volume:
+                if got_lo < lo - 1e-6 or got_hi > hi + 1e-6:
+                    problems.append(
+                        f"{axis} goes from {got_lo:g} to {got_hi:g} mm; the machine reaches {lo:g} to {hi:g}"
+                    )
+            elif got_hi - got_lo > hi - lo + 1e-6:
+                problems.append(f"{axis} spans {got_hi - got_lo:g} mm; the machine travels {hi - lo:g}")
+        return problems
 
 
 def analyze_file(path: str | Path, **kw) -> Analysis:
@@ -212,3 +267,46 @@ def limits_from_slicer(path: str | Path, base: Limits | None = None) -> Limits:
         else:
             getattr(limits, field_name)[axis] = value
     return limits
+
+
+def analyzer_for(profile, name: str = "<stream>", path: str | Path | None = None) -> Analyzer:
+    """An analyzer set up for a machine profile: its limits (else the slicer's), heating, policy, volume."""
+    m = profile.motion
+    base = limits_from_slicer(path) if path is not None else Limits()
+    for attr, values in (("max_feedrate", m.max_feedrate), ("max_accel", m.max_accel), ("jerk", m.jerk)):
+        if values:
+            getattr(base, attr).update(dict(zip("XYZE", values, strict=True)))
+    for attr in ("accel", "travel_accel", "retract_accel"):
+        if getattr(m, attr):
+            setattr(base, attr, getattr(m, attr))
+    if m.junction_deviation:
+        base.junction_deviation = m.junction_deviation
+    heat = HeatModel(hotend_rate=m.hotend_heat_rate, bed_rate=m.bed_heat_rate, home_s=m.home_s)
+    return Analyzer(
+        name,
+        diameter_mm=None,
+        density_g_cm3=None,
+        limits=base,
+        heat=heat,
+        grbl=profile.protocol == "grbl",
+        policy=Policy(profile.forbidden, profile.protocol),
+        volume=profile.volume.axes,
+        absolute_volume=profile.kind == "printer",
+        kind=profile.kind,
+        laser_max_s=m.laser_max_s,
+    )
+
+
+def analyze_path(path: str | Path, profile=None) -> Analysis:
+    """Analyse a file for a machine profile (or with the slicer's own limits when there is none)."""
+    if profile is None:
+        return analyze_file(path)
+    path = Path(path)
+    analyzer = analyzer_for(profile, str(path), path)
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            for raw in f:
+                analyzer.feed_line(raw)
+    except OSError as exc:
+        raise GcodeError(f"{path}: cannot read: {exc.strerror}") from exc
+    return analyzer.result()

@@ -79,6 +79,10 @@ def lex(raw: str, line: int = 0, parens: bool = True) -> Command | None:
     star = text.find("*")
     if star >= 0 and text[:4].upper() not in ("M117", "M118"):
         text = text[:star].rstrip()
+        if not text:
+            return None
+    if text[0] == "$":  # GRBL system commands: `$H`, `$X`, `$110=500`, `$RST=*`
+        return Command(line, "$", {}, text[1:].strip())
     m = CLASSIC.match(text)
     if m is None:
         if WORDS_ONLY.match(text):  # modal words alone (`S90`, `X10 Y5`): the modal command applies

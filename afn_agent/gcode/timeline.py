@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from .lexer import Command
 from .motion import Limits, Planner
 
-BEAM, SPINDLE = 1, 2  # planner tags
+BEAM, SPINDLE = 1, 2  # planner tag bits; the power in percent of full scale sits above them
+POWER_SHIFT = 2
 MM_PER_ARC_SEGMENT = 1.0
 DEFAULT_FEED = 25.0  # mm/s: Marlin's feedrate before any F word (1500 mm/min)
 INCH = 25.4
@@ -69,8 +70,9 @@ class _Heater:
         t = self.temp(now)
         if t < self.target:
             return (self.target - t) / self.rate
-        if both_ways and t > self.target:
-            return (t - self.target) / self.model.cool_rate
+        floor = max(self.target, self.model.ambient)  # nothing cools below the room
+        if both_ways and t > floor:
+            return (t - floor) / self.model.cool_rate
         return 0.0
 
 
@@ -123,6 +125,12 @@ class Timeline:
 
     def beam_s(self) -> float:
         return sum(t for tag, t in self.planner.time_by_tag.items() if tag & BEAM)
+
+    def beam_full_power_s(self) -> float:
+        """Beam time weighted by power (S over the profile's full scale): what a laser tube wears by."""
+        return sum(
+            t * (tag >> POWER_SHIFT) / 100 for tag, t in self.planner.time_by_tag.items() if tag & BEAM
+        )
 
     def spindle_s(self) -> float:
         return sum(t for tag, t in self.planner.time_by_tag.items() if tag & SPINDLE) + self._spindle_still
@@ -202,6 +210,7 @@ class Timeline:
 
     def _wait(self, seconds: float, kind: str) -> None:
         self.planner.flush()
+        seconds = max(seconds, 0.0)  # a negative dwell (`G4 P-5`) waits for nothing
         if kind == "dwell":
             self.dwell_s += seconds
             if self.spindle_mode and self.spindle > 0:
@@ -277,6 +286,8 @@ class Timeline:
             feed = max(self.planner.limits.max_feedrate.values()) if self.grbl or feed <= 0 else feed
         laser_on = self.spindle_mode and self.spindle > 0 and motion != "G0"
         tag = (BEAM if laser_on else 0) | (SPINDLE if self.spindle_mode and self.spindle > 0 else 0)
+        if laser_on:
+            tag |= min(round(100 * self.spindle / self.laser_max_s), 100) << POWER_SHIFT
         if motion in ("G2", "G3"):
             length = self._arc(motion, cmd, target, de, feed, tag)
         else:
@@ -324,6 +335,14 @@ class Timeline:
             self.all_moves.add((px, py, pz))
             if de > 0 or tag:
                 self.work_moves.add((px, py, pz))
+        for q in range(4):  # the arc's extreme points, which the chords may cut short
+            qa = q * math.pi / 2
+            off = (qa - a0) % (2 * math.pi) if sweep > 0 else (a0 - qa) % (2 * math.pi)
+            if 0 < off < abs(sweep):
+                point = (cx + r * math.cos(qa), cy + r * math.sin(qa), self.pos[2] + dz * off / abs(sweep))
+                self.all_moves.add(point)
+                if de > 0 or tag:
+                    self.work_moves.add(point)
         self.pos = target
         return length
 

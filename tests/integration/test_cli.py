@@ -100,3 +100,47 @@ def test_demo_fast_runs_end_to_end():
 def test_console_script_is_installed():
     exe = os.path.join(os.path.dirname(sys.executable), "afn-agent")
     assert os.path.exists(exe), "pip install -e . installs the afn-agent command"
+
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "data", "corpus")
+
+
+def test_analyze_json_has_the_promised_fields():
+    p = run(
+        "analyze", os.path.join(DATA, "prusaslicer-2.6.1_benchy.gcode"), "--profile", "prusa-mk3", "--json"
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    for key in (
+        "filament_mm",
+        "filament_g",
+        "estimated_s",
+        "bounds",
+        "laser_on_s",
+        "spindle_on_s",
+        "lines",
+        "warnings",
+        "policy_violations",
+    ):
+        assert key in out
+    assert out["filament_mm"]["total"] == 4282.06 and out["lines"] == 89383
+    assert out["filament_mm"]["per_tool"] == {"0": 4282.06}
+
+
+def test_analyze_refuses_a_job_that_does_not_fit_or_breaks_policy(tmp_path):
+    f = tmp_path / "bad.gcode"
+    f.write_text("G28\nM83\nG1 X10 Y10 E1 F1200\nM502\nG1 X400 Y10 E1\n")
+    p = run("analyze", str(f), "--profile", "marlin2")
+    assert p.returncode == 4
+    assert "FORBIDDEN line 4: M502" in p.stdout
+    assert "X goes from 10 to 400 mm; the machine reaches 0 to 220" in p.stderr
+    ok = tmp_path / "ok.gcode"
+    ok.write_text("G28\nM83\nG1 X10 Y10 E1 F1200\n")
+    assert run("analyze", str(ok), "--profile", "marlin2").returncode == 0
+
+
+def test_analyze_names_a_missing_file_and_a_bad_profile(tmp_path):
+    p = run("analyze", str(tmp_path / "nope.gcode"))
+    assert p.returncode == 2 and "nope.gcode: no such file" in p.stderr
+    p = run("analyze", os.path.join(DATA, "kirimoto-3.0.gcode"), "--profile", "nosuch")
+    assert p.returncode == 2 and "unknown profile 'nosuch'" in p.stderr

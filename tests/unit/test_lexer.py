@@ -57,7 +57,7 @@ def test_klipper_commands_and_macros_are_named():
 
 
 def test_blank_and_comment_lines_give_nothing():
-    for line in ("", "   ", "; comment", "%", "(only a comment)", "N10"):
+    for line in ("", "   ", "; comment", "%", "(only a comment)", "N10", "*", "N5 *12"):
         assert lex(line) is None
 
 
