@@ -13,10 +13,11 @@ from .lexer import COMMA_DECIMAL, UNREAD, Command, GcodeError, lex
 from .material import MaterialCounter, grams
 from .motion import Limits
 from .policy import Policy
-from .producer import CONVENTIONS, Convention, detect, header_value, slicer_limits
+from .producer import CONVENTIONS, TAIL_BYTES, Convention, detect, header_value, slicer_limits
 from .timeline import HeatModel, Timeline
 
 MAX_WARNINGS = 50
+HEAD_BYTES = 64 * 1024
 DEFAULT_DIAMETER = 1.75
 DEFAULT_DENSITY = 1.24  # PLA, g/cm³
 HEADER_KEYS = {
@@ -102,6 +103,7 @@ class Analyzer:
     ) -> None:
         self.name = name
         self.kind = kind  # printer, mill, laser; '' when unknown (every figure is reported)
+        self.default_diameter, self.default_density = DEFAULT_DIAMETER, DEFAULT_DENSITY
         self.material = MaterialCounter()
         self.timeline = Timeline(
             limits.copy() if limits else None, heat, grbl_dialect=grbl, laser_max_s=laser_max_s
@@ -174,8 +176,8 @@ class Analyzer:
         """The figures so far (the planner is run to a stop: call at the end of the file)."""
         mat, tl = self.material, self.timeline
         tl.finish()
-        diameter = self._diameter or self.header.get("diameter") or DEFAULT_DIAMETER
-        density = self._density or self.header.get("density") or DEFAULT_DENSITY
+        diameter = self._diameter or self.header.get("diameter") or self.default_diameter
+        density = self._density or self.header.get("density") or self.default_density
         if density > 100:  # ideaMaker writes kg/m³
             density /= 1000
         total = mat.total_mm()
@@ -282,7 +284,7 @@ def analyzer_for(profile, name: str = "<stream>", path: str | Path | None = None
     if m.junction_deviation:
         base.junction_deviation = m.junction_deviation
     heat = HeatModel(hotend_rate=m.hotend_heat_rate, bed_rate=m.bed_heat_rate, home_s=m.home_s)
-    return Analyzer(
+    analyzer = Analyzer(
         name,
         diameter_mm=None,
         density_g_cm3=None,
@@ -295,6 +297,30 @@ def analyzer_for(profile, name: str = "<stream>", path: str | Path | None = None
         kind=profile.kind,
         laser_max_s=m.laser_max_s,
     )
+    analyzer.default_diameter, analyzer.default_density = m.filament_diameter, m.filament_density
+    if path is not None:  # the file's own filament settings win over the profile's
+        analyzer.header.update(material_from_file(path))
+    return analyzer
+
+
+def material_from_file(path: str | Path) -> dict[str, float]:
+    """Filament diameter and density a file's header or configuration block states (head and tail only)."""
+    found: dict[str, float] = {}
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+            f.seek(0, 2)
+            f.seek(max(f.tell() - TAIL_BYTES, len(head)))
+            tail = f.read()
+    except OSError:
+        return found
+    for chunk in (head, tail):
+        for line in chunk.decode("utf-8", "replace").splitlines():
+            if line.startswith(";") and (hv := header_value(line)):
+                key = HEADER_KEYS.get(hv[0].lower())
+                if key in ("diameter", "density") and hv[1] > 0:
+                    found.setdefault(key, hv[1])
+    return found
 
 
 def analyze_path(path: str | Path, profile=None) -> Analysis:

@@ -18,6 +18,8 @@ from ..firmware import events as ev
 from ..firmware.grbl import FEED_HOLD, REALTIME, GrblProtocol
 from ..firmware.marlin import MarlinProtocol
 from ..firmware.profile import Profile
+from ..gcode.analyzer import Analyzer, analyzer_for
+from ..gcode.lexer import lex
 from .job import JobError, JobFile, JobPos
 from .link import LinkLost, SerialLink
 
@@ -54,6 +56,11 @@ class JobResult:
     errors: int = 0
     file: str = ""
     check_errors: list[dict] = field(default_factory=list)
+    filament_mm: float = 0.0  # what the acknowledged lines extruded (all tools)
+    filament_g: float = 0.0
+    laser_on_s: float = 0.0  # estimated from the acknowledged lines, as the quote was
+    spindle_on_s: float = 0.0
+    estimated_s: float = 0.0  # of the acknowledged part of the job
 
 
 class Machine:
@@ -85,6 +92,7 @@ class Machine:
         self.last_error = ""
         self._check = False
         self._check_errors: list[dict] = []
+        self._usage: Analyzer | None = None
         self._cmds: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -173,6 +181,7 @@ class Machine:
             "job": str(job.path) if job else None,
             "progress": self._progress(),
             "lines_acked": self._acked_lines,
+            "filament_mm_used": usage.material.total_mm() if (usage := self._usage) else 0.0,
             "temperatures": dict(self.temperatures),
             "position": dict(self.position),
             "grbl_state": self.grbl_state,
@@ -313,6 +322,7 @@ class Machine:
             self._job_done.set()
             return
         self._job_t0 = time.monotonic()
+        self._usage = analyzer_for(self.profile, path, path)  # the quote's analyzer, fed as lines are acked
         self._job_bytes0 = self.link.bytes_written
         self._job_resends0, self._job_errors0 = self.core.resends, self.core.errors
         self._acked, self._acked_lines, self._paused, self._ending = None, 0, False, ""
@@ -413,6 +423,8 @@ class Machine:
             elif isinstance(event.tag, JobPos):
                 self._acked = event.tag
                 self._acked_lines += 1
+                if self._usage is not None and (cmd := lex(event.text, event.tag.line)) is not None:
+                    self._usage.feed(cmd)
             elif event.tag == END_MARK and self._job is not None:
                 outcome = self._ending or "completed"
                 self._finish(outcome, self._ending_who if outcome == "cancelled" else "", outcome)
@@ -497,6 +509,7 @@ class Machine:
             errors=self.core.errors - self._job_errors0,
             file=str(job.path),
             check_errors=self._check_errors,
+            **self._usage_figures(),
         )
         job.close()
         self._job = None
@@ -507,6 +520,18 @@ class Machine:
             locked = isinstance(self.core, GrblProtocol) and self.core.alarm_locked
             self._set_state("alarm" if locked else "idle")
         self._job_done.set()
+
+    def _usage_figures(self) -> dict[str, float]:
+        if self._usage is None:
+            return {}
+        u, self._usage = self._usage.result(), None
+        return {
+            "filament_mm": u.filament_mm,
+            "filament_g": u.filament_g,
+            "laser_on_s": u.laser_on_s,
+            "spindle_on_s": u.spindle_on_s,
+            "estimated_s": u.estimated_s,
+        }
 
     def _lost(self, reason: str) -> None:
         self.link.close()

@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from afn_agent.firmware.profile import load_profile
 from tests.conftest import file_commands
 from tests.helpers import profile
@@ -181,3 +183,38 @@ def test_temperatures_are_reported_by_autoreport(start_sim, connect, circle):
     assert m.wait_job(30).outcome == "completed"
     time.sleep(2.5)
     assert m.temperatures["T"][1] == 200.0 and m.temperatures["T"][0] > 190
+
+
+def test_material_is_counted_from_acknowledged_lines_by_the_quote_analyzer(start_sim, connect):
+    from pathlib import Path
+
+    from afn_agent.gcode.analyzer import analyze_path
+
+    path = Path(__file__).resolve().parents[1] / "data" / "corpus" / "superslicer-2.3.56_arcfit.gcode"
+    quote = analyze_path(path, load_profile("marlin2"))
+    sim = start_sim("marlin", baud=1_000_000, move_ms=0.05, speed=1000.0)
+    m = connect(sim)
+    m.start_job(path)
+    r = m.wait_job(120)
+    assert r.outcome == "completed", r
+    assert r.filament_mm == pytest.approx(quote.filament_mm, rel=1e-9)
+    assert r.filament_g == pytest.approx(quote.filament_g, rel=1e-9)
+    assert r.estimated_s == pytest.approx(quote.estimated_s, rel=1e-6)
+
+
+def test_a_cancelled_job_bills_only_what_was_acknowledged(start_sim, connect):
+    from pathlib import Path
+
+    from afn_agent.gcode.analyzer import analyze_path
+
+    path = Path(__file__).resolve().parents[1] / "data" / "corpus" / "superslicer-2.3.56_arcfit.gcode"
+    total = analyze_path(path, load_profile("marlin2")).filament_mm
+    sim = start_sim("marlin", speed=1000.0)
+    m = connect(sim)
+    m.start_job(path)
+    time.sleep(2.0)
+    used_so_far = m.snapshot()["filament_mm_used"]
+    m.cancel("member")
+    r = m.wait_job(30)
+    assert r.outcome == "cancelled"
+    assert 0 < used_so_far <= r.filament_mm < total
