@@ -6,6 +6,8 @@ python bench/accuracy.py
 from __future__ import annotations
 
 import csv
+import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -51,7 +53,52 @@ def main() -> int:
     print("|---|---|")
     for conv in families.values():
         print(f"| {conv.family} | {conv.note} |")
+    times(rows)
     return 0
+
+
+STATED_TIME = re.compile(
+    r"estimated printing time \(normal mode\) = (?:(\d+)d )?(?:(\d+)h )?(?:(\d+)m )?(\d+)s"
+)
+
+
+def prusaslicer_estimate(path: Path) -> float | None:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        f.seek(0, 2)
+        f.seek(max(f.tell() - 300_000, 0))
+        m = STATED_TIME.search(f.read())
+    if not m:
+        return None
+    d, h, mi, s = (int(x or 0) for x in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + s
+
+
+def times(rows: list[dict]) -> None:
+    """Our moving + dwell time against the producer's estimate (heating is not in slicers' figures)."""
+    print("\n## Time\n")
+    print("Ours = moving + dwell (heating waits and homing are reported apart: slicers leave them out).\n")
+    print("| file | producer | stated s | ours s | error |")
+    print("|---|---|---|---|---|")
+    prusa_errors, other = [], []
+    sliced = sorted((ROOT / "tests" / "data" / "sliced").glob("*.gcode"))
+    entries = [(CORPUS / r["file"], r["producer"], r["stated_time_s"]) for r in rows if r["stated_time_s"]]
+    entries += [(p, "PrusaSlicer 2.5.0 (Debian, sliced here)", None) for p in sliced]
+    for path, producer, stated in entries:
+        estimate = float(stated) if stated else prusaslicer_estimate(path)
+        a = analyze_file(path)
+        ours = a.moving_s + a.dwell_s
+        err = (ours / estimate - 1) * 100
+        (prusa_errors if "PrusaSlicer" in producer or "SuperSlicer" in producer else other).append(
+            (producer, abs(err))
+        )
+        print(f"| {path.name} | {producer} | {estimate:.0f} | {ours:.0f} | {err:+.2f}% |")
+    errs = sorted(e for _, e in prusa_errors)
+    print(
+        f"\nPrusaSlicer and SuperSlicer files ({len(errs)}): median |error| {statistics.median(errs):.2f}%, "
+        f"worst {max(errs):.2f}% (targets: median <= 3%, worst <= 8%)"
+    )
+    for producer, e in other:
+        print(f"- against {producer}: {e:.1f}%")
 
 
 if __name__ == "__main__":
