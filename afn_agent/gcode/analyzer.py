@@ -43,7 +43,7 @@ class Analysis:
     commands: int
     producer: str
     convention: str
-    filament_mm: float
+    filament_mm: float  # what the extruder pushes (flow from M221 included): what is billed
     filament_mm_per_tool: dict[int, float]
     filament_g: float
     diameter_mm: float
@@ -180,9 +180,9 @@ class Analyzer:
         density = self._density or self.header.get("density") or self.default_density
         if density > 100:  # ideaMaker writes kg/m³
             density /= 1000
-        total = mat.total_mm()
+        total = mat.pushed_mm()
         conv = self.convention
-        counted = mat.total_since(self._count_start) if self._count_start else total
+        counted = mat.total_since(self._count_start) if self._count_start else mat.total_mm()
         if conv.scale_key and "compensation" in self.header:
             counted *= (self.header["compensation"] / 100) ** 2
         return Analysis(
@@ -192,7 +192,7 @@ class Analyzer:
             producer=self.producer,
             convention=conv.note,
             filament_mm=total,
-            filament_mm_per_tool=mat.per_tool_mm(),
+            filament_mm_per_tool=mat.per_tool_mm(pushed=True),
             filament_g=grams(total, diameter, density),
             diameter_mm=diameter,
             density_g_cm3=density,

@@ -96,11 +96,9 @@ def lex(raw: str, line: int = 0, parens: bool = True) -> Command | None:
 
 
 def _code(letter: str, number: str) -> str:
-    """`G01` -> `G1`, `m3` -> `M3`, `G92.1` stays."""
-    if "." in number:
-        whole, frac = number.split(".", 1)
-        return f"{letter.upper()}{int(whole)}.{frac}"
-    return f"{letter.upper()}{int(number)}"
+    """`G01` -> `G1`, `m3` -> `M3`, `G92.1` stays, `G.2` -> `G0.2`."""
+    value = float(number)
+    return f"{letter.upper()}{int(value) if value.is_integer() else format(value, 'g')}"
 
 
 QUOTED = re.compile(r'"[^"]*"?')

@@ -18,9 +18,11 @@ MOVES = frozenset({"G0", "G1", "G2", "G3"})
 class ToolMaterial:
     """One extruder's account: what it pushed, and how much retraction is still to be refilled."""
 
-    extruded_mm: float = 0.0
+    extruded_mm: float = 0.0  # as slicers count it
+    pushed_mm: float = 0.0  # what the extruder really moves: the same, times the flow (M221)
     debt_mm: float = 0.0
     e_pos: float = 0.0
+    flow: float = 1.0
 
 
 @dataclass
@@ -33,6 +35,7 @@ class MaterialCounter:
     declared: bool = False
     # evidence for files that never declare the mode (Kiri:Moto writes relative E without M83)
     _rel_total: float = 0.0
+    _rel_pushed: float = 0.0
     _rel_debt: float = 0.0
     _abs_backsteps: int = 0
     _e_moves: int = 0
@@ -40,7 +43,7 @@ class MaterialCounter:
     last_delta: float = 0.0  # the signed filament move of the last command, for the planner
 
     def feed(self, cmd: Command) -> float:
-        """Account one command; returns the filament (mm) it counted, for per-line use while streaming."""
+        """Account one command; returns the filament (mm) it pushed, for per-line use while streaming."""
         self.last_delta = 0.0
         name = cmd.name
         if name in MOVES or (not name and "E" in cmd.params):
@@ -61,6 +64,9 @@ class MaterialCounter:
         elif code[:1] == "T" and code[1:].isdigit():
             self.tool = int(code[1:])
             self.tools.setdefault(self.tool, ToolMaterial())
+        elif code == "M221" and cmd.params.get("S") is not None:
+            tool = int(cmd.params["T"]) if cmd.params.get("T") is not None else self.tool
+            self.tools.setdefault(tool, ToolMaterial()).flow = max(cmd.params["S"], 0.0) / 100.0
 
     @property
     def current(self) -> ToolMaterial:
@@ -72,7 +78,9 @@ class MaterialCounter:
             return 0.0
         t = self.current
         self._e_moves += 1
-        self._rel_total += _count(e, self, "_rel_debt")
+        rel_counted = _count(e, self, "_rel_debt")
+        self._rel_total += rel_counted
+        self._rel_pushed += rel_counted * t.flow
         if self.relative_e:
             delta = e
         else:
@@ -87,18 +95,27 @@ class MaterialCounter:
             counted = 0.0
             t.debt_mm -= delta
         t.extruded_mm += counted
+        t.pushed_mm += counted * t.flow
         undeclared_relative = not self.declared and self._abs_backsteps > 0.3 * self._e_moves > 6
         self.last_delta = e if undeclared_relative else delta
-        return counted
+        return counted * t.flow
 
     def relative_inferred(self) -> bool:
         """An undeclared file whose positive E values mostly fail to advance E is relative, not absolute."""
         return not self.declared and self._e_moves > 20 and self._abs_backsteps > 0.3 * self._e_moves
 
-    def per_tool_mm(self) -> dict[int, float]:
+    def per_tool_mm(self, pushed: bool = False) -> dict[int, float]:
+        """Filament per tool as slicers count it, or (`pushed`) as the extruder moves it, flow included."""
         if self.relative_inferred():
-            return {0: self._rel_total}
-        return {k: v.extruded_mm for k, v in sorted(self.tools.items()) if v.extruded_mm or k == 0}
+            return {0: self._rel_pushed if pushed else self._rel_total}
+        return {
+            k: (v.pushed_mm if pushed else v.extruded_mm)
+            for k, v in sorted(self.tools.items())
+            if v.extruded_mm or k == 0
+        }
+
+    def pushed_mm(self) -> float:
+        return sum(self.per_tool_mm(pushed=True).values())
 
     def total_mm(self) -> float:
         return sum(self.per_tool_mm().values())

@@ -15,6 +15,7 @@ from .motion import Limits, Planner
 BEAM, SPINDLE = 1, 2  # planner tag bits; the power in percent of full scale sits above them
 POWER_SHIFT = 2
 MM_PER_ARC_SEGMENT = 1.0
+MAX_ARC_SEGMENTS = 4096  # an absurd arc (radius of kilometres) must not stall the analysis
 DEFAULT_FEED = 25.0  # mm/s: Marlin's feedrate before any F word (1500 mm/min)
 INCH = 25.4
 
@@ -324,7 +325,7 @@ class Timeline:
             sweep += 2 * math.pi
         dz = target[2] - self.pos[2]
         length = math.hypot(abs(sweep) * r, dz)
-        n = max(1, int(length / MM_PER_ARC_SEGMENT))
+        n = min(max(1, int(length / MM_PER_ARC_SEGMENT)), MAX_ARC_SEGMENTS)
         px, py, pz = x0, y0, self.pos[2]
         for k in range(1, n + 1):
             a = a0 + sweep * k / n

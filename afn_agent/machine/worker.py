@@ -181,7 +181,7 @@ class Machine:
             "job": str(job.path) if job else None,
             "progress": self._progress(),
             "lines_acked": self._acked_lines,
-            "filament_mm_used": usage.material.total_mm() if (usage := self._usage) else 0.0,
+            "filament_mm_used": usage.material.pushed_mm() if (usage := self._usage) else 0.0,
             "temperatures": dict(self.temperatures),
             "position": dict(self.position),
             "grbl_state": self.grbl_state,

@@ -123,8 +123,13 @@ def test_analyze_json_has_the_promised_fields():
         "policy_violations",
     ):
         assert key in out
-    assert out["filament_mm"]["total"] == 4282.06 and out["lines"] == 89383
-    assert out["filament_mm"]["per_tool"] == {"0": 4282.06}
+    assert out["producer_count_mm"] == 4282.06 and out["lines"] == 89383
+    # its start G-code extrudes an 18 mm intro line, then sets M221 S95: the rest is pushed at 95 %
+    assert (
+        out["filament_mm"]["total"]
+        == round(18 + (4282.06 - 18) * 0.95, 2)
+        == out["filament_mm"]["per_tool"]["0"]
+    )
 
 
 def test_analyze_refuses_a_job_that_does_not_fit_or_breaks_policy(tmp_path):

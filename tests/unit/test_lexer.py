@@ -30,6 +30,11 @@ def test_words(line, name, params):
     assert (cmd.name, cmd.params, cmd.line) == (name, params, 7)
 
 
+def test_odd_code_numbers_found_by_fuzzing():
+    assert lex("G2 G.2 X1").also == ("G0.2",)
+    assert lex("G38.20 X1").name == "G38.2"
+
+
 def test_comma_decimal_is_read_and_flagged():
     cmd = lex("G1 F5400,000000", 3)
     assert cmd.params == {"F": 5400.0} and cmd.flags & COMMA_DECIMAL

@@ -92,3 +92,10 @@ def test_incremental_feed_returns_what_each_line_used():
         for x in ("M83\n", "G1 X1 E2\n", "G1 E-1\n", "G1 E1\n", "G1 X2 E1\n")
     ]
     assert used[-1] == pytest.approx(3.0)
+
+
+def test_flow_percentage_changes_what_is_pushed_not_what_slicers_state():
+    r = count("M83\nM221 S95\nG1 X1 E100\nT1\nM221 S110 T1\nG1 X2 E10").result()
+    assert r.filament_mm_per_tool == {0: pytest.approx(95.0), 1: pytest.approx(11.0)}
+    assert r.filament_mm == pytest.approx(106.0)
+    assert r.producer_count_mm == pytest.approx(110.0)

@@ -86,6 +86,11 @@ def test_arc_length_and_bounds():
     assert r.bounds_all_moves["Y"][0] == pytest.approx(0, abs=1e-6)
 
 
+def test_an_absurd_arc_is_bounded_not_a_hang():
+    r = run("G1 X0 Y0\nG3 X0 Y1 I99999999 J0").result()  # the long way round a 100 km circle
+    assert r.cutting_mm > 1e8 and math.isfinite(r.moving_s)
+
+
 def test_inches_offsets_and_relative_moves():
     r = run("G20\nG0 X1 Y1\nG91\nG0 X1\nG90\nG92 X0\nG0 X2").result()
     assert r.bounds_all_moves["X"] == [pytest.approx(25.4), pytest.approx(101.6)]  # move ends, in mm
