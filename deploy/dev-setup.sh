@@ -26,3 +26,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# atheris (coverage-guided fuzzing) ships wheels for x86_64 only; elsewhere its test is skipped
+.venv/bin/python -m pip install -q -e '.[fuzz]' 2>/dev/null || echo "atheris not installed: fuzz test skipped" >&2
