@@ -94,6 +94,7 @@ def _analysis_json(a) -> dict:
         "density_g_cm3": a.density_g_cm3,
         "producer_count_mm": round(a.producer_count_mm, 2),
         "estimated_s": round(a.estimated_s, 1),
+        "stated_estimate_s": a.stated_estimate_s,
         "time_split_s": {
             "moving": round(a.moving_s, 1),
             "heating": round(a.heating_s, 1),

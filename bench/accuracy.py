@@ -6,7 +6,6 @@ python bench/accuracy.py
 from __future__ import annotations
 
 import csv
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from afn_agent.gcode.analyzer import analyze_file  # noqa: E402
-from afn_agent.gcode.producer import CONVENTIONS  # noqa: E402
+from afn_agent.gcode.producer import CONVENTIONS, stated_time  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
 OWN_FIGURE = {"slic3r-1.2.9_reprap.gcode": (1482.1, "the file's own footer (see below)")}
@@ -57,22 +56,6 @@ def main() -> int:
     return 0
 
 
-STATED_TIME = re.compile(
-    r"estimated printing time \(normal mode\) = (?:(\d+)d )?(?:(\d+)h )?(?:(\d+)m )?(\d+)s"
-)
-
-
-def prusaslicer_estimate(path: Path) -> float | None:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        f.seek(0, 2)
-        f.seek(max(f.tell() - 300_000, 0))
-        m = STATED_TIME.search(f.read())
-    if not m:
-        return None
-    d, h, mi, s = (int(x or 0) for x in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + s
-
-
 def times(rows: list[dict]) -> None:
     """Our moving + dwell time against the producer's estimate (heating is not in slicers' figures)."""
     print("\n## Time\n")
@@ -84,7 +67,7 @@ def times(rows: list[dict]) -> None:
     entries = [(CORPUS / r["file"], r["producer"], r["stated_time_s"]) for r in rows if r["stated_time_s"]]
     entries += [(p, "PrusaSlicer 2.5.0 (Debian, sliced here)", None) for p in sliced]
     for path, producer, stated in entries:
-        estimate = float(stated) if stated else prusaslicer_estimate(path)
+        estimate = float(stated) if stated else stated_time(path)
         a = analyze_file(path)
         ours = a.moving_s + a.dwell_s
         err = (ours / estimate - 1) * 100

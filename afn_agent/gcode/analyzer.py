@@ -13,7 +13,7 @@ from .lexer import COMMA_DECIMAL, UNREAD, Command, GcodeError, lex
 from .material import MaterialCounter, grams
 from .motion import Limits
 from .policy import Policy
-from .producer import CONVENTIONS, TAIL_BYTES, Convention, detect, header_value, slicer_limits
+from .producer import CONVENTIONS, TAIL_BYTES, Convention, detect, header_value, slicer_limits, stated_time
 from .timeline import HeatModel, Timeline
 
 MAX_WARNINGS = 50
@@ -70,6 +70,7 @@ class Analysis:
     policy_violations: list[dict] = field(default_factory=list)
     unknown_commands: dict[str, int] = field(default_factory=dict)
     fit_problems: list[str] = field(default_factory=list)
+    stated_estimate_s: float | None = None  # the slicer's own estimate, where it writes one
 
     @property
     def refused(self) -> str:
@@ -250,14 +251,20 @@ def analyze_file(path: str | Path, **kw) -> Analysis:
     path = Path(path)
     if kw.get("limits") is None:
         kw["limits"] = limits_from_slicer(path)
-    analyzer = Analyzer(str(path), **kw)
+    return _read(Analyzer(str(path), **kw), path)
+
+
+def _read(analyzer: Analyzer, path: Path) -> Analysis:
+    """Feed a whole file, line by line, and take the result."""
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             for raw in f:
                 analyzer.feed_line(raw)
     except OSError as exc:
         raise GcodeError(f"{path}: cannot read: {exc.strerror}") from exc
-    return analyzer.result()
+    result = analyzer.result()
+    result.stated_estimate_s = stated_time(path)
+    return result
 
 
 def limits_from_slicer(path: str | Path, base: Limits | None = None) -> Limits:
@@ -328,11 +335,4 @@ def analyze_path(path: str | Path, profile=None) -> Analysis:
     if profile is None:
         return analyze_file(path)
     path = Path(path)
-    analyzer = analyzer_for(profile, str(path), path)
-    try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            for raw in f:
-                analyzer.feed_line(raw)
-    except OSError as exc:
-        raise GcodeError(f"{path}: cannot read: {exc.strerror}") from exc
-    return analyzer.result()
+    return _read(analyzer_for(profile, str(path), path), path)

@@ -129,3 +129,23 @@ def slicer_limits(path) -> dict[str, tuple[str, str | None, float]]:
             field_name, axis = LIMIT_KEYS[key]
             found[key] = (field_name, axis, float(value))  # the first figure: the normal mode's
     return found
+
+
+STATED_TIME = re.compile(
+    r"estimated printing time \(normal mode\) = (?:(\d+)d )?(?:(\d+)h )?(?:(\d+)m )?(\d+)s"
+)
+
+
+def stated_time(path) -> float | None:
+    """The print time a PrusaSlicer-family slicer states at the end of its file (normal mode), in s."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(f.tell() - TAIL_BYTES, 0))
+            m = STATED_TIME.search(f.read().decode("utf-8", "replace"))
+    except OSError:
+        return None
+    if not m:
+        return None
+    d, h, mi, s = (int(x or 0) for x in m.groups())
+    return float(d * 86400 + h * 3600 + mi * 60 + s)

@@ -1,6 +1,5 @@
 """Estimated time against the producers' own estimates, and laser/spindle figures on CAM files."""
 
-import re
 import statistics
 from pathlib import Path
 
@@ -8,23 +7,12 @@ import pytest
 
 from afn_agent.firmware.profile import load_profile
 from afn_agent.gcode.analyzer import analyze_file, analyze_path
+from afn_agent.gcode.producer import stated_time
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-STATED = re.compile(r"estimated printing time \(normal mode\) = (?:(\d+)d )?(?:(\d+)h )?(?:(\d+)m )?(\d+)s")
 
 
-def prusaslicer_estimate(path: Path) -> float | None:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        f.seek(0, 2)
-        f.seek(max(f.tell() - 300_000, 0))
-        m = STATED.search(f.read())
-    if not m:
-        return None
-    d, h, mi, s = (int(x or 0) for x in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + s
-
-
-PRUSA_FILES = [p for p in sorted((DATA / "corpus").glob("*.gcode")) if prusaslicer_estimate(p)] + sorted(
+PRUSA_FILES = [p for p in sorted((DATA / "corpus").glob("*.gcode")) if stated_time(p)] + sorted(
     (DATA / "sliced").glob("*.gcode")
 )
 
@@ -38,7 +26,7 @@ def test_time_matches_prusaslicer_normal_mode_median_3_worst_8_percent():
     errors = []
     for path in PRUSA_FILES:
         a = analyze_file(path)
-        errors.append(abs((a.moving_s + a.dwell_s) / prusaslicer_estimate(path) - 1))
+        errors.append(abs((a.moving_s + a.dwell_s) / stated_time(path) - 1))
     assert statistics.median(errors) <= 0.03, errors
     assert max(errors) <= 0.08, errors
 

@@ -1,5 +1,6 @@
 """Arbitrary bytes from a firmware never break a core or its window invariant."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,38 +33,21 @@ PIECES = [
 chunks = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=40)), max_size=60)
 
 
+@pytest.mark.parametrize(
+    ("core_class", "profile_name"), [(MarlinProtocol, "marlin2"), (GrblProtocol, "grbl-1.1")]
+)
 @settings(max_examples=300, deadline=None)
-@given(chunks, st.integers(min_value=0, max_value=40))
-def test_marlin_core_survives_any_reply_stream(replies, lines):
-    core = MarlinProtocol(profile())
-    core.handshake()
-    for i in range(lines):
-        core.send(f"G1 X{i} Y{i} E0.1", i)
-    t = 0.0
-    for chunk in replies:
-        core.data_to_send(t)
-        assert core.window.bytes <= max(
-            core.window.limit, max((len(x.wire) for x in core.window.lines), default=0)
-        )
-        core.receive_data(chunk, t)
-        core.tick(t)
-        core.events()
-        t += 0.7
-
-
-@settings(max_examples=300, deadline=None)
-@given(chunks, st.integers(min_value=0, max_value=40))
-def test_grbl_core_survives_any_reply_stream(replies, lines):
-    core = GrblProtocol(profile("grbl-1.1"))
+@given(replies=chunks, lines=st.integers(min_value=0, max_value=40))
+def test_core_survives_any_reply_stream(core_class, profile_name, replies, lines):
+    core = core_class(profile(profile_name))
     core.handshake()
     for i in range(lines):
         core.send(f"G1 X{i} Y{i} F100", i)
     t = 0.0
     for chunk in replies:
         core.data_to_send(t)
-        assert core.window.bytes <= max(
-            core.window.limit, max((len(x.wire) for x in core.window.lines), default=0)
-        )
+        largest = max((len(x.wire) for x in core.window.lines), default=0)
+        assert core.window.bytes <= max(core.window.limit, largest)
         core.receive_data(chunk, t)
         core.tick(t)
         core.urgent_data()
