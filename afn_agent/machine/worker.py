@@ -350,10 +350,26 @@ class Machine:
         if self.profile.protocol == "grbl":
             self.link.write(self.core.realtime("resume"))
         else:
-            for line in self.profile.scripts.resume:
+            for line in (*self.profile.scripts.resume, *self._modal_restore()):
                 self.core.send(line, host=True)
         self._paused = False
         self._set_state("printing")
+
+    def _modal_restore(self) -> list[str]:
+        """What the park and unpark scripts may have changed, set back as the job had it.
+
+        Marlin's G90 also makes E absolute: a job extruding with M83 would read its next E values as
+        absolute positions. The job's analyzer, fed every acknowledged line, knows the job's modes.
+        """
+        usage = self._usage
+        if usage is None:
+            return []
+        timeline, material = usage.timeline, usage.material
+        return [
+            "G91" if timeline.relative else "G90",
+            "M83" if material.relative_e else "M82",
+            f"G1 F{timeline.feed * 60:.0f}",
+        ]
 
     def _cmd_cancel(self, who: str) -> None:
         """Marlin: stop feeding, run the cancel script. GRBL: hold, reset once stopped, then the script."""

@@ -159,7 +159,10 @@ def test_pause_stops_feeding_and_resume_finishes(start_sim, connect, circle):
     sim.stop()
     assert r.outcome == "completed"
     ran = [cmd for _, cmd in sim.executed()]
-    assert "G1 Z5 F600" in ran and "G1 Z-5 F600" in ran  # the park and unpark scripts
+    unpark = ran.index("G1 Z-5 F600")
+    assert "G1 Z5 F600" in ran[:unpark]  # the park script ran before
+    # then the job's own modes come back: the script's G90 made E absolute and set F600
+    assert ran[unpark + 1 : unpark + 5] == ["G90", "G90", "M83", "G1 F3000"]
 
 
 def test_pingpong_profile_without_line_numbers(start_sim, connect, circle):
