@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from afn_agent.gcode.analyzer import analyze_file  # noqa: E402
+from bench.common import fill_file, run_measured  # noqa: E402
 
 FILES = [
     "prusaslicer-2.6.1_benchy.gcode",
@@ -109,17 +109,12 @@ def memory(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="afn-bench-"))
     rows = []
     for mb in sizes:
-        f = work / f"big-{mb}.gcode"
-        with open(f, "wb") as out:
-            while out.tell() < mb * 1_000_000:
-                out.write(body)
+        f = fill_file(work / f"big-{mb}.gcode", body, mb)
         code = (
             f"from afn_agent.gcode.analyzer import analyze_file; a = analyze_file({str(f)!r}); print(a.lines)"
         )
-        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=ROOT)
-        _, _, usage = os.wait4(p.pid, 0)
-        lines = p.stdout.read().decode().strip()
-        rows.append((f"{f.stat().st_size / 1e6:.0f} MB", lines, usage.ru_maxrss / 1024))
+        out, rss = run_measured([sys.executable, "-c", code], cwd=ROOT)
+        rows.append((f"{f.stat().st_size / 1e6:.0f} MB", out.strip(), rss))
         f.unlink()
     print("\n## Peak memory of a whole analysis process\n")
     print("| file | lines | peak RSS |\n|---|---|---|")

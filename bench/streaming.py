@@ -28,6 +28,7 @@ from afn_agent.gcode.lexer import wire_text
 from afn_agent.machine.worker import Machine
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.sim.run import SimProcess
+from bench.common import fill_file, run_measured
 
 MOVE_MS = 0.5  # 0.1 mm segments at 200 mm/s: a planner faster than either link, so the link is the limit
 PROFILES = {"marlin": "marlin2", "grbl": "grbl-1.1"}
@@ -272,10 +273,7 @@ def memory(args, work: Path) -> None:
     body = one[one.index(b"G1 ") :]
     rows = []
     for mb in sizes:
-        f = work / f"big-{mb}.gcode"
-        with open(f, "wb") as out:
-            while out.tell() < mb * 1_000_000:
-                out.write(body)
+        f = fill_file(work / f"big-{mb}.gcode", body, mb)
         link = str(work / f"ok-{mb}.tty")
         fw = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("okfirmware.py")), link], stderr=subprocess.DEVNULL
@@ -283,33 +281,16 @@ def memory(args, work: Path) -> None:
         while not os.path.exists(link):
             time.sleep(0.01)
         t0 = time.monotonic()
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "afn_agent",
-                "stream",
-                str(f),
-                "--port",
-                link,
-                "--profile",
-                "marlin2",
-                "--json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        _, _, usage = os.wait4(p.pid, 0)
+        stream = [sys.executable, "-m", "afn_agent", "stream", str(f), "--port", link, "--profile", "marlin2"]
+        out, rss = run_measured([*stream, "--json"], stderr=subprocess.DEVNULL)
         secs = time.monotonic() - t0
         try:
-            outcome = json.loads(p.stdout.read().decode())["outcome"]
+            outcome = json.loads(out)["outcome"]
         except ValueError:
-            outcome = "no result: " + p.stderr.read().decode()[-200:]
+            outcome = "no result"
         fw.terminate()
         fw.wait()
-        rows.append(
-            [f"{f.stat().st_size / 1e6:.0f} MB", outcome, f"{secs:.0f} s", f"{usage.ru_maxrss / 1024:.1f} MB"]
-        )
+        rows.append([f"{f.stat().st_size / 1e6:.0f} MB", outcome, f"{secs:.0f} s", f"{rss:.1f} MB"])
         print(" ".join(str(x) for x in rows[-1]), file=sys.stderr)
         f.unlink()
     print("\n## Peak memory of `afn-agent stream` (whole process)\n")
