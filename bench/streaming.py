@@ -38,14 +38,17 @@ def stream_once(
     kind: str, baud: int, latency: float, corrupt: float, flow: str, path: Path, work: Path, seed: int = 1
 ) -> dict:
     """One job through the full path; returns throughput, utilisation and what the firmware saw."""
-    sim = SimProcess(kind, work, baud=baud, latency_ms=latency, corrupt=corrupt, move_ms=MOVE_MS, seed=seed)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=work))  # a fresh port path for every run
+    sim = SimProcess(
+        kind, run_dir, baud=baud, latency_ms=latency, corrupt=corrupt, move_ms=MOVE_MS, seed=seed
+    )
     sim.start()
     base = load_profile(PROFILES[kind])
     prof = replace(base, link=replace(base.link, flow=flow))
     m = Machine("bench", prof, str(sim.link), baud=baud, reconnect_s=0).start()
     try:
         if not m.wait_ready(20):
-            raise RuntimeError(f"{kind} did not come up: {m.last_error}")
+            raise RuntimeError(f"{kind} did not come up: state {m.state} {m.last_error}")
         m.start_job(path)
         r = m.wait_job(600)
     finally:

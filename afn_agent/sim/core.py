@@ -58,6 +58,7 @@ class SimStats:
 
     bytes_received: int = 0
     bytes_dropped: int = 0
+    tx_lost: int = 0  # replies nobody read (host port closed and the pty buffer full)
     bytes_flushed: int = 0
     lines_executed: int = 0
     line_errors: int = 0
@@ -136,7 +137,7 @@ class SimFirmware:
             if self.pty.master >= 0:
                 out = self.tx.take_until(now)
                 if out:
-                    self.pty.write(out)
+                    self.stats.tx_lost += self.pty.write(out)
             nxt = min(self.rx.next_arrival(), self.next_event(), self.tx.next_arrival(), self._replug_at)
             timeout = min(max(nxt - time.monotonic(), 0.0), 0.05)
             if self.pty.master >= 0:

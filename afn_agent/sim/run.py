@@ -106,6 +106,7 @@ class SimProcess:
                 cmd.append(flag if value else "--no-" + flag[2:])
             elif value is not None:
                 cmd += [flag, str(value)]
+        self.link.unlink(missing_ok=True)  # a link left by an earlier run must not be taken for this one
         self.proc = subprocess.Popen(
             cmd, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )

@@ -105,16 +105,20 @@ class PtyLink:
         except OSError:
             return b""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
+        """Write what the host side can take now; returns the bytes lost (nobody reading, buffer full).
+
+        A real UART whose far end is not listening loses bytes too; waiting here instead would stall
+        the simulator (and its stop signal) for as long as the host keeps the port closed.
+        """
         view = memoryview(data)
         while view:
             try:
                 n = os.write(self.master, view)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return  # nobody listening (host closed): bytes fall on the floor like on a real wire
+            except (BlockingIOError, OSError):
+                return len(view)
             view = view[n:]
+        return 0
 
     def unplug(self) -> None:
         """Vanish like a USB device: the host's reads and writes start failing."""

@@ -65,3 +65,18 @@ def test_job_file_refuses_a_line_the_firmware_cannot_hold(tmp_path):
 def test_missing_job_file_is_named(tmp_path):
     with pytest.raises(JobError, match=r"nope\.gcode: cannot open"):
         JobFile(tmp_path / "nope.gcode")
+
+
+def test_simulator_stops_promptly_when_nobody_reads_its_replies(tmp_path):
+    """With the host's port closed and the pty buffer full, writes are lost, never waited on."""
+    sim = MarlinSim(tmp_path / "m.tty", SimOptions(baud=1_000_000, boot_s=0))
+    thread = sim.start_thread()
+    fd = os.open(tmp_path / "m.tty", os.O_RDWR | os.O_NOCTTY)
+    os.write(fd, b"M155 S1\n" + b"M105\n" * 2000)  # thousands of replies that nobody will read
+    time.sleep(1.0)
+    os.close(fd)
+    t0 = time.monotonic()
+    sim.stop()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - t0 < 2
+    assert sim.stats.tx_lost > 0
