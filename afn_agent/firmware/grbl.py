@@ -54,8 +54,6 @@ class GrblProtocol:
         self.job_active = False
         self.errors = 0
         self.resends = 0
-        self.bytes_sent = 0
-        self.lines_acked = 0
         self.planner_blocks: int | None = None
         self.planner_free: int | None = None
         self.rx_free: int | None = None
@@ -134,7 +132,6 @@ class GrblProtocol:
             out += wire
             if sync:
                 self._sync_wait = True
-        self.bytes_sent += len(out)
         return bytes(out)
 
     def urgent_data(self) -> bytes:
@@ -198,7 +195,6 @@ class GrblProtocol:
         if line is None:
             return None
         self._sync_wait = False
-        self.lines_acked += 1
         self._emit(ev.LineAcked(line.seq, line.text, line.tag))
         if line.text.upper() == "$I":
             self.firmware_name = self.firmware_name or f"Grbl {self.version}".strip()

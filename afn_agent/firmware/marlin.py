@@ -58,8 +58,6 @@ class MarlinProtocol:
         self.job_active = False
         self.resends = 0
         self.errors = 0
-        self.bytes_sent = 0
-        self.lines_acked = 0
         self.planner_free: int | None = None
         self.queue_free: int | None = None
         self._next_seq = 1
@@ -155,7 +153,6 @@ class MarlinProtocol:
                 self._wait_since = now
             self.window.push(line)
             out += line.wire
-        self.bytes_sent += len(out)
         return bytes(out)
 
     def _commit(self, seq: int, text: str, wire: bytes, tag: object) -> SentLine:
@@ -267,7 +264,6 @@ class MarlinProtocol:
         return None
 
     def _acked(self, line: SentLine) -> None:
-        self.lines_acked += 1
         if self._rewind is not None and line.seq >= self._rewind:
             self._rewind, self._stale = None, 0
         self._emit(ev.LineAcked(line.seq, line.text, line.tag))

@@ -78,7 +78,7 @@ class MaterialCounter:
             return 0.0
         t = self.current
         self._e_moves += 1
-        rel_counted = _count(e, self, "_rel_debt")
+        rel_counted, self._rel_debt = _refill(e, self._rel_debt)
         self._rel_total += rel_counted
         self._rel_pushed += rel_counted * t.flow
         if self.relative_e:
@@ -88,12 +88,7 @@ class MaterialCounter:
             if delta <= 0 < e:  # read as absolute, a positive E that extrudes nothing
                 self._abs_backsteps += 1
             t.e_pos = e
-        if delta >= 0:
-            counted = max(delta - t.debt_mm, 0.0)
-            t.debt_mm = max(t.debt_mm - delta, 0.0)
-        else:
-            counted = 0.0
-            t.debt_mm -= delta
+        counted, t.debt_mm = _refill(delta, t.debt_mm)
         t.extruded_mm += counted
         t.pushed_mm += counted * t.flow
         undeclared_relative = not self.declared and self._abs_backsteps > 0.3 * self._e_moves > 6
@@ -131,14 +126,11 @@ class MaterialCounter:
         return self._e_moves > 0
 
 
-def _count(delta: float, holder: MaterialCounter, debt_attr: str) -> float:
-    """The same refill rule for the relative-E hypothesis, kept beside the declared one."""
-    debt = getattr(holder, debt_attr)
+def _refill(delta: float, debt: float) -> tuple[float, float]:
+    """(filament counted, retraction still to refill) after an E move of `delta` with `debt` owed."""
     if delta >= 0:
-        setattr(holder, debt_attr, max(debt - delta, 0.0))
-        return max(delta - debt, 0.0)
-    setattr(holder, debt_attr, debt - delta)
-    return 0.0
+        return max(delta - debt, 0.0), max(debt - delta, 0.0)
+    return 0.0, debt - delta
 
 
 def grams(mm: float, diameter_mm: float, density_g_cm3: float) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,6 @@ class Machine:
         self._reset_by = 0.0
         self._after_reset: Any = None
         self._last_telemetry = 0.0
-        self.urgent_log: deque[tuple[float, float]] = deque(maxlen=1000)
 
     # ---- public, any thread ---------------------------------------------------------------------
     def start(self) -> Machine:
@@ -216,9 +214,7 @@ class Machine:
             self.link.write(data)
         except LinkLost:
             return -1.0
-        t1 = time.monotonic()
-        self.urgent_log.append((t0, t1))
-        return t1 - t0
+        return time.monotonic() - t0
 
     # ---- the machine thread ---------------------------------------------------------------------
     def _run(self) -> None:
