@@ -41,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="stream to simulated machines, no hardware needed")
     d.add_argument("--fast", action="store_true", help="shorter jobs and sped-up machines (for tests)")
 
+    from .cli_agent import add_commands
+
+    add_commands(sub)
+
     args = parser.parse_args(argv)
+    if hasattr(args, "handler"):
+        return args.handler(args)
     if args.command == "stream":
         return cmd_stream(args)
     if args.command == "sim":

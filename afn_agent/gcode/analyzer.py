@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .lexer import COMMA_DECIMAL, UNREAD, Command, GcodeError, lex
 from .material import MaterialCounter, grams
@@ -177,10 +178,7 @@ class Analyzer:
         """The figures so far (the planner is run to a stop: call at the end of the file)."""
         mat, tl = self.material, self.timeline
         tl.finish()
-        diameter = self._diameter or self.header.get("diameter") or self.default_diameter
-        density = self._density or self.header.get("density") or self.default_density
-        if density > 100:  # ideaMaker writes kg/m³
-            density /= 1000
+        diameter, density = self._filament()
         total = mat.pushed_mm()
         conv = self.convention
         counted = mat.total_since(self._count_start) if self._count_start else mat.total_mm()
@@ -224,6 +222,32 @@ class Analyzer:
             unknown_commands=dict(self.policy.unknown_names) if self.policy else {},
             fit_problems=self._fit(tl.all_moves.as_dict()),
         )
+
+    def used_so_far(self) -> dict[str, Any]:
+        """Material per tool and beam/spindle time of what was fed so far, for a running job's
+        checkpoints; cheap, and leaves the planner running (its last few moves are not counted yet)."""
+        diameter, density = self._filament()
+        tl = self.timeline
+        per_tool = {
+            str(tool): {"mm": mm, "g": grams(mm, diameter, density)}
+            for tool, mm in self.material.per_tool_mm(pushed=True).items()
+        }
+        return {
+            "material_per_tool": per_tool,
+            "material_mm": sum(v["mm"] for v in per_tool.values()),
+            "material_g": sum(v["g"] for v in per_tool.values()),
+            "beam_on_s": tl.beam_s() if self.kind in ("laser", "") else 0.0,
+            "spindle_on_s": tl.spindle_s() if self.kind in ("mill", "") else 0.0,
+            "estimated_s": tl.seconds,
+        }
+
+    def _filament(self) -> tuple[float, float]:
+        """Diameter (mm) and density (g/cm³): given, else the file's header, else the defaults."""
+        diameter = self._diameter or self.header.get("diameter") or self.default_diameter
+        density = self._density or self.header.get("density") or self.default_density
+        if density > 100:  # ideaMaker writes kg/m³
+            density /= 1000
+        return diameter, density
 
     def _fit(self, bounds: dict | None) -> list[str]:
         """Moves outside the machine's volume (printers), or a job larger than it (mills, lasers:

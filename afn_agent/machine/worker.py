@@ -25,6 +25,10 @@ from .link import LinkLost, SerialLink
 END_MARK = "end-of-job"
 CANCEL_HOLD_S = 5.0  # longest a GRBL feed hold may take to stop before cancel resets anyway
 TELEMETRY_EVERY_S = 0.5
+PROGRESS_EVERY_S = 1.0  # a running job reports what it has used this often (the ledger checkpoints it)
+HEAT_WAITS = frozenset(
+    {"M109", "M190", "M191", "M116"}
+)  # commands that hold the queue until a heater is at temperature
 
 
 class _Reconnect(Exception):
@@ -60,6 +64,9 @@ class JobResult:
     laser_on_s: float = 0.0  # estimated from the acknowledged lines, as the quote was
     spindle_on_s: float = 0.0
     estimated_s: float = 0.0  # of the acknowledged part of the job
+    used: dict[str, Any] = field(
+        default_factory=dict
+    )  # per tool material and beam/spindle, as in progress events
 
 
 class Machine:
@@ -112,6 +119,8 @@ class Machine:
         self._reset_by = 0.0
         self._after_reset: Any = None
         self._last_telemetry = 0.0
+        self._last_progress = 0.0
+        self.heating = False
 
     # ---- public, any thread ---------------------------------------------------------------------
     def start(self) -> Machine:
@@ -264,8 +273,29 @@ class Machine:
         self._drain_commands()
         self._feed()
         self._io(time.monotonic(), 0.1)
+        now = time.monotonic()
         if self._reset_by:
-            self._reset_when_stopped(time.monotonic())
+            self._reset_when_stopped(now)
+        if self._job is not None:
+            self._watch_heating()
+            if now - self._last_progress >= PROGRESS_EVERY_S:
+                self._last_progress = now
+                self._emit("progress", self._used())
+
+    def _watch_heating(self) -> None:
+        """Heating while the oldest unanswered line is a heat-and-wait: the firmware holds there."""
+        oldest = self.core.window.oldest()
+        word = oldest.text.split(None, 1)[0].upper() if oldest and oldest.text else ""
+        heating = word in HEAT_WAITS and not self._paused
+        if heating != self.heating:
+            self.heating = heating
+            self._emit("heating", {"on": heating, "command": oldest.text if heating and oldest else ""})
+
+    def _used(self) -> dict[str, Any]:
+        """What the acknowledged lines used so far, and how far through the file they are."""
+        used = self._usage.used_so_far() if self._usage is not None else {}
+        used.update(lines=self._acked_lines, done_fraction=self._progress())
+        return used
 
     def _io(self, now: float, timeout: float) -> None:
         core = self.core
@@ -305,17 +335,14 @@ class Machine:
 
     def _cmd_job(self, path: str, check: bool = False) -> None:
         if self.state != "idle":
-            self._emit("job-refused", {"file": path, "reason": f"machine is {self.state}"})
-            self.result = JobResult("failed", f"machine is {self.state}", "busy", file=path)
-            self._job_done.set()
+            self._refuse(JobResult("failed", f"machine is {self.state}", "busy", file=path))
             return
         parens = self.profile.protocol == "grbl"
         limit = self.profile.link.max_line - (16 if self.core.__class__ is MarlinProtocol else 1)
         try:
             self._job = JobFile(path, parens=parens, max_line=limit)
         except JobError as exc:
-            self.result = JobResult("failed", str(exc), "bad-file", file=path)
-            self._job_done.set()
+            self._refuse(JobResult("failed", str(exc), "bad-file", file=path))
             return
         self._job_t0 = time.monotonic()
         self._usage = analyzer_for(self.profile, path, path)  # the quote's analyzer, fed as lines are acked
@@ -330,6 +357,12 @@ class Machine:
             self.core.send(line, host=True)
         self._set_state("printing")
         self._emit("job-started", {"file": path, "size": self._job.size})
+
+    def _refuse(self, result: JobResult) -> None:
+        """A job that never started still ends, with a result saying why."""
+        self.result = result
+        self._emit("job-finished", result.__dict__)
+        self._job_done.set()
 
     def _cmd_pause(self) -> None:
         if self.state != "printing":
@@ -521,11 +554,12 @@ class Machine:
             errors=self.core.errors - self._job_errors0,
             file=str(job.path),
             check_errors=self._check_errors,
-            **self._usage_figures(),
+            **self._usage_figures(outcome),
         )
         job.close()
         self._job = None
         self._ending = ""
+        self.heating = False
         self.core.job_active = False
         self._emit("job-finished", self.result.__dict__)
         if self.state in ("printing", "paused"):
@@ -533,11 +567,16 @@ class Machine:
             self._set_state("alarm" if locked else "idle")
         self._job_done.set()
 
-    def _usage_figures(self) -> dict[str, float]:
+    def _usage_figures(self, outcome: str) -> dict[str, Any]:
         if self._usage is None:
             return {}
-        u, self._usage = self._usage.result(), None
+        u = self._usage.result()
+        used = self._used()
+        if outcome == "completed":  # the tail after the last command (comments) counts as done
+            used["done_fraction"] = 1.0
+        self._usage = None
         return {
+            "used": used,
             "filament_mm": u.filament_mm,
             "filament_g": u.filament_g,
             "laser_on_s": u.laser_on_s,

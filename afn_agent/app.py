@@ -1,0 +1,284 @@
+"""The agent: machines, ledger and bus wired together.
+
+Machine threads hand their events to one queue; the pump thread here turns them into job transitions,
+checkpoints and usage records in the ledger, and passes them on to the bus. It also starts queued jobs
+on idle machines. Nothing billed is kept only in memory: the ledger is written first.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .config import AgentConfig, MachineConfig
+from .firmware.profile import load_profile
+from .ledger import JobClock, Ledger
+from .machine.worker import JobResult, Machine, MachineEvent
+
+log = logging.getLogger("afn_agent")
+DISPATCH_EVERY_S = 0.25
+MANAGER_ACTORS = ("manager", "admin")
+
+
+class EventSink(Protocol):
+    """Whoever wants to hear the agent's events (the MQTT bus); must not block."""
+
+    def agent_event(self, event: MachineEvent) -> None: ...
+
+
+@dataclass
+class RunningJob:
+    """A job on a machine, as the pump tracks it between checkpoints."""
+
+    job_id: str
+    clock: JobClock
+    used: dict[str, Any] = field(default_factory=dict)
+    last_checkpoint: float = 0.0
+    cancelled_by: str = ""
+
+
+def stop_type_for(result: JobResult, cancelled_by: str) -> tuple[str, str]:
+    """(outcome, stop type) of a job the machine ended; the ledger prices it by the stop type."""
+    if result.outcome == "completed":
+        return "completed", "normal"
+    if result.outcome == "cancelled":
+        if cancelled_by in MANAGER_ACTORS:
+            return "cancelled", "admin"
+        if cancelled_by == "session-end":
+            return "cancelled", "permission"
+        return "cancelled", "cancelled"
+    if result.code == "emergency-stop":
+        return "cancelled", "admin" if cancelled_by in MANAGER_ACTORS else "cancelled"
+    if result.code in ("link-lost", "reconnect"):
+        return "failed", "offline"
+    return "failed", "fault"
+
+
+def open_ledger(config: AgentConfig) -> Ledger:
+    """The agent's ledger, created if new, with its configured machines recorded."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(config.ledger_path, config.site)
+    for m in config.machines:
+        ledger.upsert_machine(m.id, m.machine_class, m.profile)
+    return ledger
+
+
+class Agent:
+    """One agent process: every configured machine, one ledger, optionally a bus."""
+
+    def __init__(self, config: AgentConfig, machines: dict[str, Machine] | None = None) -> None:
+        self.config = config
+        self.ledger = open_ledger(config)
+        self.events: queue.Queue[MachineEvent] = queue.Queue()
+        self.machines: dict[str, Machine] = machines or {}
+        self.running: dict[str, RunningJob] = {}
+        self.sinks: list[EventSink] = []
+        self._stop = threading.Event()
+        self._pump_thread: threading.Thread | None = None
+        self._lock = threading.RLock()
+
+    # ---- life cycle -------------------------------------------------------------------------------
+    def start(self) -> Agent:
+        """Close what a crash left open, then start the machines and the pump."""
+        self.recover()
+        for m in self.config.machines:
+            if m.id not in self.machines:
+                self.machines[m.id] = self._make_machine(m)
+            self.machines[m.id].events = self.events
+            self.machines[m.id].start()
+        self._pump_thread = threading.Thread(target=self._pump, name="agent-pump", daemon=True)
+        self._pump_thread.start()
+        return self
+
+    def stop(self, reason: str = "agent stopped") -> None:
+        """Stop taking jobs; a job still running is closed as interrupted (billed by the policy)."""
+        self._stop.set()
+        if self._pump_thread:
+            self._pump_thread.join(5)
+        for m in self.machines.values():
+            m.close()
+        with self._lock:
+            for machine_id in list(self.running):
+                self._interrupt(machine_id, reason, time.monotonic())
+        self.ledger.close()
+
+    def _make_machine(self, m: MachineConfig) -> Machine:
+        return Machine(m.id, load_profile(m.profile), m.port, m.baud, events=self.events)
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Jobs the ledger shows on a machine when the agent starts were cut off by a crash or power
+        loss: close each as interrupted, billed up to its last checkpoint, once."""
+        records = []
+        for job in self.ledger.live_jobs():
+            m = self._machine_config(job["machine_id"])
+            figures = _checkpoint_figures(job)
+            record = self.ledger.finish(
+                job["id"],
+                "interrupted",
+                "offline",
+                f"agent stopped while the job ran; billed to its last checkpoint ({job['checkpoint_at']})",
+                figures,
+                self.config.tariffs[m.tariff] if m else self.config.tariffs["default"],
+                m.machine_class if m else "unknown",
+                replayed=True,
+            )
+            self.ledger.audit(
+                "agent",
+                "job-interrupted",
+                "closed",
+                job["machine_id"],
+                job["id"],
+                record_id=record["record_id"],
+            )
+            records.append(record)
+            log.warning("job %s on %s closed as interrupted after a restart", job["id"], job["machine_id"])
+        return records
+
+    def _machine_config(self, machine_id: str) -> MachineConfig | None:
+        return next((m for m in self.config.machines if m.id == machine_id), None)
+
+    # ---- the pump ---------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        next_dispatch = 0.0
+        while not self._stop.is_set():
+            try:
+                event = self.events.get(timeout=DISPATCH_EVERY_S)
+            except queue.Empty:
+                event = None
+            now = time.monotonic()
+            with self._lock:
+                if event is not None:
+                    self._handle(event, now)
+                self._checkpoints(now)
+                if now >= next_dispatch:
+                    next_dispatch = now + DISPATCH_EVERY_S
+                    self._dispatch(now)
+            if event is not None:
+                for sink in self.sinks:
+                    sink.agent_event(event)
+
+    def _handle(self, event: MachineEvent, now: float) -> None:
+        run = self.running.get(event.machine)
+        if run is None:
+            return
+        if event.kind == "progress":
+            run.used = event.data
+        elif event.kind == "heating":
+            self._move(event.machine, run, "heating" if event.data["on"] else "running", "heat wait", now)
+        elif event.kind == "state":
+            state = event.data["state"]
+            if state == "paused":
+                self._move(event.machine, run, "paused", "paused", now)
+            elif state == "printing" and run.clock.state == "paused":
+                heating = self.machines[event.machine].heating
+                self._move(event.machine, run, "heating" if heating else "running", "resumed", now)
+        elif event.kind == "job-finished":
+            self._finish(event.machine, run, JobResult(**event.data), now)
+
+    def _move(self, machine_id: str, run: RunningJob, state: str, cause: str, now: float) -> None:
+        if run.clock.state == state:
+            return
+        if run.clock.state == "paused" and cause == "heat wait":
+            return  # a paused job stays paused whatever the heaters do
+        self.ledger.transition(run.job_id, state, cause)
+        run.clock.move(state, now)
+
+    def _checkpoints(self, now: float) -> None:
+        for run in self.running.values():
+            if now - run.last_checkpoint >= self.config.checkpoint_s:
+                run.last_checkpoint = now
+                self.ledger.checkpoint(run.job_id, _figures(run, now))
+
+    def _dispatch(self, now: float) -> None:
+        """Start the next queued job on every idle machine that has none running."""
+        for machine_id, machine in self.machines.items():
+            if machine_id in self.running or machine.state != "idle":
+                continue
+            job = self.ledger.next_queued(machine_id)
+            if job is None:
+                continue
+            self.ledger.transition(job["id"], "starting", "dispatched to an idle machine")
+            self.running[machine_id] = RunningJob(job["id"], JobClock("starting", now), last_checkpoint=now)
+            self.ledger.checkpoint(job["id"], _figures(self.running[machine_id], now))
+            machine.start_job(job["path"])
+            self.ledger.audit("agent", "job-start", "started", machine_id, job["id"], member=job["member_id"])
+            log.info("job %s started on %s", job["id"], machine_id)
+
+    def _finish(self, machine_id: str, run: RunningJob, result: JobResult, now: float) -> None:
+        outcome, stop_type = stop_type_for(result, run.cancelled_by or result.reason)
+        if result.outcome == "completed" and run.clock.state == "starting":
+            run.clock.move("running", now)  # a job too short to report: its time was streaming
+        run.used = result.used or run.used
+        m = self._machine_config(machine_id)
+        self.ledger.finish(
+            run.job_id,
+            outcome,
+            stop_type,
+            result.reason,
+            _figures(run, now, m.material if m else "filament"),
+            self.config.tariffs[m.tariff] if m else self.config.tariffs["default"],
+            m.machine_class if m else "unknown",
+        )
+        del self.running[machine_id]
+
+    def _interrupt(self, machine_id: str, reason: str, now: float) -> None:
+        run = self.running.pop(machine_id)
+        m = self._machine_config(machine_id)
+        self.ledger.finish(
+            run.job_id,
+            "interrupted",
+            "offline",
+            reason,
+            _figures(run, now, m.material if m else "filament"),
+            self.config.tariffs[m.tariff] if m else self.config.tariffs["default"],
+            m.machine_class if m else "unknown",
+        )
+
+    # ---- commands from people ---------------------------------------------------------------------
+    def cancel(self, machine_id: str, actor: str) -> bool:
+        """Cancel the running job; who asked decides the stop type (member or manager)."""
+        with self._lock:
+            run = self.running.get(machine_id)
+            if run is None:
+                return False
+            run.cancelled_by = actor
+        self.machines[machine_id].cancel(actor)
+        return True
+
+    def wait_idle(self, machine_id: str, timeout: float) -> bool:
+        """Until the machine has no job queued or running (tests and the demo)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = machine_id in self.running or self.ledger.next_queued(machine_id) is not None
+            if not busy:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def _figures(run: RunningJob, now: float, material: str = "filament") -> dict[str, Any]:
+    """A checkpoint: the time split as of now and what the acknowledged lines used."""
+    figures = run.clock.split(now)
+    used = run.used
+    figures.update(
+        material_per_tool=used.get("material_per_tool", {}),
+        material_mm=used.get("material_mm", 0.0),
+        material_g=used.get("material_g", 0.0),
+        material_kind=material,
+        beam_on_s=used.get("beam_on_s", 0.0),
+        spindle_on_s=used.get("spindle_on_s", 0.0),
+        done_fraction=used.get("done_fraction", 0.0),
+        lines=used.get("lines", 0),
+    )
+    return figures
+
+
+def _checkpoint_figures(job: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(job["checkpoint_json"]) if job["checkpoint_json"] else {}

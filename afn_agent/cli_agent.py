@@ -1,0 +1,127 @@
+"""`afn-agent` sub-commands that work on a configured agent: run, jobs, ledger, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="run the agent: machines, ledger, bus (foreground; systemd runs this)")
+    r.add_argument("--config", required=True, help="agent TOML file, e.g. /etc/afn-agent/agent.toml")
+    r.add_argument("--log-level", default="INFO")
+    r.set_defaults(handler=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate an agent configuration file and say what is wrong")
+    c.add_argument("file")
+    c.set_defaults(handler=cmd_check_config)
+
+    j = sub.add_parser("jobs", help="queue, list or cancel jobs in the agent's ledger")
+    jsub = j.add_subparsers(dest="jobs_command", required=True)
+    add = jsub.add_parser("add", help="spool, quote and queue a G-code file for a machine")
+    add.add_argument("file")
+    add.add_argument("--config", required=True)
+    add.add_argument("--machine", required=True)
+    add.add_argument("--member", help="member id (from the directory; never a badge UID)")
+    add.add_argument("--supervisor")
+    add.add_argument("--account")
+    add.add_argument("--booking")
+    add.add_argument("--held", action="store_true", help="hold until the member badges in")
+    add.set_defaults(handler=cmd_jobs_add)
+    ls = jsub.add_parser("list", help="jobs and their states")
+    ls.add_argument("--config", required=True)
+    ls.add_argument("--machine")
+    ls.set_defaults(handler=cmd_jobs_list)
+
+    led = sub.add_parser("ledger", help="usage records")
+    lsub = led.add_subparsers(dest="ledger_command", required=True)
+    ex = lsub.add_parser("export", help="usage records that ended in a period, as CSV or JSON")
+    ex.add_argument("--config", required=True)
+    ex.add_argument("--since", required=True, help="first day (UTC), e.g. 2026-11-01")
+    ex.add_argument("--until", help="day after the last (UTC); default: no end")
+    ex.add_argument("--format", choices=("csv", "json"), default="csv")
+    ex.set_defaults(handler=cmd_ledger_export)
+
+
+def _config(path: str):
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args.file)
+    print(
+        f"{args.file}: ok - site {cfg.site}, agent {cfg.agent_id}, {len(cfg.machines)} machine(s): "
+        + ", ".join(f"{m.id} ({m.profile} on {m.port})" for m in cfg.machines)
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .app import Agent
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    agent = Agent(_config(args.config))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    print(f"afn-agent: running {', '.join(agent.machines)}; ledger {agent.config.ledger_path}", flush=True)
+    stop.wait()
+    agent.stop("agent stopped by a signal")
+    return 0
+
+
+def cmd_jobs_add(args: argparse.Namespace) -> int:
+    from .app import open_ledger
+    from .spool import JobRefused, submit
+
+    cfg = _config(args.config)
+    ledger = open_ledger(cfg)
+    try:
+        cfg.machine(args.machine)
+        who = {"member_id": args.member, "supervisor_id": args.supervisor}
+        who.update(account=args.account, booking_id=args.booking)
+        _, quote = submit(cfg, ledger, args.machine, Path(args.file), "cli", held=args.held, **who)
+    except (ConfigError, JobRefused) as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return 4 if isinstance(exc, JobRefused) else 2
+    print(json.dumps(quote))
+    return 0
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from .app import open_ledger
+
+    cfg = _config(args.config)
+    for job in open_ledger(cfg).jobs(args.machine):
+        who = job["member_id"] or "-"
+        print(f"{job['id']}  {job['machine_id']:12} {job['state']:11} {who:12} {job['name']}")
+    return 0
+
+
+def cmd_ledger_export(args: argparse.Namespace) -> int:
+    from .app import open_ledger
+    from .ledger.export import export, parse_day
+
+    cfg = _config(args.config)
+    try:
+        since = parse_day(args.since, "--since")
+        until = parse_day(args.until, "--until") if args.until else None
+    except ValueError as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(export(open_ledger(cfg), since, until, args.format))
+    return 0

@@ -1,0 +1,201 @@
+"""The agent's TOML configuration, validated on load: every error names the file, the key and what
+was expected, so a fab manager can fix it without reading code."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .firmware.profile import ProfileError, load_profile
+from .ledger.tariff import Tariff, TariffError
+
+ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # usable as an MQTT topic level and a file name
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    id: str
+    machine_class: str
+    profile: str
+    port: str
+    baud: int | None = None
+    tariff: str = "default"
+    material: str = "filament"
+    hold_uploads: bool = True  # jobs from slicers wait for their owner's badge
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive_s: int = 30
+    telemetry_hz: float = 1.0
+    topic_prefix: str = "afn/v1"
+    command_secret: str | None = None
+    home_assistant: bool = False
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: Path
+    site: str
+    agent_id: str
+    data_dir: Path
+    checkpoint_s: float = 2.0
+    machines: tuple[MachineConfig, ...] = ()
+    tariffs: dict[str, Tariff] = field(default_factory=dict)
+    broker: BrokerConfig | None = None
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.data_dir / "ledger.sqlite3"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def machine(self, machine_id: str) -> MachineConfig:
+        for m in self.machines:
+            if m.id == machine_id:
+                return m
+        known = ", ".join(m.id for m in self.machines)
+        raise ConfigError(f"{self.path}: no machine {machine_id!r} (configured: {known})")
+
+
+class _Table:
+    """A TOML table read key by key, with the place of each key for error messages."""
+
+    def __init__(self, data: Any, where: str, file: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file}: [{where}] must be a table")
+        self.data, self.where, self.file, self.seen = data, where, file, set()
+
+    def get(
+        self, key: str, kind: type | tuple[type, ...], default: Any = ..., check=None, hint: str = ""
+    ) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise ConfigError(
+                    f"{self.file}: {self.where}.{key} is required{' (' + hint + ')' if hint else ''}"
+                )
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{self.file}: {self.where}.{key}: expected {names}, got {value!r}")
+        if check and not check(value):
+            raise ConfigError(f"{self.file}: {self.where}.{key}: {hint or 'invalid value'}, got {value!r}")
+        return value
+
+    def done(self) -> None:
+        extra = set(self.data) - self.seen
+        if extra:
+            raise ConfigError(f"{self.file}: {self.where}: unknown key(s) {', '.join(sorted(extra))}")
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    top = _Table(raw, "(top level)", file)
+    agent = _Table(top.get("agent", dict), "agent", file)
+    ident = "a letter or digit then letters, digits, - or _ (64 at most)"
+    site = agent.get("site", str, check=ID.match, hint=ident)
+    agent_id = agent.get("id", str, check=ID.match, hint=ident)
+    data_dir = Path(agent.get("data_dir", str, "/var/lib/afn-agent"))
+    if not data_dir.is_absolute():
+        data_dir = (file.parent / data_dir).resolve()
+    checkpoint_s = float(
+        agent.get("checkpoint_s", (int, float), 2.0, lambda v: 0.1 <= v <= 5, "between 0.1 and 5 s")
+    )
+    agent.done()
+    tariffs = {"default": Tariff()}
+    for name, table in top.get("tariffs", dict, {}).items():
+        try:
+            tariffs[name] = Tariff.from_snapshot({"name": name, **table}, where=f"tariffs.{name}")
+        except TariffError as exc:
+            raise ConfigError(f"{file}: {exc}") from None
+        except TypeError:
+            raise ConfigError(f"{file}: [tariffs.{name}] must be a table") from None
+    machines = tuple(_machine(m, i, file, tariffs) for i, m in enumerate(top.get("machines", list, [])))
+    ids = [m.id for m in machines]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(
+            f"{file}: machines: the same id twice ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})"
+        )
+    broker = _broker(top.get("broker", dict), file) if "broker" in raw else None
+    top.done()
+    return AgentConfig(file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker)
+
+
+def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> MachineConfig:
+    t = _Table(data, f"machines[{index}]", file)
+    ident = "a letter or digit then letters, digits, - or _ (64 at most)"
+    mid = t.get("id", str, check=ID.match, hint=ident)
+    t.where = f"machines[{index}] ({mid})"
+    profile = t.get("profile", str, hint="a firmware profile name, see `afn-agent profiles`")
+    try:
+        load_profile(profile)
+    except ProfileError as exc:
+        raise ConfigError(f"{file}: {t.where}.profile: {exc}") from None
+    tariff = t.get("tariff", str, "default")
+    if tariff not in tariffs:
+        raise ConfigError(f"{file}: {t.where}.tariff: no [tariffs.{tariff}] (defined: {', '.join(tariffs)})")
+    cfg = MachineConfig(
+        id=mid,
+        machine_class=t.get(
+            "class", str, check=ID.match, hint="a machine class such as fdm-printer or laser"
+        ),
+        profile=profile,
+        port=t.get("port", str, hint="serial device, e.g. /dev/afn/printer-1"),
+        baud=t.get("baud", int, None, lambda v: 1200 <= v <= 4_000_000, "a baud rate"),
+        tariff=tariff,
+        material=t.get("material", str, "filament"),
+        hold_uploads=t.get("hold_uploads", bool, True),
+    )
+    t.done()
+    return cfg
+
+
+def _broker(data: Any, file: Path) -> BrokerConfig:
+    t = _Table(data, "broker", file)
+    cfg = BrokerConfig(
+        host=t.get("host", str, "127.0.0.1"),
+        port=t.get("port", int, 1883, lambda v: 0 < v < 65536, "a TCP port"),
+        username=t.get("username", str, None),
+        password=t.get("password", str, None),
+        tls=t.get("tls", bool, False),
+        ca_file=t.get("ca_file", str, None),
+        cert_file=t.get("cert_file", str, None),
+        key_file=t.get("key_file", str, None),
+        keepalive_s=t.get("keepalive_s", int, 30, lambda v: 5 <= v <= 3600, "between 5 and 3600 s"),
+        telemetry_hz=float(
+            t.get("telemetry_hz", (int, float), 1.0, lambda v: 0 < v <= 50, "above 0, at most 50")
+        ),
+        topic_prefix=t.get(
+            "topic_prefix", str, "afn/v1", lambda v: "#" not in v and "+" not in v, "no wildcards"
+        ),
+        command_secret=t.get("command_secret", str, None, lambda v: len(v) >= 16, "at least 16 characters"),
+        home_assistant=t.get("home_assistant", bool, False),
+    )
+    t.done()
+    return cfg

@@ -1,0 +1,91 @@
+"""Opening the ledger's SQLite file: WAL, full sync, and the schema migrations in order.
+
+Each migration is a list of statements run in one transaction and recorded in `user_version`, so a
+database from any older agent is brought forward on open and a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    (  # 1: the first schema
+        """CREATE TABLE machines(
+            id TEXT PRIMARY KEY, class TEXT NOT NULL, profile TEXT NOT NULL,
+            locked INTEGER NOT NULL DEFAULT 0, lock_reason TEXT, lock_pending INTEGER NOT NULL DEFAULT 0,
+            needs_confirmation TEXT, updated_at TEXT NOT NULL)""",
+        """CREATE TABLE sessions(
+            id TEXT PRIMARY KEY, machine_id TEXT NOT NULL REFERENCES machines(id),
+            member_id TEXT NOT NULL, supervisor_id TEXT, booking_id TEXT, account TEXT,
+            opened_at TEXT NOT NULL, allowed_until TEXT, closed_at TEXT, close_reason TEXT)""",
+        "CREATE INDEX sessions_open ON sessions(machine_id, closed_at)",
+        """CREATE TABLE jobs(
+            id TEXT PRIMARY KEY, machine_id TEXT NOT NULL REFERENCES machines(id),
+            state TEXT NOT NULL, queue_pos INTEGER NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
+            sha256 TEXT NOT NULL, bytes INTEGER NOT NULL, source TEXT NOT NULL,
+            member_id TEXT, supervisor_id TEXT, account TEXT, booking_id TEXT, session_id TEXT,
+            estimate_json TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL,
+            started_at TEXT, ended_at TEXT, checkpoint_json TEXT, checkpoint_at TEXT,
+            stop_type TEXT, reason TEXT)""",
+        "CREATE INDEX jobs_state ON jobs(machine_id, state, queue_pos)",
+        """CREATE TABLE job_transitions(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs(id),
+            from_state TEXT NOT NULL, to_state TEXT NOT NULL, cause TEXT NOT NULL, at TEXT NOT NULL)""",
+        """CREATE TABLE usage_records(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            job_id TEXT NOT NULL UNIQUE REFERENCES jobs(id), machine_id TEXT NOT NULL,
+            member_id TEXT, ended_at TEXT NOT NULL, price TEXT NOT NULL, currency TEXT NOT NULL,
+            record_json TEXT NOT NULL, created_at TEXT NOT NULL, delivered_at TEXT)""",
+        "CREATE INDEX usage_ended ON usage_records(ended_at)",
+        """CREATE TABLE outbox(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, machine_id TEXT NOT NULL,
+            payload TEXT NOT NULL, record_id TEXT, created_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0,
+            sent_at TEXT, acked_at TEXT)""",
+        "CREATE INDEX outbox_pending ON outbox(acked_at, next_try)",
+        "CREATE INDEX outbox_record ON outbox(record_id)",
+        """CREATE TABLE audit(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
+            action TEXT NOT NULL, machine_id TEXT, subject TEXT, result TEXT NOT NULL,
+            detail_json TEXT NOT NULL DEFAULT '{}')""",
+    ),
+]
+
+
+class LedgerError(RuntimeError):
+    """The ledger file cannot be used as it is; the message names the file."""
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection in WAL mode with full sync: a committed usage record survives a power cut."""
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=30000")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise LedgerError(f"{path}: cannot use write-ahead logging (journal mode stays {mode})")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: str | Path) -> int:
+    """Bring the schema to the latest version; returns it."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise LedgerError(
+            f"{path}: schema version {version} is newer than this agent knows ({len(MIGRATIONS)}); "
+            "upgrade the agent rather than let it write an older schema"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

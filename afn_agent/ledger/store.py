@@ -1,0 +1,378 @@
+"""The ledger: jobs, sessions, usage records, outbox and audit in one SQLite file.
+
+One connection per thread (SQLite serialises the writers; WAL lets readers run beside them). A usage
+record, its job's last transition and its outbox row are committed in one transaction, so a record is
+either billed and queued for delivery or not there at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .db import connect, migrate
+from .states import TERMINAL, check_transition
+from .tariff import Tariff
+from .usage import build_record, iso, utc_now
+
+LIVE = ("starting", "heating", "running", "paused")
+RETRY_FIRST_S = 2.0
+RETRY_MAX_S = 300.0
+
+
+class Ledger:
+    """The agent's source of truth; every method is safe to call from any thread."""
+
+    def __init__(self, path: str | Path, site: str = "lab") -> None:
+        self.path = Path(path)
+        self.site = site
+        self._local = threading.local()
+        migrate(self.conn, self.path)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path)
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once so two writers never deadlock upgrading a read."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ---- machines ---------------------------------------------------------------------------------
+    def upsert_machine(self, machine_id: str, machine_class: str, profile: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO machines(id, class, profile, updated_at) VALUES(?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET class=excluded.class, profile=excluded.profile, "
+                "updated_at=excluded.updated_at",
+                (machine_id, machine_class, profile, iso(utc_now())),
+            )
+
+    def machine(self, machine_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM machines WHERE id=?", (machine_id,)).fetchone()
+        return dict(row) if row else None
+
+    def set_machine(self, machine_id: str, **fields: Any) -> None:
+        """Update lock and confirmation fields (names checked against the table)."""
+        allowed = {"locked", "lock_reason", "lock_pending", "needs_confirmation"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"machines has no settable field {sorted(bad)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.tx() as c:
+            c.execute(
+                f"UPDATE machines SET {sets}, updated_at=? WHERE id=?",
+                (*fields.values(), iso(utc_now()), machine_id),
+            )
+
+    # ---- jobs -------------------------------------------------------------------------------------
+    def add_job(
+        self,
+        machine_id: str,
+        path: str,
+        name: str,
+        sha256: str,
+        size: int,
+        source: str,
+        estimate: dict[str, Any] | None = None,
+        held: bool = False,
+        **who: str | None,
+    ) -> str:
+        """Queue a job (or hold it for a badge); `who` takes member_id, supervisor_id, account, booking_id,
+        session_id."""
+        job_id = str(uuid.uuid4())
+        fields = ("member_id", "supervisor_id", "account", "booking_id", "session_id")
+        bad = set(who) - set(fields)
+        if bad:
+            raise ValueError(f"add_job: unknown field {sorted(bad)}")
+        with self.tx() as c:
+            pos = c.execute(
+                "SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs WHERE machine_id=?", (machine_id,)
+            )
+            c.execute(
+                "INSERT INTO jobs(id, machine_id, state, queue_pos, name, path, sha256, bytes, source, "
+                "estimate_json, created_at, member_id, supervisor_id, account, booking_id, session_id) "
+                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job_id,
+                    machine_id,
+                    "held" if held else "queued",
+                    pos.fetchone()[0],
+                    name,
+                    path,
+                    sha256,
+                    size,
+                    source,
+                    json.dumps(estimate or {}),
+                    iso(utc_now()),
+                    *(who.get(f) for f in fields),
+                ),
+            )
+            self._transition_row(c, job_id, "new", "held" if held else "queued", f"added by {source}")
+        return job_id
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def jobs(self, machine_id: str | None = None, states: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        if machine_id:
+            sql += " AND machine_id=?"
+            args.append(machine_id)
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args.extend(states)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY queue_pos", args)]
+
+    def next_queued(self, machine_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT * FROM jobs WHERE machine_id=? AND state='queued' ORDER BY queue_pos LIMIT 1",
+            (machine_id,),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def transition(self, job_id: str, new: str, cause: str) -> dict[str, Any]:
+        """Move a job along its state machine; an illegal move raises IllegalTransition."""
+        if new in TERMINAL:
+            raise ValueError(f"job {job_id}: end a job with finish(), which writes its usage record")
+        with self.tx() as c:
+            job = self._locked_job(c, job_id)
+            check_transition(job_id, job["state"], new)
+            started = job["started_at"] or (iso(utc_now()) if new == "starting" else None)
+            c.execute("UPDATE jobs SET state=?, started_at=? WHERE id=?", (new, started, job_id))
+            self._transition_row(c, job_id, job["state"], new, cause)
+            job.update(state=new, started_at=started)
+        return job
+
+    def checkpoint(self, job_id: str, figures: dict[str, Any]) -> None:
+        """What a running job has used so far; a crash bills up to the last one."""
+        with self.tx() as c:
+            c.execute(
+                "UPDATE jobs SET checkpoint_json=?, checkpoint_at=? WHERE id=? AND state IN (?,?,?,?)",
+                (json.dumps(figures), iso(utc_now()), job_id, *LIVE),
+            )
+
+    def finish(
+        self,
+        job_id: str,
+        outcome: str,
+        stop_type: str,
+        reason: str,
+        figures: dict[str, Any],
+        tariff: Tariff,
+        machine_class: str,
+        replayed: bool = False,
+    ) -> dict[str, Any]:
+        """End a job and write its usage record and outbox row, durably, in one transaction.
+
+        A job that already has a record returns that record unchanged: ending a job twice bills it once.
+        """
+        if outcome not in TERMINAL:
+            raise ValueError(f"job {job_id}: {outcome!r} is not an end state ({', '.join(TERMINAL)})")
+        with self.tx() as c:
+            job = self._locked_job(c, job_id)
+            old = c.execute("SELECT record_json FROM usage_records WHERE job_id=?", (job_id,)).fetchone()
+            if old:
+                return json.loads(old[0])
+            check_transition(job_id, job["state"], outcome)
+            record = build_record(
+                str(uuid.uuid4()),
+                job,
+                machine_class,
+                self.site,
+                outcome,
+                stop_type,
+                reason,
+                figures,
+                tariff,
+                replayed,
+            )
+            payload = json.dumps(record, sort_keys=True)
+            c.execute(
+                "UPDATE jobs SET state=?, ended_at=?, stop_type=?, reason=?, checkpoint_json=? WHERE id=?",
+                (outcome, record["end"], stop_type, reason, json.dumps(figures), job_id),
+            )
+            self._transition_row(c, job_id, job["state"], outcome, reason or stop_type)
+            c.execute(
+                "INSERT INTO usage_records(id, job_id, machine_id, member_id, ended_at, price, currency, "
+                "record_json, created_at) VALUES(?,?,?,?,?,?,?,?,?)",
+                (
+                    record["record_id"],
+                    job_id,
+                    job["machine_id"],
+                    job["member_id"],
+                    record["end"],
+                    record["price"],
+                    record["currency"],
+                    payload,
+                    iso(utc_now()),
+                ),
+            )
+            self._outbox_row(c, "usage", job["machine_id"], payload, record["record_id"])
+        return record
+
+    def live_jobs(self, machine_id: str | None = None) -> list[dict[str, Any]]:
+        """Jobs that were on a machine (starting … paused): after a crash, the ones to close."""
+        return self.jobs(machine_id, LIVE)
+
+    def _locked_job(self, c: sqlite3.Connection, job_id: str) -> dict[str, Any]:
+        row = c.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+        return dict(row)
+
+    def _transition_row(self, c: sqlite3.Connection, job_id: str, old: str, new: str, cause: str) -> None:
+        c.execute(
+            "INSERT INTO job_transitions(job_id, from_state, to_state, cause, at) VALUES(?,?,?,?,?)",
+            (job_id, old, new, cause, iso(utc_now())),
+        )
+
+    def transitions(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM job_transitions WHERE job_id=? ORDER BY seq", (job_id,))
+        return [dict(r) for r in rows]
+
+    # ---- usage records ----------------------------------------------------------------------------
+    def usage_after(self, cursor: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        """Records after a cursor (their `seq`), oldest first: the pull side of delivery."""
+        rows = self.conn.execute(
+            "SELECT seq, record_json FROM usage_records WHERE seq>? ORDER BY seq LIMIT ?", (cursor, limit)
+        )
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    def usage_between(self, since: str, until: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT record_json FROM usage_records WHERE ended_at>=?", [since]
+        if until:
+            sql += " AND ended_at<?"
+            args.append(until)
+        return [json.loads(r[0]) for r in self.conn.execute(sql + " ORDER BY ended_at, seq", args)]
+
+    def acknowledge(self, record_id: str) -> bool:
+        """The booking system has the record: stop sending it. Returns False for an unknown id."""
+        now = iso(utc_now())
+        with self.tx() as c:
+            n = c.execute(
+                "UPDATE usage_records SET delivered_at=COALESCE(delivered_at, ?) WHERE id=?", (now, record_id)
+            ).rowcount
+            c.execute("UPDATE outbox SET acked_at=COALESCE(acked_at, ?) WHERE record_id=?", (now, record_id))
+        return n > 0
+
+    def undelivered(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM usage_records WHERE delivered_at IS NULL").fetchone()[
+            0
+        ]
+
+    # ---- outbox -----------------------------------------------------------------------------------
+    def outbox_add(self, kind: str, machine_id: str, payload: dict[str, Any]) -> int:
+        """Queue an event for the bus; it stays until the broker has it (events) or the booking
+        system acknowledges it (usage)."""
+        with self.tx() as c:
+            return self._outbox_row(c, kind, machine_id, json.dumps(payload, sort_keys=True), None)
+
+    def _outbox_row(
+        self, c: sqlite3.Connection, kind: str, machine_id: str, payload: str, record_id: str | None
+    ) -> int:
+        cur = c.execute(
+            "INSERT INTO outbox(kind, machine_id, payload, record_id, created_at) VALUES(?,?,?,?,?)",
+            (kind, machine_id, payload, record_id, iso(utc_now())),
+        )
+        return int(cur.lastrowid or 0)
+
+    def outbox_due(self, now: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Rows to (re)send now, oldest first."""
+        now = time.time() if now is None else now
+        rows = self.conn.execute(
+            "SELECT * FROM outbox WHERE acked_at IS NULL AND next_try<=? ORDER BY seq LIMIT ?", (now, limit)
+        )
+        return [dict(r) for r in rows]
+
+    def outbox_tried(self, seq: int, now: float | None = None) -> None:
+        """A row was handed to the client: try again later, backing off, until acknowledged."""
+        now = time.time() if now is None else now
+        with self.tx() as c:
+            row = c.execute("SELECT attempts FROM outbox WHERE seq=?", (seq,)).fetchone()
+            if row is None:
+                return
+            wait = min(RETRY_FIRST_S * 2 ** row[0], RETRY_MAX_S)
+            c.execute("UPDATE outbox SET attempts=attempts+1, next_try=? WHERE seq=?", (now + wait, seq))
+
+    def outbox_published(self, seq: int, final: bool) -> None:
+        """The broker took a row (PUBACK). Events are then done; usage waits for the booking system."""
+        now = iso(utc_now())
+        with self.tx() as c:
+            c.execute("UPDATE outbox SET sent_at=COALESCE(sent_at, ?) WHERE seq=?", (now, seq))
+            if final:
+                c.execute("UPDATE outbox SET acked_at=COALESCE(acked_at, ?) WHERE seq=?", (now, seq))
+
+    def outbox_retry_now(self) -> None:
+        """After a reconnection: everything unacknowledged goes out again at once."""
+        with self.tx() as c:
+            c.execute("UPDATE outbox SET next_try=0 WHERE acked_at IS NULL")
+
+    def outbox_pending(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0]
+
+    def prune_outbox(self, older_than_days: float = 30) -> int:
+        cutoff = time.time() - older_than_days * 86400
+        with self.tx() as c:
+            return c.execute(
+                "DELETE FROM outbox WHERE acked_at IS NOT NULL AND created_at < ?",
+                (iso(datetime.fromtimestamp(cutoff, UTC)),),
+            ).rowcount
+
+    # ---- audit ------------------------------------------------------------------------------------
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        result: str,
+        machine_id: str | None = None,
+        subject: str | None = None,
+        **detail: Any,
+    ) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO audit(at, actor, action, machine_id, subject, result, detail_json) "
+                "VALUES(?,?,?,?,?,?,?)",
+                (
+                    iso(utc_now()),
+                    actor,
+                    action,
+                    machine_id,
+                    subject,
+                    result,
+                    json.dumps(detail, sort_keys=True),
+                ),
+            )
+
+    def audit_log(self, machine_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM audit", []
+        if machine_id:
+            sql += " WHERE machine_id=?"
+            args.append(machine_id)
+        rows = self.conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
+        return [dict(r) for r in rows]

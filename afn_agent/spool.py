@@ -1,0 +1,101 @@
+"""Taking a job in: copy the file into the agent's spool, read it once for the quote, queue it.
+
+Whatever the door (CLI, slicer upload, kiosk), a job is the same: a file the agent owns (so a member
+deleting theirs changes nothing), its hash, the analyzer's figures and the tariff's price for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .config import AgentConfig
+from .firmware.profile import load_profile
+from .gcode.analyzer import Analysis, analyze_path
+from .ledger import Ledger
+from .ledger.tariff import Tariff, price, quantities
+
+CHUNK = 1 << 20
+
+
+class JobRefused(ValueError):
+    """The file may not run on that machine; the message says why (policy, fit, bad file)."""
+
+
+def estimate_of(a: Analysis) -> dict[str, Any]:
+    """The part of an analysis a quote and a usage record use, JSON-ready."""
+    return {
+        "time_s": round(a.estimated_s, 3),
+        "moving_s": round(a.moving_s, 3),
+        "heating_s": round(a.heating_s, 3),
+        "dwell_s": round(a.dwell_s + a.other_s, 3),
+        "material_mm": round(a.filament_mm, 3),
+        "material_g": round(a.filament_g, 3),
+        "beam_on_s": round(a.laser_on_s, 3),
+        "spindle_on_s": round(a.spindle_on_s, 3),
+        "lines": a.lines,
+        "producer": a.producer,
+        "warnings": a.warnings[:20],
+    }
+
+
+def quote(estimate: dict[str, Any], tariff: Tariff) -> dict[str, Any]:
+    """What the job will cost if it runs to the end, by the machine's tariff."""
+    figures = {
+        "active_s": estimate["moving_s"] + estimate["dwell_s"],
+        "heating_s": estimate["heating_s"],
+        "material_g": estimate["material_g"],
+        "material_mm": estimate["material_mm"],
+        "beam_on_s": estimate["beam_on_s"],
+        "spindle_on_s": estimate["spindle_on_s"],
+    }
+    qty = quantities(figures)
+    return {"price": str(price(tariff, qty, "done_part")), "currency": tariff.currency, "quantities": qty}
+
+
+def spool_file(src: Path, spool: Path, name: str) -> tuple[Path, str, int]:
+    """Copy into the spool under its hash; returns (path, sha256, size). Written whole, then renamed."""
+    spool.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    with src.open("rb") as fin, tempfile.NamedTemporaryFile(dir=spool, delete=False, suffix=".part") as tmp:
+        while chunk := fin.read(CHUNK):
+            digest.update(chunk)
+            tmp.write(chunk)
+            size += len(chunk)
+    sha = digest.hexdigest()
+    dest = spool / f"{sha[:16]}-{Path(name).name}"
+    Path(tmp.name).replace(dest)
+    return dest, sha, size
+
+
+def submit(
+    config: AgentConfig,
+    ledger: Ledger,
+    machine_id: str,
+    src: str | Path,
+    source: str,
+    name: str | None = None,
+    held: bool | None = None,
+    **who: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """Spool, analyse and queue a job; returns (job id, quote). A refused file is removed again."""
+    machine = config.machine(machine_id)
+    src = Path(src)
+    if not src.is_file():
+        raise JobRefused(f"{src}: no such file")
+    path, sha, size = spool_file(src, config.spool_dir, name or src.name)
+    try:
+        analysis = analyze_path(path, load_profile(machine.profile))
+        if analysis.refused:
+            raise JobRefused(f"{name or src.name}: refused on {machine_id}: {analysis.refused}")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    estimate = estimate_of(analysis)
+    priced = quote(estimate, config.tariffs[machine.tariff])
+    estimate["quote"] = priced
+    held = machine.hold_uploads if held is None else held
+    job_id = ledger.add_job(machine_id, str(path), name or src.name, sha, size, source, estimate, held, **who)
+    return job_id, {"job_id": job_id, "machine": machine_id, **estimate}
