@@ -7,6 +7,7 @@ on idle machines. Nothing billed is kept only in memory: the ledger is written f
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -22,6 +23,10 @@ from .machine.worker import JobResult, Machine, MachineEvent
 log = logging.getLogger("afn_agent")
 DISPATCH_EVERY_S = 0.25
 MANAGER_ACTORS = ("manager", "admin")
+PUBLISHED_EVENTS = {  # machine events that go on the events topic (through the outbox: never lost)
+    "fault", "alarm", "emergency-stop", "link-lost", "firmware-reset", "door-open", "warning", "action",
+}  # fmt: skip
+STATUS_EVENTS = {"state", "job-finished", "heating", "fault", "alarm", "link-lost", "door-open"}
 
 
 class EventSink(Protocol):
@@ -77,6 +82,8 @@ class Agent:
         self.machines: dict[str, Machine] = machines or {}
         self.running: dict[str, RunningJob] = {}
         self.sinks: list[EventSink] = []
+        self.bus: Any = None
+        self.alarms: dict[str, list[dict[str, Any]]] = {}
         self._stop = threading.Event()
         self._pump_thread: threading.Thread | None = None
         self._lock = threading.RLock()
@@ -90,6 +97,13 @@ class Agent:
                 self.machines[m.id] = self._make_machine(m)
             self.machines[m.id].events = self.events
             self.machines[m.id].start()
+        if self.config.broker is not None:
+            from .bus.client import Bus
+
+            self.bus = Bus(
+                self.config.broker, self.config.site, self.config.agent_id, self.ledger,
+                list(self.machines), self.status, self.command,
+            ).start()  # fmt: skip
         self._pump_thread = threading.Thread(target=self._pump, name="agent-pump", daemon=True)
         self._pump_thread.start()
         return self
@@ -104,6 +118,10 @@ class Agent:
         with self._lock:
             for machine_id in list(self.running):
                 self._interrupt(machine_id, reason, time.monotonic())
+        if self.bus is not None:
+            self.bus.wake()
+            time.sleep(0.2)  # let the pump hand the last records to the broker; the outbox keeps them anyway
+            self.bus.stop()
         self.ledger.close()
 
     def _make_machine(self, m: MachineConfig) -> Machine:
@@ -158,8 +176,33 @@ class Agent:
                     next_dispatch = now + DISPATCH_EVERY_S
                     self._dispatch(now)
             if event is not None:
-                for sink in self.sinks:
-                    sink.agent_event(event)
+                self._forward(event)
+
+    def _forward(self, event: MachineEvent) -> None:
+        """Events worth keeping go through the outbox; status and telemetry straight to the bus."""
+        if event.kind in PUBLISHED_EVENTS:
+            self._publish_event(event.machine, event.kind, event.data)
+            if event.kind in ("fault", "alarm", "link-lost", "door-open"):
+                self.alarms.setdefault(event.machine, []).append(
+                    {"type": event.kind, **event.data, "t": event.t}
+                )
+                del self.alarms[event.machine][:-5]
+        elif event.kind == "state" and event.data["state"] in ("idle", "printing"):
+            self.alarms.pop(event.machine, None)
+        if self.bus is not None:
+            if event.kind in ("telemetry", "progress"):
+                self.bus.telemetry(event.machine, self.telemetry(event.machine))
+            if event.kind in STATUS_EVENTS:
+                self.bus.status_changed(event.machine)
+        for sink in self.sinks:
+            sink.agent_event(event)
+
+    def _publish_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.ledger.outbox_add(
+            "event", machine_id, {"type": kind, "machine": machine_id, "t": time.time(), **data}
+        )
+        if self.bus is not None:
+            self.bus.wake()
 
     def _handle(self, event: MachineEvent, now: float) -> None:
         run = self.running.get(event.machine)
@@ -186,6 +229,8 @@ class Agent:
             return  # a paused job stays paused whatever the heaters do
         self.ledger.transition(run.job_id, state, cause)
         run.clock.move(state, now)
+        if state == "paused" or cause == "resumed":
+            self._publish_event(machine_id, "job-" + cause, {"job_id": run.job_id})
 
     def _checkpoints(self, now: float) -> None:
         for run in self.running.values():
@@ -196,7 +241,7 @@ class Agent:
     def _dispatch(self, now: float) -> None:
         """Start the next queued job on every idle machine that has none running."""
         for machine_id, machine in self.machines.items():
-            if machine_id in self.running or machine.state != "idle":
+            if machine_id in self.running or machine.state != "idle" or self._blocked(machine_id):
                 continue
             job = self.ledger.next_queued(machine_id)
             if job is None:
@@ -206,6 +251,10 @@ class Agent:
             self.ledger.checkpoint(job["id"], _figures(self.running[machine_id], now))
             machine.start_job(job["path"])
             self.ledger.audit("agent", "job-start", "started", machine_id, job["id"], member=job["member_id"])
+            self._publish_event(
+                machine_id, "job-started",
+                {"job_id": job["id"], "name": job["name"], "member_id": job["member_id"]},
+            )  # fmt: skip
             log.info("job %s started on %s", job["id"], machine_id)
 
     def _finish(self, machine_id: str, run: RunningJob, result: JobResult, now: float) -> None:
@@ -214,7 +263,7 @@ class Agent:
             run.clock.move("running", now)  # a job too short to report: its time was streaming
         run.used = result.used or run.used
         m = self._machine_config(machine_id)
-        self.ledger.finish(
+        record = self.ledger.finish(
             run.job_id,
             outcome,
             stop_type,
@@ -224,6 +273,8 @@ class Agent:
             m.machine_class if m else "unknown",
         )
         del self.running[machine_id]
+        self._publish_event(machine_id, "job-" + outcome, _record_summary(record))
+        self._apply_pending_lock(machine_id)
 
     def _interrupt(self, machine_id: str, reason: str, now: float) -> None:
         run = self.running.pop(machine_id)
@@ -248,6 +299,112 @@ class Agent:
             run.cancelled_by = actor
         self.machines[machine_id].cancel(actor)
         return True
+
+    def command(self, cmd: dict[str, Any]) -> tuple[str, str]:
+        """A verified manager command (bus or API): ('done' | 'refused', what happened)."""
+        machine_id, actor, name = cmd["machine"], cmd["actor"], cmd["command"]
+        if machine_id not in self.machines:
+            return "refused", "unknown_machine"
+        machine = self.machines[machine_id]
+        if name == "estop":
+            machine.emergency_stop(actor)
+            with self._lock:
+                if machine_id in self.running:
+                    self.running[machine_id].cancelled_by = "manager"
+            return "done", "emergency stop sent"
+        if name == "cancel":
+            return ("done", "cancelling") if self.cancel(machine_id, "manager") else ("refused", "no_job")
+        if name == "pause":
+            if machine.state != "printing":
+                return "refused", "not_printing"
+            machine.pause()
+            return "done", "pausing"
+        if name == "resume":
+            if machine.state != "paused":
+                return "refused", "not_paused"
+            machine.resume()
+            return "done", "resuming"
+        if name == "lock":
+            return "done", self.lock(machine_id, actor, str(cmd["args"].get("reason", "maintenance")))
+        if name == "unlock":
+            return "done", self.unlock(machine_id, actor)
+        return "refused", "unknown_command"
+
+    def lock(self, machine_id: str, actor: str, reason: str) -> str:
+        """Maintenance lock-out: at once when idle, else when the running job ends. Kept in the ledger."""
+        with self._lock:
+            busy = machine_id in self.running
+            self.ledger.set_machine(
+                machine_id, lock_reason=reason, **({"lock_pending": 1} if busy else {"locked": 1})
+            )
+        self.ledger.audit(actor, "lock", "pending" if busy else "locked", machine_id, reason=reason)
+        self._publish_event(machine_id, "lock", {"by": actor, "reason": reason, "pending": busy})
+        if self.bus is not None:
+            self.bus.status_changed(machine_id)
+        return "locked when the running job ends" if busy else "locked"
+
+    def unlock(self, machine_id: str, actor: str) -> str:
+        self.ledger.set_machine(machine_id, locked=0, lock_pending=0, lock_reason=None)
+        self.ledger.audit(actor, "unlock", "unlocked", machine_id)
+        self._publish_event(machine_id, "unlock", {"by": actor})
+        if self.bus is not None:
+            self.bus.status_changed(machine_id)
+        return "unlocked"
+
+    def _apply_pending_lock(self, machine_id: str) -> None:
+        row = self.ledger.machine(machine_id)
+        if row and row["lock_pending"]:
+            self.ledger.set_machine(machine_id, locked=1, lock_pending=0)
+            self._publish_event(
+                machine_id, "lock", {"by": "agent", "reason": row["lock_reason"], "pending": False}
+            )
+
+    def _blocked(self, machine_id: str) -> bool:
+        row = self.ledger.machine(machine_id)
+        return bool(row and (row["locked"] or row["needs_confirmation"]))
+
+    def status(self, machine_id: str) -> dict[str, Any]:
+        """The retained status of a machine: state, who, what job, progress, ETA, alarms (no badge UID)."""
+        machine = self.machines[machine_id]
+        row = self.ledger.machine(machine_id) or {}
+        with self._lock:
+            run = self.running.get(machine_id)
+            job = self.ledger.job(run.job_id) if run else None
+            used = dict(run.used) if run else {}
+        out: dict[str, Any] = {
+            "machine": machine_id,
+            "agent": self.config.agent_id,
+            "class": row.get("class"),
+            "state": machine.state,
+            "locked": bool(row.get("locked")),
+            "lock_pending": bool(row.get("lock_pending")),
+            "lock_reason": row.get("lock_reason"),
+            "needs_confirmation": row.get("needs_confirmation"),
+            "alarms": self.alarms.get(machine_id, []),
+            "job": None,
+            "t": time.time(),
+        }
+        if job is not None:
+            estimate = json.loads(job["estimate_json"] or "{}")
+            progress = used.get("done_fraction", 0.0)
+            done_s = estimate.get("time_s", 0.0) * progress
+            out["job"] = {
+                "id": job["id"],
+                "name": job["name"],
+                "state": job["state"],
+                "member_id": job["member_id"],
+                "started_at": job["started_at"],
+                "progress": round(progress, 4),
+                "eta_s": round(max(estimate.get("time_s", 0.0) - done_s, 0.0), 1),
+            }
+        return out
+
+    def telemetry(self, machine_id: str) -> dict[str, Any]:
+        snap = self.machines[machine_id].snapshot()
+        keys = ("state", "temperatures", "position", "grbl_state", "progress", "window_bytes", "planner_free")
+        out = {k: snap[k] for k in keys}
+        out["t"] = time.time()
+        return out
 
     def wait_idle(self, machine_id: str, timeout: float) -> bool:
         """Until the machine has no job queued or running (tests and the demo)."""
@@ -278,7 +435,19 @@ def _figures(run: RunningJob, now: float, material: str = "filament") -> dict[st
     return figures
 
 
-def _checkpoint_figures(job: dict[str, Any]) -> dict[str, Any]:
-    import json
+def _record_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What the events topic says of an ended job (the full record goes on the usage topic)."""
+    return {
+        "job_id": record["job"]["id"],
+        "record_id": record["record_id"],
+        "outcome": record["job"]["outcome"],
+        "stop_type": record["job"]["stop_type"],
+        "reason": record["job"]["reason"],
+        "member_id": record["member_id"],
+        "price": record["price"],
+        "currency": record["currency"],
+    }
 
+
+def _checkpoint_figures(job: dict[str, Any]) -> dict[str, Any]:
     return json.loads(job["checkpoint_json"]) if job["checkpoint_json"] else {}

@@ -66,3 +66,13 @@ def file_commands(path, parens: bool = False) -> list[str]:
             if text:
                 out.append(text)
     return out
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A running Mosquitto with the deploy ACLs; `broker.stop()` / `broker.start()` restart it."""
+    from tests.broker import Broker
+
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()

@@ -23,3 +23,56 @@ def profile(name: str = "marlin2", **link_or_timeouts) -> Profile:
 def framed(data: bytes) -> list[tuple[int, str]]:
     """(line number, command) of every framed line in `data`."""
     return [(int(n), cmd.decode()) for n, cmd, _ in FRAMED.findall(data)]
+
+
+PRINTER_TARIFF = """
+[tariffs.printer]
+currency = "EUR"
+per_active_minute = 0.10
+per_heating_minute = 0.02
+per_gram = 0.05
+minimum = 0.50
+rounding = 0.05
+policy = { cancelled = "done_part", fault = "none", offline = "done_part", admin = "none" }
+
+[tariffs.laser]
+currency = "EUR"
+per_beam_minute = 0.80
+per_active_minute = 0.05
+rounding = 0.01
+policy = { cancelled = "full" }
+"""
+
+
+def write_config(
+    path,
+    machines: list[dict],
+    site: str = "fablab",
+    agent_id: str = "pi-printers",
+    broker: dict | None = None,
+    checkpoint_s: float = 1.0,
+):
+    """An agent TOML file: machines as dicts of [[machines]] keys, tariffs `printer` and `laser`."""
+    from pathlib import Path
+
+    path = Path(path)
+    out = [f'[agent]\nsite = "{site}"\nid = "{agent_id}"\ndata_dir = "{path.parent / "data"}"']
+    out.append(f"checkpoint_s = {checkpoint_s}\n")
+    out.append(PRINTER_TARIFF)
+    for m in machines:
+        out.append("[[machines]]")
+        out.extend(f"{k} = {_toml(v)}" for k, v in m.items())
+        out.append("")
+    if broker:
+        out.append("[broker]")
+        out.extend(f"{k} = {_toml(v)}" for k, v in broker.items())
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(v)

@@ -50,6 +50,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
             action TEXT NOT NULL, machine_id TEXT, subject TEXT, result TEXT NOT NULL,
             detail_json TEXT NOT NULL DEFAULT '{}')""",
     ),
+    (  # 2: one-time nonces of signed commands, kept until their token expires
+        "CREATE TABLE nonces(nonce TEXT PRIMARY KEY, expires REAL NOT NULL)",
+    ),
 ]
 
 

@@ -344,6 +344,13 @@ class Ledger:
                 (iso(datetime.fromtimestamp(cutoff, UTC)),),
             ).rowcount
 
+    # ---- command nonces ---------------------------------------------------------------------------
+    def use_nonce(self, nonce: str, expires: float) -> bool:
+        """Record a command's nonce; False when it was used before (a replay)."""
+        with self.tx() as c:
+            c.execute("DELETE FROM nonces WHERE expires < ?", (time.time() - 60,))
+            return c.execute("INSERT OR IGNORE INTO nonces VALUES(?,?)", (nonce, expires)).rowcount == 1
+
     # ---- audit ------------------------------------------------------------------------------------
     def audit(
         self,

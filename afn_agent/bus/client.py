@@ -1,0 +1,282 @@
+"""The agent's MQTT side: status, telemetry, the outbox (events, usage), commands and acknowledgements.
+
+paho-mqtt runs its network loop in its own thread; this module adds one publisher thread that drains
+the ledger's outbox and coalesces telemetry. Nothing here is the source of truth: a message the broker
+never took is still in the outbox and goes out again after a reconnection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ..config import BrokerConfig
+from ..ledger import Ledger
+from . import topics as t
+from .tokens import CommandRefused, verify
+
+log = logging.getLogger("afn_agent.bus")
+SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our subscriptions and QoS 1 messages for a week
+PUMP_EVERY_S = 0.5
+BATCH = 200
+
+StatusFn = Callable[[str], dict[str, Any]]
+CommandFn = Callable[[dict[str, Any]], tuple[str, str]]
+
+
+class Bus:
+    """One MQTT connection per agent; thread-safe `publish_*` methods that never block on the network."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        site: str,
+        agent_id: str,
+        ledger: Ledger,
+        machines: list[str],
+        status: StatusFn,
+        on_command: CommandFn | None = None,
+    ) -> None:
+        self.config = config
+        self.topics = t.Topics(config.topic_prefix, site)
+        self.agent_id = agent_id
+        self.ledger = ledger
+        self.machine_ids = list(machines)
+        self.status = status
+        self.on_command = on_command
+        self.connected = threading.Event()
+        self.protocol = mqtt.MQTTv5
+        self.published = 0
+        self._inflight: dict[int, tuple[int, bool]] = {}  # mid -> (outbox seq, final on PUBACK)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._telemetry: dict[str, dict[str, Any]] = {}
+        self._telemetry_sent: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+        self.client = self._make_client()
+
+    # ---- connection -------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        c = self.config
+        client_id = f"afn-{self.topics.site}-{self.agent_id}"
+        v5 = self.protocol == mqtt.MQTTv5
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=self.protocol,
+            clean_session=None if v5 else False,
+        )
+        if c.username:
+            client.username_pw_set(c.username, c.password)
+        if c.tls:
+            client.tls_set(
+                ca_certs=c.ca_file, certfile=c.cert_file, keyfile=c.key_file, cert_reqs=ssl.CERT_REQUIRED
+            )
+        client.will_set(self.topics.agent(self.agent_id), self._availability("offline"), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> Bus:
+        self._connect()
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._pump, name="bus-pump", daemon=True)
+        self._thread.start()
+        return self
+
+    def _connect(self) -> None:
+        props = None
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+        kw = {"clean_start": False, "properties": props} if self.protocol == mqtt.MQTTv5 else {}
+        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s, **kw)
+
+    def stop(self) -> None:
+        """Say offline (retained), then disconnect cleanly: the last will is for crashes only."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(5)
+        if self.connected.is_set():
+            info = self.client.publish(
+                self.topics.agent(self.agent_id), self._availability("offline"), qos=1, retain=True
+            )
+            info.wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _availability(self, state: str) -> str:
+        return json.dumps(
+            {"agent": self.agent_id, "state": state, "machines": self.machine_ids, "t": time.time()}
+        )
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            if self.protocol == mqtt.MQTTv5 and "protocol" in str(reason_code).lower():
+                log.warning("broker does not speak MQTT 5; falling back to 3.1.1")
+                self.protocol = mqtt.MQTTv311
+                threading.Thread(target=self._restart_client, daemon=True).start()
+            return
+        subs = [
+            (self.topics.machine(m, leaf), 1) for m in self.machine_ids for leaf in (t.COMMAND, t.USAGE_ACK)
+        ]
+        if subs:
+            client.subscribe(subs)
+        client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
+        for m in self.machine_ids:
+            self._publish_status(m)
+        self.ledger.outbox_retry_now()
+        with self._lock:
+            self._inflight.clear()  # unanswered before the drop: the outbox sends them again
+        self.connected.set()
+        self._wake.set()
+        log.info("connected to %s:%s (MQTT %s)", self.config.host, self.config.port, self._version())
+
+    def _version(self) -> str:
+        return "5" if self.protocol == mqtt.MQTTv5 else "3.1.1"
+
+    def _restart_client(self) -> None:
+        self.client.loop_stop()
+        self.client = self._make_client()
+        self._connect()
+        self.client.loop_start()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from the broker (%s); retrying", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            entry = self._inflight.pop(mid, None)
+        if entry is not None and not getattr(reason_code, "is_failure", False):
+            self.ledger.outbox_published(entry[0], final=entry[1])
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        where = self.topics.parse(msg.topic)
+        if where is None:
+            return
+        machine, leaf = where
+        if leaf == t.USAGE_ACK:
+            self._on_ack(msg.payload)
+        elif leaf == t.COMMAND:
+            self._on_command_message(machine, msg.payload)
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ids = json.loads(payload)["record_id"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed usage acknowledgement: %r", payload[:200])
+            return
+        for record_id in ids if isinstance(ids, list) else [ids]:
+            if isinstance(record_id, str):
+                self.ledger.acknowledge(record_id)
+
+    def _on_command_message(self, machine: str, payload: bytes) -> None:
+        """Verify, run, and report a manager command; every one is audited, refused ones too."""
+        secret = self.config.command_secret
+        actor, command = "unknown", "?"
+        try:
+            if not secret:
+                raise CommandRefused("commands_disabled", "this agent has no command_secret configured")
+            cmd = verify(secret, payload, machine)
+            actor, command = cmd["actor"], cmd["command"]
+            if not self.ledger.use_nonce(cmd["nonce"], cmd["expires"]):
+                raise CommandRefused("replayed", "nonce already used")
+            result, detail = self.on_command(cmd) if self.on_command else ("refused", "no handler")
+            code = "" if result == "done" else detail
+        except CommandRefused as exc:
+            result, detail, code = "refused", str(exc), exc.code
+        self.ledger.audit(actor, f"command:{command}", result, machine, None, detail=detail, code=code)
+        self.ledger.outbox_add(
+            "event",
+            machine,
+            {"type": "command", "machine": machine, "command": command, "actor": actor, "result": result,
+             "code": code, "detail": detail, "t": time.time()},
+        )  # fmt: skip
+        self._wake.set()
+
+    # ---- publishing -------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """The outbox has something new: send it now rather than at the next poll."""
+        self._wake.set()
+
+    def status_changed(self, machine_id: str) -> None:
+        if self.connected.is_set():
+            self._publish_status(machine_id)
+
+    def telemetry(self, machine_id: str, data: dict[str, Any]) -> None:
+        """Keep the latest; the pump sends at most `telemetry_hz` per machine (coalesced)."""
+        with self._lock:
+            self._telemetry[machine_id] = data
+        self._wake.set()
+
+    def _publish_status(self, machine_id: str) -> None:
+        payload = json.dumps(self.status(machine_id), sort_keys=True)
+        self.client.publish(self.topics.machine(machine_id, t.STATUS), payload, qos=1, retain=True)
+        self.published += 1
+
+    def _pump(self) -> None:
+        wait = PUMP_EVERY_S
+        while not self._stop.is_set():
+            self._wake.wait(wait)
+            self._wake.clear()
+            wait = PUMP_EVERY_S
+            if not self.connected.is_set():
+                continue
+            try:
+                self._drain_outbox()
+                wait = self._send_telemetry()
+            except Exception:  # the pump must outlive any one bad row or a closing ledger
+                log.exception("bus pump")
+
+    def _drain_outbox(self) -> None:
+        with self._lock:
+            busy = {seq for seq, _ in self._inflight.values()}
+        for row in self.ledger.outbox_due(limit=BATCH):
+            if row["seq"] in busy:
+                continue
+            leaf = t.KINDS_TO_LEAF.get(row["kind"], t.EVENTS)
+            topic = self.topics.machine(row["machine_id"], leaf)
+            with self._lock:  # the PUBACK may come back before publish() returns
+                info = self.client.publish(topic, row["payload"], qos=1)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self._inflight[info.mid] = (row["seq"], row["kind"] != "usage")
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return  # connection gone; the reconnect sends everything again
+            self.published += 1
+            self.ledger.outbox_tried(row["seq"])
+
+    def _send_telemetry(self) -> float:
+        """Send what is due; returns how long until the next machine's telemetry is."""
+        period = 1.0 / self.config.telemetry_hz
+        now = time.monotonic()
+        with self._lock:
+            due = {
+                m: d for m, d in self._telemetry.items() if now - self._telemetry_sent.get(m, -1e9) >= period
+            }
+            for m in due:
+                del self._telemetry[m]
+                self._telemetry_sent[m] = now
+            waiting = [period - (now - self._telemetry_sent[m]) for m in self._telemetry]
+        for machine_id, data in due.items():
+            self.client.publish(self.topics.machine(machine_id, t.TELEMETRY), json.dumps(data), qos=0)
+            self.published += 1
+        return max(min([PUMP_EVERY_S, *waiting]), 0.005)

@@ -1,0 +1,136 @@
+"""The agent against simulated machines: every job ends in one priced usage record, whatever ends it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from afn_agent.app import Agent
+from afn_agent.config import load_config
+from afn_agent.gcode.analyzer import analyze_path
+from afn_agent.firmware.profile import load_profile
+from afn_agent.ledger.usage import reprice
+from afn_agent.sim.jobs import circle_gcode
+from afn_agent.spool import submit
+from tests.helpers import write_config
+
+
+@pytest.fixture
+def lab(tmp_path, start_sim):
+    """lab(**sim_options) -> (agent, sim): one simulated Marlin printer behind a started agent."""
+    agents = []
+
+    def make(**sim_options):
+        sim_options.setdefault("speed", 10)
+        sim = start_sim("marlin", **sim_options)
+        machine = {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
+                   "baud": sim.options["baud"], "tariff": "printer", "material": "PLA", "hold_uploads": False}  # fmt: skip
+        cfg = load_config(write_config(tmp_path / "agent.toml", [machine]))
+        agent = Agent(cfg).start()
+        agents.append(agent)
+        assert agent.machines["printer-1"].wait_ready(15)
+        return agent, sim
+
+    yield make
+    for agent in agents:
+        agent.stop()
+
+
+def job_file(tmp_path, segments=1500, heat=(200.0, 60.0)):
+    return circle_gcode(tmp_path / f"job-{segments}.gcode", segments, heat=heat, centre=(110, 110))
+
+
+def records(agent):
+    return [r for _, r in agent.ledger.usage_after(0, 1000)]
+
+
+def test_completed_job_is_billed_from_acknowledged_lines(lab, tmp_path):
+    agent, sim = lab()
+    path = job_file(tmp_path)
+    job_id, quote = submit(agent.config, agent.ledger, "printer-1", path, "test", member_id="m-1")
+    assert agent.wait_idle("printer-1", 60)
+    (rec,) = records(agent)
+    a = analyze_path(path, load_profile("marlin2"))
+    assert rec["job"]["outcome"] == "completed" and rec["job"]["stop_type"] == "normal"
+    assert rec["member_id"] == "m-1" and rec["job"]["id"] == job_id
+    assert rec["material_total"]["mm"] == pytest.approx(a.filament_mm, rel=1e-6)
+    assert rec["material"][0]["kind"] == "PLA"
+    t = rec["time_s"]
+    assert t["heating_s"] > 1.0, "the M190/M109 waits are heating time"
+    assert t["active_s"] > 1.0
+    assert t["total_s"] == pytest.approx(sum(t[k] for k in ("active_s", "heating_s", "paused_s", "idle_s")), abs=0.01)
+    assert rec["job"]["done_fraction"] == 1.0
+    assert rec["price"] == reprice(rec)
+    states = [x["to_state"] for x in agent.ledger.transitions(job_id)]
+    assert states[:3] == ["queued", "starting", "heating"] and states[-1] == "completed"
+    assert "running" in states
+    assert quote["quote"]["currency"] == "EUR"
+
+
+def test_paused_time_is_its_own_bucket(lab, tmp_path):
+    agent, sim = lab()
+    submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 4000, heat=None), "test", member_id="m-1")
+    machine = agent.machines["printer-1"]
+    deadline = time.monotonic() + 10
+    while machine.state != "printing" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    machine.pause()
+    time.sleep(2.0)
+    machine.resume()
+    assert agent.wait_idle("printer-1", 60)
+    (rec,) = records(agent)
+    assert rec["job"]["outcome"] == "completed"
+    assert 1.5 < rec["time_s"]["paused_s"] < 3.5
+    assert rec["billing"]["quantities"]["paused_min"] != "0.0000"
+
+
+def test_member_cancel_is_billed_for_the_part_done(lab, tmp_path):
+    agent, sim = lab()
+    path = job_file(tmp_path, 6000, heat=None)
+    submit(agent.config, agent.ledger, "printer-1", path, "test", member_id="m-2")
+    deadline = time.monotonic() + 10
+    while agent.machines["printer-1"].snapshot()["progress"] < 0.2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert agent.cancel("printer-1", "member")
+    assert agent.wait_idle("printer-1", 30)
+    (rec,) = records(agent)
+    assert rec["job"]["outcome"] == "cancelled" and rec["job"]["stop_type"] == "cancelled"
+    assert rec["billing"]["basis"] == "done_part"
+    full = analyze_path(path, load_profile("marlin2")).filament_mm
+    assert 0.15 * full < rec["material_total"]["mm"] < 0.9 * full
+    assert 0.15 < rec["job"]["done_fraction"] < 0.9
+
+
+def test_machine_fault_is_not_charged_by_policy(lab, tmp_path):
+    agent, sim = lab(thermal_runaway_at=400)
+    submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-3")
+    assert agent.wait_idle("printer-1", 30)
+    (rec,) = records(agent)
+    assert rec["job"]["outcome"] == "failed" and rec["job"]["stop_type"] == "fault"
+    assert rec["billing"]["basis"] == "none" and rec["price"] == "0.00"
+    assert "runaway" in rec["job"]["reason"].lower()
+    events = [json.loads(r["payload"]) for r in agent.ledger.outbox_due(limit=1000) if r["kind"] == "event"]
+    assert any(e["type"] == "fault" for e in events)
+
+
+def test_unplugged_printer_ends_the_job_offline(lab, tmp_path):
+    agent, sim = lab(disconnect_at=300)
+    submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-4")
+    assert agent.wait_idle("printer-1", 30)
+    (rec,) = records(agent)
+    assert rec["job"]["outcome"] == "failed" and rec["job"]["stop_type"] == "offline"
+    assert 0 < rec["job"]["lines_acknowledged"] < 2000
+
+
+def test_locked_machine_takes_no_job_until_unlocked(lab, tmp_path):
+    agent, sim = lab()
+    agent.lock("printer-1", "manager-1", "nozzle change")
+    submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 200, heat=None), "test", member_id="m-5")
+    time.sleep(1.0)
+    assert agent.ledger.jobs("printer-1")[0]["state"] == "queued"
+    agent.unlock("printer-1", "manager-1")
+    assert agent.wait_idle("printer-1", 30)
+    assert agent.ledger.jobs("printer-1")[0]["state"] == "completed"
