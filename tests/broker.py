@@ -75,3 +75,62 @@ class Broker:
     def log(self) -> str:
         path = self.dir / "mosquitto.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+class Client:
+    """A paho client as the booking system or the fleet would run it; collects what it receives."""
+
+    def __init__(
+        self, broker: Broker, user: str, client_id: str | None = None, persistent: bool = False
+    ) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.arrivals: list[tuple[str, float]] = []  # (topic, monotonic time of arrival)
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.subscriptions: list[tuple[str, int]] = []
+        self.on_message = None
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{user}", protocol=mqtt.MQTTv5
+        )
+        c.username_pw_set(user, password(user))
+        c.reconnect_delay_set(0.2, 1)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600 if persistent else 0
+        c.connect_async("127.0.0.1", broker.port, 10, clean_start=not persistent, properties=props)
+        c.loop_start()
+        self.client = c
+        assert self.connected.wait(10), "test client could not connect"
+
+    def _on_connect(self, client, userdata, flags, rc, props) -> None:
+        if self.subscriptions:
+            client.subscribe(self.subscriptions)
+        self.connected.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.arrivals.append((msg.topic, time.monotonic()))
+        if self.on_message:
+            self.on_message(msg)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self.subscriptions.append((topic, qos))
+        self.client.subscribe(topic, qos)
+
+    def received(self, suffix: str = "") -> list[tuple[str, bytes, bool]]:
+        with self.lock:
+            return [m for m in self.messages if m[0].endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -190,6 +190,10 @@ class GrblProtocol:
         else:
             self._emit(ev.Message(line))
 
+    def oldest_unanswered(self) -> SentLine | None:
+        """The line the controller is working on (or will read next): the first with no ok yet."""
+        return self.window.oldest()
+
     def _retire(self) -> SentLine | None:
         line = self.window.pop_oldest()
         if line is None:

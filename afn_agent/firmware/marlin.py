@@ -268,6 +268,10 @@ class MarlinProtocol:
             self._rewind, self._stale = None, 0
         self._emit(ev.LineAcked(line.seq, line.text, line.tag))
 
+    def oldest_unanswered(self) -> SentLine | None:
+        """The line the firmware is working on (or will read next): the first with no ok yet."""
+        return self._received[0] if self._received else self.window.oldest()
+
     def _mark_received(self, through: int) -> None:
         """Lines up to `through` have left the RX ring: they no longer count against the window."""
         while (oldest := self.window.oldest()) is not None and oldest.seq <= through:
@@ -334,7 +338,7 @@ class MarlinProtocol:
         """
         m = UNKNOWN_RE.search(line)
         text = (m.group(1) if m else "").strip()
-        oldest = self._received[0] if self._received else self.window.oldest()
+        oldest = self.oldest_unanswered()
         recovering = self._rewind is not None
         if recovering and oldest is not None and command_word(text) != command_word(oldest.text):
             self._fragment_ok = True
@@ -380,7 +384,7 @@ class MarlinProtocol:
 
     def _waiting_long(self) -> bool:
         """The oldest line still owed an ok is one that legitimately takes long (G28, M109...)."""
-        oldest = self._received[0] if self._received else self.window.oldest()
+        oldest = self.oldest_unanswered()
         return oldest is not None and oldest.long
 
     def _probe(self, now: float) -> None:

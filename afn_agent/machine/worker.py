@@ -284,7 +284,7 @@ class Machine:
 
     def _watch_heating(self) -> None:
         """Heating while the oldest unanswered line is a heat-and-wait: the firmware holds there."""
-        oldest = self.core.window.oldest()
+        oldest = self.core.oldest_unanswered()
         word = oldest.text.split(None, 1)[0].upper() if oldest and oldest.text else ""
         heating = word in HEAT_WAITS and not self._paused
         if heating != self.heating:

@@ -9,8 +9,8 @@ import pytest
 
 from afn_agent.app import Agent
 from afn_agent.config import load_config
-from afn_agent.gcode.analyzer import analyze_path
 from afn_agent.firmware.profile import load_profile
+from afn_agent.gcode.analyzer import analyze_path
 from afn_agent.ledger.usage import reprice
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
@@ -19,7 +19,7 @@ from tests.helpers import write_config
 
 @pytest.fixture
 def lab(tmp_path, start_sim):
-    """lab(**sim_options) -> (agent, sim): one simulated Marlin printer behind a started agent."""
+    """lab(**sim_options) -> agent: one simulated Marlin printer behind a started agent."""
     agents = []
 
     def make(**sim_options):
@@ -31,7 +31,7 @@ def lab(tmp_path, start_sim):
         agent = Agent(cfg).start()
         agents.append(agent)
         assert agent.machines["printer-1"].wait_ready(15)
-        return agent, sim
+        return agent
 
     yield make
     for agent in agents:
@@ -47,7 +47,7 @@ def records(agent):
 
 
 def test_completed_job_is_billed_from_acknowledged_lines(lab, tmp_path):
-    agent, sim = lab()
+    agent = lab()
     path = job_file(tmp_path)
     job_id, quote = submit(agent.config, agent.ledger, "printer-1", path, "test", member_id="m-1")
     assert agent.wait_idle("printer-1", 60)
@@ -60,7 +60,9 @@ def test_completed_job_is_billed_from_acknowledged_lines(lab, tmp_path):
     t = rec["time_s"]
     assert t["heating_s"] > 1.0, "the M190/M109 waits are heating time"
     assert t["active_s"] > 1.0
-    assert t["total_s"] == pytest.approx(sum(t[k] for k in ("active_s", "heating_s", "paused_s", "idle_s")), abs=0.01)
+    assert t["total_s"] == pytest.approx(
+        sum(t[k] for k in ("active_s", "heating_s", "paused_s", "idle_s")), abs=0.01
+    )
     assert rec["job"]["done_fraction"] == 1.0
     assert rec["price"] == reprice(rec)
     states = [x["to_state"] for x in agent.ledger.transitions(job_id)]
@@ -70,8 +72,10 @@ def test_completed_job_is_billed_from_acknowledged_lines(lab, tmp_path):
 
 
 def test_paused_time_is_its_own_bucket(lab, tmp_path):
-    agent, sim = lab()
-    submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 4000, heat=None), "test", member_id="m-1")
+    agent = lab()
+    submit(
+        agent.config, agent.ledger, "printer-1", job_file(tmp_path, 4000, heat=None), "test", member_id="m-1"
+    )
     machine = agent.machines["printer-1"]
     deadline = time.monotonic() + 10
     while machine.state != "printing" and time.monotonic() < deadline:
@@ -88,7 +92,7 @@ def test_paused_time_is_its_own_bucket(lab, tmp_path):
 
 
 def test_member_cancel_is_billed_for_the_part_done(lab, tmp_path):
-    agent, sim = lab()
+    agent = lab()
     path = job_file(tmp_path, 6000, heat=None)
     submit(agent.config, agent.ledger, "printer-1", path, "test", member_id="m-2")
     deadline = time.monotonic() + 10
@@ -105,8 +109,10 @@ def test_member_cancel_is_billed_for_the_part_done(lab, tmp_path):
 
 
 def test_machine_fault_is_not_charged_by_policy(lab, tmp_path):
-    agent, sim = lab(thermal_runaway_at=400)
-    submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-3")
+    agent = lab(thermal_runaway_at=400)
+    submit(
+        agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-3"
+    )
     assert agent.wait_idle("printer-1", 30)
     (rec,) = records(agent)
     assert rec["job"]["outcome"] == "failed" and rec["job"]["stop_type"] == "fault"
@@ -117,8 +123,10 @@ def test_machine_fault_is_not_charged_by_policy(lab, tmp_path):
 
 
 def test_unplugged_printer_ends_the_job_offline(lab, tmp_path):
-    agent, sim = lab(disconnect_at=300)
-    submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-4")
+    agent = lab(disconnect_at=300)
+    submit(
+        agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-4"
+    )
     assert agent.wait_idle("printer-1", 30)
     (rec,) = records(agent)
     assert rec["job"]["outcome"] == "failed" and rec["job"]["stop_type"] == "offline"
@@ -126,9 +134,11 @@ def test_unplugged_printer_ends_the_job_offline(lab, tmp_path):
 
 
 def test_locked_machine_takes_no_job_until_unlocked(lab, tmp_path):
-    agent, sim = lab()
+    agent = lab()
     agent.lock("printer-1", "manager-1", "nozzle change")
-    submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 200, heat=None), "test", member_id="m-5")
+    submit(
+        agent.config, agent.ledger, "printer-1", job_file(tmp_path, 200, heat=None), "test", member_id="m-5"
+    )
     time.sleep(1.0)
     assert agent.ledger.jobs("printer-1")[0]["state"] == "queued"
     agent.unlock("printer-1", "manager-1")

@@ -1,0 +1,228 @@
+"""The agent on a real Mosquitto with the deploy ACLs: status, telemetry, events, usage, commands."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from afn_agent.app import Agent, open_ledger
+from afn_agent.bus.tokens import sign
+from afn_agent.config import load_config
+from afn_agent.sim.jobs import circle_gcode
+from afn_agent.spool import submit
+from tests.broker import Client, password
+from tests.helpers import write_config
+
+SECRET = "manager-signing-secret-0123456789"
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def config_for(tmp_path, broker, sims, agent_id="pi-printers", telemetry_hz=1.0):
+    machines = [
+        {"id": f"printer-{i + 1}", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
+         "baud": sim.options["baud"], "tariff": "printer", "hold_uploads": False}
+        for i, sim in enumerate(sims)
+    ]  # fmt: skip
+    bus = {"host": "127.0.0.1", "port": broker.port, "username": agent_id, "password": password(agent_id),
+           "keepalive_s": 5, "telemetry_hz": telemetry_hz, "command_secret": SECRET}  # fmt: skip
+    return write_config(tmp_path / "agent.toml", machines, agent_id=agent_id, broker=bus)
+
+
+def small_job(tmp_path, n=0, segments=60):
+    return circle_gcode(
+        tmp_path / f"small-{n}.gcode", segments, 0.5 if segments <= 500 else 0.05, centre=(110, 110)
+    )
+
+
+@pytest.fixture
+def printers(start_sim):
+    return lambda n=1, **kw: [start_sim("marlin", speed=10, **kw) for _ in range(n)]
+
+
+def test_status_is_retained_and_sent_again_after_a_broker_restart(tmp_path, broker, printers):
+    cfg = load_config(config_for(tmp_path, broker, printers()))
+    agent = Agent(cfg).start()
+    try:
+        assert agent.machines["printer-1"].wait_ready(15)
+        wait_for(agent.bus.connected.is_set, 10, "bus connection")
+        fleet = Client(broker, "fleet")
+        fleet.subscribe("afn/v1/fablab/printer-1/status")
+        retained = wait_for(lambda: [m for m in fleet.received("status") if m[2]], 5, "retained status")
+        status = json.loads(retained[-1][1])
+        assert (
+            status["state"] == "idle"
+            and status["machine"] == "printer-1"
+            and status["agent"] == "pi-printers"
+        )
+        fleet.close()
+        broker.stop()
+        wait_for(lambda: not agent.bus.connected.is_set(), 10, "the agent to notice")
+        broker.start()
+        wait_for(agent.bus.connected.is_set, 20, "reconnection")
+        late = Client(broker, "fleet", client_id="late-fleet")
+        late.subscribe("afn/v1/fablab/+/status")
+        assert wait_for(
+            lambda: [m for m in late.received("status") if m[2]], 5, "retained status after restart"
+        )
+        late.close()
+    finally:
+        agent.stop()
+
+
+def test_last_will_says_offline_when_the_agent_is_killed(tmp_path, broker, printers):
+    config = config_for(tmp_path, broker, printers())
+    fleet = Client(broker, "fleet")
+    fleet.subscribe("afn/v1/fablab/_agents/#")
+    proc = subprocess.Popen([sys.executable, "-m", "afn_agent", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: any(json.loads(p)["state"] == "online" for _, p, _ in fleet.received()), 20, "birth")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        t0 = time.monotonic()
+        # keepalive 5 s: the broker declares the client gone within 1.5 keepalives
+        wait_for(lambda: json.loads(fleet.received()[-1][1])["state"] == "offline", 15, "last will")
+        assert time.monotonic() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        fleet.close()
+
+
+def test_telemetry_is_rate_limited(tmp_path, broker, printers):
+    cfg = load_config(config_for(tmp_path, broker, printers(), telemetry_hz=2.0))
+    agent = Agent(cfg).start()
+    fleet = Client(broker, "fleet")
+    fleet.subscribe("afn/v1/fablab/printer-1/telemetry", 0)
+    try:
+        assert agent.machines["printer-1"].wait_ready(15)
+        submit(cfg, agent.ledger, "printer-1", small_job(tmp_path, segments=6000), "test")
+        time.sleep(6.0)
+        times = [t for topic, t in fleet.arrivals if topic.endswith("telemetry")]
+        assert len(times) >= 8, "telemetry flows while printing"
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.5 * 0.8, f"faster than 2 Hz: {min(gaps):.3f} s between arrivals"
+        assert len(times) <= 6.0 * 2 + 1
+    finally:
+        fleet.close()
+        agent.stop()
+
+
+def test_commands_signed_expired_replayed_and_forged(tmp_path, broker, printers):
+    cfg = load_config(config_for(tmp_path, broker, printers()))
+    agent = Agent(cfg).start()
+    fleet = Client(broker, "fleet")
+    fleet.subscribe("afn/v1/fablab/printer-1/events")
+    topic = "afn/v1/fablab/printer-1/command"
+    try:
+        wait_for(agent.bus.connected.is_set, 10, "bus connection")
+        time.sleep(0.5)
+
+        def send(payload) -> dict:
+            before = len(fleet.received("events"))
+            fleet.client.publish(topic, json.dumps(payload), qos=1)
+            wait_for(lambda: len(fleet.received("events")) > before, 5, "command result")
+            return json.loads(fleet.received("events")[-1][1])
+
+        good = sign(SECRET, "lock", "printer-1", "manager-ana", reason="belt change")
+        assert send(good)["result"] == "done"
+        assert agent.ledger.machine("printer-1")["locked"] == 1
+        assert send(good)["code"] == "replayed"
+        forged = dict(sign(SECRET, "unlock", "printer-1", "manager-ana"), actor="intruder")
+        assert send(forged)["code"] == "bad_signature"
+        assert send(sign("some-other-secret-000000", "unlock", "printer-1", "x"))["code"] == "bad_signature"
+        assert send(sign(SECRET, "unlock", "printer-1", "manager-ana", ttl_s=-1))["code"] == "expired"
+        assert send(sign(SECRET, "unlock", "printer-2", "manager-ana"))["code"] == "wrong_machine"
+        assert agent.ledger.machine("printer-1")["locked"] == 1, "no refused command changed anything"
+        assert send(sign(SECRET, "unlock", "printer-1", "manager-ana"))["result"] == "done"
+        assert agent.ledger.machine("printer-1")["locked"] == 0
+        audit = agent.ledger.audit_log("printer-1")
+        assert {a["result"] for a in audit if a["action"].startswith("command:")} == {"done", "refused"}
+        assert sum(a["action"].startswith("command:") for a in audit) == 7
+    finally:
+        fleet.close()
+        agent.stop()
+
+
+def test_an_agent_cannot_write_another_agents_topics(broker):
+    fleet = Client(broker, "fleet")
+    fleet.subscribe("afn/v1/fablab/#")
+    rogue = Client(broker, "pi-printers", client_id="rogue")
+    rogue.client.publish("afn/v1/fablab/mill-1/status", b'{"state": "idle"}', qos=1).wait_for_publish(5)
+    rogue.client.publish("afn/v1/fablab/printer-1/command", b"{}", qos=1).wait_for_publish(5)
+    rogue.client.publish("afn/v1/fablab/printer-1/status", b'{"state": "own"}', qos=1).wait_for_publish(5)
+    wait_for(lambda: fleet.received("printer-1/status"), 5, "the agent's own topic")
+    time.sleep(0.5)
+    topics = {t for t, _, _ in fleet.received()}
+    assert "afn/v1/fablab/mill-1/status" not in topics
+    assert "afn/v1/fablab/printer-1/command" not in topics
+    rogue.close()
+    fleet.close()
+
+
+def test_usage_survives_broker_outage_and_agent_kill_over_50_jobs(tmp_path, broker, printers):
+    """Every record reaches the booking system; repeats carry the same id; all end acknowledged."""
+    sims = printers(2)
+    config = config_for(tmp_path, broker, sims)
+    cfg = load_config(config)
+    ledger = open_ledger(cfg)
+    booking = Client(broker, "booking", client_id="booking-worker", persistent=True)
+
+    def ack(msg):
+        record = json.loads(msg.payload)
+        booking.client.publish(msg.topic + "/ack", json.dumps({"record_id": record["record_id"]}), qos=1)
+
+    booking.on_message = ack
+    booking.subscribe("afn/v1/fablab/+/usage", 1)
+    for n in range(50):
+        submit(cfg, ledger, f"printer-{n % 2 + 1}", small_job(tmp_path, n), "test", member_id=f"m-{n}")
+
+    def run():
+        log = (tmp_path / f"agent-{time.monotonic()}.log").open("w")
+        return subprocess.Popen([sys.executable, "-m", "afn_agent", "run", "--config", str(config)], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+    def ended() -> int:
+        return sum(j["state"] in ("completed", "cancelled", "failed", "interrupted") for j in ledger.jobs())
+
+    agent = run()
+    try:
+        wait_for(lambda: ended() >= 8, 60, "first jobs")
+        broker.stop()
+        wait_for(lambda: ended() >= 20, 60, "jobs while the broker is down")
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(5)
+        agent = run()
+        time.sleep(2.0)
+        broker.start()
+        wait_for(lambda: ended() == 50, 120, "all 50 jobs")
+        wait_for(lambda: ledger.undelivered() == 0, 60, "every record acknowledged")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(20)
+        booking.close()
+    records = {r["record_id"]: r for _, r in ledger.usage_after(0, 1000)}
+    assert len(records) == 50 and len({r["job"]["id"] for r in records.values()}) == 50
+    got = [json.loads(p) for _, p, _ in booking.received("usage")]
+    ids = [r["record_id"] for r in got]
+    assert set(ids) == set(records), "every record received, none unknown"
+    for r in got:
+        assert r == records[r["record_id"]], "a repeat is the same record"
+    print(
+        f"50 jobs: {len(got)} usage messages for {len(records)} records ({len(got) - len(records)} repeats)"
+    )
