@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the agent, its demo and its tests use.
-PACKAGES="python3 python3-venv python3-pip"
+PACKAGES="python3 python3-venv python3-pip mosquitto mosquitto-clients"
 
 if command -v apt-get >/dev/null 2>&1; then
     missing=""
