@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 
+import jsonschema
 import pytest
 
 from afn_agent.app import Agent
 from afn_agent.config import load_config
 from afn_agent.firmware.profile import load_profile
 from afn_agent.gcode.analyzer import analyze_path
-from afn_agent.ledger.usage import reprice
+from afn_agent.ledger.usage import SCHEMA_FILE, reprice
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
 from tests.helpers import write_config
@@ -65,6 +66,7 @@ def test_completed_job_is_billed_from_acknowledged_lines(lab, tmp_path):
     )
     assert rec["job"]["done_fraction"] == 1.0
     assert rec["price"] == reprice(rec)
+    jsonschema.validate(rec, json.loads(SCHEMA_FILE.read_text()))
     states = [x["to_state"] for x in agent.ledger.transitions(job_id)]
     assert states[:3] == ["queued", "starting", "heating"] and states[-1] == "completed"
     assert "running" in states

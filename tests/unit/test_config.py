@@ -1,0 +1,85 @@
+"""Agent configuration: a good file loads; every bad one is refused with the file, the key and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from afn_agent.cli import main
+from afn_agent.config import ConfigError, load_config
+
+GOOD = """
+[agent]
+site = "fablab"
+id = "pi-1"
+data_dir = "data"
+
+[tariffs.printer]
+per_active_minute = 0.1
+
+[[machines]]
+id = "printer-1"
+class = "fdm-printer"
+profile = "marlin2"
+port = "/dev/afn/printer-1"
+tariff = "printer"
+
+[broker]
+host = "broker.lab"
+command_secret = "0123456789abcdef0123"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.site == "fablab" and cfg.data_dir == tmp_path / "data"
+    assert cfg.machine("printer-1").tariff == "printer" and cfg.broker.host == "broker.lab"
+    assert str(cfg.tariffs["printer"].per_active_minute) == "0.1"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('site = "fablab"', 'site = "fab lab"'), r"agent\.site: a letter or digit"),
+        (('id = "pi-1"', ""), r"agent\.id is required"),
+        (('profile = "marlin2"', 'profile = "marlin9"'), r"machines\[0\] \(printer-1\)\.profile"),
+        (('tariff = "printer"', 'tariff = "laser"'), r"no \[tariffs\.laser\]"),
+        (("per_active_minute = 0.1", "per_active_minute = -2"), r"tariffs\.printer\.per_active_minute"),
+        (('host = "broker.lab"', "host = 1883"), r"broker\.host: expected str"),
+        (('command_secret = "0123456789abcdef0123"', 'command_secret = "short"'), "at least 16"),
+        (('port = "/dev/afn/printer-1"', 'port = "/dev/x"\nbaud = 12'), r"baud: a baud rate"),
+        (("[broker]", "[brokr]"), r"unknown key\(s\) brokr"),
+        (('class = "fdm-printer"', 'class = "fdm-printer"\ncolour = "red"'), r"unknown key\(s\) colour"),
+        (("[agent]", "[agent"), "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path, change, message):
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_duplicate_machine_ids(tmp_path):
+    text = GOOD + GOOD[GOOD.index("[[machines]]") : GOOD.index("[broker]")]
+    with pytest.raises(ConfigError, match="the same id twice"):
+        load_config(
+            write(
+                tmp_path,
+                text.replace('[broker]\nhost = "broker.lab"\ncommand_secret', "[broker]\ncommand_secret"),
+            )
+        )
+
+
+def test_check_config_command(tmp_path, capsys):
+    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    assert "1 machine(s): printer-1 (marlin2 on /dev/afn/printer-1)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-config", str(write(tmp_path, GOOD.replace("marlin2", "nope")))])
+    assert exit_.value.code == 2
+    assert "profile" in capsys.readouterr().err
