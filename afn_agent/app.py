@@ -103,7 +103,9 @@ class Agent:
             self.bus = Bus(
                 self.config.broker, self.config.site, self.config.agent_id, self.ledger,
                 list(self.machines), self.status, self.command,
-            ).start()  # fmt: skip
+            )  # fmt: skip
+            self.bus.machine_classes = {m.id: m.machine_class for m in self.config.machines}
+            self.bus.start()
         self._pump_thread = threading.Thread(target=self._pump, name="agent-pump", daemon=True)
         self._pump_thread.start()
         return self

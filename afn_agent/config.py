@@ -46,6 +46,7 @@ class BrokerConfig:
     topic_prefix: str = "afn/v1"
     command_secret: str | None = None
     home_assistant: bool = False
+    protocol: str = "auto"  # auto (MQTT 5, else 3.1.1) | 5 | 3.1.1
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ def _broker(data: Any, file: Path) -> BrokerConfig:
         ),
         command_secret=t.get("command_secret", str, None, lambda v: len(v) >= 16, "at least 16 characters"),
         home_assistant=t.get("home_assistant", bool, False),
+        protocol=t.get("protocol", str, "auto", lambda v: v in ("auto", "5", "3.1.1"), "auto, 5 or 3.1.1"),
     )
     t.done()
     return cfg

@@ -26,10 +26,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_certs(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=afn-test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn in (("server", "localhost"), ("client", "pi-printers")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")  # fmt: skip
+        extra = ["-extfile", "san.ext"] if name == "server" else []
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-out", f"{name}.crt", *extra)  # fmt: skip
+    return {"ca": d / "ca.crt", "server": d / "server.crt", "server_key": d / "server.key",
+            "client": d / "client.crt", "client_key": d / "client.key"}  # fmt: skip
+
+
 class Broker:
     """Start, stop and restart (same port, same persistence) a Mosquitto process."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: bool = False) -> None:
         if not shutil.which("mosquitto"):
             pytest.fail("mosquitto is not installed (deploy/dev-setup.sh installs it)")
         self.dir = workdir
@@ -49,6 +69,18 @@ class Broker:
             f"log_dest file {self.dir}/mosquitto.log",
             "log_type all",
         ]
+        self.tls_port = 0
+        if tls:
+            self.tls_port = free_port()
+            certs = make_certs(self.dir / "certs")
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {certs['ca']}",
+                f"certfile {certs['server']}",
+                f"keyfile {certs['server_key']}",
+                "require_certificate true",
+            ]
+            self.certs = certs
         if os.geteuid() == 0:
             lines.append("user root")
         self.conf = self.dir / "mosquitto.conf"

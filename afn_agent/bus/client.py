@@ -22,6 +22,7 @@ from paho.mqtt.properties import Properties
 
 from ..config import BrokerConfig
 from ..ledger import Ledger
+from . import discovery
 from . import topics as t
 from .tokens import CommandRefused, verify
 
@@ -55,7 +56,8 @@ class Bus:
         self.status = status
         self.on_command = on_command
         self.connected = threading.Event()
-        self.protocol = mqtt.MQTTv5
+        self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
+        self.machine_classes: dict[str, str] = {}
         self.published = 0
         self._inflight: dict[int, tuple[int, bool]] = {}  # mid -> (outbox seq, final on PUBACK)
         self._lock = threading.Lock()
@@ -129,7 +131,8 @@ class Bus:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
-            if self.protocol == mqtt.MQTTv5 and "protocol" in str(reason_code).lower():
+            fallback = self.config.protocol == "auto" and self.protocol == mqtt.MQTTv5
+            if fallback and "protocol" in str(reason_code).lower():
                 log.warning("broker does not speak MQTT 5; falling back to 3.1.1")
                 self.protocol = mqtt.MQTTv311
                 threading.Thread(target=self._restart_client, daemon=True).start()
@@ -142,6 +145,8 @@ class Bus:
         client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
         for m in self.machine_ids:
             self._publish_status(m)
+        if self.config.home_assistant:
+            self._publish_discovery()
         self.ledger.outbox_retry_now()
         with self._lock:
             self._inflight.clear()  # unanswered before the drop: the outbox sends them again
@@ -227,6 +232,12 @@ class Bus:
         with self._lock:
             self._telemetry[machine_id] = data
         self._wake.set()
+
+    def _publish_discovery(self) -> None:
+        for machine_id in self.machine_ids:
+            machine_class = self.machine_classes.get(machine_id, "machine")
+            for topic, payload in discovery.messages(self.topics, self.agent_id, machine_id, machine_class):
+                self.client.publish(topic, payload, qos=1, retain=True)
 
     def _publish_status(self, machine_id: str) -> None:
         payload = json.dumps(self.status(machine_id), sort_keys=True)

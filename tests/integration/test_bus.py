@@ -226,3 +226,113 @@ def test_usage_survives_broker_outage_and_agent_kill_over_50_jobs(tmp_path, brok
     print(
         f"50 jobs: {len(got)} usage messages for {len(records)} records ({len(got) - len(records)} repeats)"
     )
+
+
+def v311_only_proxy(broker):
+    """A broker front that refuses MQTT 5 as a 3.1.1-only broker does, and passes 3.1.1 through."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    seen: list[int] = []
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            a.close()
+            b.close()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            first = conn.recv(65536)
+            i = 1
+            while i < len(first) and first[i] & 0x80:  # remaining length: 1 to 4 bytes
+                i += 1
+            level = first[i + 7] if len(first) > i + 7 else 0  # after the length, "\0\4MQTT", then the level
+            seen.append(level)
+            if level == 5:
+                conn.sendall(b"\x20\x02\x00\x01")  # CONNACK: unacceptable protocol version
+                conn.close()
+                continue
+            up = socket.create_connection(("127.0.0.1", broker.port))
+            up.sendall(first)
+            threading.Thread(target=pipe, args=(conn, up), daemon=True).start()
+            threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, seen
+
+
+def test_falls_back_to_mqtt_311_and_announces_itself_to_home_assistant(tmp_path, broker, printers):
+    proxy, seen = v311_only_proxy(broker)
+    config = config_for(tmp_path, broker, printers())
+    text = config.read_text().replace(f"port = {broker.port}", f"port = {proxy.getsockname()[1]}")
+    config.write_text(text + "home_assistant = true\n")
+    fleet = Client(broker, "fleet")
+    fleet.subscribe("homeassistant/#")
+    fleet.subscribe("afn/v1/fablab/printer-1/status")
+    agent = Agent(load_config(config)).start()
+    try:
+        wait_for(agent.bus.connected.is_set, 15, "connection through the 3.1.1 front")
+        assert seen[0] == 5 and 4 in seen, f"tried MQTT 5 first, then 3.1.1: {seen}"
+        wait_for(lambda: len(fleet.received("/config")) >= 6, 5, "discovery configs")
+        configs = {t: json.loads(p) for t, p, _ in fleet.received("/config")}
+        state = configs["homeassistant/sensor/afn_fablab_printer-1/state/config"]
+        assert state["state_topic"] == "afn/v1/fablab/printer-1/status"
+        assert state["availability_topic"] == "afn/v1/fablab/_agents/pi-printers"
+        assert state["device"]["model"] == "fdm-printer"
+        late = Client(broker, "fleet", client_id="late-ha")
+        late.subscribe("homeassistant/#")
+        wait_for(lambda: len(late.received("/config")) >= 6, 5, "retained discovery configs")
+        assert all(retained for _, _, retained in late.received("/config"))
+        late.close()
+        assert wait_for(lambda: fleet.received("printer-1/status"), 5, "status through 3.1.1")
+    finally:
+        agent.stop()
+        proxy.close()
+        fleet.close()
+
+
+def test_tls_with_a_client_certificate(tmp_path, printers):
+    from tests.broker import Broker
+
+    broker = Broker(tmp_path / "tls-broker", tls=True).start()
+    sims = printers()
+    try:
+        plain = config_for(tmp_path, broker, sims)
+        certs = broker.certs
+        tls = {"tls": True, "ca_file": str(certs["ca"]), "cert_file": str(certs["client"]),
+               "key_file": str(certs["client_key"])}  # fmt: skip
+        text = plain.read_text().replace(f"port = {broker.port}", f"port = {broker.tls_port}")
+        text += "".join(f"{k} = {json.dumps(v)}\n" for k, v in tls.items())
+        plain.write_text(text)
+        fleet = Client(broker, "fleet")
+        fleet.subscribe("afn/v1/fablab/printer-1/status")
+        agent = Agent(load_config(plain)).start()
+        try:
+            wait_for(agent.bus.connected.is_set, 15, "TLS connection")
+            wait_for(lambda: fleet.received("printer-1/status"), 5, "status over TLS")
+        finally:
+            agent.stop()
+        # without the client certificate the broker refuses the handshake
+        plain.write_text(text.replace(f'cert_file = "{certs["client"]}"\n', "").replace(
+            f'key_file = "{certs["client_key"]}"\n', ""))  # fmt: skip
+        agent = Agent(load_config(plain)).start()
+        try:
+            time.sleep(2.0)
+            assert not agent.bus.connected.is_set()
+        finally:
+            agent.stop()
+        fleet.close()
+    finally:
+        broker.stop()
