@@ -59,7 +59,9 @@ class Bus:
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self.machine_classes: dict[str, str] = {}
         self.published = 0
-        self._inflight: dict[int, tuple[int, bool]] = {}  # mid -> (outbox seq, final on PUBACK)
+        self._inflight: dict[
+            int, tuple[mqtt.MQTTMessageInfo, bool]
+        ] = {}  # outbox seq -> (paho's handle, final)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -169,10 +171,9 @@ class Bus:
             log.warning("disconnected from the broker (%s); retrying", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            entry = self._inflight.pop(mid, None)
-        if entry is not None and not getattr(reason_code, "is_failure", False):
-            self.ledger.outbox_published(entry[0], final=entry[1])
+        """A PUBACK: let the pump record it. Nothing here may take a lock: paho holds its own while it
+        calls us, and publish() takes the same one (a deadlock found by bench/mqtt.py)."""
+        self._wake.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         where = self.topics.parse(msg.topic)
@@ -253,25 +254,32 @@ class Bus:
             if not self.connected.is_set():
                 continue
             try:
+                self._record_pubacks()
                 self._drain_outbox()
                 wait = self._send_telemetry()
             except Exception:  # the pump must outlive any one bad row or a closing ledger
                 log.exception("bus pump")
 
-    def _drain_outbox(self) -> None:
+    def _record_pubacks(self) -> None:
+        """Outbox rows the broker has taken: events are done, usage waits for its acknowledgement."""
         with self._lock:
-            busy = {seq for seq, _ in self._inflight.values()}
+            done = [(seq, final) for seq, (info, final) in self._inflight.items() if info.is_published()]
+            for seq, _ in done:
+                del self._inflight[seq]
+        for seq, final in done:
+            self.ledger.outbox_published(seq, final=final)
+
+    def _drain_outbox(self) -> None:
         for row in self.ledger.outbox_due(limit=BATCH):
-            if row["seq"] in busy:
-                continue
+            with self._lock:
+                if row["seq"] in self._inflight:
+                    continue
             leaf = t.KINDS_TO_LEAF.get(row["kind"], t.EVENTS)
-            topic = self.topics.machine(row["machine_id"], leaf)
-            with self._lock:  # the PUBACK may come back before publish() returns
-                info = self.client.publish(topic, row["payload"], qos=1)
-                if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    self._inflight[info.mid] = (row["seq"], row["kind"] != "usage")
+            info = self.client.publish(self.topics.machine(row["machine_id"], leaf), row["payload"], qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 return  # connection gone; the reconnect sends everything again
+            with self._lock:
+                self._inflight[row["seq"]] = (info, row["kind"] != "usage")
             self.published += 1
             self.ledger.outbox_tried(row["seq"])
 

@@ -13,3 +13,13 @@ def test_streaming_bench_quick_run_prints_its_tables():
     for heading in ("## Throughput", "## Urgent bytes", "## Peak memory"):
         assert heading in p.stdout
     assert "NO" not in [cell.strip() for line in p.stdout.splitlines() for cell in line.split("|")]
+
+
+def test_mqtt_bench_quick_run_prints_its_table():
+    bench = BENCH.parent / "mqtt.py"
+    cmd = [sys.executable, str(bench), "--machines", "20", "--seconds", "2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "status latency p50 / p99" in p.stdout
+    unsent = next(line for line in p.stdout.splitlines() if "outbox rows left unsent" in line)
+    assert unsent.split()[-1] == "0", "every outbox row reached the broker"
