@@ -9,18 +9,30 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from afn_agent.app import Agent, open_ledger
+from afn_agent.bus import client as bus_client
 from afn_agent.bus.tokens import sign
 from afn_agent.config import load_config
+from afn_agent.ledger.usage import SCHEMA_FILE as USAGE_SCHEMA
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
 from tests.broker import Client, password
 from tests.helpers import write_config
 
 SECRET = "manager-signing-secret-0123456789"
+SCHEMAS = Path(bus_client.__file__).with_name("schemas")
+
+
+def valid(kind: str, payload: bytes | dict) -> dict:
+    """The payload, checked against its documented schema (docs/mqtt.md)."""
+    data = json.loads(payload) if isinstance(payload, bytes | str) else payload
+    jsonschema.validate(data, json.loads((SCHEMAS / f"{kind}.json").read_text()))
+    return data
 
 
 def wait_for(predicate, timeout, what):
@@ -63,7 +75,7 @@ def test_status_is_retained_and_sent_again_after_a_broker_restart(tmp_path, brok
         fleet = Client(broker, "fleet")
         fleet.subscribe("afn/v1/fablab/printer-1/status")
         retained = wait_for(lambda: [m for m in fleet.received("status") if m[2]], 5, "retained status")
-        status = json.loads(retained[-1][1])
+        status = valid("status", retained[-1][1])
         assert (
             status["state"] == "idle"
             and status["machine"] == "printer-1"
@@ -91,12 +103,18 @@ def test_last_will_says_offline_when_the_agent_is_killed(tmp_path, broker, print
     proc = subprocess.Popen([sys.executable, "-m", "afn_agent", "run", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        wait_for(lambda: any(json.loads(p)["state"] == "online" for _, p, _ in fleet.received()), 20, "birth")
+        wait_for(
+            lambda: any(valid("availability", p)["state"] == "online" for _, p, _ in fleet.received()),
+            20,
+            "birth",
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
         t0 = time.monotonic()
         # keepalive 5 s: the broker declares the client gone within 1.5 keepalives
-        wait_for(lambda: json.loads(fleet.received()[-1][1])["state"] == "offline", 15, "last will")
+        wait_for(
+            lambda: valid("availability", fleet.received()[-1][1])["state"] == "offline", 15, "last will"
+        )
         assert time.monotonic() - t0 < 10
     finally:
         if proc.poll() is None:
@@ -113,6 +131,8 @@ def test_telemetry_is_rate_limited(tmp_path, broker, printers):
         assert agent.machines["printer-1"].wait_ready(15)
         submit(cfg, agent.ledger, "printer-1", small_job(tmp_path, segments=6000), "test")
         time.sleep(6.0)
+        for _, payload, _ in fleet.received("telemetry"):
+            valid("telemetry", payload)
         times = [t for topic, t in fleet.arrivals if topic.endswith("telemetry")]
         assert len(times) >= 8, "telemetry flows while printing"
         gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -137,9 +157,9 @@ def test_commands_signed_expired_replayed_and_forged(tmp_path, broker, printers)
             before = len(fleet.received("events"))
             fleet.client.publish(topic, json.dumps(payload), qos=1)
             wait_for(lambda: len(fleet.received("events")) > before, 5, "command result")
-            return json.loads(fleet.received("events")[-1][1])
+            return valid("event", fleet.received("events")[-1][1])
 
-        good = sign(SECRET, "lock", "printer-1", "manager-ana", reason="belt change")
+        good = valid("command", sign(SECRET, "lock", "printer-1", "manager-ana", reason="belt change"))
         assert send(good)["result"] == "done"
         assert agent.ledger.machine("printer-1")["locked"] == 1
         assert send(good)["code"] == "replayed"
@@ -219,6 +239,7 @@ def test_usage_survives_broker_outage_and_agent_kill_over_50_jobs(tmp_path, brok
     records = {r["record_id"]: r for _, r in ledger.usage_after(0, 1000)}
     assert len(records) == 50 and len({r["job"]["id"] for r in records.values()}) == 50
     got = [json.loads(p) for _, p, _ in booking.received("usage")]
+    jsonschema.validate(got[0], json.loads(USAGE_SCHEMA.read_text()))
     ids = [r["record_id"] for r in got]
     assert set(ids) == set(records), "every record received, none unknown"
     for r in got:
