@@ -84,6 +84,11 @@ class Agent:
         self.sinks: list[EventSink] = []
         self.bus: Any = None
         self.alarms: dict[str, list[dict[str, Any]]] = {}
+        self.access: Any = None
+        if config.access is not None:
+            from .access.service import Access
+
+            self.access = Access(config, self.ledger, self._access_event)
         self._stop = threading.Event()
         self._pump_thread: threading.Thread | None = None
         self._lock = threading.RLock()
@@ -97,6 +102,8 @@ class Agent:
                 self.machines[m.id] = self._make_machine(m)
             self.machines[m.id].events = self.events
             self.machines[m.id].start()
+        if self.access is not None:
+            self.access.start()
         if self.config.broker is not None:
             from .bus.client import Bus
 
@@ -105,6 +112,8 @@ class Agent:
                 list(self.machines), self.status, self.command,
             )  # fmt: skip
             self.bus.machine_classes = {m.id: m.machine_class for m in self.config.machines}
+            if self.access is not None:
+                self.bus.on_directory = self.access.on_directory
             self.bus.start()
         self._pump_thread = threading.Thread(target=self._pump, name="agent-pump", daemon=True)
         self._pump_thread.start()
@@ -115,6 +124,8 @@ class Agent:
         self._stop.set()
         if self._pump_thread:
             self._pump_thread.join(5)
+        if self.access is not None:
+            self.access.stop()
         for m in self.machines.values():
             m.close()
         with self._lock:
@@ -163,7 +174,7 @@ class Agent:
 
     # ---- the pump ---------------------------------------------------------------------------------
     def _pump(self) -> None:
-        next_dispatch = 0.0
+        next_dispatch = next_idle_check = 0.0
         while not self._stop.is_set():
             try:
                 event = self.events.get(timeout=DISPATCH_EVERY_S)
@@ -177,6 +188,9 @@ class Agent:
                 if now >= next_dispatch:
                     next_dispatch = now + DISPATCH_EVERY_S
                     self._dispatch(now)
+                if self.access is not None and now >= next_idle_check:
+                    next_idle_check = now + 1.0
+                    self.access.sessions.close_idle(set(self.running))
             if event is not None:
                 self._forward(event)
 
@@ -248,6 +262,8 @@ class Agent:
             job = self.ledger.next_queued(machine_id)
             if job is None:
                 continue
+            if self.access is not None and not self.access.sessions.may_start(machine_id, job):
+                continue
             self.ledger.transition(job["id"], "starting", "dispatched to an idle machine")
             self.running[machine_id] = RunningJob(job["id"], JobClock("starting", now), last_checkpoint=now)
             self.ledger.checkpoint(job["id"], _figures(self.running[machine_id], now))
@@ -277,6 +293,10 @@ class Agent:
         del self.running[machine_id]
         self._publish_event(machine_id, "job-" + outcome, _record_summary(record))
         self._apply_pending_lock(machine_id)
+        if m and m.confirm_clear and outcome == "completed":
+            self.ledger.set_machine(machine_id, needs_confirmation="bed-clear")
+        if self.access is not None:
+            self.access.sessions.touch(machine_id)
 
     def _interrupt(self, machine_id: str, reason: str, now: float) -> None:
         run = self.running.pop(machine_id)
@@ -330,6 +350,12 @@ class Agent:
             return "done", self.lock(machine_id, actor, str(cmd["args"].get("reason", "maintenance")))
         if name == "unlock":
             return "done", self.unlock(machine_id, actor)
+        if name == "confirm":
+            return (
+                ("done", "confirmed")
+                if self.confirm(machine_id, actor)
+                else ("refused", "nothing_to_confirm")
+            )
         return "refused", "unknown_command"
 
     def lock(self, machine_id: str, actor: str, reason: str) -> str:
@@ -352,6 +378,33 @@ class Agent:
         if self.bus is not None:
             self.bus.status_changed(machine_id)
         return "unlocked"
+
+    def confirm(self, machine_id: str, actor: str) -> bool:
+        """A person has checked the machine (bed cleared, or after a crash recovery): it may run again."""
+        row = self.ledger.machine(machine_id)
+        if not row or not row["needs_confirmation"]:
+            return False
+        self.ledger.set_machine(machine_id, needs_confirmation=None)
+        self.ledger.audit(actor, "confirm", row["needs_confirmation"], machine_id)
+        self._publish_event(machine_id, "confirmed", {"by": actor, "what": row["needs_confirmation"]})
+        if self.bus is not None:
+            self.bus.status_changed(machine_id)
+        return True
+
+    def badge(self, machine_id: str, uid: str) -> Any:
+        """A badge read at a machine (reader thread, kiosk or demo): the access decision."""
+        if self.access is None:
+            raise RuntimeError("no [access] in the configuration")
+        decision = self.access.badge_uid(machine_id, uid)
+        if self.bus is not None:
+            self.bus.status_changed(machine_id)
+        return decision
+
+    def _access_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
+        if machine_id == "_directory":  # not a machine's: the audit log keeps it
+            self.ledger.audit("agent", kind, data.get("reason", "ok"), None, None, **data)
+            return
+        self._publish_event(machine_id, kind, data)
 
     def _apply_pending_lock(self, machine_id: str) -> None:
         row = self.ledger.machine(machine_id)
@@ -383,6 +436,7 @@ class Agent:
             "lock_reason": row.get("lock_reason"),
             "needs_confirmation": row.get("needs_confirmation"),
             "alarms": self.alarms.get(machine_id, []),
+            "session": self._session_status(machine_id),
             "job": None,
             "t": time.time(),
         }
@@ -400,6 +454,19 @@ class Agent:
                 "eta_s": round(max(estimate.get("time_s", 0.0) - done_s, 0.0), 1),
             }
         return out
+
+    def _session_status(self, machine_id: str) -> dict[str, Any] | None:
+        """Who holds the machine now: member id and display name (never a badge)."""
+        if self.access is None or (session := self.access.sessions.current(machine_id)) is None:
+            return None
+        member = self.access.directory.member(session["member_id"])
+        return {
+            "member_id": session["member_id"],
+            "member_name": member.name if member else None,
+            "supervisor_id": session["supervisor_id"],
+            "opened_at": session["opened_at"],
+            "allowed_until": session["allowed_until"],
+        }
 
     def telemetry(self, machine_id: str) -> dict[str, Any]:
         snap = self.machines[machine_id].snapshot()

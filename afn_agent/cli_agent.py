@@ -40,6 +40,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--machine")
     ls.set_defaults(handler=cmd_jobs_list)
 
+    mem = sub.add_parser("members", help="the member directory cached by the agent")
+    msub = mem.add_subparsers(dest="members_command", required=True)
+    imp = msub.add_parser("import", help="load a directory snapshot (JSON, or CSV for small labs)")
+    imp.add_argument("file")
+    imp.add_argument("--config", required=True)
+    imp.add_argument(
+        "--version", type=int, help="snapshot version for a CSV file (default: one above the cache)"
+    )
+    imp.set_defaults(handler=cmd_members_import)
+    chk = msub.add_parser("check", help="what the agent would decide for a badge at a machine, and why")
+    chk.add_argument("badge", help="badge UID as the reader gives it")
+    chk.add_argument("--config", required=True)
+    chk.add_argument("--machine", required=True)
+    chk.add_argument("--job-minutes", type=float, help="check a job of this length against the bookings")
+    chk.set_defaults(handler=cmd_members_check)
+
     led = sub.add_parser("ledger", help="usage records")
     lsub = led.add_subparsers(dest="ledger_command", required=True)
     ex = lsub.add_parser("export", help="usage records that ended in a period, as CSV or JSON")
@@ -125,3 +141,71 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
         return 2
     sys.stdout.write(export(open_ledger(cfg), since, until, args.format))
     return 0
+
+
+def _access(cfg):
+    from .access.decide import AccessPolicy
+    from .access.directory import Directory
+    from .app import open_ledger
+
+    if cfg.access is None:
+        print(
+            f"afn-agent: {cfg.path}: no [access] table (badge_secret and the offline policy)", file=sys.stderr
+        )
+        raise SystemExit(2)
+    ledger = open_ledger(cfg)
+    policy = AccessPolicy(
+        cache_max_age_days=cfg.access.cache_max_age_days,
+        managers_always=cfg.access.managers_always,
+        opening_hours=dict(cfg.access.opening_hours),
+        booking_required=tuple(m.id for m in cfg.machines if m.booking_required),
+    )
+    return ledger, Directory(ledger, cfg.access.badge_secret), policy
+
+
+def cmd_members_import(args: argparse.Namespace) -> int:
+    from .access.directory import DirectoryError, load_snapshot_file
+
+    cfg = _config(args.config)
+    _, directory, _ = _access(cfg)
+    meta = directory.meta()
+    version = args.version if args.version is not None else (meta["version"] + 1 if meta else 1)
+    try:
+        snap = load_snapshot_file(args.file, version)
+        now = directory.apply_snapshot(snap, f"file:{Path(args.file).name}")
+    except (OSError, DirectoryError) as exc:
+        print(f"afn-agent: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    n = len(snap.get("members", []))
+    if now != snap.get("version"):
+        older = f"version {snap.get('version')} is older than the cache ({now}); not applied"
+        print(f"afn-agent: {args.file}: {older}", file=sys.stderr)
+        return 1
+    print(f"imported {n} member(s), directory version {now}")
+    return 0
+
+
+def cmd_members_check(args: argparse.Namespace) -> int:
+    from .access.decide import decide
+    from .access.directory import badge_hash
+    from .ledger.usage import utc_now
+
+    cfg = _config(args.config)
+    ledger, directory, policy = _access(cfg)
+    try:
+        machine = cfg.machine(args.machine)
+    except ConfigError as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return 2
+    row = ledger.machine(machine.id) or {}
+    estimate = args.job_minutes * 60 if args.job_minutes is not None else None
+    badge = badge_hash(cfg.access.badge_secret, args.badge)
+    locked = bool(row.get("locked"))
+    decision = decide(
+        directory, policy, machine.id, machine.machine_class, badge, utc_now(), locked, estimate
+    )
+    out = decision.public()
+    print(f"{out['code']}: {out['detail'] or 'may use ' + machine.id}"
+          + (f" until {out['allowed_until']}" if out["allowed_until"] else "")
+          + (f" ({out['member_name']}, {out['member_id']})" if out["member_id"] else ""))  # fmt: skip
+    return 0 if decision.allowed else 5

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ class MachineConfig:
     tariff: str = "default"
     material: str = "filament"
     hold_uploads: bool = True  # jobs from slicers wait for their owner's badge
+    reader: str | None = None  # badge reader: evdev:<path> | uart:<port>[@baud] | pcsc[:<name>] | sim
+    booking_required: bool = False
+    confirm_clear: bool = False  # after a job, someone confirms the bed/bed is cleared before the next
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,19 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class AccessConfig:
+    badge_secret: str
+    cache_max_age_days: float = 7.0
+    managers_always: bool = True
+    supervisor_window_s: float = 120.0
+    session_idle_s: float = 900.0
+    opening_hours: dict[str, tuple[time, time]] = field(default_factory=dict)
+    sync_url: str | None = None
+    sync_token: str | None = None
+    sync_every_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: Path
     site: str
@@ -59,6 +76,7 @@ class AgentConfig:
     machines: tuple[MachineConfig, ...] = ()
     tariffs: dict[str, Tariff] = field(default_factory=dict)
     broker: BrokerConfig | None = None
+    access: AccessConfig | None = None
 
     @property
     def ledger_path(self) -> Path:
@@ -144,8 +162,9 @@ def load_config(path: str | Path) -> AgentConfig:
             f"{file}: machines: the same id twice ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})"
         )
     broker = _broker(top.get("broker", dict), file) if "broker" in raw else None
+    access = _access(top.get("access", dict), file) if "access" in raw else None
     top.done()
-    return AgentConfig(file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker)
+    return AgentConfig(file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access)
 
 
 def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> MachineConfig:
@@ -172,6 +191,55 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
         tariff=tariff,
         material=t.get("material", str, "filament"),
         hold_uploads=t.get("hold_uploads", bool, True),
+        reader=t.get("reader", str, None, lambda v: v.split(":", 1)[0] in READERS, READER_HINT),
+        booking_required=t.get("booking_required", bool, False),
+        confirm_clear=t.get("confirm_clear", bool, False),
+    )
+    t.done()
+    return cfg
+
+
+READERS = ("evdev", "uart", "pcsc", "sim")
+READER_HINT = "evdev:<device>, uart:<port>[@baud], pcsc[:<reader name>] or sim"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _hours(value: str, where: str, file: Path) -> tuple[time, time]:
+    try:
+        opens, closes = (time.fromisoformat(x.strip()) for x in value.split("-"))
+    except ValueError:
+        raise ConfigError(f'{file}: {where}: expected "HH:MM-HH:MM", got {value!r}') from None
+    if closes <= opens:
+        raise ConfigError(f"{file}: {where}: closes before it opens ({value})")
+    return opens, closes
+
+
+def _access(data: Any, file: Path) -> AccessConfig:
+    t = _Table(data, "access", file)
+    hours_table = t.get("opening_hours", dict, {})
+    bad = set(hours_table) - set(DAYS)
+    if bad:
+        raise ConfigError(
+            f"{file}: access.opening_hours: unknown day(s) {', '.join(sorted(bad))} (use {', '.join(DAYS)})"
+        )
+    hours = {}
+    for day, value in hours_table.items():
+        if not isinstance(value, str):
+            raise ConfigError(f'{file}: access.opening_hours.{day}: expected "HH:MM-HH:MM"')
+        hours[day] = _hours(value, f"access.opening_hours.{day}", file)
+    positive = lambda v: v > 0  # noqa: E731
+    cfg = AccessConfig(
+        badge_secret=t.get("badge_secret", str, check=lambda v: len(v) >= 16, hint="at least 16 characters"),
+        cache_max_age_days=float(t.get("cache_max_age_days", (int, float), 7.0, positive, "above 0")),
+        managers_always=t.get("managers_always", bool, True),
+        supervisor_window_s=float(t.get("supervisor_window_s", (int, float), 120.0, positive, "above 0")),
+        session_idle_s=float(t.get("session_idle_s", (int, float), 900.0, positive, "above 0")),
+        opening_hours=hours,
+        sync_url=t.get(
+            "sync_url", str, None, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"
+        ),
+        sync_token=t.get("sync_token", str, None),
+        sync_every_s=float(t.get("sync_every_s", (int, float), 300.0, lambda v: v >= 5, "at least 5 s")),
     )
     t.done()
     return cfg

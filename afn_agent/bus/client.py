@@ -58,6 +58,7 @@ class Bus:
         self.connected = threading.Event()
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self.machine_classes: dict[str, str] = {}
+        self.on_directory: Callable[[str, bytes], None] | None = None
         self.published = 0
         self._inflight: dict[
             int, tuple[mqtt.MQTTMessageInfo, bool]
@@ -142,6 +143,7 @@ class Bus:
         subs = [
             (self.topics.machine(m, leaf), 1) for m in self.machine_ids for leaf in (t.COMMAND, t.USAGE_ACK)
         ]
+        subs += [(self.topics.directory(), 1), (self.topics.directory_delta(), 1)]
         if subs:
             client.subscribe(subs)
         client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
@@ -176,6 +178,12 @@ class Bus:
         self._wake.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic in (self.topics.directory(), self.topics.directory_delta()):
+            if self.on_directory is not None:
+                self.on_directory(
+                    "snapshot" if msg.topic == self.topics.directory() else "delta", msg.payload
+                )
+            return
         where = self.topics.parse(msg.topic)
         if where is None:
             return

@@ -53,6 +53,24 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 2: one-time nonces of signed commands, kept until their token expires
         "CREATE TABLE nonces(nonce TEXT PRIMARY KEY, expires REAL NOT NULL)",
     ),
+    (  # 3: the member directory cached from the booking system (badges only as keyed hashes)
+        """CREATE TABLE members(
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, roles TEXT NOT NULL DEFAULT 'member',
+            active INTEGER NOT NULL DEFAULT 1)""",
+        """CREATE TABLE badges(
+            hash TEXT PRIMARY KEY, member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE)""",
+        """CREATE TABLE trainings(
+            member_id TEXT NOT NULL REFERENCES members(id) ON DELETE CASCADE, machine_class TEXT NOT NULL,
+            expires TEXT, grace_days REAL NOT NULL DEFAULT 0, supervised INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY(member_id, machine_class))""",
+        """CREATE TABLE bookings(
+            id TEXT PRIMARY KEY, machine_id TEXT NOT NULL, member_id TEXT NOT NULL,
+            starts TEXT NOT NULL, ends TEXT NOT NULL)""",
+        "CREATE INDEX bookings_machine ON bookings(machine_id, starts)",
+        """CREATE TABLE directory_meta(
+            id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, synced_at TEXT NOT NULL,
+            source TEXT NOT NULL)""",
+    ),
 ]
 
 

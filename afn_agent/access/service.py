@@ -1,0 +1,140 @@
+"""Access for one agent: its readers, the cached directory and its sync, and the sessions.
+
+A raw badge UID exists only between a reader and `badge_uid()`, which hashes it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from ..config import AgentConfig
+from ..ledger import Ledger
+from .decide import AccessPolicy, Decision
+from .directory import Directory, DirectoryError, badge_hash
+from .readers import EvdevReader, PcscReader, Reader, ReaderLoop, SimReader, UartReader
+from .sessions import Emit, Sessions
+
+log = logging.getLogger("afn_agent.access")
+
+
+def make_reader(spec: str) -> Reader:
+    """`evdev:/dev/input/by-id/…`, `uart:/dev/ttyUSB0[@9600]`, `pcsc[:name]` or `sim`."""
+    kind, _, arg = spec.partition(":")
+    if kind == "evdev":
+        return EvdevReader(arg)
+    if kind == "uart":
+        port, _, baud = arg.partition("@")
+        return UartReader(port, int(baud) if baud else 9600)
+    if kind == "pcsc":
+        return PcscReader(arg)
+    if kind == "sim":
+        return SimReader(arg or "sim")
+    raise ValueError(f"unknown reader {spec!r}")
+
+
+class Access:
+    def __init__(self, config: AgentConfig, ledger: Ledger, emit: Emit) -> None:
+        assert config.access is not None
+        self.config = config
+        self.settings = config.access
+        self.emit = emit
+        self.directory = Directory(ledger, self.settings.badge_secret)
+        self.policy = AccessPolicy(
+            cache_max_age_days=self.settings.cache_max_age_days,
+            managers_always=self.settings.managers_always,
+            opening_hours=dict(self.settings.opening_hours),
+            booking_required=tuple(m.id for m in config.machines if m.booking_required),
+            supervisor_window_s=self.settings.supervisor_window_s,
+            session_idle_s=self.settings.session_idle_s,
+        )
+        classes = {m.id: m.machine_class for m in config.machines}
+        self.sessions = Sessions(ledger, self.directory, self.policy, classes, emit)
+        self.readers: dict[str, ReaderLoop] = {}
+        self._stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+
+    def start(self) -> Access:
+        for m in self.config.machines:
+            if m.reader:
+                loop = ReaderLoop(
+                    make_reader(m.reader),
+                    lambda uid, mid=m.id: self.badge_uid(mid, uid),
+                    lambda state, why, mid=m.id: self.emit(mid, "reader-" + state, {"reason": why}),
+                )
+                self.readers[m.id] = loop.start()
+        if self.settings.sync_url:
+            self._sync_thread = threading.Thread(target=self._sync_loop, name="directory-sync", daemon=True)
+            self._sync_thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for loop in self.readers.values():
+            loop.stop()
+
+    def badge_uid(self, machine_id: str, uid: str) -> Decision:
+        """A badge read: hashed here, then decided on."""
+        try:
+            hashed = badge_hash(self.settings.badge_secret, uid)
+        except DirectoryError:
+            return Decision("unknown_badge", detail="unreadable badge")
+        return self.sessions.badge(machine_id, hashed)
+
+    def sim_reader(self, machine_id: str) -> SimReader:
+        reader = self.readers[machine_id].reader
+        if not isinstance(reader, SimReader):
+            raise TypeError(f"{machine_id} has no simulated reader")
+        return reader
+
+    # ---- directory sync -----------------------------------------------------------------------------
+    def on_directory(self, kind: str, payload: bytes) -> None:
+        """A snapshot or delta from the booking system over MQTT."""
+        try:
+            doc = json.loads(payload)
+            if kind == "snapshot":
+                version = self.directory.apply_snapshot(doc, "mqtt")
+                self.emit("_directory", "directory-synced", {"version": version, "source": "mqtt"})
+            elif not self.directory.apply_delta(doc, "mqtt"):
+                log.info(
+                    "delta %s does not apply to the cached version; waiting for a snapshot",
+                    doc.get("version"),
+                )
+        except (ValueError, DirectoryError) as exc:
+            log.warning("directory %s refused: %s", kind, exc)
+            self.emit("_directory", "directory-refused", {"kind": kind, "reason": str(exc)})
+
+    def sync_now(self, opener: Callable[..., Any] = urllib.request.urlopen) -> int | None:
+        """Pull from `sync_url`: a delta on top of the cached version, else a full snapshot."""
+        meta = self.directory.meta()
+        version = meta["version"] if meta else 0
+        try:
+            doc = self._get(f"{self.settings.sync_url}?version={version}", opener)
+            if "delta" in doc and not self.directory.apply_delta(doc["delta"], "http"):
+                doc = self._get(f"{self.settings.sync_url}?version=0", opener)
+            if "delta" not in doc:
+                version = self.directory.apply_snapshot(doc.get("snapshot", doc), "http")
+            else:
+                version = doc["delta"]["version"]
+        except (OSError, ValueError, DirectoryError) as exc:
+            log.warning("directory sync from %s failed: %s", self.settings.sync_url, exc)
+            self.emit("_directory", "directory-sync-failed", {"reason": str(exc)})
+            return None
+        return version
+
+    def _get(self, url: str, opener: Callable[..., Any]) -> dict[str, Any]:
+        req = urllib.request.Request(url, headers={"Accept": "application/json"})
+        if self.settings.sync_token:
+            req.add_header("Authorization", f"Bearer {self.settings.sync_token}")
+        with opener(req, timeout=20) as resp:
+            return json.loads(resp.read())
+
+    def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            self.sync_now()
+            self._stop.wait(self.settings.sync_every_s)
