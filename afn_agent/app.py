@@ -259,6 +259,8 @@ class Agent:
         for machine_id, machine in self.machines.items():
             if machine_id in self.running or machine.state != "idle" or self._blocked(machine_id):
                 continue
+            if self.access is not None:
+                self.access.sessions.release_held(machine_id)
             job = self.ledger.next_queued(machine_id)
             if job is None:
                 continue

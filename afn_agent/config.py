@@ -64,6 +64,7 @@ class AccessConfig:
     sync_url: str | None = None
     sync_token: str | None = None
     sync_every_s: float = 300.0
+    debounce_s: float = 2.0  # the same card read again within this is the same read
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,9 @@ def _access(data: Any, file: Path) -> AccessConfig:
         ),
         sync_token=t.get("sync_token", str, None),
         sync_every_s=float(t.get("sync_every_s", (int, float), 300.0, lambda v: v >= 5, "at least 5 s")),
+        debounce_s=float(
+            t.get("debounce_s", (int, float), 2.0, lambda v: 0 <= v <= 60, "between 0 and 60 s")
+        ),
     )
     t.done()
     return cfg

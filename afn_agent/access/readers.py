@@ -41,10 +41,13 @@ class KeyDecoder:
 
     def __init__(self) -> None:
         self.buf: list[str] = []
+        self.partial = b""
 
     def feed(self, data: bytes) -> list[str]:
-        out = []
-        for offset in range(0, len(data) - EVENT.size + 1, EVENT.size):
+        data, out = self.partial + data, []
+        whole = len(data) - len(data) % EVENT.size
+        self.partial = data[whole:]
+        for offset in range(0, whole, EVENT.size):
             _, _, etype, code, value = EVENT.unpack_from(data, offset)
             if etype != EV_KEY or value != KEY_PRESS:
                 continue

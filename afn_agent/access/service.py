@@ -66,6 +66,7 @@ class Access:
                     make_reader(m.reader),
                     lambda uid, mid=m.id: self.badge_uid(mid, uid),
                     lambda state, why, mid=m.id: self.emit(mid, "reader-" + state, {"reason": why}),
+                    debounce_s=self.settings.debounce_s,
                 )
                 self.readers[m.id] = loop.start()
         if self.settings.sync_url:
@@ -110,17 +111,18 @@ class Access:
             self.emit("_directory", "directory-refused", {"kind": kind, "reason": str(exc)})
 
     def sync_now(self, opener: Callable[..., Any] = urllib.request.urlopen) -> int | None:
-        """Pull from `sync_url`: a delta on top of the cached version, else a full snapshot."""
+        """Pull from `sync_url?version=<cached>`: the answer is `{"delta": …}` on top of the cached
+        version and/or `{"snapshot": …}` (or a bare snapshot); a delta that does not apply brings a
+        request for `version=0`, a full snapshot."""
         meta = self.directory.meta()
         version = meta["version"] if meta else 0
         try:
             doc = self._get(f"{self.settings.sync_url}?version={version}", opener)
-            if "delta" in doc and not self.directory.apply_delta(doc["delta"], "http"):
+            if "delta" in doc and self.directory.apply_delta(doc["delta"], "http"):
+                return doc["delta"]["version"]
+            if "snapshot" not in doc and "members" not in doc:  # a delta we cannot use: ask for all
                 doc = self._get(f"{self.settings.sync_url}?version=0", opener)
-            if "delta" not in doc:
-                version = self.directory.apply_snapshot(doc.get("snapshot", doc), "http")
-            else:
-                version = doc["delta"]["version"]
+            version = self.directory.apply_snapshot(doc.get("snapshot", doc), "http")
         except (OSError, ValueError, DirectoryError) as exc:
             log.warning("directory sync from %s failed: %s", self.settings.sync_url, exc)
             self.emit("_directory", "directory-sync-failed", {"reason": str(exc)})

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..ledger import Ledger
-from ..ledger.usage import iso, utc_now
+from ..ledger.usage import iso, parse_iso, utc_now
 from .decide import AccessPolicy, Decision, decide
 from .directory import Directory
 
@@ -44,6 +44,7 @@ class Sessions:
         self.emit = emit
         self.pending: dict[str, Pending] = {}
         self.last_activity: dict[str, datetime] = {}
+        self._refused_jobs: set[str] = set()
         self._lock = threading.RLock()
 
     def current(self, machine_id: str) -> dict[str, Any] | None:
@@ -163,6 +164,33 @@ class Sessions:
                     self.close(machine_id, "idle-timeout", now)
                     closed.append(machine_id)
         return closed
+
+    def release_held(self, machine_id: str, now: datetime | None = None) -> None:
+        """Jobs the session's member uploads during the session join it, if they end before it must."""
+        session = self.current(machine_id)
+        if session is None:
+            return
+        now = now or utc_now()
+        until = parse_iso(session["allowed_until"]) if session["allowed_until"] else None
+        held = self.ledger.jobs(machine_id, ("held",))
+        for job in (j for j in held if j["member_id"] == session["member_id"]):
+            estimate = json.loads(job["estimate_json"]).get("time_s", 0.0)
+            if until is not None and now + timedelta(seconds=estimate) > until:
+                if job["id"] not in self._refused_jobs:
+                    self._refused_jobs.add(job["id"])
+                    minutes = (until - now).total_seconds() / 60
+                    detail = f"the job needs {estimate / 60:.0f} min; the session ends in {minutes:.0f} min"
+                    member = self.directory.member(session["member_id"])
+                    self._record(
+                        machine_id, Decision("job_overruns_booking", member, until, detail=detail), "job-held"
+                    )
+                continue
+            with self.ledger.tx() as c:
+                c.execute(
+                    "UPDATE jobs SET state='queued', session_id=?, supervisor_id=COALESCE(supervisor_id, ?) "
+                    "WHERE id=? AND state='held'",
+                    (session["id"], session["supervisor_id"], job["id"]),
+                )
 
     def may_start(self, machine_id: str, job: dict[str, Any]) -> bool:
         """A member's job runs only inside that member's open session on that machine."""

@@ -359,6 +359,7 @@ class Ledger:
         result: str,
         machine_id: str | None = None,
         subject: str | None = None,
+        /,
         **detail: Any,
     ) -> None:
         with self.tx() as c:
