@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from .config import AgentConfig, MachineConfig
@@ -83,6 +84,7 @@ class Agent:
         self.running: dict[str, RunningJob] = {}
         self.sinks: list[EventSink] = []
         self.bus: Any = None
+        self.api: Any = None
         self.alarms: dict[str, list[dict[str, Any]]] = {}
         self.access: Any = None
         if config.access is not None:
@@ -117,11 +119,17 @@ class Agent:
             self.bus.start()
         self._pump_thread = threading.Thread(target=self._pump, name="agent-pump", daemon=True)
         self._pump_thread.start()
+        if self.config.api is not None:
+            from .api.app import ApiServer
+
+            self.api = ApiServer(self).start()
         return self
 
     def stop(self, reason: str = "agent stopped") -> None:
         """Stop taking jobs; a job still running is closed as interrupted (billed by the policy)."""
         self._stop.set()
+        if self.api is not None:
+            self.api.stop()
         if self._pump_thread:
             self._pump_thread.join(5)
         if self.access is not None:
@@ -380,6 +388,40 @@ class Agent:
         if self.bus is not None:
             self.bus.status_changed(machine_id)
         return "unlocked"
+
+    def job_figures(self, machine_id: str) -> dict[str, Any] | None:
+        """The running job's time split and material so far, and its price so far by the tariff."""
+        from .ledger.tariff import price, quantities
+
+        with self._lock:
+            run = self.running.get(machine_id)
+            if run is None:
+                return None
+            m = self._machine_config(machine_id)
+            figures = _figures(run, time.monotonic(), m.material if m else "filament")
+        tariff = self.config.tariffs[m.tariff] if m else self.config.tariffs["default"]
+        figures["price_so_far"] = str(price(tariff, quantities(figures), "done_part"))
+        figures["currency"] = tariff.currency
+        return figures
+
+    def running_job(self, machine_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            run = self.running.get(machine_id)
+        return self.ledger.job(run.job_id) if run else None
+
+    def release_job(self, job_id: str, actor: str, manager: bool = False) -> None:
+        """A held job may run now: inside the machine's current session, or on a manager's word."""
+        job = self.ledger.job(job_id)
+        session = self.access.sessions.current(job["machine_id"]) if self.access else None
+        session_id = session["id"] if session else None
+        self.ledger.release(job_id, f"started by {actor}", session_id, actor if manager else None)
+        self.ledger.audit(actor, "job-release", "queued", job["machine_id"], job_id)
+
+    def remove_job(self, job_id: str, actor: str) -> None:
+        job = self.ledger.job(job_id)
+        self.ledger.withdraw(job_id, f"removed by {actor}")
+        self.ledger.audit(actor, "job-remove", "removed", job["machine_id"], job_id)
+        Path(job["path"]).unlink(missing_ok=True)
 
     def confirm(self, machine_id: str, actor: str) -> bool:
         """A person has checked the machine (bed cleared, or after a crash recovery): it may run again."""

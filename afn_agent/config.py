@@ -68,6 +68,26 @@ class AccessConfig:
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    name: str
+    role: str  # slicer | manager | booking
+    sha256: str  # of the key; the key itself is never stored
+    member: str | None = None  # a slicer key of one member: uploads are that member's
+    machines: tuple[str, ...] = ()  # empty: every machine
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    keys: tuple[ApiKey, ...] = ()
+    max_upload_mb: float = 200.0
+    octoprint_machine: str | None = None  # the machine behind /api/… (others: /octoprint/<id>/api/…)
+    kiosk_loopback: bool = True  # the screen beside the machine (a browser on this host) acts for sessions
+    metrics_public: bool = True
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: Path
     site: str
@@ -78,6 +98,7 @@ class AgentConfig:
     tariffs: dict[str, Tariff] = field(default_factory=dict)
     broker: BrokerConfig | None = None
     access: AccessConfig | None = None
+    api: ApiConfig | None = None
 
     @property
     def ledger_path(self) -> Path:
@@ -164,8 +185,9 @@ def load_config(path: str | Path) -> AgentConfig:
         )
     broker = _broker(top.get("broker", dict), file) if "broker" in raw else None
     access = _access(top.get("access", dict), file) if "access" in raw else None
+    api = _api(top.get("api", dict), file, machines) if "api" in raw else None
     top.done()
-    return AgentConfig(file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access)
+    return AgentConfig(file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api)
 
 
 def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> MachineConfig:
@@ -270,6 +292,51 @@ def _broker(data: Any, file: Path) -> BrokerConfig:
         command_secret=t.get("command_secret", str, None, lambda v: len(v) >= 16, "at least 16 characters"),
         home_assistant=t.get("home_assistant", bool, False),
         protocol=t.get("protocol", str, "auto", lambda v: v in ("auto", "5", "3.1.1"), "auto, 5 or 3.1.1"),
+    )
+    t.done()
+    return cfg
+
+
+API_ROLES = ("slicer", "manager", "booking")
+
+
+def _api(data: Any, file: Path, machines: tuple[MachineConfig, ...]) -> ApiConfig:
+    t = _Table(data, "api", file)
+    ids = {m.id for m in machines}
+    keys = []
+    for i, k in enumerate(t.get("keys", list, [])):
+        kt = _Table(k, f"api.keys[{i}]", file)
+        machines_of = tuple(kt.get("machines", list, []))
+        unknown = set(machines_of) - ids
+        if unknown:
+            raise ConfigError(
+                f"{file}: api.keys[{i}].machines: unknown machine(s) {', '.join(sorted(unknown))}"
+            )
+        hexhash = lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v)  # noqa: E731
+        hint = "64 lower-case hex digits: `afn-agent api-key` makes a key and its hash"
+        keys.append(
+            ApiKey(
+                name=kt.get("name", str),
+                role=kt.get("role", str, check=lambda v: v in API_ROLES, hint=" or ".join(API_ROLES)),
+                sha256=kt.get("sha256", str, check=hexhash, hint=hint),
+                member=kt.get("member", str, None),
+                machines=machines_of,
+            )
+        )
+        kt.done()
+    default = t.get(
+        "octoprint_machine", str, machines[0].id if machines else None, lambda v: v in ids, "a machine id"
+    )
+    cfg = ApiConfig(
+        host=t.get("host", str, "127.0.0.1"),
+        port=t.get("port", int, 8080, lambda v: 0 <= v < 65536, "a TCP port"),
+        keys=tuple(keys),
+        max_upload_mb=float(
+            t.get("max_upload_mb", (int, float), 200.0, lambda v: 0 < v <= 4096, "1 to 4096")
+        ),
+        octoprint_machine=default,
+        kiosk_loopback=t.get("kiosk_loopback", bool, True),
+        metrics_public=t.get("metrics_public", bool, True),
     )
     t.done()
     return cfg

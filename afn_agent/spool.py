@@ -55,18 +55,32 @@ def quote(estimate: dict[str, Any], tariff: Tariff) -> dict[str, Any]:
     return {"price": str(price(tariff, qty, "done_part")), "currency": tariff.currency, "quantities": qty}
 
 
-def spool_file(src: Path, spool: Path, name: str) -> tuple[Path, str, int]:
-    """Copy into the spool under its hash; returns (path, sha256, size). Written whole, then renamed."""
+def spool_file(src: Path, spool: Path, name: str, move: bool = False) -> tuple[Path, str, int]:
+    """Copy (or with `move`, rename) into the spool under its hash; returns (path, sha256, size).
+
+    A copy is written whole to a temporary name, then renamed: a half-written job never exists.
+    """
     spool.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
-    with src.open("rb") as fin, tempfile.NamedTemporaryFile(dir=spool, delete=False, suffix=".part") as tmp:
-        while chunk := fin.read(CHUNK):
-            digest.update(chunk)
-            tmp.write(chunk)
-            size += len(chunk)
+    if move:
+        with src.open("rb") as fin:
+            while chunk := fin.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        tmp_name = src
+    else:
+        with (
+            src.open("rb") as fin,
+            tempfile.NamedTemporaryFile(dir=spool, delete=False, suffix=".part") as tmp,
+        ):
+            while chunk := fin.read(CHUNK):
+                digest.update(chunk)
+                tmp.write(chunk)
+                size += len(chunk)
+        tmp_name = Path(tmp.name)
     sha = digest.hexdigest()
     dest = spool / f"{sha[:16]}-{Path(name).name}"
-    Path(tmp.name).replace(dest)
+    tmp_name.replace(dest)
     return dest, sha, size
 
 
@@ -78,6 +92,7 @@ def submit(
     source: str,
     name: str | None = None,
     held: bool | None = None,
+    move: bool = False,
     **who: str | None,
 ) -> tuple[str, dict[str, Any]]:
     """Spool, analyse and queue a job; returns (job id, quote). A refused file is removed again."""
@@ -85,7 +100,7 @@ def submit(
     src = Path(src)
     if not src.is_file():
         raise JobRefused(f"{src}: no such file")
-    path, sha, size = spool_file(src, config.spool_dir, name or src.name)
+    path, sha, size = spool_file(src, config.spool_dir, name or src.name, move=move)
     try:
         analysis = analyze_path(path, load_profile(machine.profile))
         if analysis.refused:

@@ -76,3 +76,43 @@ def _toml(v) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return str(v)
+
+
+KEYS = {"slicer": "slicer-key-0123456789", "manager": "manager-key-0123456789", "booking": "booking-key-0123456789",
+        "ana-slicer": "ana-slicer-key-0123456789"}  # fmt: skip
+
+
+def api_table(max_upload_mb: float = 50.0, port: int = 0) -> str:
+    """An [api] table with a key per role (KEYS), listening on a free loopback port by default."""
+    import hashlib
+
+    def h(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    return f"""
+[api]
+host = "127.0.0.1"
+port = {port}
+max_upload_mb = {max_upload_mb}
+
+[[api.keys]]
+name = "slicers"
+role = "slicer"
+sha256 = "{h(KEYS["slicer"])}"
+
+[[api.keys]]
+name = "ana-laptop"
+role = "slicer"
+member = "ana"
+sha256 = "{h(KEYS["ana-slicer"])}"
+
+[[api.keys]]
+name = "manager-max"
+role = "manager"
+sha256 = "{h(KEYS["manager"])}"
+
+[[api.keys]]
+name = "booking-system"
+role = "booking"
+sha256 = "{h(KEYS["booking"])}"
+"""

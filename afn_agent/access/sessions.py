@@ -194,7 +194,7 @@ class Sessions:
 
     def may_start(self, machine_id: str, job: dict[str, Any]) -> bool:
         """A member's job runs only inside that member's open session on that machine."""
-        if job["source"] in ("cli", "api-manager") or not job["member_id"]:
+        if job["source"] == "cli" or job["released_by_manager"] or not job["member_id"]:
             return True
         session = self.current(machine_id)
         return bool(session and session["member_id"] == job["member_id"])

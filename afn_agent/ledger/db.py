@@ -71,6 +71,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
             id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, synced_at TEXT NOT NULL,
             source TEXT NOT NULL)""",
     ),
+    (  # 4: a manager may release a member's held job without the member's session
+        "ALTER TABLE jobs ADD COLUMN released_by_manager TEXT",
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .db import connect, migrate
-from .states import TERMINAL, check_transition
+from .states import TERMINAL, IllegalTransition, check_transition
 from .tariff import Tariff
 from .usage import build_record, iso, utc_now
 
@@ -235,6 +235,49 @@ class Ledger:
             )
             self._outbox_row(c, "usage", job["machine_id"], payload, record["record_id"])
         return record
+
+    def withdraw(self, job_id: str, cause: str) -> None:
+        """A queued or held job that never reached the machine leaves the queue: no usage, no bill."""
+        with self.tx() as c:
+            job = self._locked_job(c, job_id)
+            if job["state"] not in ("queued", "held"):
+                raise IllegalTransition(f"job {job_id}: {job['state']} jobs are cancelled on the machine")
+            c.execute(
+                "UPDATE jobs SET state='cancelled', ended_at=?, reason=? WHERE id=?",
+                (iso(utc_now()), cause, job_id),
+            )
+            self._transition_row(c, job_id, job["state"], "cancelled", cause)
+
+    def release(
+        self, job_id: str, cause: str, session_id: str | None = None, manager: str | None = None
+    ) -> None:
+        """held -> queued: the job may run (inside `session_id`, or on a manager's word)."""
+        with self.tx() as c:
+            job = self._locked_job(c, job_id)
+            check_transition(job_id, job["state"], "queued")
+            c.execute(
+                "UPDATE jobs SET state='queued', session_id=COALESCE(?, session_id), released_by_manager=? "
+                "WHERE id=?",
+                (session_id, manager, job_id),
+            )
+            self._transition_row(c, job_id, job["state"], "queued", cause)
+
+    def move_job(self, job_id: str, position: int) -> None:
+        """Put a waiting job at `position` (1 = next) among its machine's waiting jobs."""
+        with self.tx() as c:
+            job = self._locked_job(c, job_id)
+            waiting = [r[0] for r in c.execute(
+                "SELECT id FROM jobs WHERE machine_id=? AND state IN ('queued','held') ORDER BY queue_pos",
+                (job["machine_id"],),
+            )]  # fmt: skip
+            waiting.remove(job_id)
+            waiting.insert(min(position, len(waiting) + 1) - 1, job_id)
+            base = c.execute(
+                "SELECT COALESCE(MAX(queue_pos), 0) FROM jobs WHERE machine_id=?", (job["machine_id"],)
+            )
+            start = base.fetchone()[0] + 1
+            for n, jid in enumerate(waiting):
+                c.execute("UPDATE jobs SET queue_pos=? WHERE id=?", (start + n, jid))
 
     def live_jobs(self, machine_id: str | None = None) -> list[dict[str, Any]]:
         """Jobs that were on a machine (starting … paused): after a crash, the ones to close."""

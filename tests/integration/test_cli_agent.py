@@ -38,7 +38,9 @@ def test_jobs_add_list_and_refusal(tmp_path):
     p = afn("jobs", "add", str(good), "--config", cfg, "--machine", "printer-9")
     assert p.returncode == 2 and "no machine 'printer-9'" in p.stderr
     p = afn("jobs", "list", "--config", cfg)
-    assert p.stdout.count("\n") == 1 and "queued" in p.stdout and "m-1" in p.stdout  # a manager's CLI job runs
+    assert (
+        p.stdout.count("\n") == 1 and "queued" in p.stdout and "m-1" in p.stdout
+    )  # a manager's CLI job runs
     assert len(list((tmp_path / "data" / "jobs").iterdir())) == 1, (
         "a refused file leaves nothing in the spool"
     )

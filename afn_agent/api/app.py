@@ -1,0 +1,101 @@
+"""The HTTP face of one agent: FastAPI app factory and the uvicorn server thread that serves it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .. import __version__
+from . import kiosk, native, octoprint
+from .auth import Authenticator
+from .body_limit import BodyLimit
+from .metrics import registry_for
+
+
+def create_app(agent) -> FastAPI:
+    cfg = agent.config.api
+    auth = Authenticator(cfg)
+    if agent.access is not None:
+        auth.session_open = lambda machine_id, session_id: bool(
+            (s := agent.access.sessions.current(machine_id)) and s["id"] == session_id
+        )
+    app = FastAPI(
+        title="afn-agent",
+        version=__version__,
+        description="Fab lab machine agent: jobs, quotes, sessions, usage, OctoPrint-style uploads.",
+    )
+    app.state.agent, app.state.auth = agent, auth
+    registry = registry_for(agent)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": exc.detail, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"error": "; ".join(problems), "detail": exc.errors()}, status_code=422)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict:
+        bus = agent.bus
+        return {
+            "ok": True,
+            "version": __version__,
+            "machines": {m: agent.machines[m].state for m in agent.machines},
+            "mqtt": None if bus is None else bus.connected.is_set(),
+            "outbox_pending": agent.ledger.outbox_pending(),
+        }
+
+    @app.get("/metrics", tags=["health"])
+    def metrics(request: Request) -> Response:
+        if not cfg.metrics_public:
+            auth.require(request, "manager")
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(native.build(agent, auth))
+    app.include_router(kiosk.build(agent, auth, cfg.octoprint_machine or next(iter(agent.machines))))
+    if cfg.octoprint_machine:
+        app.include_router(octoprint.build(agent, auth, cfg.octoprint_machine, ""))
+    for machine_id in agent.machines:
+        app.include_router(octoprint.build(agent, auth, machine_id, f"/octoprint/{machine_id}"))
+    return app
+
+
+class ApiServer:
+    """uvicorn in a thread of the agent process; `port` is the bound one (config port 0 picks one)."""
+
+    def __init__(self, agent) -> None:
+        cfg = agent.config.api
+        app = BodyLimit(create_app(agent), int(cfg.max_upload_mb * 1_000_000) + 64 * 1024)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="off"
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+        self.port = cfg.port
+
+    def start(self) -> ApiServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self.server.started:
+            raise RuntimeError("the HTTP API did not start (port in use?)")
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)

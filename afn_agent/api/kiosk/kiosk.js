@@ -1,0 +1,117 @@
+// The kiosk beside a machine: draws the agent's live view (server-sent events) and sends the member's
+// taps back. No build step, no external files: it must work with the lab's network down.
+"use strict";
+
+const machine = decodeURIComponent(location.pathname.split("/").pop());
+let token = null;
+let view = null;
+
+const $ = (id) => document.getElementById(id);
+const show = (id, on) => $(id).classList.toggle("hidden", !on);
+
+function hms(s) {
+  if (s === null || s === undefined) return "–";
+  s = Math.round(s);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return (h ? h + " h " : "") + m + " min " + (h ? "" : r + " s");
+}
+
+async function call(method, path) {
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  const resp = await fetch(path, { method, headers });
+  if (!resp.ok) {
+    let why = resp.statusText;
+    try { why = (await resp.json()).detail || why; } catch (e) { /* not JSON */ }
+    $("error").textContent = why;
+    show("error", true);
+    return false;
+  }
+  show("error", false);
+  return true;
+}
+
+function draw(v) {
+  view = v;
+  token = v.token || null;
+  $("machine").textContent = v.machine;
+  const state = $("state");
+  state.textContent = v.locked ? "locked" : v.state;
+  state.className = "state " + (v.locked ? "alarm" : v.state);
+
+  const d = v.decision;
+  show("decision", !!d);
+  if (d) {
+    $("decision").textContent = d.action === "badge-out" ? "Goodbye, " + (d.member_name || "") + "." : d.text;
+    $("decision").className = "card " + (d.code === "allowed" ? "allowed" : "refused");
+  }
+  show("prompt", !v.session);
+  show("who", !!v.session);
+  if (v.session) {
+    const until = v.session.allowed_until ? " until " + new Date(v.session.allowed_until).toLocaleTimeString() : "";
+    $("who").textContent = (v.session.member_name || v.session.member_id) + " has this machine" + until +
+      (v.session.supervisor_id ? " (supervised by " + v.session.supervisor_id + ")" : "") + ". Badge again to leave.";
+  }
+  show("alarms", v.alarms && v.alarms.length > 0);
+  if (v.alarms && v.alarms.length) {
+    const a = v.alarms[v.alarms.length - 1];
+    $("alarms").textContent = "Alarm: " + (a.meaning || a.reason || a.type);
+  }
+  show("confirm-box", !!v.needs_confirmation);
+  $("confirm-text").textContent = v.needs_confirmation === "bed-clear"
+    ? "Please remove the last job and clear the bed." : "Please check the machine before the next job.";
+
+  const r = v.running;
+  show("running", !!r);
+  if (r) {
+    $("job-name").textContent = r.name;
+    const pct = Math.round((r.progress || 0) * 1000) / 10;
+    $("bar-fill").style.width = pct + "%";
+    $("progress").textContent = pct + " %";
+    $("elapsed").textContent = "running " + hms(r.elapsed_s);
+    $("eta").textContent = "about " + hms(r.eta_s) + " left";
+    $("cost").textContent = r.price_so_far ? r.price_so_far + " " + r.currency : "–";
+    $("material").textContent = r.material_g + " g";
+    show("pause", v.state === "printing");
+    show("resume", v.state === "paused");
+  }
+
+  const list = $("queue");
+  list.textContent = "";
+  for (const job of v.queue) {
+    const li = document.createElement("li");
+    const q = job.quote || {};
+    const label = document.createElement("span");
+    label.textContent = job.name + " — " + hms(job.estimate_s) + ", " + (job.material_g || 0).toFixed(1) + " g, " +
+      (q.price ? q.price + " " + q.currency : "no quote");
+    li.appendChild(label);
+    if (job.state === "held") {
+      const b = document.createElement("button");
+      b.className = "start";
+      b.textContent = "Start";
+      b.dataset.job = job.id;
+      b.onclick = () => call("POST", "/v1/jobs/" + job.id + "/start");
+      li.appendChild(b);
+    } else {
+      const s = document.createElement("span");
+      s.textContent = "waiting for the machine";
+      li.appendChild(s);
+    }
+    list.appendChild(li);
+  }
+  show("queue-box", v.queue.length > 0);
+}
+
+$("pause").onclick = () => call("POST", "/v1/machines/" + machine + "/pause");
+$("resume").onclick = () => call("POST", "/v1/machines/" + machine + "/resume");
+$("cancel").onclick = () => { if (confirm("Cancel this job?")) call("POST", "/v1/machines/" + machine + "/cancel"); };
+$("confirm").onclick = () => call("POST", "/v1/machines/" + machine + "/confirm");
+
+function connect() {
+  const source = new EventSource("/v1/kiosk/" + encodeURIComponent(machine) + "/stream");
+  source.onmessage = (e) => draw(JSON.parse(e.data));
+  source.onerror = () => {
+    $("state").textContent = "agent unreachable";
+    $("state").className = "state alarm";
+  };
+}
+connect();

@@ -1,0 +1,348 @@
+"""The part of OctoPrint's REST API that slicers and dashboards use, so they work unchanged.
+
+`/api/…` is the configured default machine; every machine is also at `/octoprint/<id>/api/…`
+(PrusaSlicer, Cura and pyoctoprintapi accept a path in the host URL). Uploads become jobs that wait for
+their owner's badge at the machine, as the fab-lab flow wants; nothing prints from a laptop alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+
+from .. import __version__
+from .auth import Authenticator
+from .native import _submit
+
+OCTOPRINT_VERSION = "1.10.2"
+STATE_TEXT = {
+    "idle": "Operational",
+    "printing": "Printing",
+    "paused": "Paused",
+    "disconnected": "Offline",
+    "connecting": "Connecting",
+    "resetting": "Connecting",
+    "alarm": "Error",
+    "fault": "Error",
+}
+ANY = ("slicer", "manager", "session", "kiosk", "booking")
+
+
+def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter:
+    r = APIRouter(prefix=prefix, tags=["octoprint"])
+
+    def who(request: Request, *roles: str):
+        return auth.require(request, *roles, machine=machine_id)
+
+    @r.get("/api/version")
+    def version(request: Request) -> dict[str, Any]:
+        who(request, *ANY)
+        return {
+            "api": "0.1",
+            "server": OCTOPRINT_VERSION,
+            "text": f"OctoPrint {OCTOPRINT_VERSION} (afn-agent {__version__})",
+        }
+
+    @r.get("/api/server")
+    def server(request: Request) -> dict[str, Any]:
+        who(request, *ANY)
+        return {"version": OCTOPRINT_VERSION, "safemode": None}
+
+    @r.get("/api/settings")
+    def settings(request: Request) -> dict[str, Any]:
+        who(request, *ANY)
+        return {
+            "api": {"allowCrossOrigin": False},
+            "appearance": {"name": machine_id, "color": "default"},
+            "feature": {"sdSupport": False, "temperatureGraph": True},
+            "folder": {"uploads": "/"},
+            "webcam": {
+                "webcamEnabled": False,
+                "streamUrl": "",
+                "snapshotUrl": "",
+                "flipH": False,
+                "flipV": False,
+                "rotate90": False,
+            },
+            "plugins": {},
+        }
+
+    @r.get("/api/printerprofiles")
+    def profiles(request: Request) -> dict[str, Any]:
+        who(request, *ANY)
+        return {"profiles": {"_default": _profile(agent, machine_id)}}
+
+    @r.get("/api/connection")
+    def connection(request: Request) -> dict[str, Any]:
+        who(request, *ANY)
+        m = agent.machines[machine_id]
+        state = STATE_TEXT.get(m.state, "Offline")
+        return {
+            "current": {
+                "state": state,
+                "port": m.link.port_name,
+                "baudrate": m.link.baud,
+                "printerProfile": "_default",
+            },
+            "options": {
+                "ports": [m.link.port_name],
+                "baudrates": [m.link.baud],
+                "printerProfiles": [{"id": "_default", "name": machine_id}],
+                "portPreference": m.link.port_name,
+                "baudratePreference": m.link.baud,
+                "printerProfilePreference": "_default",
+                "autoconnect": True,
+            },
+        }
+
+    @r.post("/api/connection", status_code=204)
+    async def connection_command(request: Request) -> Response:
+        who(request, "manager")
+        body = await _json(request)
+        if body.get("command") not in ("connect", "disconnect", "fake_ack"):
+            raise HTTPException(400, "command must be connect, disconnect or fake_ack")
+        if body["command"] == "connect":
+            agent.machines[machine_id].reconnect()
+        return Response(status_code=204)
+
+    @r.get("/api/printer")
+    def printer(request: Request) -> Any:
+        who(request, *ANY)
+        m = agent.machines[machine_id]
+        if m.state in ("disconnected", "connecting"):
+            return JSONResponse({"error": "Printer is not operational"}, status_code=409)
+        temps = {}
+        for name, (actual, target) in m.temperatures.items():
+            key = (
+                "bed"
+                if name == "B"
+                else ("tool0" if name == "T" else f"tool{name[1:]}" if name.startswith("T") else name.lower())
+            )
+            temps[key] = {"actual": actual, "target": target, "offset": 0}
+        printing, paused = m.state == "printing", m.state == "paused"
+        error = m.state in ("alarm", "fault")
+        flags = {
+            "operational": not error,
+            "printing": printing,
+            "paused": paused,
+            "pausing": False,
+            "cancelling": False,
+            "resuming": False,
+            "finishing": False,
+            "sdReady": False,
+            "error": error,
+            "ready": m.state == "idle",
+            "closedOrError": error,
+        }
+        return {
+            "temperature": temps,
+            "sd": {"ready": False},
+            "state": {"text": STATE_TEXT[m.state], "flags": flags},
+        }
+
+    @r.get("/api/job")
+    def job(request: Request) -> dict[str, Any]:
+        who(request, *ANY)
+        m = agent.machines[machine_id]
+        status = agent.status(machine_id)
+        running = agent.running_job(machine_id)
+        if running is None:
+            return {
+                "job": {
+                    "file": {"name": None, "origin": None, "size": None, "date": None},
+                    "estimatedPrintTime": None,
+                    "filament": None,
+                    "user": None,
+                },
+                "progress": {
+                    "completion": None,
+                    "filepos": None,
+                    "printTime": None,
+                    "printTimeLeft": None,
+                    "printTimeLeftOrigin": None,
+                },
+                "state": STATE_TEXT.get(m.state, "Offline"),
+            }
+        estimate = json.loads(running["estimate_json"] or "{}")
+        progress = status["job"]["progress"] if status["job"] else 0.0
+        figures = agent.job_figures(machine_id)
+        elapsed = figures["total_s"] if figures else 0.0
+        return {
+            "job": {
+                "file": {
+                    "name": running["name"],
+                    "display": running["name"],
+                    "path": running["name"],
+                    "origin": "local",
+                    "size": running["bytes"],
+                    "date": None,
+                },
+                "estimatedPrintTime": estimate.get("time_s"),
+                "filament": {"tool0": {"length": estimate.get("material_mm"), "volume": None}},
+                "user": running["member_id"],
+            },
+            "progress": {
+                "completion": round(progress * 100, 2),
+                "filepos": int(progress * running["bytes"]),
+                "printTime": int(elapsed),
+                "printTimeLeft": status["job"]["eta_s"] if status["job"] else None,
+                "printTimeLeftOrigin": "estimate",
+            },
+            "state": STATE_TEXT.get(m.state, "Offline"),
+        }
+
+    @r.post("/api/job", status_code=204)
+    async def job_command(request: Request) -> Response:
+        caller = who(request, "manager", "session", "kiosk")
+        body = await _json(request)
+        command, action = body.get("command"), body.get("action")
+        if command == "start":
+            held = [
+                j
+                for j in agent.ledger.jobs(machine_id, ("held",))
+                if caller.role == "manager"
+                or j["member_id"] in (None, caller.member)
+                or caller.role == "kiosk"
+            ]
+            if not held:
+                raise HTTPException(409, "no job waiting to start on this machine")
+            agent.release_job(held[0]["id"], caller.name, manager=caller.role == "manager")
+            return Response(status_code=204)
+        mapping = {"cancel": "cancel", ("pause", "pause"): "pause", ("pause", "resume"): "resume"}
+        if command == "pause" and action == "toggle":
+            action = "resume" if agent.machines[machine_id].state == "paused" else "pause"
+        name = mapping.get(command) if command == "cancel" else mapping.get((command, action or "pause"))
+        if name is None:
+            raise HTTPException(
+                400, "command must be start, cancel or pause (action pause, resume or toggle)"
+            )
+        actor = "manager" if caller.role == "manager" else "member"
+        result, detail = agent.command({"machine": machine_id, "actor": actor, "command": name, "args": {}})
+        if result != "done":
+            raise HTTPException(409, detail)
+        return Response(status_code=204)
+
+    @r.get("/api/files")
+    @r.get("/api/files/local")
+    def files(request: Request) -> dict[str, Any]:
+        caller = who(request, *ANY)
+        jobs = agent.ledger.jobs(machine_id, ("queued", "held"))
+        if caller.role == "slicer" and caller.member:
+            jobs = [j for j in jobs if j["member_id"] == caller.member]
+        return {"files": [_file_entry(request, prefix, j) for j in jobs], "free": _free(agent), "total": None}
+
+    @r.post("/api/files/local", status_code=201)
+    async def upload(
+        request: Request,
+        response: Response,
+        file: Annotated[UploadFile | None, File()] = None,
+        path: Annotated[str | None, Form()] = None,
+        print: Annotated[str | None, Form()] = None,  # OctoPrint's field name
+        select: Annotated[str | None, Form()] = None,
+        userdata: Annotated[str | None, Form()] = None,
+        foldername: Annotated[str | None, Form()] = None,
+    ) -> dict[str, Any]:
+        caller = who(request, "slicer", "manager", "session", "kiosk")
+        if file is None:
+            if foldername:
+                raise HTTPException(400, "folders are not kept: every upload is a job in the machine's queue")
+            raise HTTPException(400, "no file to upload (multipart field 'file')")
+        if (
+            print is not None
+            and print.lower() == "true"
+            and agent.machines[machine_id].state in ("alarm", "fault")
+        ):
+            raise HTTPException(
+                409, f"{machine_id} is in {agent.machines[machine_id].state}; it cannot print now"
+            )
+        owner = caller.member
+        entry = await _submit(agent, file, machine_id, caller, owner, None, held=None)
+        job = agent.ledger.job(entry["id"])
+        location = f"{request.base_url}{prefix.lstrip('/')}{'/' if prefix else ''}api/files/local/{job['id']}"
+        response.headers["Location"] = location
+        return {
+            "files": {"local": _file_entry(request, prefix, job)},
+            "done": True,
+            "effectiveSelect": True,
+            "effectivePrint": job["state"] == "queued",
+        }
+
+    @r.post("/api/files/sdcard")
+    def sdcard(request: Request) -> None:
+        who(request, *ANY)
+        raise HTTPException(409, "no SD card: jobs are streamed by the agent")
+
+    @r.get("/api/files/local/{job_id}")
+    def file_info(job_id: str, request: Request) -> dict[str, Any]:
+        who(request, *ANY)
+        job = agent.ledger.job(job_id)
+        if job is None or job["machine_id"] != machine_id:
+            raise HTTPException(404, "no such file")
+        return _file_entry(request, prefix, job)
+
+    return r
+
+
+def _profile(agent, machine_id: str) -> dict[str, Any]:
+    profile = agent.machines[machine_id].profile
+    vol = profile.volume.axes
+    size = {k: (vol[k][1] - vol[k][0]) if k in vol else 0 for k in ("x", "y", "z")}
+    return {
+        "id": "_default",
+        "name": machine_id,
+        "model": profile.description,
+        "current": True,
+        "default": True,
+        "heatedBed": profile.kind == "printer",
+        "heatedChamber": False,
+        "volume": {
+            "width": size["x"],
+            "depth": size["y"],
+            "height": size["z"],
+            "formFactor": "rectangular",
+            "origin": "lowerleft",
+        },
+        "extruder": {"count": 1, "nozzleDiameter": 0.4, "sharedNozzle": False},
+    }
+
+
+def _file_entry(request: Request, prefix: str, job: dict[str, Any]) -> dict[str, Any]:
+    base = f"{request.base_url}{prefix.lstrip('/')}{'/' if prefix else ''}api/files/local/{job['id']}"
+    estimate = json.loads(job["estimate_json"] or "{}")
+    return {
+        "name": job["name"],
+        "display": job["name"],
+        "path": job["id"],
+        "origin": "local",
+        "type": "machinecode",
+        "typePath": ["machinecode", "gcode"],
+        "size": job["bytes"],
+        "hash": job["sha256"],
+        "gcodeAnalysis": {
+            "estimatedPrintTime": estimate.get("time_s"),
+            "filament": {"tool0": {"length": estimate.get("material_mm")}},
+        },
+        "afn": {"job_id": job["id"], "state": job["state"], "quote": estimate.get("quote")},
+        "refs": {"resource": base, "download": base},
+    }
+
+
+def _free(agent) -> int:
+    import shutil
+
+    return shutil.disk_usage(
+        agent.config.spool_dir if agent.config.spool_dir.exists() else agent.config.data_dir
+    ).free
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(400, "expected a JSON body") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "expected a JSON object")
+    return body

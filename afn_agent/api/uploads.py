@@ -1,0 +1,58 @@
+"""Uploads are hostile until proven otherwise: a size limit while streaming to disk, a sanitised
+name, text G-code only, then the analyzer and the machine's policy before anything is queued."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from fastapi import HTTPException, UploadFile
+
+EXTENSIONS = (".gcode", ".gco", ".g", ".nc", ".ngc", ".tap", ".cnc")
+CHUNK = 1 << 20
+SNIFF = 64 * 1024
+SAFE = re.compile(r"[^A-Za-z0-9._ ()+-]")
+
+
+def safe_name(raw: str | None) -> str:
+    """The file's own name without any directory part, odd characters replaced; 400 when empty."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = SAFE.sub("_", name).lstrip(".")[:120]
+    if not name:
+        raise HTTPException(400, "the upload has no file name")
+    if not name.lower().endswith(EXTENSIONS):
+        raise HTTPException(415, f"{name}: not a G-code file (accepted: {', '.join(EXTENSIONS)})")
+    return name
+
+
+async def receive(upload: UploadFile, spool: Path, limit_bytes: int) -> tuple[Path, str]:
+    """Copy an upload to a temporary file in the spool, checking size and content as it comes."""
+    name = safe_name(upload.filename)
+    spool.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with tempfile.NamedTemporaryFile(dir=spool, suffix=".upload", delete=False) as out:
+        tmp = Path(out.name)
+        try:
+            while chunk := await upload.read(CHUNK):
+                if size < SNIFF:
+                    _check_text(chunk[: SNIFF - size], name)
+                size += len(chunk)
+                if size > limit_bytes:
+                    raise HTTPException(413, f"{name}: larger than the {limit_bytes // 1_000_000} MB limit")
+                out.write(chunk)
+        except BaseException:
+            out.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    if size == 0:
+        tmp.unlink(missing_ok=True)
+        raise HTTPException(400, f"{name}: the file is empty")
+    return tmp, name
+
+
+def _check_text(head: bytes, name: str) -> None:
+    if b"\0" in head:
+        raise HTTPException(
+            415, f"{name}: binary content (binary G-code .bgcode is not supported); send text G-code"
+        )

@@ -1,0 +1,178 @@
+"""The HTTP API through the ASGI client: roles, hostile uploads, the held-upload flow, queue, usage pull."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from afn_agent.api.app import create_app
+from afn_agent.app import Agent
+from afn_agent.config import load_config
+from afn_agent.sim.jobs import circle_gcode
+from tests.helpers import KEYS, api_table, write_config
+from tests.integration.test_access import SECRET, UIDS, read_badge, snapshot
+
+
+@pytest.fixture
+def lab(tmp_path, start_sim):
+    agents = []
+
+    def make(max_upload_mb: float = 50.0, **machine_extra):
+        sim = start_sim("marlin", speed=10)
+        machine = {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
+                   "baud": sim.options["baud"], "tariff": "printer", "reader": "sim", **machine_extra}  # fmt: skip
+        path = write_config(tmp_path / "agent.toml", [machine])
+        path.write_text(path.read_text() + api_table(max_upload_mb)
+                        + f'\n[access]\nbadge_secret = "{SECRET}"\ndebounce_s = 0.2\n')  # fmt: skip
+        agent = Agent(load_config(path)).start()
+        agents.append(agent)
+        agent.access.directory.apply_snapshot(snapshot(), "test")
+        assert agent.machines["printer-1"].wait_ready(15)
+        return agent, TestClient(create_app(agent))
+
+    yield make
+    for agent in agents:
+        agent.stop()
+
+
+def key(role: str) -> dict[str, str]:
+    return {"X-Api-Key": KEYS[role]}
+
+
+def gcode(tmp_path, segments=200, name="part.gcode") -> tuple[str, bytes, str]:
+    path = circle_gcode(tmp_path / name, segments, min(0.3, 150 / segments), centre=(110, 110))
+    return (name, path.read_bytes(), "application/octet-stream")
+
+
+def test_roles(lab):
+    agent, c = lab()
+    assert c.get("/v1/machines").status_code == 401  # the test client is not on loopback: no kiosk role
+    assert c.get("/v1/machines", headers={"X-Api-Key": "nope"}).status_code == 403
+    assert c.get("/v1/machines", headers=key("slicer")).status_code == 200
+    assert c.get("/v1/machines", headers={"Authorization": "Bearer " + KEYS["manager"]}).status_code == 200
+    assert c.get("/v1/usage", headers=key("slicer")).status_code == 403
+    assert c.get("/v1/usage", headers=key("booking")).status_code == 200
+    assert c.post("/v1/machines/printer-1/lock", json={}, headers=key("booking")).status_code == 403
+    assert c.post("/v1/machines/printer-1/pause", headers=key("slicer")).status_code == 403
+    r = c.post("/v1/machines/printer-1/lock", json={"reason": "belt"}, headers=key("manager"))
+    assert r.status_code == 200 and agent.ledger.machine("printer-1")["locked"] == 1
+    audit = agent.ledger.audit_log("printer-1")
+    assert audit[0]["actor"] == "manager-max" and audit[0]["action"] == "lock"
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "message"),
+    [
+        ("part.stl", b"solid x\nendsolid\n", 415, "not a G-code file"),
+        ("part.gcode", b"G28\n\x00\x01binary", 415, "binary content"),
+        ("part.gcode", b"", 400, "empty"),
+        ("part.gcode", b"G28\nM502\nM500\nG1 X10 Y10\n", 422, "M502"),
+        ("part.gcode", b"G28\nG1 X900 Y10 F3000\n", 422, "X goes from"),
+    ],
+)
+def test_hostile_uploads_are_refused_with_a_reason(lab, name, body, status, message):
+    agent, c = lab()
+    r = c.post("/v1/jobs", headers=key("slicer"), data={"machine": "printer-1"}, files={"file": (name, body)})
+    assert r.status_code == status and message in r.json()["error"]
+    assert agent.ledger.jobs() == []
+    assert not agent.config.spool_dir.exists() or not any(agent.config.spool_dir.iterdir()), (
+        "nothing left behind"
+    )
+
+
+def test_upload_size_limit_and_path_traversal(lab, tmp_path):
+    agent, c = lab(max_upload_mb=0.05)
+    big = b"G1 X10 Y10 E0.1\n" * 10_000  # 160 kB
+    r = c.post(
+        "/v1/jobs", headers=key("slicer"), data={"machine": "printer-1"}, files={"file": ("big.gcode", big)}
+    )
+    assert r.status_code == 413
+    _name, body, ctype = gcode(tmp_path)
+    r = c.post("/v1/jobs", headers=key("slicer"), data={"machine": "printer-1"},
+               files={"file": ("../../../etc/cron.d/evil.gcode", body, ctype)})  # fmt: skip
+    assert r.status_code == 201 and r.json()["name"] == "evil.gcode"
+    stored = list(agent.config.spool_dir.iterdir())
+    assert len(stored) == 1 and stored[0].parent == agent.config.spool_dir
+
+
+def test_held_upload_flow_to_usage_pull_and_ack(lab, tmp_path):
+    agent, c = lab()
+    r = c.post("/api/files/local", headers=key("ana-slicer"), data={"print": "true", "path": ""},
+               files={"file": gcode(tmp_path)})  # fmt: skip
+    assert r.status_code == 201
+    body = r.json()
+    job_id = body["files"]["local"]["afn"]["job_id"]
+    assert body["effectivePrint"] is False and agent.ledger.job(job_id)["state"] == "held"
+    assert r.headers["location"].endswith(f"/api/files/local/{job_id}")
+    assert float(body["files"]["local"]["afn"]["quote"]["price"]) >= 0.5  # the tariff's minimum
+    time.sleep(0.6)
+    assert agent.ledger.job(job_id)["state"] == "held", "nobody badged in"
+    assert read_badge(agent, "ana")["action"] == "opened"
+    assert agent.wait_idle("printer-1", 30)
+    page = c.get("/v1/usage?after=0", headers=key("booking")).json()
+    (rec,) = page["records"]
+    assert rec["member_id"] == "ana" and rec["job"]["id"] == job_id and rec["job"]["source"] == "upload"
+    assert c.get(f"/v1/usage?after={page['next']}", headers=key("booking")).json()["records"] == []
+    r = c.post("/v1/usage/ack", headers=key("booking"), json={"record_id": [rec["record_id"], "bogus"]})
+    assert r.json() == {"acknowledged": [rec["record_id"]], "unknown": ["bogus"]}
+    assert agent.ledger.undelivered() == 0
+
+
+def test_queue_list_move_delete(lab, tmp_path):
+    agent, c = lab()
+    ids = []
+    for n in range(3):
+        r = c.post("/v1/jobs", headers=key("manager"), data={"machine": "printer-1", "member": "ana"},
+                   files={"file": gcode(tmp_path, name=f"p{n}.gcode")})  # fmt: skip
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    assert [j["id"] for j in c.get("/v1/jobs?state=held", headers=key("manager")).json()] == ids
+    r = c.post(f"/v1/jobs/{ids[2]}/move", headers=key("manager"), json={"position": 1})
+    assert r.status_code == 200
+    assert [j["id"] for j in c.get("/v1/jobs?state=held", headers=key("manager")).json()] == [
+        ids[2],
+        ids[0],
+        ids[1],
+    ]
+    assert c.post(f"/v1/jobs/{ids[0]}/move", headers=key("manager"), json={"position": 0}).status_code == 422
+    assert c.delete(f"/v1/jobs/{ids[1]}", headers=key("slicer")).status_code == 403
+    assert c.delete(f"/v1/jobs/{ids[1]}", headers=key("manager")).status_code == 204
+    assert agent.ledger.job(ids[1])["state"] == "cancelled" and agent.ledger.usage_after() == []
+    assert c.get("/v1/jobs/nope", headers=key("manager")).status_code == 404
+    quote = c.get(f"/v1/jobs/{ids[0]}/quote", headers=key("slicer")).json()
+    assert quote["time_s"] > 0 and quote["quote"]["currency"] == "EUR"
+
+
+def test_start_and_control_need_the_owner_or_a_manager(lab, tmp_path):
+    agent, c = lab()
+    r = c.post("/v1/jobs", headers=key("ana-slicer"), data={"machine": "printer-1"},
+               files={"file": gcode(tmp_path, segments=4000)})  # fmt: skip
+    job_id = r.json()["id"]
+    assert c.post(f"/v1/jobs/{job_id}/start", headers=key("slicer")).status_code == 403
+    assert c.post(f"/v1/jobs/{job_id}/start", headers=key("manager")).status_code == 200
+    deadline = time.monotonic() + 10
+    while agent.machines["printer-1"].state != "printing" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.post("/v1/machines/printer-1/pause", headers=key("manager")).status_code == 200
+    time.sleep(0.5)
+    assert c.post("/v1/machines/printer-1/pause", headers=key("manager")).status_code == 409
+    assert c.post("/v1/machines/printer-1/cancel", headers=key("manager")).status_code == 200
+    assert agent.wait_idle("printer-1", 30)
+    ((_, rec),) = agent.ledger.usage_after()
+    assert rec["job"]["stop_type"] == "admin" and rec["price"] == "0.00"  # tariff: admin cancels are free
+
+
+def test_directory_push_by_the_booking_system(lab):
+    agent, c = lab()
+    snap = snapshot(version=5)
+    snap["members"] = [m for m in snap["members"] if m["id"] != "ana"]
+    assert c.post("/v1/directory", headers=key("booking"), json={"snapshot": snap}).json() == {"version": 5}
+    assert read_badge(agent, "ana")["result"] == "unknown_badge"
+    bad = c.post(
+        "/v1/directory", headers=key("booking"), json={"snapshot": {"version": 6, "members": [{"id": ""}]}}
+    )
+    assert bad.status_code == 422 and "members[0].id" in bad.json()["error"]
+    assert c.post("/v1/directory", headers=key("slicer"), json={"snapshot": snap}).status_code == 403
+    assert UIDS  # the same directory as the access tests
