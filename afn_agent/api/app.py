@@ -17,6 +17,8 @@ from .auth import Authenticator
 from .body_limit import BodyLimit
 from .metrics import registry_for
 
+PUBLIC = ("/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
 
 def create_app(agent) -> FastAPI:
     cfg = agent.config.api
@@ -33,6 +35,16 @@ def create_app(agent) -> FastAPI:
     app.state.agent, app.state.auth = agent, auth
     registry = registry_for(agent)
 
+    @app.middleware("http")
+    async def authenticated_first(request: Request, call_next):
+        """No anonymous caller gets past here (before any parsing); roles are checked per route."""
+        path = request.url.path
+        public = path in PUBLIC or path.startswith(("/kiosk/", "/kiosk-static/"))
+        if not public and (path != "/metrics" or not cfg.metrics_public) and auth.identify(request) is None:
+            status = 403 if request.headers.get("x-api-key") or request.headers.get("authorization") else 401
+            return JSONResponse({"error": "a valid API key is required", "detail": "unauthenticated"}, status)
+        return await call_next(request)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
@@ -41,8 +53,12 @@ def create_app(agent) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return JSONResponse({"error": "; ".join(problems), "detail": exc.errors()}, status_code=422)
+        errors = [
+            {"loc": [str(x) for x in e["loc"]], "msg": str(e["msg"]), "type": str(e["type"])}
+            for e in exc.errors()
+        ]
+        problems = [f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors]
+        return JSONResponse({"error": "; ".join(problems), "detail": errors}, status_code=422)
 
     @app.get("/health", tags=["health"])
     def health() -> dict:

@@ -16,7 +16,7 @@ TOTALS = (  # (metric, help, JSON path in the usage record)
     ("afn_job_paused_seconds", "Seconds jobs spent paused.", "$.time_s.paused_s"),
     ("afn_job_idle_seconds", "Seconds jobs spent starting.", "$.time_s.idle_s"),
     ("afn_material_grams", "Material used by jobs, grams.", "$.material_total.g"),
-    ("afn_material_millimetres", "Filament pushed by jobs, millimetres.", "$.material_total.mm"),
+    ("afn_material_metres", "Filament pushed by jobs, metres.", "$.material_total.mm / 1000"),
     ("afn_laser_beam_seconds", "Laser beam-on seconds of jobs.", "$.beam_on_s"),
     ("afn_spindle_seconds", "Spindle-on seconds of jobs.", "$.spindle_on_s"),
 )
@@ -88,7 +88,7 @@ class AgentCollector(Collector):
         ):
             jobs.add_metric([machine_id, outcome], n)
         yield jobs
-        sums = ", ".join(f"TOTAL(json_extract(record_json, '{path}'))" for _, _, path in TOTALS)
+        sums = ", ".join(_total(path) for _, _, path in TOTALS)
         rows = {
             r[0]: r[1:]
             for r in conn.execute(f"SELECT machine_id, {sums} FROM usage_records GROUP BY machine_id")
@@ -98,6 +98,13 @@ class AgentCollector(Collector):
             for machine_id in self.agent.machines:
                 family.add_metric([machine_id], rows.get(machine_id, (0.0,) * len(TOTALS))[i])
             yield family
+
+
+def _total(path: str) -> str:
+    """SQL summing a record field; `path / 1000` converts mm to the base unit Prometheus wants."""
+    field, _, divisor = path.partition(" / ")
+    expr = f"TOTAL(json_extract(record_json, '{field}'))"
+    return f"{expr} / {divisor}" if divisor else expr
 
 
 def registry_for(agent) -> CollectorRegistry:

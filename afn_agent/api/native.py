@@ -18,7 +18,7 @@ READ = ("manager", "session", "kiosk", "booking", "slicer")
 
 
 class Position(BaseModel):
-    position: int = Field(ge=1, description="1 = next to run")
+    position: int = Field(ge=1, le=1_000_000, description="1 = next to run")
 
 
 class LockBody(BaseModel):
@@ -224,7 +224,9 @@ def build(agent, auth: Authenticator) -> APIRouter:
         return [dict(x) for x in rows]
 
     @r.get("/usage", tags=["usage"])
-    def usage(request: Request, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)):
+    def usage(
+        request: Request, after: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(100, ge=1, le=1000)
+    ):
         """Usage records after a cursor, oldest first; pass `next` back as `after`."""
         auth.require(request, "booking", "manager")
         rows = agent.ledger.usage_after(after, limit)
