@@ -338,14 +338,15 @@ class Agent:
         if machine_id not in self.machines:
             return "refused", "unknown_machine"
         machine = self.machines[machine_id]
+        role = "member" if actor == "member" else "manager"  # the API says "member" for a member's own job
         if name == "estop":
             machine.emergency_stop(actor)
             with self._lock:
                 if machine_id in self.running:
-                    self.running[machine_id].cancelled_by = "manager"
+                    self.running[machine_id].cancelled_by = role
             return "done", "emergency stop sent"
         if name == "cancel":
-            return ("done", "cancelling") if self.cancel(machine_id, "manager") else ("refused", "no_job")
+            return ("done", "cancelling") if self.cancel(machine_id, role) else ("refused", "no_job")
         if name == "pause":
             if machine.state != "printing":
                 return "refused", "not_printing"
@@ -410,11 +411,19 @@ class Agent:
         return self.ledger.job(run.job_id) if run else None
 
     def release_job(self, job_id: str, actor: str, manager: bool = False) -> None:
-        """A held job may run now: inside the machine's current session, or on a manager's word."""
+        """A held job may run now: inside the machine's current session, or on a manager's word.
+        A member's job that would run past the session's end raises ValueError with the reason."""
         job = self.ledger.job(job_id)
         session = self.access.sessions.current(job["machine_id"]) if self.access else None
-        session_id = session["id"] if session else None
-        self.ledger.release(job_id, f"started by {actor}", session_id, actor if manager else None)
+        if session is not None and not manager:
+            why = self.access.sessions.overrun(job["machine_id"], job)
+            if why:
+                raise ValueError(why)
+            self.access.sessions.join(session, job)
+        else:
+            self.ledger.release(
+                job_id, f"started by {actor}", session["id"] if session else None, actor if manager else None
+            )
         self.ledger.audit(actor, "job-release", "queued", job["machine_id"], job_id)
 
     def remove_job(self, job_id: str, actor: str) -> None:

@@ -32,7 +32,8 @@ class MachineConfig:
     hold_uploads: bool = True  # jobs from slicers wait for their owner's badge
     reader: str | None = None  # badge reader: evdev:<path> | uart:<port>[@baud] | pcsc[:<name>] | sim
     booking_required: bool = False
-    confirm_clear: bool = False  # after a job, someone confirms the bed/bed is cleared before the next
+    confirm_clear: bool = False  # after a job, someone confirms the bed is cleared before the next
+    start_on_badge: bool = True  # held jobs start at badge-in; false: the member presses Start on the kiosk
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
         reader=t.get("reader", str, None, lambda v: v.split(":", 1)[0] in READERS, READER_HINT),
         booking_required=t.get("booking_required", bool, False),
         confirm_clear=t.get("confirm_clear", bool, False),
+        start_on_badge=t.get("start_on_badge", bool, True),
     )
     t.done()
     return cfg

@@ -54,7 +54,8 @@ class Access:
             session_idle_s=self.settings.session_idle_s,
         )
         classes = {m.id: m.machine_class for m in config.machines}
-        self.sessions = Sessions(ledger, self.directory, self.policy, classes, emit)
+        auto = {m.id: m.start_on_badge for m in config.machines}
+        self.sessions = Sessions(ledger, self.directory, self.policy, classes, emit, auto)
         self.readers: dict[str, ReaderLoop] = {}
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None

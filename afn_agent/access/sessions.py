@@ -35,12 +35,19 @@ class Sessions:
     """Badge handling for every machine of one agent; thread-safe."""
 
     def __init__(
-        self, ledger: Ledger, directory: Directory, policy: AccessPolicy, classes: dict[str, str], emit: Emit
+        self,
+        ledger: Ledger,
+        directory: Directory,
+        policy: AccessPolicy,
+        classes: dict[str, str],
+        emit: Emit,
+        auto_start: dict[str, bool] | None = None,
     ) -> None:
         self.ledger = ledger
         self.directory = directory
         self.policy = policy
         self.classes = classes  # machine id -> machine class
+        self.auto_start = auto_start or {}  # machine id -> held jobs start on badge-in (no kiosk Start)
         self.emit = emit
         self.pending: dict[str, Pending] = {}
         self.last_activity: dict[str, datetime] = {}
@@ -120,13 +127,8 @@ class Sessions:
                 (session_id, machine_id, decision.member.id, supervisor, decision.booking_id, iso(now),
                  iso(decision.allowed_until) if decision.allowed_until else None),
             )  # fmt: skip
-            # the member's jobs waiting for this badge may go now, inside this session
-            c.execute(
-                "UPDATE jobs SET state='queued', session_id=?, supervisor_id=COALESCE(supervisor_id, ?), "
-                "booking_id=COALESCE(booking_id, ?) WHERE machine_id=? AND member_id=? AND state='held'",
-                (session_id, supervisor, decision.booking_id, machine_id, decision.member.id),
-            )
         self.last_activity[machine_id] = now
+        self.release_held(machine_id, now)
 
     def close(self, machine_id: str, reason: str, now: datetime | None = None) -> bool:
         now = now or utc_now()
@@ -166,31 +168,57 @@ class Sessions:
         return closed
 
     def release_held(self, machine_id: str, now: datetime | None = None) -> None:
-        """Jobs the session's member uploads during the session join it, if they end before it must."""
+        """On a machine that starts on badge-in, the session member's held jobs (and unowned uploads,
+        which become theirs) go now, if they end before the session must."""
         session = self.current(machine_id)
-        if session is None:
+        if session is None or not self.auto_start.get(machine_id, True):
             return
-        now = now or utc_now()
-        until = parse_iso(session["allowed_until"]) if session["allowed_until"] else None
         held = self.ledger.jobs(machine_id, ("held",))
-        for job in (j for j in held if j["member_id"] == session["member_id"]):
-            estimate = json.loads(job["estimate_json"]).get("time_s", 0.0)
-            if until is not None and now + timedelta(seconds=estimate) > until:
-                if job["id"] not in self._refused_jobs:
-                    self._refused_jobs.add(job["id"])
-                    minutes = (until - now).total_seconds() / 60
-                    detail = f"the job needs {estimate / 60:.0f} min; the session ends in {minutes:.0f} min"
-                    member = self.directory.member(session["member_id"])
-                    self._record(
-                        machine_id, Decision("job_overruns_booking", member, until, detail=detail), "job-held"
-                    )
-                continue
-            with self.ledger.tx() as c:
-                c.execute(
-                    "UPDATE jobs SET state='queued', session_id=?, supervisor_id=COALESCE(supervisor_id, ?) "
-                    "WHERE id=? AND state='held'",
-                    (session["id"], session["supervisor_id"], job["id"]),
-                )
+        for job in (
+            j for j in held if j["member_id"] in (session["member_id"], None) and j["source"] != "cli"
+        ):
+            if self.overrun(machine_id, job, now) is None:
+                self.join(session, job)
+
+    def overrun(self, machine_id: str, job: dict[str, Any], now: datetime | None = None) -> str | None:
+        """Why the job may not start in the open session (it would run past its end), or None."""
+        session = self.current(machine_id)
+        if session is None or not session["allowed_until"]:
+            return None
+        now = now or utc_now()
+        until = parse_iso(session["allowed_until"])
+        estimate = json.loads(job["estimate_json"]).get("time_s", 0.0)
+        if now + timedelta(seconds=estimate) <= until:
+            return None
+        minutes = (until - now).total_seconds() / 60
+        detail = f"the job needs {estimate / 60:.0f} min; the session ends in {minutes:.0f} min"
+        if job["id"] not in self._refused_jobs:
+            self._refused_jobs.add(job["id"])
+            member = self.directory.member(session["member_id"])
+            self._record(
+                machine_id, Decision("job_overruns_booking", member, until, detail=detail), "job-held"
+            )
+        return detail
+
+    def join(self, session: dict[str, Any], job: dict[str, Any]) -> None:
+        """A held job runs inside the session (and is the session member's from now on)."""
+        with self.ledger.tx() as c:
+            c.execute(
+                "UPDATE jobs SET state='queued', session_id=?, member_id=COALESCE(member_id, ?), "
+                "supervisor_id=COALESCE(supervisor_id, ?), booking_id=COALESCE(booking_id, ?) "
+                "WHERE id=? AND state='held'",
+                (
+                    session["id"],
+                    session["member_id"],
+                    session["supervisor_id"],
+                    session["booking_id"],
+                    job["id"],
+                ),
+            )
+            c.execute(
+                "INSERT INTO job_transitions(job_id, from_state, to_state, cause, at) VALUES(?,?,?,?,?)",
+                (job["id"], "held", "queued", f"session of {session['member_id']}", iso(utc_now())),
+            )
 
     def may_start(self, machine_id: str, job: dict[str, Any]) -> bool:
         """A member's job runs only inside that member's open session on that machine."""

@@ -122,8 +122,8 @@ def kiosk_view(agent, auth: Authenticator, machine_id: str, with_token: bool) ->
             "price_so_far": figures["price_so_far"] if figures else None,
             "currency": figures["currency"] if figures else None,
         }
-    if with_token and session is not None:
-        view["token"] = auth.token_for_session(machine_id, session)
+    if with_token and session is not None and (raw := agent.access.sessions.current(machine_id)) is not None:
+        view["token"] = auth.token_for_session(machine_id, raw)
     return view
 
 

@@ -158,7 +158,10 @@ def build(agent, auth: Authenticator) -> APIRouter:
             raise HTTPException(403, "only its owner in a session at the machine, or a manager, may start it")
         if job["state"] != "held":
             raise HTTPException(409, f"job is {job['state']}, not held")
-        agent.release_job(job_id, caller.name, manager=caller.role == "manager")
+        try:
+            agent.release_job(job_id, caller.name, manager=caller.role == "manager")
+        except ValueError as exc:
+            raise HTTPException(409, f"job_overruns_booking: {exc}") from None
         return job_view(job_or_404(job_id))
 
     def control(machine_id: str, request: Request, action: str) -> dict[str, Any]:

@@ -209,7 +209,10 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
             ]
             if not held:
                 raise HTTPException(409, "no job waiting to start on this machine")
-            agent.release_job(held[0]["id"], caller.name, manager=caller.role == "manager")
+            try:
+                agent.release_job(held[0]["id"], caller.name, manager=caller.role == "manager")
+            except ValueError as exc:
+                raise HTTPException(409, f"job_overruns_booking: {exc}") from None
             return Response(status_code=204)
         mapping = {"cancel": "cancel", ("pause", "pause"): "pause", ("pause", "resume"): "resume"}
         if command == "pause" and action == "toggle":
