@@ -26,7 +26,9 @@ DISPATCH_EVERY_S = 0.25
 MANAGER_ACTORS = ("manager", "admin")
 PUBLISHED_EVENTS = {  # machine events that go on the events topic (through the outbox: never lost)
     "fault", "alarm", "emergency-stop", "link-lost", "firmware-reset", "door-open", "warning", "action",
+    "stall", "stall-cleared", "safe-state", "script",
 }  # fmt: skip
+ALARMS = ("fault", "alarm", "link-lost", "door-open", "stall", "interlock-open")
 STATUS_EVENTS = {"state", "job-finished", "heating", "fault", "alarm", "link-lost", "door-open"}
 
 
@@ -87,6 +89,7 @@ class Agent:
         self.api: Any = None
         self.alarms: dict[str, list[dict[str, Any]]] = {}
         self.access: Any = None
+        self.guards: Any = None
         if config.access is not None:
             from .access.service import Access
 
@@ -98,12 +101,17 @@ class Agent:
     # ---- life cycle -------------------------------------------------------------------------------
     def start(self) -> Agent:
         """Close what a crash left open, then start the machines and the pump."""
-        self.recover()
+        recovered = {r["machine"]["id"] for r in self.recover()}
         for m in self.config.machines:
             if m.id not in self.machines:
                 self.machines[m.id] = self._make_machine(m)
             self.machines[m.id].events = self.events
+            if m.id in recovered:  # before anything else, as soon as the firmware answers
+                self.machines[m.id].safe_state("recovery: a job was running when the agent stopped")
             self.machines[m.id].start()
+        from .safety import Guards
+
+        self.guards = Guards(self)
         if self.access is not None:
             self.access.start()
         if self.config.broker is not None:
@@ -173,6 +181,9 @@ class Agent:
                 job["id"],
                 record_id=record["record_id"],
             )
+            self.ledger.set_machine(job["machine_id"], needs_confirmation="crash-recovery")
+            data = {"job_id": job["id"], "safe_state": "requested", "needs_confirmation": "crash-recovery"}
+            self._publish_event(job["machine_id"], "recovery", data)
             records.append(record)
             log.warning("job %s on %s closed as interrupted after a restart", job["id"], job["machine_id"])
         return records
@@ -196,9 +207,11 @@ class Agent:
                 if now >= next_dispatch:
                     next_dispatch = now + DISPATCH_EVERY_S
                     self._dispatch(now)
-                if self.access is not None and now >= next_idle_check:
+                if now >= next_idle_check:
                     next_idle_check = now + 1.0
-                    self.access.sessions.close_idle(set(self.running))
+                    if self.access is not None:
+                        self.access.sessions.close_idle(set(self.running))
+                    self.guards.check(now)
             if event is not None:
                 self._forward(event)
 
@@ -206,11 +219,8 @@ class Agent:
         """Events worth keeping go through the outbox; status and telemetry straight to the bus."""
         if event.kind in PUBLISHED_EVENTS:
             self._publish_event(event.machine, event.kind, event.data)
-            if event.kind in ("fault", "alarm", "link-lost", "door-open"):
-                self.alarms.setdefault(event.machine, []).append(
-                    {"type": event.kind, **event.data, "t": event.t}
-                )
-                del self.alarms[event.machine][:-5]
+            if event.kind in ALARMS:
+                self._remember_alarm(event.machine, event.kind, event.data, event.t)
         elif event.kind == "state" and event.data["state"] in ("idle", "printing"):
             self.alarms.pop(event.machine, None)
         if self.bus is not None:
@@ -220,6 +230,20 @@ class Agent:
                 self.bus.status_changed(event.machine)
         for sink in self.sinks:
             sink.agent_event(event)
+
+    def _remember_alarm(self, machine_id: str, kind: str, data: dict[str, Any], t: float) -> None:
+        self.alarms.setdefault(machine_id, []).append({"type": kind, **data, "t": t})
+        del self.alarms[machine_id][:-5]
+
+    def raise_alarm(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
+        """An alarm the agent itself detected (an interlock): kept in the status, sent on events."""
+        self._remember_alarm(machine_id, kind, data, time.time())
+        self.publish_event(machine_id, kind, data)
+        if self.bus is not None:
+            self.bus.status_changed(machine_id)
+
+    def publish_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
+        self._publish_event(machine_id, kind, data)
 
     def _publish_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
         self.ledger.outbox_add(
@@ -234,6 +258,9 @@ class Agent:
             return
         if event.kind == "progress":
             run.used = event.data
+        elif event.kind == "first-line" and run.clock.state == "starting":
+            self._move(event.machine, run, "heating" if self.machines[event.machine].heating else "running",
+                       "first line answered", now)  # fmt: skip
         elif event.kind == "heating":
             self._move(event.machine, run, "heating" if event.data["on"] else "running", "heat wait", now)
         elif event.kind == "state":
@@ -266,6 +293,8 @@ class Agent:
         """Start the next queued job on every idle machine that has none running."""
         for machine_id, machine in self.machines.items():
             if machine_id in self.running or machine.state != "idle" or self._blocked(machine_id):
+                continue
+            if self.guards.blocked(machine_id):
                 continue
             if self.access is not None:
                 self.access.sessions.release_held(machine_id)
@@ -307,6 +336,7 @@ class Agent:
             self.ledger.set_machine(machine_id, needs_confirmation="bed-clear")
         if self.access is not None:
             self.access.sessions.touch(machine_id)
+        self.guards.touch(machine_id)
 
     def _interrupt(self, machine_id: str, reason: str, now: float) -> None:
         run = self.running.pop(machine_id)

@@ -34,6 +34,8 @@ class MachineConfig:
     booking_required: bool = False
     confirm_clear: bool = False  # after a job, someone confirms the bed is cleared before the next
     start_on_badge: bool = True  # held jobs start at badge-in; false: the member presses Start on the kiosk
+    interlock: str | None = None  # gpio:<chip>:<line>[:active_high] | sim — lid, door or extraction switch
+    session_end: str = "finish"  # when the session must end mid-job: finish | pause | stop
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,12 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class SafetyConfig:
+    idle_heat_s: float = 600.0  # heaters on, no job, no session activity: heaters off after this
+    session_warn_s: float = 600.0  # warn this long before a session must end during a job
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     path: Path
     site: str
@@ -100,6 +108,7 @@ class AgentConfig:
     broker: BrokerConfig | None = None
     access: AccessConfig | None = None
     api: ApiConfig | None = None
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     @property
     def ledger_path(self) -> Path:
@@ -187,8 +196,21 @@ def load_config(path: str | Path) -> AgentConfig:
     broker = _broker(top.get("broker", dict), file) if "broker" in raw else None
     access = _access(top.get("access", dict), file) if "access" in raw else None
     api = _api(top.get("api", dict), file, machines) if "api" in raw else None
+    safety = _safety(top.get("safety", dict), file) if "safety" in raw else SafetyConfig()
     top.done()
-    return AgentConfig(file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api)
+    return AgentConfig(
+        file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api, safety
+    )
+
+
+def _safety(data: Any, file: Path) -> SafetyConfig:
+    t = _Table(data, "safety", file)
+    cfg = SafetyConfig(
+        idle_heat_s=float(t.get("idle_heat_s", (int, float), 600.0, lambda v: v >= 1, "at least 1 s")),
+        session_warn_s=float(t.get("session_warn_s", (int, float), 600.0, lambda v: v >= 0, ">= 0 s")),
+    )
+    t.done()
+    return cfg
 
 
 def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> MachineConfig:
@@ -219,6 +241,12 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
         booking_required=t.get("booking_required", bool, False),
         confirm_clear=t.get("confirm_clear", bool, False),
         start_on_badge=t.get("start_on_badge", bool, True),
+        interlock=t.get(
+            "interlock", str, None, lambda v: v == "sim" or v.startswith("gpio:"), "gpio:<chip>:<line> or sim"
+        ),
+        session_end=t.get(
+            "session_end", str, "finish", lambda v: v in ("finish", "pause", "stop"), "finish, pause or stop"
+        ),
     )
     t.done()
     return cfg

@@ -116,3 +116,29 @@ name = "booking-system"
 role = "booking"
 sha256 = "{h(KEYS["booking"])}"
 """
+
+
+def profile_file(tmp_path, base: str, **sections) -> str:
+    """A shipped profile with some fields changed, written as a TOML file the config can name:
+    profile_file(tmp, "marlin2", timeouts={"ok_s": 1.0}) -> path."""
+    import tomllib
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent.parent / "firmware_profiles" / f"{base}.toml"
+    data = tomllib.loads(src.read_text())
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    out = []
+    for section, table in data.items():
+        out.append(f"[{section}]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+        out.append("")
+    path = Path(tmp_path) / f"{base}-test.toml"
+    path.write_text("\n".join(out))
+    return str(path)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return _toml(v)

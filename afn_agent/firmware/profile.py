@@ -58,6 +58,7 @@ class Timeouts:
     long_commands: tuple[str, ...] = DEFAULT_LONG_COMMANDS
     long_command_s: float = 1800.0
     status_poll_s: float = 0.25
+    stall_grace_s: float = 30.0  # after a stall is reported, how long before the machine is made safe
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Scripts:
     resume: tuple[str, ...] = ()
     cancel: tuple[str, ...] = ()
     safe_state: tuple[str, ...] = ()
+    heaters_off: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,11 +250,13 @@ def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
         long_commands=t.strings("long_commands", DEFAULT_LONG_COMMANDS),
         long_command_s=t.get("long_command_s", float, 1800.0, *positive),
         status_poll_s=t.get("status_poll_s", float, 0.25, *positive),
+        stall_grace_s=t.get("stall_grace_s", float, 30.0, *positive),
     )
     t.finish()
 
     s = _Reader(_table(data, "scripts", source), source, "scripts")
-    scripts = Scripts(**{k: s.strings(k) for k in ("start", "pause", "resume", "cancel", "safe_state")})
+    names = ("start", "pause", "resume", "cancel", "safe_state", "heaters_off")
+    scripts = Scripts(**{k: s.strings(k) for k in names})
     s.finish()
 
     v = _Reader(_table(data, "volume", source), source, "volume")

@@ -94,6 +94,7 @@ class Machine:
         self.temperatures: dict[str, tuple[float, float]] = {}
         self.position: dict[str, float] = {}
         self.grbl_state = ""
+        self.grbl_fields: dict[str, str] = {}  # the last status report's fields (FS: feed, spindle/laser)
         self.result: JobResult | None = None
         self.last_error = ""
         self._check = False
@@ -121,6 +122,8 @@ class Machine:
         self._last_telemetry = 0.0
         self._last_progress = 0.0
         self.heating = False
+        self._safe_pending = ""  # a safe state asked for before the machine could take it
+        self._stall_since = 0.0
 
     # ---- public, any thread ---------------------------------------------------------------------
     def start(self) -> Machine:
@@ -199,6 +202,17 @@ class Machine:
             "planner_free": self.core.planner_free,
         }
 
+    def safe_state(self, reason: str) -> None:
+        """Bring the machine to its profile's safe state now, or as soon as it is connected."""
+        if self.state in ("disconnected", "connecting"):
+            self._safe_pending = reason  # the connection runs it once the firmware answers
+        else:
+            self._post("safe", reason)
+
+    def run_script(self, name: str, lines: tuple[str, ...]) -> None:
+        """Send host commands to an idle machine (the idle heat guard's heaters-off)."""
+        self._post("script", name, lines)
+
     def unlock(self) -> None:
         """After an alarm a person has dealt with (GRBL `$X`); the machine may take jobs again."""
         self._post("unlock")
@@ -254,6 +268,8 @@ class Machine:
     def _connect(self) -> None:
         self.core = self._make_core()
         self.link.open()
+        if self._safe_pending and isinstance(self.core, MarlinProtocol):
+            self._break_waits()
         self._set_state("connecting")
         self.core.handshake()
         deadline = time.monotonic() + self.profile.link.open_delay_s + 10.0
@@ -269,6 +285,17 @@ class Machine:
                     self.link.write(self.core.soft_reset())
             self._io(now, 0.05)
 
+    def _break_waits(self, bursts: int = 4, quiet_s: float = 0.5) -> None:
+        """Before talking to a firmware left mid-job: it may sit in heating waits (M190, then M109...)
+        that answer nothing. Each M108 through the emergency parser ends one; M410 drops planned moves.
+        What it answers meanwhile is the old job's and is read and dropped."""
+        for _ in range(bursts):
+            self.link.write(b"M108\nM410\n")
+            deadline = time.monotonic() + quiet_s
+            while time.monotonic() < deadline and not self._closing:
+                if b"ok" in self.link.wait(0.1):
+                    deadline = time.monotonic() + quiet_s  # still draining: wait for it to go quiet
+
     def _step(self) -> None:
         self._drain_commands()
         self._feed()
@@ -276,6 +303,8 @@ class Machine:
         now = time.monotonic()
         if self._reset_by:
             self._reset_when_stopped(now)
+        if self._stall_since and now - self._stall_since > self.profile.timeouts.stall_grace_s:
+            self._stalled_safe_state()
         if self._job is not None:
             self._watch_heating()
             if now - self._last_progress >= PROGRESS_EVERY_S:
@@ -438,6 +467,52 @@ class Machine:
         else:
             self.core.send("$C" if self._check else "G4 P0", END_MARK)
 
+    def _cmd_safe(self, reason: str) -> None:
+        if self.state not in ("idle", "alarm"):
+            self._safe_pending = reason  # run once the firmware has answered the handshake
+            return
+        self._safe_pending = ""
+        actions: list[str] = []
+        if isinstance(self.core, GrblProtocol):
+            self.link.write(self.core.realtime("hold"))
+            self.link.write(self.core.soft_reset())  # stops spindle and laser, empties the planner
+            actions += ["feed hold", "soft reset"]
+            self._after_reset = lambda: self._send_script(self.profile.scripts.safe_state)
+        else:
+            self._send_script(self.profile.scripts.safe_state)
+        actions += list(self.profile.scripts.safe_state)
+        self._emit("safe-state", {"reason": reason, "actions": actions})
+
+    def _cmd_script(self, name: str, lines: tuple[str, ...]) -> None:
+        if self.state == "idle" and self._job is None:
+            self._send_script(lines)
+            self._emit("script", {"name": name, "lines": list(lines)})
+
+    def _send_script(self, lines: tuple[str, ...]) -> None:
+        for line in lines:
+            self.core.send(line, host=True)
+
+    def _stall(self, now: float) -> None:
+        """A job whose firmware went silent: alarm now, safe state after the profile's grace."""
+        if not self._stall_since:
+            self._stall_since = now
+            grace = self.profile.timeouts.stall_grace_s
+            self._emit("stall", {"silent_s": self.profile.timeouts.ok_s, "safe_state_in_s": grace})
+
+    def _stalled_safe_state(self) -> None:
+        """The firmware stopped answering and the grace is over: stop it by the out-of-band way."""
+        self._stall_since = 0.0
+        if isinstance(self.core, GrblProtocol):
+            self._urgent(self.core.realtime("hold") + self.core.soft_reset())
+            actions = ["feed hold", "soft reset"]
+        else:
+            self._urgent(b"M112\n")  # the emergency parser acts on it even with the queue stuck
+            actions = ["M112"]
+        if self._job is not None:
+            self._finish("failed", "the firmware stopped answering (stall)", "stall")
+        self._set_state("fault")
+        self._emit("safe-state", {"reason": "stall", "actions": actions})
+
     def _cmd_unlock(self) -> None:
         if isinstance(self.core, GrblProtocol) and self.state in ("alarm", "fault") and self._job is None:
             self.core.unlock()
@@ -463,17 +538,24 @@ class Machine:
     # ---- events from the core -------------------------------------------------------------------
     def _on_event(self, event: ev.Event, now: float) -> None:
         if isinstance(event, ev.LineAcked):
+            if self._stall_since:
+                self._stall_since = 0.0
+                self._emit("stall-cleared", {})
             if event.text == "$X" and self.state in ("alarm", "fault"):
                 self._set_state("idle")
             elif isinstance(event.tag, JobPos):
                 self._acked = event.tag
                 self._acked_lines += 1
+                if self._acked_lines == 1:
+                    self._emit("first-line", {})  # the job is on the machine: its active time starts
                 if self._usage is not None and (cmd := lex(event.text, event.tag.line)) is not None:
                     self._usage.feed(cmd)
             elif event.tag == END_MARK and self._job is not None:
                 outcome = self._ending or "completed"
                 self._finish(outcome, self._ending_who if outcome == "cancelled" else "", outcome)
         elif isinstance(event, ev.Fault):
+            if event.code == "no-answer" and self._job is not None:
+                self._stall(now)  # GRBL goes straight here; Marlin after its probes
             self._emit("fault", {"reason": event.reason, "code": event.code})
             if self._job is not None:
                 self._finish("failed", event.reason, event.code)
@@ -486,6 +568,8 @@ class Machine:
                 locked = isinstance(self.core, GrblProtocol) and self.core.alarm_locked
                 self._set_state("alarm" if locked else "idle")
                 self._ready.set()
+                if self._safe_pending:
+                    self._cmd_safe(self._safe_pending)
         elif isinstance(event, ev.FirmwareReset):
             self._emit("firmware-reset", {"banner": event.banner, "mid_job": event.mid_job})
             if isinstance(self.core, GrblProtocol) and not event.mid_job:
@@ -524,11 +608,15 @@ class Machine:
                 self._cmd_resume()
             elif event.name == "cancel":
                 self._cmd_cancel("printer")
-        elif isinstance(event, ev.ResendRequested | ev.ProbeSent):
+        elif isinstance(event, ev.ProbeSent):
+            if event.attempt == 1 and self._job is not None:
+                self._stall(now)
+        elif isinstance(event, ev.ResendRequested):
             pass
 
     def _on_status(self, status: ev.MachineStatus) -> None:
         label = status.state + (f":{status.substate}" if status.substate is not None else "")
+        self.grbl_fields = dict(status.fields)
         if label != self.grbl_state:
             self.grbl_state = label
             if status.state == "Door" and self.state == "printing":

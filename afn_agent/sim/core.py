@@ -108,7 +108,8 @@ class SimFirmware:
 
     def run(self) -> None:
         if self.opts.log:
-            self._log = open(self.opts.log, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the loop
+            # line-buffered: tests read what ran while the simulator still runs
+            self._log = open(self.opts.log, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the loop
         try:
             self.pty.open()
             self.reboot(time.monotonic(), first=True)

@@ -198,9 +198,10 @@ class GrblSim(SimFirmware):
         free_planner = self.opts.planner_blocks - 1 - len(self.planner)
         rx_free = self.ring_cap - len(self.ring)
         pins = "|Pn:D" if self.door_open else ""
+        spindle = 0 if self.door else self.spindle  # a door disables the spindle and the laser
         return (
             f"<{state}|MPos:{x:.3f},{y:.3f},{z:.3f}|Bf:{free_planner},{rx_free}"
-            f"|FS:{self.feed:.0f},{self.spindle:.0f}{pins}>"
+            f"|FS:{self.feed:.0f},{spindle:.0f}{pins}>"
         )
 
     # ---- lines ----------------------------------------------------------------------------------

@@ -105,6 +105,8 @@ class MarlinSim(SimFirmware):
         elif word == "M410":
             self.planner.clear()
             self.head_end = INF
+        elif word == "M108" and self.block_kind == "heat":
+            self.block_until = t  # break out of the heating wait; the M109/M190 ends now
 
     def drain_ring(self, t: float) -> None:
         """Marlin reads serial into its line buffer only while the command queue has room."""

@@ -1,0 +1,156 @@
+"""Guards that keep machines safe when nobody is watching: interlocks (lid, door, extraction),
+the idle heat guard, and session limits reached mid-job. The stall guard and the recovery's safe
+state live with the machine thread (they act on the serial link); these act on the whole agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .ledger.usage import parse_iso, utc_now
+
+log = logging.getLogger("afn_agent.safety")
+
+
+class SimInterlock:
+    """An interlock for tests and the demo: `opened = True` is the lid lifted."""
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    def is_open(self) -> bool:
+        return self.opened
+
+
+class GpioInterlock:
+    """A switch on a GPIO line read through the kernel's gpiod interface (`pip install gpiod`).
+
+    Closed circuit = safe; an open circuit (or a cut wire) reads as open, as a safety input must.
+    """
+
+    def __init__(self, chip: str, line: int, active_high: bool = False) -> None:
+        try:
+            import gpiod
+        except ImportError:
+            raise OSError("GPIO interlocks need the gpiod package: pip install gpiod") from None
+        path = chip if chip.startswith("/dev/") else f"/dev/{chip}"
+        settings = gpiod.LineSettings(direction=gpiod.line.Direction.INPUT, bias=gpiod.line.Bias.PULL_UP)
+        self.request = gpiod.request_lines(path, consumer="afn-agent", config={line: settings})
+        self.line, self.active_high = line, active_high
+
+    def is_open(self) -> bool:
+        high = self.request.get_value(self.line).value == 1
+        return high if self.active_high else not high
+
+
+def make_interlock(spec: str):
+    """`sim` or `gpio:<chip>:<line>[:active_high]`."""
+    if spec == "sim":
+        return SimInterlock()
+    parts = spec.split(":")
+    return GpioInterlock(parts[1], int(parts[2]), len(parts) > 3 and parts[3] == "active_high")
+
+
+class Guards:
+    """Checked by the agent's pump about once a second; each guard acts at most once per cause."""
+
+    def __init__(self, agent) -> None:
+        self.agent = agent
+        self.interlocks = {m.id: make_interlock(m.interlock) for m in agent.config.machines if m.interlock}
+        self.open: dict[str, bool] = dict.fromkeys(self.interlocks, False)
+        self.activity: dict[str, float] = {m.id: time.monotonic() for m in agent.config.machines}
+        self.warned: set[str] = set()
+        self.acted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def touch(self, machine_id: str) -> None:
+        self.activity[machine_id] = time.monotonic()
+
+    def blocked(self, machine_id: str) -> bool:
+        """A job may not start with the machine's interlock open."""
+        return self.open.get(machine_id, False)
+
+    def check(self, now: float) -> None:
+        with self._lock:
+            for machine_id in self.interlocks:
+                self._interlock(machine_id)
+            for machine_id in self.agent.machines:
+                self._idle_heat(machine_id, now)
+                self._session_limit(machine_id)
+
+    def _interlock(self, machine_id: str) -> None:
+        try:
+            is_open = self.interlocks[machine_id].is_open()
+        except OSError as exc:
+            is_open = True  # a switch we cannot read is not a closed switch
+            log.warning("interlock of %s unreadable: %s", machine_id, exc)
+        if is_open == self.open[machine_id]:
+            return
+        self.open[machine_id] = is_open
+        machine = self.agent.machines[machine_id]
+        if is_open:
+            held = machine.state == "printing"
+            if held:
+                if machine.profile.protocol == "grbl":
+                    machine.realtime("door")  # safety door: hold, spindle and laser off at once
+                else:
+                    machine.pause()
+            self.agent.raise_alarm(machine_id, "interlock-open", {"held": held, "meaning": "interlock open"})
+        else:
+            self.agent.publish_event(machine_id, "interlock-closed", {"resume": "a person resumes the job"})
+
+    def _idle_heat(self, machine_id: str, now: float) -> None:
+        machine = self.agent.machines[machine_id]
+        heaters_off = machine.profile.scripts.heaters_off
+        if not heaters_off or machine.state != "idle" or machine_id in self.agent.running:
+            self.activity[machine_id] = now if machine_id in self.agent.running else self.activity[machine_id]
+            return
+        if not any(target > 0 for _, target in machine.temperatures.values()):
+            return
+        if now - self.activity[machine_id] < self.agent.config.safety.idle_heat_s:
+            return
+        self.activity[machine_id] = now  # once per idle spell
+        machine.run_script("heaters-off", heaters_off)
+        idle_min = self.agent.config.safety.idle_heat_s / 60
+        self.agent.publish_event(
+            machine_id, "idle-heat-off", {"idle_min": round(idle_min, 1), "lines": list(heaters_off)}
+        )
+        self.agent.ledger.audit("agent", "idle-heat-off", "sent", machine_id)
+
+    def _session_limit(self, machine_id: str) -> None:
+        access = self.agent.access
+        if access is None or machine_id not in self.agent.running:
+            return
+        session = access.sessions.current(machine_id)
+        if session is None or not session["allowed_until"]:
+            return
+        until = parse_iso(session["allowed_until"])
+        left = (until - utc_now()).total_seconds()
+        warn = self.agent.config.safety.session_warn_s
+        key = session["id"]
+        if left <= warn and key not in self.warned:
+            self.warned.add(key)
+            policy = self.agent._machine_config(machine_id).session_end
+            data: dict[str, Any] = {
+                "minutes_left": round(left / 60, 1),
+                "then": policy,
+                "until": session["allowed_until"],
+            }
+            self.agent.publish_event(machine_id, "session-ending", data)
+        if left <= 0 and key not in self.acted:
+            self.acted.add(key)
+            self._end_of_session(machine_id, session)
+
+    def _end_of_session(self, machine_id: str, session: dict[str, Any]) -> None:
+        policy = self.agent._machine_config(machine_id).session_end
+        if policy == "pause":
+            self.agent.machines[machine_id].pause()
+        elif policy == "stop":
+            self.agent.cancel(machine_id, "session-end")
+        self.agent.publish_event(
+            machine_id, "session-ended", {"action": policy, "member_id": session["member_id"]}
+        )
+        self.agent.ledger.audit("agent", "session-end", policy, machine_id, session["id"])
