@@ -357,3 +357,28 @@ def test_tls_with_a_client_certificate(tmp_path, printers):
         fleet.close()
     finally:
         broker.stop()
+
+
+def test_firmware_fault_reaches_the_fleet_within_a_second(tmp_path, broker, start_sim):
+    """Thermal runaway: the fleet hears it as an alarm with its meaning in words, in under 1 s."""
+    sim = start_sim("marlin", speed=10, thermal_runaway_at=300)
+    cfg = load_config(config_for(tmp_path, broker, [sim]))
+    fleet = Client(broker, "fleet")
+    fleet.subscribe("afn/v1/fablab/printer-1/events")
+    agent = Agent(cfg).start()
+    try:
+        assert agent.machines["printer-1"].wait_ready(15)
+        wait_for(agent.bus.connected.is_set, 10, "bus connection")
+        submit(cfg, agent.ledger, "printer-1", small_job(tmp_path, segments=2000), "test")
+        wait_for(lambda: any(b'"fault"' in p for _, p, _ in fleet.received("events")), 20, "the fault event")
+        events = fleet.received("events")  # messages and arrivals are appended together, in order
+        arrivals = [t for topic, t in fleet.arrivals if topic.endswith("events")]
+        index = next(i for i, (_, p, _) in enumerate(events) if b'"fault"' in p)
+        fault = valid("event", events[index][1])
+        delay = (time.time() - time.monotonic() + arrivals[index]) - fault["t"]
+        assert "runaway" in fault["reason"].lower()
+        assert delay < 1.0, f"{delay:.3f} s from the firmware's words to the fleet"
+        print(f"fault to fleet: {delay * 1000:.0f} ms")
+    finally:
+        fleet.close()
+        agent.stop()
