@@ -19,6 +19,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--log-level", default="INFO")
     r.set_defaults(handler=cmd_run)
 
+    k = sub.add_parser("api-key", help="make a new API key and print the config lines holding its hash")
+    k.add_argument("--name", required=True)
+    k.add_argument("--role", required=True, choices=("slicer", "manager", "booking"))
+    k.add_argument("--member", help="slicer key of one member: their uploads are theirs")
+    k.set_defaults(handler=cmd_api_key)
+
+    fl = sub.add_parser("fleet", help="the fleet dashboard: every machine of a site, live from the broker")
+    fl.add_argument("--config", required=True, help="fleet TOML file ([fleet] and [broker])")
+    fl.set_defaults(handler=cmd_fleet)
+
     c = sub.add_parser("check-config", help="validate an agent configuration file and say what is wrong")
     c.add_argument("file")
     c.set_defaults(handler=cmd_check_config)
@@ -72,6 +82,40 @@ def _config(path: str):
     except ConfigError as exc:
         print(f"afn-agent: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    from .api.auth import new_key
+
+    key, digest = new_key()
+    print(f"key (give it to the client; it is not stored anywhere): {key}\n")
+    print("[[api.keys]]")
+    print(f'name = "{args.name}"\nrole = "{args.role}"')
+    if args.member:
+        print(f'member = "{args.member}"')
+    print(f'sha256 = "{digest}"')
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from .fleet.service import Fleet, load_fleet_config
+
+    try:
+        cfg = load_fleet_config(args.config)
+    except ConfigError as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return 2
+    fleet = Fleet(cfg).start()
+    print(
+        f"afn-agent fleet: http://{cfg.host}:{fleet.port}/ (site {cfg.site}, broker {cfg.broker.host})",
+        flush=True,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    fleet.stop()
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ def make_certs(d: Path) -> dict[str, Path]:
 class Broker:
     """Start, stop and restart (same port, same persistence) a Mosquitto process."""
 
-    def __init__(self, workdir: Path, tls: bool = False) -> None:
+    def __init__(self, workdir: Path, tls: bool = False, open_access: bool = False) -> None:
         if not shutil.which("mosquitto"):
             pytest.fail("mosquitto is not installed (deploy/dev-setup.sh installs it)")
         self.dir = workdir
@@ -61,9 +61,11 @@ class Broker:
         subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous false",
-            f"password_file {passwd}",
-            f"acl_file {ACL}",
+            *(
+                ["allow_anonymous true"]
+                if open_access
+                else ["allow_anonymous false", f"password_file {passwd}", f"acl_file {ACL}"]
+            ),
             "persistence true",
             f"persistence_location {self.dir}/",
             f"log_dest file {self.dir}/mosquitto.log",

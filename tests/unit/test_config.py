@@ -83,3 +83,12 @@ def test_check_config_command(tmp_path, capsys):
         main(["check-config", str(write(tmp_path, GOOD.replace("marlin2", "nope")))])
     assert exit_.value.code == 2
     assert "profile" in capsys.readouterr().err
+
+
+def test_the_example_config_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
+    cfg = load_config(example)
+    assert [m.id for m in cfg.machines] == ["printer-1", "printer-2"]
+    assert cfg.access.opening_hours["sat"][0].hour == 10 and cfg.api.keys[1].role == "booking"

@@ -1,0 +1,223 @@
+"""`afn-agent fleet`: the fab manager's live view of every machine, from the broker alone.
+
+Read-only for anyone on the lab's network; a manager who signs in can lock, unlock, pause, resume and
+cancel — through the same signed MQTT commands the agents verify (afn_agent/bus/tokens.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import ssl
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import BaseModel
+
+from ..bus.tokens import sign
+from ..bus.topics import COMMAND, Topics
+from ..config import ID, BrokerConfig, ConfigError, _broker, _Table
+from .state import FleetState
+
+STATIC = Path(__file__).with_name("static")
+COOKIE = "afn_fleet"
+SIGN_IN_S = 12 * 3600
+COMMANDS = ("pause", "resume", "cancel", "lock", "unlock", "confirm", "estop")
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    path: Path
+    site: str
+    host: str
+    port: int
+    command_secret: str | None
+    managers: dict[str, str]  # name -> sha256 of their key
+    broker: BrokerConfig
+
+
+def load_fleet_config(path: str | Path) -> FleetConfig:
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    top = _Table(raw, "(top level)", file)
+    f = _Table(top.get("fleet", dict), "fleet", file)
+    managers = {}
+    for i, m in enumerate(f.get("managers", list, [])):
+        mt = _Table(m, f"fleet.managers[{i}]", file)
+        managers[mt.get("name", str)] = mt.get(
+            "sha256", str, check=lambda v: len(v) == 64, hint="64 hex digits"
+        )
+        mt.done()
+    cfg = FleetConfig(
+        path=file,
+        site=f.get("site", str, check=ID.match, hint="the agents' site"),
+        host=f.get("host", str, "127.0.0.1"),
+        port=f.get("port", int, 8090, lambda v: 0 <= v < 65536, "a TCP port"),
+        command_secret=f.get("command_secret", str, None, lambda v: len(v) >= 16, "at least 16 characters"),
+        managers=managers,
+        broker=_broker(top.get("broker", dict, {}), file),
+    )
+    f.done()
+    top.done()
+    return cfg
+
+
+class LoginBody(BaseModel):
+    name: str
+    key: str
+
+
+class CommandBody(BaseModel):
+    command: str
+    reason: str = "maintenance"
+
+
+class Fleet:
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self.topics = Topics(config.broker.topic_prefix, config.site)
+        self.state = FleetState(self.topics)
+        self.signed_in: dict[str, tuple[str, float]] = {}
+        self.connected = threading.Event()
+        self.client = self._client()
+        self.server: uvicorn.Server | None = None
+        self.port = config.port
+
+    def _client(self) -> mqtt.Client:
+        b = self.config.broker
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"afn-fleet-{self.config.site}-{secrets.token_hex(3)}"
+        )
+        if b.username:
+            c.username_pw_set(b.username, b.password)
+        if b.tls:
+            c.tls_set(
+                ca_certs=b.ca_file, certfile=b.cert_file, keyfile=b.key_file, cert_reqs=ssl.CERT_REQUIRED
+            )
+        c.reconnect_delay_set(1, 30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_message = lambda client, userdata, msg: self.state.on_message(msg.topic, msg.payload)
+        return c
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            return
+        client.subscribe(f"{self.topics.prefix}/{self.topics.site}/#", qos=1)
+        self.connected.set()
+
+    def start(self) -> Fleet:
+        b = self.config.broker
+        self.client.connect_async(b.host, b.port, b.keepalive_s)
+        self.client.loop_start()
+        config = uvicorn.Config(
+            self.app(), host=self.config.host, port=self.config.port, log_level="warning", access_log=False,
+            lifespan="off",
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        threading.Thread(target=self.server.run, name="fleet-http", daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sockets = [s for srv in self.server.servers for s in srv.sockets]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.should_exit = True
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # ---- web ----------------------------------------------------------------------------------------
+    def manager(self, request: Request) -> str | None:
+        token = request.cookies.get(COOKIE, "")
+        entry = self.signed_in.get(hashlib.sha256(token.encode()).hexdigest()) if token else None
+        return entry[0] if entry and entry[1] > time.monotonic() else None
+
+    def app(self) -> FastAPI:
+        app = FastAPI(title="afn-agent fleet", docs_url=None, redoc_url=None)
+
+        @app.get("/", include_in_schema=False)
+        def index() -> FileResponse:
+            return FileResponse(STATIC / "fleet.html")
+
+        @app.get("/static/{name}", include_in_schema=False)
+        def static(name: str) -> FileResponse:
+            if name not in ("fleet.js", "fleet.css"):
+                raise HTTPException(404)
+            return FileResponse(STATIC / name)
+
+        @app.get("/api/fleet")
+        def fleet(request: Request) -> dict[str, Any]:
+            return {
+                **self.state.snapshot(),
+                "manager": self.manager(request),
+                "broker": self.connected.is_set(),
+            }
+
+        @app.get("/api/stream")
+        async def stream(request: Request) -> StreamingResponse:
+            async def events():
+                snap = self.state.snapshot()
+                version = snap["version"]
+                yield f"event: snapshot\ndata: {json.dumps(snap)}\n\n"
+                while not await request.is_disconnected():
+                    await asyncio.to_thread(self.state.wait, version, 1.0)
+                    version, changes = self.state.changes_since(version)
+                    for kind, data in changes:
+                        yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+            return StreamingResponse(
+                events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+            )
+
+        @app.post("/api/login")
+        def login(body: LoginBody, response: Response) -> dict[str, str]:
+            want = self.config.managers.get(body.name)
+            got = hashlib.sha256(body.key.encode()).hexdigest()
+            if want is None or not hmac.compare_digest(want, got):
+                raise HTTPException(403, "unknown manager or wrong key")
+            token = secrets.token_urlsafe(24)
+            self.signed_in[hashlib.sha256(token.encode()).hexdigest()] = (
+                body.name,
+                time.monotonic() + SIGN_IN_S,
+            )
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=SIGN_IN_S)
+            return {"manager": body.name}
+
+        @app.post("/api/machines/{machine_id}/command")
+        def command(machine_id: str, body: CommandBody, request: Request) -> dict[str, Any]:
+            name = self.manager(request)
+            if name is None:
+                raise HTTPException(401, "sign in as a manager first")
+            if body.command not in COMMANDS:
+                raise HTTPException(422, f"command must be one of {', '.join(COMMANDS)}")
+            if machine_id not in self.state.machines:
+                raise HTTPException(404, f"no machine {machine_id!r} on the bus")
+            if not self.config.command_secret:
+                raise HTTPException(409, "this dashboard has no command_secret")
+            args = {"reason": body.reason} if body.command == "lock" else {}
+            token = sign(self.config.command_secret, body.command, machine_id, name, **args)
+            info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
+            return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "nonce": token["nonce"]}
+
+        return app

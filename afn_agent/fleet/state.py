@@ -1,0 +1,114 @@
+"""What the fleet dashboard knows: the latest status of every machine, agents' availability, today's
+usage per machine and a feed of recent events — all rebuilt from the broker (retained status first)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+from ..bus.topics import Topics
+
+EVENT_FEED = 200
+
+
+class FleetState:
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+        self.machines: dict[str, dict[str, Any]] = {}
+        self.agents: dict[str, dict[str, Any]] = {}
+        self.usage_today: dict[str, dict[str, float]] = {}
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_FEED)
+        self.version = 0  # bumped on every change; the SSE stream sends what changed since
+        self.changes: deque[tuple[int, str, Any]] = deque(maxlen=5000)
+        self._seen_records: set[str] = set()
+        self._day = datetime.now().date()
+        self._lock = threading.Lock()
+        self.cond = threading.Condition(self._lock)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Fold one MQTT message into the state; malformed payloads are dropped, never raised."""
+        try:
+            data = json.loads(payload) if payload else None
+        except ValueError:
+            return
+        if topic.startswith(self.topics.agent("")):
+            if isinstance(data, dict):
+                self._change("agent", topic.rsplit("/", 1)[-1], data, self.agents)
+            return
+        where = self.topics.parse(topic)
+        if where is None or not isinstance(data, dict):
+            return
+        machine, leaf = where
+        if leaf == "status":
+            self._change("machine", machine, data, self.machines)
+        elif leaf == "events":
+            with self.cond:
+                self.events.appendleft({"machine": machine, **data})
+                self._bump("event", {"machine": machine, **data})
+        elif leaf == "usage":
+            self._usage(machine, data)
+
+    def _change(self, kind: str, key: str, data: dict[str, Any], table: dict[str, dict[str, Any]]) -> None:
+        with self.cond:
+            if table.get(key) == data:
+                return
+            table[key] = data
+            self._bump(kind, {"id": key, **data})
+
+    def _usage(self, machine: str, record: dict[str, Any]) -> None:
+        rid = record.get("record_id")
+        if not isinstance(rid, str) or rid in self._seen_records:
+            return  # a re-sent record counts once
+        with self.cond:
+            self._roll_day()
+            self._seen_records.add(rid)
+            end = record.get("end", "")
+            if not end.startswith(self._day.isoformat()):
+                return
+            u = self.usage_today.setdefault(machine, {"jobs": 0, "busy_s": 0.0, "price": 0.0})
+            t = record.get("time_s", {})
+            u["jobs"] += 1
+            u["busy_s"] += float(t.get("total_s", 0) or 0)
+            with contextlib.suppress(ValueError, TypeError):
+                u["price"] += float(record.get("price", 0))
+            self._bump("usage", {"id": machine, **u})
+
+    def _roll_day(self) -> None:
+        today = datetime.now().date()
+        if today != self._day:
+            self._day, self.usage_today = today, {}
+
+    def _bump(self, kind: str, data: Any) -> None:
+        self.version += 1
+        self.changes.append((self.version, kind, data))
+        self.cond.notify_all()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.cond:
+            self._roll_day()
+            midnight = datetime.combine(self._day, datetime.min.time()).timestamp()
+            elapsed = max(time.time() - midnight, 1.0)
+            util = {m: round(u["busy_s"] / elapsed, 4) for m, u in self.usage_today.items()}
+            return {
+                "version": self.version,
+                "machines": dict(self.machines),
+                "agents": dict(self.agents),
+                "usage_today": {m: {**u, "utilisation": util[m]} for m, u in self.usage_today.items()},
+                "events": list(self.events)[:50],
+            }
+
+    def changes_since(self, version: int) -> tuple[int, list[tuple[str, Any]]]:
+        with self.cond:
+            if self.changes and version < self.changes[0][0] - 1:
+                return self.version, [("reload", None)]  # too far behind: start over
+            return self.version, [(k, d) for v, k, d in self.changes if v > version]
+
+    def wait(self, version: int, timeout: float) -> None:
+        with self.cond:
+            if self.version == version:
+                self.cond.wait(timeout)
