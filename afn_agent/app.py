@@ -24,6 +24,7 @@ from .machine.worker import JobResult, Machine, MachineEvent
 log = logging.getLogger("afn_agent")
 DISPATCH_EVERY_S = 0.25
 MANAGER_ACTORS = ("manager", "admin")
+STUCK_S = 15.0  # a machine thread that has not turned for this long is stuck: stop feeding the watchdog
 PUBLISHED_EVENTS = {  # machine events that go on the events topic (through the outbox: never lost)
     "fault", "alarm", "emergency-stop", "link-lost", "firmware-reset", "door-open", "warning", "action",
     "stall", "stall-cleared", "safe-state", "script",
@@ -90,6 +91,7 @@ class Agent:
         self.alarms: dict[str, list[dict[str, Any]]] = {}
         self.access: Any = None
         self.guards: Any = None
+        self.stuck_s = STUCK_S
         if config.access is not None:
             from .access.service import Access
 
@@ -125,6 +127,9 @@ class Agent:
             if self.access is not None:
                 self.bus.on_directory = self.access.on_directory
             self.bus.start()
+        from .systemd import Watchdog
+
+        self.watchdog = Watchdog(self.healthy)
         self._pump_thread = threading.Thread(target=self._pump, name="agent-pump", daemon=True)
         self._pump_thread.start()
         if self.config.api is not None:
@@ -212,6 +217,7 @@ class Agent:
                     if self.access is not None:
                         self.access.sessions.close_idle(set(self.running))
                     self.guards.check(now)
+                self.watchdog.maybe_ping(now)
             if event is not None:
                 self._forward(event)
 
@@ -557,6 +563,11 @@ class Agent:
         out = {k: snap[k] for k in keys}
         out["t"] = time.time()
         return out
+
+    def healthy(self) -> bool:
+        """Every machine thread alive and turning: what feeds the systemd watchdog."""
+        now = time.monotonic()
+        return all(m.is_alive() and now - m.heartbeat < self.stuck_s for m in self.machines.values())
 
     def wait_idle(self, machine_id: str, timeout: float) -> bool:
         """Until the machine has no job queued or running (tests and the demo)."""

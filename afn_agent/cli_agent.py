@@ -25,6 +25,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--member", help="slicer key of one member: their uploads are theirs")
     k.set_defaults(handler=cmd_api_key)
 
+    po = sub.add_parser(
+        "ports", help="serial devices attached, their USB IDs, and udev lines for stable names"
+    )
+    po.set_defaults(handler=cmd_ports)
+
     fl = sub.add_parser("fleet", help="the fleet dashboard: every machine of a site, live from the broker")
     fl.add_argument("--config", required=True, help="fleet TOML file ([fleet] and [broker])")
     fl.set_defaults(handler=cmd_fleet)
@@ -97,6 +102,30 @@ def cmd_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ports(args: argparse.Namespace) -> int:
+    """What is plugged in, so a fab manager can name each machine's port after its USB serial number."""
+    from serial.tools import list_ports
+
+    ports = sorted(list_ports.comports(), key=lambda p: p.device)
+    if not ports:
+        print("no serial devices found")
+        return 0
+    for p in ports:
+        ids = f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None else "-"
+        what = f"{p.manufacturer or ''} {p.product or ''}".strip()
+        print(f"{p.device:16} {ids:10} serial={p.serial_number or '-':24} {what}".rstrip())
+    print("\n# udev rules (deploy/udev/99-afn-agent.rules), one per machine; rename afn/<name>:")
+    for n, p in enumerate(ports, 1):
+        if p.vid is None:
+            continue
+        serial = f', ATTRS{{serial}}=="{p.serial_number}"' if p.serial_number else ""
+        match = (
+            f'SUBSYSTEM=="tty", ATTRS{{idVendor}}=="{p.vid:04x}", ATTRS{{idProduct}}=="{p.pid:04x}"{serial}'
+        )
+        print(f'{match}, SYMLINK+="afn/machine-{n}", GROUP="dialout", MODE="0660"')
+    return 0
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     from .fleet.service import Fleet, load_fleet_config
 
@@ -137,9 +166,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    from .systemd import notify
+
     agent.start()
     print(f"afn-agent: running {', '.join(agent.machines)}; ledger {agent.config.ledger_path}", flush=True)
+    notify(f"READY=1\nSTATUS=running {len(agent.machines)} machine(s)")
     stop.wait()
+    notify("STOPPING=1")
     agent.stop("agent stopped by a signal")
     return 0
 

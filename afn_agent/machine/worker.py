@@ -122,10 +122,14 @@ class Machine:
         self._last_telemetry = 0.0
         self._last_progress = 0.0
         self.heating = False
+        self.heartbeat = time.monotonic()  # the thread turned; the systemd watchdog reads it
         self._safe_pending = ""  # a safe state asked for before the machine could take it
         self._stall_since = 0.0
 
     # ---- public, any thread ---------------------------------------------------------------------
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> Machine:
         self._thread = threading.Thread(target=self._run, name=f"machine-{self.name}", daemon=True)
         self._thread.start()
@@ -264,6 +268,7 @@ class Machine:
                 return
             self._drain_commands()
             self._closed.wait(self.reconnect_s)
+            self.heartbeat = time.monotonic()
 
     def _connect(self) -> None:
         self.core = self._make_core()
@@ -275,7 +280,7 @@ class Machine:
         deadline = time.monotonic() + self.profile.link.open_delay_s + 10.0
         retry_at = time.monotonic() + 2.0
         while not self._closing and self.state == "connecting":
-            now = time.monotonic()
+            now = self.heartbeat = time.monotonic()
             if now > deadline:
                 raise LinkLost(f"{self.link.port_name}: no answer from a {self.profile.name} firmware")
             if now > retry_at:
@@ -297,6 +302,7 @@ class Machine:
                     deadline = time.monotonic() + quiet_s  # still draining: wait for it to go quiet
 
     def _step(self) -> None:
+        self.heartbeat = time.monotonic()
         self._drain_commands()
         self._feed()
         self._io(time.monotonic(), 0.1)
