@@ -36,6 +36,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("check-config", help="validate an agent configuration file and say what is wrong")
     c.add_argument("file")
+    c.add_argument("--no-ports", action="store_true", help="do not require the machines' ports to exist now")
     c.set_defaults(handler=cmd_check_config)
 
     j = sub.add_parser("jobs", help="queue, list or cancel jobs in the agent's ledger")
@@ -149,6 +150,13 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _config(args.file)
+    if not args.no_ports:
+        missing = [m for m in cfg.machines if not Path(m.port).exists()]
+        for m in missing:
+            print(f"afn-agent: {args.file}: machine {m.id}: port {m.port} does not exist (is it plugged in? "
+                  "`afn-agent ports` lists what is)", file=sys.stderr)  # fmt: skip
+        if missing:
+            return 2
     print(
         f"{args.file}: ok - site {cfg.site}, agent {cfg.agent_id}, {len(cfg.machines)} machine(s): "
         + ", ".join(f"{m.id} ({m.profile} on {m.port})" for m in cfg.machines)

@@ -77,7 +77,7 @@ def test_duplicate_machine_ids(tmp_path):
 
 
 def test_check_config_command(tmp_path, capsys):
-    assert main(["check-config", str(write(tmp_path, GOOD))]) == 0
+    assert main(["check-config", "--no-ports", str(write(tmp_path, GOOD))]) == 0
     assert "1 machine(s): printer-1 (marlin2 on /dev/afn/printer-1)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
         main(["check-config", str(write(tmp_path, GOOD.replace("marlin2", "nope")))])
@@ -92,3 +92,17 @@ def test_the_example_config_is_valid():
     cfg = load_config(example)
     assert [m.id for m in cfg.machines] == ["printer-1", "printer-2"]
     assert cfg.access.opening_hours["sat"][0].hour == 10 and cfg.api.keys[1].role == "booking"
+
+
+def test_check_config_catches_a_wrong_port_an_unknown_profile_and_a_missing_tariff(tmp_path, capsys):
+    port = tmp_path / "ttyACM0"
+    port.write_text("")
+    good = GOOD.replace("/dev/afn/printer-1", str(port))
+    assert main(["check-config", str(write(tmp_path, good))]) == 0
+    assert main(["check-config", str(write(tmp_path, good.replace(str(port), "/dev/afn/nope")))]) == 2
+    assert "machine printer-1: port /dev/afn/nope does not exist" in capsys.readouterr().err
+    for change, message in ((("marlin2", "marlin9"), "profile"), (('tariff = "printer"', 'tariff = "laser"'),
+                            "no [tariffs.laser]")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(["check-config", str(write(tmp_path, good.replace(*change)))])
+        assert message in capsys.readouterr().err
