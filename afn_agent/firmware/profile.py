@@ -6,6 +6,7 @@ Every quirk that differs between firmwares lives in a profile, so the cores stay
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,10 +124,12 @@ class Profile:
 
 
 def profile_dirs() -> list[Path]:
-    """Where profiles are looked for: $AFN_PROFILES, /etc/afn-agent/profiles, then the source tree's."""
+    """Where profiles are looked for: $AFN_PROFILES, /etc/afn-agent/profiles, the source tree's, then the
+    installed package's (<venv>/share/afn-agent/profiles)."""
     dirs = [Path(p) for p in os.environ.get("AFN_PROFILES", "").split(os.pathsep) if p]
     dirs.append(Path("/etc/afn-agent/profiles"))
     dirs.append(Path(__file__).resolve().parents[2] / "firmware_profiles")
+    dirs.append(Path(sys.prefix) / "share" / "afn-agent" / "profiles")  # where an installed package puts them
     return dirs
 
 
