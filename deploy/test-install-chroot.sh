@@ -27,8 +27,10 @@ for run in 1 2; do
 done
 chroot "$ROOT" bash -c 'id afn-agent && stat -c "%U:%G %a %n" /var/lib/afn-agent /etc/afn-agent /etc/afn-agent/agent.toml && test -f /etc/systemd/system/afn-agent.service'
 check() {  # expect check-config to fail with a message containing $2 after the sed edit $1
-    chroot "$ROOT" bash -c "sed '$1' /etc/afn-agent/agent.toml > /tmp/bad.toml; afn-agent check-config /tmp/bad.toml" 2>&1 \
-        | tee /dev/stderr | grep -q "$2" && echo "check-config: caught: $2"
+    local out
+    out=$(chroot "$ROOT" bash -c "sed '$1' /etc/afn-agent/agent.toml > /tmp/bad.toml; afn-agent check-config /tmp/bad.toml" 2>&1 || true)
+    echo "$out"
+    grep -q "$2" <<<"$out" && echo "check-config: caught: $2"
 }
 check 's#/dev/afn/printer-1#/dev/afn/nope#' "port /dev/afn/nope does not exist"
 check 's#"prusa-mk3"#"prusa-mk9"#' "profile"
