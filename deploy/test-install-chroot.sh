@@ -33,6 +33,6 @@ check() {  # expect check-config to fail with a message containing $2 after the 
     grep -q "$2" <<<"$out" && echo "check-config: caught: $2"
 }
 check 's#/dev/afn/printer-1#/dev/afn/nope#' "port /dev/afn/nope does not exist"
-check 's#"prusa-mk3"#"prusa-mk9"#' "profile"
+check 's#"prusa-mk3"#"prusa-mk9"#' "unknown profile 'prusa-mk9'"
 check 's#tariff = "printer"#tariff = "laser"#' "no \[tariffs.laser\]"
 echo "clean-root install test: passed"

@@ -106,3 +106,19 @@ def test_check_config_catches_a_wrong_port_an_unknown_profile_and_a_missing_tari
         with pytest.raises(SystemExit):
             main(["check-config", str(write(tmp_path, good.replace(*change)))])
         assert message in capsys.readouterr().err
+
+
+def test_grafana_dashboard_queries_metrics_the_agent_exports():
+    import json
+    import re
+    from pathlib import Path
+
+    from afn_agent.api import metrics
+
+    root = Path(__file__).resolve().parents[2]
+    dash = json.loads((root / "deploy" / "grafana" / "afn-fleet.json").read_text())
+    exported = {"afn_machine_state", "afn_job_progress_ratio", "afn_temperature_celsius", "afn_resends_total",
+                "afn_jobs_total", "afn_outbox_pending", "afn_usage_undelivered", "afn_mqtt_connected",
+                *(name + "_total" for name, _, _ in metrics.TOTALS)}  # fmt: skip
+    used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"afn_[a-z_]+", t["expr"])}
+    assert used and used <= exported, used - exported
