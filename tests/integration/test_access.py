@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -194,7 +195,7 @@ def test_job_overruns_the_next_booking(lab, tmp_path):
     _, quote = submit(agent.config, agent.ledger, "printer-1", heavy, "upload", held=True, member_id="ana")
     assert quote["time_s"] > 15 * 60
     d = read_badge(agent, "ana")
-    assert d["result"] == "job_overruns_booking" and "free for 15 min" in d["detail"]
+    assert d["result"] == "job_overruns_booking" and re.search(r"free for 1[45] min", d["detail"])
     assert agent.ledger.jobs("printer-1")[0]["state"] == "held", "the job does not start"
 
 

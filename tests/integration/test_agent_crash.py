@@ -59,7 +59,12 @@ def test_kill_9_mid_job_bills_one_interrupted_record(tmp_path, start_sim, kill_i
     log = (tmp_path / "agent1.log").open("w")
     agent = run_agent(config, log)
     try:
-        wait_for(lambda: ledger.job(job_id)["state"] == kill_in, 60, f"job {kill_in}")
+
+        def there() -> bool:  # "running" means after the heat waits (a job also runs before them)
+            heated = any(t["to_state"] == "heating" for t in ledger.transitions(job_id))
+            return ledger.job(job_id)["state"] == kill_in and (kill_in == "heating" or heated)
+
+        wait_for(there, 60, f"job {kill_in}")
         time.sleep(3.3)  # past a few checkpoints, between two of them
         assert ledger.job(job_id)["state"] == kill_in
         agent.send_signal(signal.SIGKILL)

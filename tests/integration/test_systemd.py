@@ -73,5 +73,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     for unit in units:
         text = unit.read_text().replace("/opt/afn-agent/venv/bin/afn-agent", shutil.which("true"))
         (tmp_path / unit.name).write_text(text)
-    p = subprocess.run([analyze, "verify", *[str(tmp_path / u.name) for u in units]], capture_output=True, text=True)
+    p = subprocess.run(
+        [analyze, "verify", *[str(tmp_path / u.name) for u in units]], capture_output=True, text=True
+    )
     assert p.returncode == 0 and not p.stderr.strip(), p.stdout + p.stderr
