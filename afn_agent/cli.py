@@ -6,8 +6,6 @@ import argparse
 import json
 import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from .firmware.profile import ProfileError, available_profiles, load_profile
@@ -40,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     d = sub.add_parser("demo", help="stream to simulated machines, no hardware needed")
     d.add_argument("--fast", action="store_true", help="shorter jobs and sped-up machines (for tests)")
+    d.add_argument("--json", help="write the bills and the booking system's MQTT traffic to this file")
+    d.add_argument("--keep", type=float, default=0.0, help="keep the lab running this long (s) at the end")
 
     from .cli_agent import add_commands
 
@@ -266,39 +266,7 @@ def _sentence(r: JobResult, baud: int) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Until the whole lab is wired: one simulated printer and one simulated mill, each streaming a job."""
-    from .sim.jobs import circle_gcode
-    from .sim.run import SimProcess
+    """A whole lab on this computer: see afn_agent/demo.py."""
+    from .demo import run
 
-    work = Path(tempfile.mkdtemp(prefix="afn-demo-"))
-    segments = 600 if args.fast else 3000
-    jobs = {
-        "printer-1": ("marlin", "marlin2", circle_gcode(work / "circle.gcode", segments, flavour="marlin")),
-        "mill-1": ("grbl", "grbl-1.1", circle_gcode(work / "circle.nc", segments, flavour="grbl")),
-    }
-    sims, machines = {}, {}
-    try:
-        for name, (kind, profile, _) in jobs.items():
-            sims[name] = SimProcess(kind, work, move_ms=0.5, baud=250000).start()
-            machines[name] = Machine(name, load_profile(profile), str(sims[name].link), baud=250000).start()
-        for name, m in machines.items():
-            if not m.wait_ready(20):
-                print(f"demo: {name} did not come up ({m.state})", file=sys.stderr)
-                return 1
-            print(f"{name}: {m.firmware} on {sims[name].link}")
-            m.start_job(jobs[name][2])
-        t0 = time.monotonic()
-        results = {name: m.wait_job(300) for name, m in machines.items()}
-        print(f"both jobs done in {time.monotonic() - t0:.1f} s")
-        ok = True
-        for name, r in results.items():
-            print(f"{name}: {_sentence(r, 250000)}")
-            ok &= r is not None and r.outcome == "completed"
-        for name, s in sims.items():
-            print(f"{name}: simulator dropped {s.stop().get('bytes_dropped', '?')} bytes")
-        return 0 if ok else 1
-    finally:
-        for m in machines.values():
-            m.close()
-        for s in sims.values():
-            s.stop()
+    return run(args.fast, args.json, args.keep)

@@ -128,7 +128,7 @@ def quantities(figures: dict[str, float]) -> dict[str, str]:
 def price(tariff: Tariff, qty: dict[str, str], basis: str) -> Decimal:
     """Sum of rate x quantity, raised to the minimum, rounded by the tariff; nothing when basis is none."""
     if basis == "none":
-        return Decimal(0).quantize(tariff.rounding)
+        return Decimal(0).quantize(_cents(tariff.rounding))
     total = sum(
         (getattr(tariff, rate) * Decimal(qty.get(name, "0")) for rate, name in RATES.items()),
         Decimal(0),
@@ -136,4 +136,9 @@ def price(tariff: Tariff, qty: dict[str, str], basis: str) -> Decimal:
     total = max(total, tariff.minimum)
     mode = ROUND_CEILING if tariff.rounding_mode == "up" else ROUND_HALF_UP
     steps = (total / tariff.rounding).quantize(Decimal(1), mode)
-    return (steps * tariff.rounding).quantize(tariff.rounding)
+    return (steps * tariff.rounding).quantize(_cents(tariff.rounding))
+
+
+def _cents(rounding: Decimal) -> Decimal:
+    """Prices are written with at least two decimals (1.00, not 1.0), more when the step needs them."""
+    return rounding if rounding.as_tuple().exponent < -2 else Decimal("0.01")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 AGENT = [sys.executable, "-m", "afn_agent"]
 
 
@@ -90,11 +92,58 @@ def test_profiles_lists_all_shipped(tmp_path):
         assert name in p.stdout
 
 
-def test_demo_fast_runs_end_to_end():
-    p = run("demo", "--fast", timeout=180)
+def test_demo_fast_runs_end_to_end(tmp_path):
+    """The README's first command, fast: the whole scripted afternoon, every bill checked (see test_demo)."""
+    out = tmp_path / "bills.json"
+    p = run("demo", "--fast", "--json", str(out), timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "printer-1: completed" in p.stdout and "mill-1: completed" in p.stdout
-    assert "dropped 0 bytes" in p.stdout
+    for line in ("bob badges at printer-2: not_trained", "eve badges at mill-1: supervisor_required",
+                 "tom badges at mill-1: allowed (supervised by tom)", "alarm: Thermal Runaway",
+                 "5 records", "every record acknowledged: True", "fleet dashboard  http://127.0.0.1:"):  # fmt: skip
+        assert line in p.stdout, line
+    check_bills(json.loads(out.read_text()))
+
+
+def check_bills(demo: dict) -> None:
+    """Each bill against the analyzer's figures for its job and the tariff it names; no raw badge UID anywhere."""
+    from pathlib import Path
+
+    from afn_agent.demo import MEMBERS
+    from afn_agent.firmware.profile import load_profile
+    from afn_agent.gcode.analyzer import analyze_path
+    from afn_agent.ledger.usage import reprice
+
+    records = {(r["member_id"], r["machine"]["id"], r["job"]["outcome"]): r for r in demo["records"]}
+    assert set(records) == {("ana", "printer-1", "completed"), ("eve", "mill-1", "completed"),
+                            ("lea", "laser-1", "completed"), ("ana", "printer-1", "cancelled"),
+                            ("lea", "printer-2", "failed")}  # fmt: skip
+    work = Path(demo["work"])
+    for (_member, machine, outcome), r in records.items():
+        assert r["price"] == reprice(r), "every price reproducible from its own record"
+        profile = {
+            "printer-1": "marlin2",
+            "printer-2": "marlin2",
+            "mill-1": "grbl-1.1",
+            "laser-1": "fluidnc",
+        }[machine]
+        if outcome == "completed":
+            a = analyze_path(work / r["job"]["name"], load_profile(profile))
+            assert r["material_total"]["mm"] == pytest.approx(a.filament_mm, abs=1e-3)
+            assert r["beam_on_s"] == pytest.approx(a.laser_on_s, rel=0.02, abs=0.05)
+            assert r["spindle_on_s"] == pytest.approx(a.spindle_on_s, rel=0.02, abs=0.05)
+    laser = records[("lea", "laser-1", "completed")]
+    assert laser["beam_on_s"] > 0 and laser["tariff"]["per_beam_minute"] == "0.8"
+    assert laser["billing"]["quantities"]["beam_min"] == f"{laser['beam_on_s'] / 60:.4f}"
+    assert records[("eve", "mill-1", "completed")]["supervisor_id"] == "tom"
+    assert records[("lea", "printer-2", "failed")]["job"]["stop_type"] == "fault"
+    assert records[("lea", "printer-2", "failed")]["price"] == "0.00", "machine faults are free by the tariff"
+    assert records[("ana", "printer-1", "cancelled")]["job"]["stop_type"] == "cancelled"
+    raw = [uid.encode() for uid in MEMBERS]
+    stored = b"".join(f.read_bytes() for f in work.rglob("ledger.sqlite3*"))
+    traffic = "\n".join(demo["traffic"]).encode()
+    assert len(demo["traffic"]) > 20
+    for uid in raw:
+        assert uid not in stored and uid not in traffic, "no raw badge UID in the ledgers or on MQTT"
 
 
 def test_console_script_is_installed():
