@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +94,7 @@ class Agent:
         self.access: Any = None
         self.guards: Any = None
         self.stuck_s = STUCK_S
+        self.ledger_error = ""
         if config.access is not None:
             from .access.service import Access
 
@@ -198,28 +201,46 @@ class Agent:
 
     # ---- the pump ---------------------------------------------------------------------------------
     def _pump(self) -> None:
-        next_dispatch = next_idle_check = 0.0
+        """One event at a time, ledger first. A ledger that cannot be written (disk full, I/O error) keeps
+        the event for a retry with its own time: nothing is billed from memory, nothing is dropped."""
+        ticks = {"dispatch": 0.0, "idle": 0.0}
+        retry: deque[tuple[MachineEvent, float]] = deque()
         while not self._stop.is_set():
+            if retry:
+                event, now = retry.popleft()
+            else:
+                try:
+                    event = self.events.get(timeout=DISPATCH_EVERY_S)
+                except queue.Empty:
+                    event = None
+                now = time.monotonic()
             try:
-                event = self.events.get(timeout=DISPATCH_EVERY_S)
-            except queue.Empty:
-                event = None
-            now = time.monotonic()
-            with self._lock:
+                self._turn(event, now, ticks)
+                self.ledger_error = ""
+            except sqlite3.OperationalError as exc:
+                if not self.ledger_error:
+                    log.error("ledger write failed (%s): events kept and retried", exc)
+                self.ledger_error = f"the ledger cannot be written: {exc}"
                 if event is not None:
-                    self._handle(event, now)
-                self._checkpoints(now)
-                if now >= next_dispatch:
-                    next_dispatch = now + DISPATCH_EVERY_S
-                    self._dispatch(now)
-                if now >= next_idle_check:
-                    next_idle_check = now + 1.0
-                    if self.access is not None:
-                        self.access.sessions.close_idle(set(self.running))
-                    self.guards.check(now)
-                self.watchdog.maybe_ping(now)
+                    retry.appendleft((event, now))
+                self._stop.wait(1.0)
+
+    def _turn(self, event: MachineEvent | None, now: float, ticks: dict[str, float]) -> None:
+        with self._lock:
             if event is not None:
-                self._forward(event)
+                self._handle(event, now)
+            self._checkpoints(now)
+            if now >= ticks["dispatch"]:
+                ticks["dispatch"] = now + DISPATCH_EVERY_S
+                self._dispatch(now)
+            if now >= ticks["idle"]:
+                ticks["idle"] = now + 1.0
+                if self.access is not None:
+                    self.access.sessions.close_idle(set(self.running))
+                self.guards.check(now)
+            self.watchdog.maybe_ping(now)
+        if event is not None:
+            self._forward(event)
 
     def _forward(self, event: MachineEvent) -> None:
         """Events worth keeping go through the outbox; status and telemetry straight to the bus."""

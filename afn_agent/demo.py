@@ -372,8 +372,10 @@ def run(fast: bool, json_out: str | None = None, keep_s: float = 0.0) -> int:
         lab.urls()
         lab.scenario()
         records = lab.bills()
-        lab.say(f"\nBills received by the booking system (the simulators run {lab.speed}x faster than real machines;"
-                "\nbeam and spindle times are what the acknowledged lines take on the real machine):")
+        lab.say(
+            f"\nBills received by the booking system (the simulators run {lab.speed}x faster than real machines;"
+            "\nbeam and spindle times are what the acknowledged lines take on the real machine):"
+        )
         lab.say(
             f"  {'member':8} {'machine':10} {'outcome':11} {'time':>8} {'material':>9} {'beam':>7} {'price':>8}"
         )

@@ -69,6 +69,7 @@ def create_app(agent) -> FastAPI:
             "machines": {m: agent.machines[m].state for m in agent.machines},
             "mqtt": None if bus is None else bus.connected.is_set(),
             "outbox_pending": agent.ledger.outbox_pending(),
+            "ledger_error": agent.ledger_error or None,
         }
 
     @app.get("/metrics", tags=["health"])
