@@ -254,10 +254,14 @@ def build(agent, auth: Authenticator) -> APIRouter:
         try:
             if body.snapshot is not None:
                 version = agent.access.directory.apply_snapshot(body.snapshot, f"api:{caller.name}")
+                agent.ledger.audit(caller.name, "directory-snapshot", "applied", None, None, version=version)
                 return {"version": version}
             if body.delta is not None:
                 if not agent.access.directory.apply_delta(body.delta, f"api:{caller.name}"):
                     raise HTTPException(409, "delta does not apply to the cached version; send a snapshot")
+                agent.ledger.audit(
+                    caller.name, "directory-delta", "applied", None, None, version=body.delta["version"]
+                )
                 return {"version": body.delta["version"]}
         except DirectoryError as exc:
             raise HTTPException(422, str(exc)) from None

@@ -122,3 +122,23 @@ def test_grafana_dashboard_queries_metrics_the_agent_exports():
                 *(name + "_total" for name, _, _ in metrics.TOTALS)}  # fmt: skip
     used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"afn_[a-z_]+", t["expr"])}
     assert used and used <= exported, used - exported
+
+
+def test_ports_lists_devices_and_udev_lines(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from serial.tools import list_ports
+
+    fake = [SimpleNamespace(device="/dev/ttyACM0", vid=0x2C99, pid=0x0002, serial_number="CZPX123",
+                            manufacturer="Prusa Research", product="Original Prusa i3 MK3"),
+            SimpleNamespace(device="/dev/ttyS0", vid=None, pid=None, serial_number=None, manufacturer=None,
+                            product=None)]  # fmt: skip
+    monkeypatch.setattr(list_ports, "comports", lambda: fake)
+    assert main(["ports"]) == 0
+    out = capsys.readouterr().out
+    assert "/dev/ttyACM0     2c99:0002  serial=CZPX123" in out
+    assert (
+        'ATTRS{idVendor}=="2c99", ATTRS{idProduct}=="0002", ATTRS{serial}=="CZPX123", SYMLINK+="afn/machine-1"'
+        in out
+    )
+    assert "ttyS0" in out and out.count("SYMLINK") == 1
