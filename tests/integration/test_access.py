@@ -48,8 +48,10 @@ def snapshot(version=1, bookings=(), **changes):
 
 
 def booking(bid, member, start_h, end_h, machine="printer-1"):
+    """A booking relative to now (the moment the test runs, not the moment the module was imported)."""
+    now = datetime.now(UTC)
     return {"id": bid, "machine": machine, "member": member,
-            "start": (NOW + timedelta(hours=start_h)).isoformat(), "end": (NOW + timedelta(hours=end_h)).isoformat()}  # fmt: skip
+            "start": (now + timedelta(hours=start_h)).isoformat(), "end": (now + timedelta(hours=end_h)).isoformat()}  # fmt: skip
 
 
 @pytest.fixture
@@ -93,14 +95,16 @@ def read_badge(agent, who_or_uid: str, machine="printer-1") -> dict:
 
 
 def test_allowed_opens_a_session_until_the_next_booking(lab):
-    agent = lab(snap=snapshot(bookings=[booking("b1", "bob", 2, 3)]))
+    bob = booking("b1", "bob", 2, 3)
+    agent = lab(snap=snapshot(bookings=[bob]))
     d = read_badge(agent, "ana")
     assert (d["result"], d["action"], d["member_name"]) == ("allowed", "opened", "Ana")
     session = agent.access.sessions.current("printer-1")
     assert session["member_id"] == "ana"
     assert abs(
-        datetime.fromisoformat(session["allowed_until"].replace("Z", "+00:00")) - (NOW + timedelta(hours=2))
-    ) < timedelta(seconds=2)
+        datetime.fromisoformat(session["allowed_until"].replace("Z", "+00:00"))
+        - datetime.fromisoformat(bob["start"])
+    ) < timedelta(milliseconds=2)
     assert read_badge(agent, "ana")["action"] == "badge-out"
     assert agent.access.sessions.current("printer-1") is None
 
