@@ -172,7 +172,7 @@ class Agent(AgentControl):
             )
             self.ledger.set_machine(job["machine_id"], needs_confirmation="crash-recovery")
             data = {"job_id": job["id"], "safe_state": "requested", "needs_confirmation": "crash-recovery"}
-            self._publish_event(job["machine_id"], "recovery", data)
+            self.publish_event(job["machine_id"], "recovery", data)
             records.append(record)
             log.warning("job %s on %s closed as interrupted after a restart", job["id"], job["machine_id"])
         return records
@@ -226,7 +226,7 @@ class Agent(AgentControl):
     def _forward(self, event: MachineEvent) -> None:
         """Events worth keeping go through the outbox; status and telemetry straight to the bus."""
         if event.kind in PUBLISHED_EVENTS:
-            self._publish_event(event.machine, event.kind, event.data)
+            self.publish_event(event.machine, event.kind, event.data)
             if event.kind in ALARMS:
                 self._remember_alarm(event.machine, event.kind, event.data, event.t)
         elif event.kind == "state" and event.data["state"] in ("idle", "printing"):
@@ -249,9 +249,6 @@ class Agent(AgentControl):
             self.bus.status_changed(machine_id)
 
     def publish_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
-        self._publish_event(machine_id, kind, data)
-
-    def _publish_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
         self.ledger.outbox_add(
             "event", machine_id, {"type": kind, "machine": machine_id, "t": time.time(), **data}
         )
@@ -287,7 +284,7 @@ class Agent(AgentControl):
         self.ledger.transition(run.job_id, state, cause)
         run.clock.move(state, now)
         if state == "paused" or cause == "resumed":
-            self._publish_event(machine_id, "job-" + cause, {"job_id": run.job_id})
+            self.publish_event(machine_id, "job-" + cause, {"job_id": run.job_id})
 
     def _checkpoints(self, now: float) -> None:
         for run in self.running.values():
@@ -314,7 +311,7 @@ class Agent(AgentControl):
             self.ledger.checkpoint(job["id"], figures_of(self.running[machine_id], now))
             machine.start_job(job["path"])
             self.ledger.audit("agent", "job-start", "started", machine_id, job["id"], member=job["member_id"])
-            self._publish_event(
+            self.publish_event(
                 machine_id, "job-started",
                 {"job_id": job["id"], "name": job["name"], "member_id": job["member_id"]},
             )  # fmt: skip
@@ -336,7 +333,7 @@ class Agent(AgentControl):
             m.machine_class if m else "unknown",
         )
         del self.running[machine_id]
-        self._publish_event(machine_id, "job-" + outcome, _record_summary(record))
+        self.publish_event(machine_id, "job-" + outcome, _record_summary(record))
         self._apply_pending_lock(machine_id)
         if m and m.confirm_clear and outcome == "completed":
             self.ledger.set_machine(machine_id, needs_confirmation="bed-clear")

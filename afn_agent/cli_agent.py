@@ -82,6 +82,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.set_defaults(handler=cmd_ledger_export)
 
 
+def until_signal() -> threading.Event:
+    """An event set by SIGTERM (systemd stop) or SIGINT (Ctrl-C): long-running commands wait on it."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
 def _config(path: str):
     try:
         return load_config(path)
@@ -140,10 +148,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         f"afn-agent fleet: http://{cfg.host}:{fleet.port}/ (site {cfg.site}, broker {cfg.broker.host})",
         flush=True,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    until_signal().wait()
     fleet.stop()
     return 0
 
@@ -171,9 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     agent = Agent(_config(args.config))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = until_signal()
     from .systemd import notify
 
     agent.start()

@@ -159,14 +159,19 @@ class _Table:
             raise ConfigError(f"{self.file}: {self.where}: unknown key(s) {', '.join(sorted(extra))}")
 
 
-def load_config(path: str | Path) -> AgentConfig:
-    file = Path(path)
+def read_toml(file: Path) -> dict[str, Any]:
+    """A TOML file's tables, or a ConfigError naming the file and what is wrong with it."""
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    file = Path(path)
+    raw = read_toml(file)
     top = _Table(raw, "(top level)", file)
     agent = _Table(top.get("agent", dict), "agent", file)
     ident = "a letter or digit then letters, digits, - or _ (64 at most)"

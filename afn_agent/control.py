@@ -81,7 +81,7 @@ class AgentControl:
                 machine_id, lock_reason=reason, **({"lock_pending": 1} if busy else {"locked": 1})
             )
         self.ledger.audit(actor, "lock", "pending" if busy else "locked", machine_id, reason=reason)
-        self._publish_event(machine_id, "lock", {"by": actor, "reason": reason, "pending": busy})
+        self.publish_event(machine_id, "lock", {"by": actor, "reason": reason, "pending": busy})
         if self.bus is not None:
             self.bus.status_changed(machine_id)
         return "locked when the running job ends" if busy else "locked"
@@ -89,7 +89,7 @@ class AgentControl:
     def unlock(self, machine_id: str, actor: str) -> str:
         self.ledger.set_machine(machine_id, locked=0, lock_pending=0, lock_reason=None)
         self.ledger.audit(actor, "unlock", "unlocked", machine_id)
-        self._publish_event(machine_id, "unlock", {"by": actor})
+        self.publish_event(machine_id, "unlock", {"by": actor})
         if self.bus is not None:
             self.bus.status_changed(machine_id)
         return "unlocked"
@@ -143,7 +143,7 @@ class AgentControl:
             return False
         self.ledger.set_machine(machine_id, needs_confirmation=None)
         self.ledger.audit(actor, "confirm", row["needs_confirmation"], machine_id)
-        self._publish_event(machine_id, "confirmed", {"by": actor, "what": row["needs_confirmation"]})
+        self.publish_event(machine_id, "confirmed", {"by": actor, "what": row["needs_confirmation"]})
         if self.bus is not None:
             self.bus.status_changed(machine_id)
         return True
@@ -161,13 +161,13 @@ class AgentControl:
         if machine_id == "_directory":  # not a machine's: the audit log keeps it
             self.ledger.audit("agent", kind, data.get("reason", "ok"), None, None, **data)
             return
-        self._publish_event(machine_id, kind, data)
+        self.publish_event(machine_id, kind, data)
 
     def _apply_pending_lock(self, machine_id: str) -> None:
         row = self.ledger.machine(machine_id)
         if row and row["lock_pending"]:
             self.ledger.set_machine(machine_id, locked=1, lock_pending=0)
-            self._publish_event(
+            self.publish_event(
                 machine_id, "lock", {"by": "agent", "reason": row["lock_reason"], "pending": False}
             )
 

@@ -127,7 +127,7 @@ def _free_port() -> int:
 
 
 def start_broker(work: Path) -> tuple[subprocess.Popen | None, int]:
-    """Mosquitto on a free loopback port; None when it is not installed (the demo then runs without MQTT)."""
+    """An open Mosquitto on a free loopback port (the demo, the benchmarks); None when not installed."""
     exe = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
     )
@@ -135,7 +135,7 @@ def start_broker(work: Path) -> tuple[subprocess.Popen | None, int]:
         return None, 0
     port = _free_port()
     conf = work / "mosquitto.conf"
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true"]
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 100000"]
     if os.geteuid() == 0:
         lines.append("user root")
     conf.write_text("\n".join(lines) + "\n")

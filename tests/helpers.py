@@ -142,3 +142,15 @@ def _toml_value(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return _toml(v)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll until `predicate()` is truthy and return its value; fail naming what never happened."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

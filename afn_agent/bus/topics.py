@@ -37,13 +37,6 @@ class Topics:
     def directory_delta(self) -> str:
         return f"{self.prefix}/{self.site}/_directory/delta"
 
-    def all_machines(self, leaf: str) -> str:
-        return f"{self.prefix}/{self.site}/+/{leaf}"
-
-    def shared(self, group: str, leaf: str) -> str:
-        """A shared subscription: the broker hands each message to one member of `group`."""
-        return f"$share/{group}/{self.all_machines(leaf)}"
-
     def parse(self, topic: str) -> tuple[str, str] | None:
         """(machine id, leaf) of a topic in this site, or None."""
         head = f"{self.prefix}/{self.site}/"

@@ -14,7 +14,6 @@ import secrets
 import ssl
 import threading
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from pydantic import BaseModel
 
 from ..bus.tokens import sign
 from ..bus.topics import COMMAND, Topics
-from ..config import ID, BrokerConfig, ConfigError, _broker, _Table
+from ..config import ID, BrokerConfig, _broker, _Table, read_toml
 from .state import FleetState
 
 STATIC = Path(__file__).with_name("static")
@@ -50,13 +49,7 @@ class FleetConfig:
 
 def load_fleet_config(path: str | Path) -> FleetConfig:
     file = Path(path)
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    top = _Table(raw, "(top level)", file)
+    top = _Table(read_toml(file), "(top level)", file)
     f = _Table(top.get("fleet", dict), "fleet", file)
     managers = {}
     for i, m in enumerate(f.get("managers", list, [])):

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -378,14 +377,6 @@ class Ledger:
 
     def outbox_pending(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0]
-
-    def prune_outbox(self, older_than_days: float = 30) -> int:
-        cutoff = time.time() - older_than_days * 86400
-        with self.tx() as c:
-            return c.execute(
-                "DELETE FROM outbox WHERE acked_at IS NOT NULL AND created_at < ?",
-                (iso(datetime.fromtimestamp(cutoff, UTC)),),
-            ).rowcount
 
     # ---- command nonces ---------------------------------------------------------------------------
     def use_nonce(self, nonce: str, expires: float) -> bool:

@@ -17,18 +17,9 @@ from afn_agent.config import load_config
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
 from tests.broker import Client, password
-from tests.helpers import write_config
+from tests.helpers import wait_for, write_config
 
 SECRET = "manager-signing-secret-0123456789"
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def config(tmp_path, broker, sim, extra=""):

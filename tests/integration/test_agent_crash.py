@@ -17,7 +17,7 @@ from afn_agent.gcode.lexer import lex
 from afn_agent.ledger.usage import parse_iso, reprice
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
-from tests.helpers import write_config
+from tests.helpers import wait_for, write_config
 
 
 def run_agent(config, log):
@@ -25,15 +25,6 @@ def run_agent(config, log):
         [sys.executable, "-m", "afn_agent", "run", "--config", str(config)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def executed_filament(sim) -> float:

@@ -22,7 +22,7 @@ from afn_agent.ledger.usage import SCHEMA_FILE as USAGE_SCHEMA
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
 from tests.broker import Client, password
-from tests.helpers import write_config
+from tests.helpers import wait_for, write_config
 
 SECRET = "manager-signing-secret-0123456789"
 SCHEMAS = Path(bus_client.__file__).with_name("schemas")
@@ -33,15 +33,6 @@ def valid(kind: str, payload: bytes | dict) -> dict:
     data = json.loads(payload) if isinstance(payload, bytes | str) else payload
     jsonschema.validate(data, json.loads((SCHEMAS / f"{kind}.json").read_text()))
     return data
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def config_for(tmp_path, broker, sims, agent_id="pi-printers", telemetry_hz=1.0):

@@ -17,16 +17,7 @@ from afn_agent.app import Agent, open_ledger
 from afn_agent.config import load_config
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
-from tests.helpers import profile_file, write_config
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.helpers import profile_file, wait_for, write_config
 
 
 def events(agent, kind=None):
