@@ -493,6 +493,8 @@ class Machine(SafetyActions):
                 outcome = self._ending or "completed"
                 self._finish(outcome, self._ending_who if outcome == "cancelled" else "", outcome)
         elif isinstance(event, ev.Fault):
+            if self.state == "connecting" and event.code == "firmware-reset":
+                raise _Reconnect  # it rebooted while we said hello (a slow boot, DTR): say hello again
             if event.code == "no-answer" and self._job is not None:
                 self._stall(now)  # GRBL goes straight here; Marlin after its probes
             self._emit("fault", {"reason": event.reason, "code": event.code})
