@@ -19,7 +19,8 @@ fi
 echo "== system packages"
 export DEBIAN_FRONTEND=noninteractive
 need=""
-for pkg in python3 python3-venv python3-pip ca-certificates; do
+# gcc and python3-dev build the analyzer's compiled part (afn_agent/gcode/_core.c) at install time
+for pkg in python3 python3-venv python3-pip python3-dev gcc ca-certificates; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 if [ -n "$need" ]; then

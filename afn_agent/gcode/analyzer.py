@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._core import MAX_TOOLS, Core
 from .lexer import COMMA_DECIMAL, UNREAD, Command, GcodeError, lex
 from .material import MaterialCounter, grams
 from .motion import Limits
@@ -106,15 +107,16 @@ class Analyzer:
         self.name = name
         self.kind = kind  # printer, mill, laser; '' when unknown (every figure is reported)
         self.default_diameter, self.default_density = DEFAULT_DIAMETER, DEFAULT_DENSITY
-        self.material = MaterialCounter()
+        self.core = Core()
+        self.material = MaterialCounter(self.core)
         self.timeline = Timeline(
-            limits.copy() if limits else None, heat, grbl_dialect=grbl, laser_max_s=laser_max_s
+            self.core, limits.copy() if limits else None, heat, grbl_dialect=grbl, laser_max_s=laser_max_s
         )
         self.policy = policy
+        if policy is not None:  # moves a rule names are read in Python, where the policy looks
+            self.core.policed = sum(1 << k for k in range(4) if f"G{k}" in policy.names)
         self.volume = volume or {}
         self.absolute_volume = absolute_volume
-        self.lines = 0
-        self.commands = 0
         self.comma_decimals = 0
         self.warnings: list[str] = []
         self.producer = "unknown"
@@ -126,13 +128,27 @@ class Analyzer:
     def convention(self) -> Convention:
         return CONVENTIONS[self.producer]
 
-    def feed_line(self, raw: str) -> Command | None:
-        """Read one raw line of the file (comments included: they name the producer and its settings)."""
-        self.lines += 1
+    @property
+    def lines(self) -> int:
+        return self.core.lines
+
+    @property
+    def commands(self) -> int:
+        return self.core.commands
+
+    def feed_line(self, raw: str) -> None:
+        """Read one raw line of the file (comments included: they name the producer and its settings).
+
+        Plain moves are accounted by the compiled core without leaving C; it hands back the rest."""
+        if self.core.line(raw):
+            self.read_line(raw)
+
+    def read_line(self, raw: str) -> Command | None:
+        """A line the core handed back (already counted as read): comment, modal or vendor command."""
         stripped = raw.lstrip()
         if stripped.startswith(";"):
             self._comment(stripped.rstrip())
-        cmd = lex(raw, self.lines)
+        cmd = lex(raw, self.core.lines)
         if cmd is not None:
             self.feed(cmd)
             if self.policy is not None:
@@ -141,11 +157,11 @@ class Analyzer:
 
     def feed(self, cmd: Command) -> float:
         """Account one command; returns the filament (mm) it used."""
-        self.commands += 1
+        self.core.commands += 1
         if cmd.flags:
             self._flagged(cmd)
         used = self.material.feed(cmd)
-        self.timeline.feed_command(cmd, self.material.last_delta)
+        self.timeline.feed_command(cmd, self.core.last_delta)
         return used
 
     def _flagged(self, cmd: Command) -> None:
@@ -172,7 +188,7 @@ class Analyzer:
         if key and hv[1] > 0:
             self.header.setdefault(key, hv[1])
             if key == conv.start_debt_key and not self.material.started():
-                self.material.current.debt_mm = hv[1]
+                self.material.set_start_debt(hv[1])
 
     def result(self) -> Analysis:
         """The figures so far (the planner is run to a stop: call at the end of the file)."""
@@ -199,20 +215,20 @@ class Analyzer:
             producer_count_g=grams(counted, diameter, density),
             relative_e_inferred=mat.relative_inferred(),
             comma_decimals=self.comma_decimals,
-            warnings=list(self.warnings),
+            warnings=list(self.warnings) + self._tool_warning(),
             estimated_s=tl.seconds,
             moving_s=tl.moving_s,
             heating_s=tl.heating_s,
             dwell_s=tl.dwell_s,
             other_s=tl.other_s,
-            bounds=tl.work_moves.as_dict(),
-            bounds_all_moves=tl.all_moves.as_dict(),
+            bounds=tl.bounds(working=True),
+            bounds_all_moves=tl.bounds(working=False),
             laser_on_s=tl.beam_s() if self.kind in ("laser", "") else 0.0,
-            laser_on_mm=tl.beam_mm if self.kind in ("laser", "") else 0.0,
+            laser_on_mm=self.core.beam_mm if self.kind in ("laser", "") else 0.0,
             laser_full_power_s=tl.beam_full_power_s() if self.kind in ("laser", "") else 0.0,
             spindle_on_s=tl.spindle_s() if self.kind in ("mill", "") else 0.0,
-            cutting_mm=tl.cut_mm,
-            rapid_mm=tl.rapid_mm,
+            cutting_mm=self.core.cut_mm,
+            rapid_mm=self.core.rapid_mm,
             tools=list(tl.tools_used),
             policy_violations=[
                 {"line": v.line, "rule": v.pattern, "command": v.command} for v in self.policy.violations
@@ -220,8 +236,15 @@ class Analyzer:
             if self.policy
             else [],
             unknown_commands=dict(self.policy.unknown_names) if self.policy else {},
-            fit_problems=self._fit(tl.all_moves.as_dict()),
+            fit_problems=self._fit(tl.bounds(working=False)),
         )
+
+    def _tool_warning(self) -> list[str]:
+        n = self.material.tools_out_of_range
+        if not n:
+            return []
+        return [f"{self.name}: {n} command(s) name a tool beyond T{MAX_TOOLS - 1}; its filament is counted "
+                "on the tool in use before"]
 
     def used_so_far(self) -> dict[str, Any]:
         """Material per tool and beam/spindle time of what was fed so far, for a running job's
@@ -280,10 +303,12 @@ def analyze_file(path: str | Path, **kw) -> Analysis:
 
 def _read(analyzer: Analyzer, path: Path) -> Analysis:
     """Feed a whole file, line by line, and take the result."""
+    fast, slow = analyzer.core.line, analyzer.read_line
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
             for raw in f:
-                analyzer.feed_line(raw)
+                if fast(raw):
+                    slow(raw)
     except OSError as exc:
         raise GcodeError(f"{path}: cannot read: {exc.strerror}") from exc
     result = analyzer.result()

@@ -79,6 +79,7 @@ class Policy:
 
     def __init__(self, forbidden: tuple[str, ...] = (), protocol: str = "marlin") -> None:
         self.rules = [parse_rule(p) for p in forbidden]
+        self.names = frozenset(rule.name for rule in self.rules)
         self.known = GRBL_KNOWN if protocol == "grbl" else MARLIN_KNOWN
         self.violations: list[Violation] = []
         self.unknown = 0

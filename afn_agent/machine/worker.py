@@ -407,11 +407,11 @@ class Machine(SafetyActions):
         usage = self._usage
         if usage is None:
             return []
-        timeline, material = usage.timeline, usage.material
+        core = usage.core
         return [
-            "G91" if timeline.relative else "G90",
-            "M83" if material.relative_e else "M82",
-            f"G1 F{timeline.feed * 60:.0f}",
+            "G91" if core.relative else "G90",
+            "M83" if core.relative_e else "M82",
+            f"G1 F{core.feed * 60:.0f}",
         ]
 
     def _cmd_cancel(self, who: str) -> None:

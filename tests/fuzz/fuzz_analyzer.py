@@ -10,6 +10,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from afn_agent.gcode._core import Core
     from afn_agent.gcode.analyzer import Analyzer
     from afn_agent.gcode.lexer import GcodeError
 
@@ -23,6 +24,11 @@ def one_input(data: bytes) -> None:
     except GcodeError:
         return
     assert result.estimated_s >= 0 and result.filament_mm >= 0
+    core = Core()  # the compiled path on raw bytes too (it reads str or bytes)
+    for raw in data.split(b"\n"):
+        core.line(raw)
+    core.flush()
+    assert core.moving_s >= 0
 
 
 if __name__ == "__main__":

@@ -6,10 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from afn_agent.gcode._core import Core
 from afn_agent.gcode.analyzer import Analyzer
 from afn_agent.gcode.lexer import lex
-from afn_agent.gcode.motion import Limits, Planner, trapezoid_time
+from afn_agent.gcode.motion import Limits, trapezoid_time
 from afn_agent.gcode.policy import Policy
+
+
+def Planner(limits: Limits) -> Core:
+    """The compiled planner alone, with these limits."""
+    core = Core()
+    core.set_limits(*limits.as_tuple())
+    return core
 
 
 def test_trapezoid_with_cruise():
@@ -24,38 +32,38 @@ def test_triangle_when_too_short_to_cruise():
 
 def test_a_single_move_starts_and_ends_at_rest():
     p = Planner(Limits(jerk={"X": 0.0, "Y": 0.0, "Z": 0.0, "E": 0.0}, accel=1000, travel_accel=1000))
-    p.move(100, 0, 0, 0, 100)
+    p.plan(100, 0, 0, 0, 100)
     p.flush()
-    assert p.seconds == pytest.approx(1.1)
+    assert p.moving_s == pytest.approx(1.1)
 
 
 def test_straight_line_in_pieces_takes_as_long_as_one_move():
     lim = Limits(accel=1000, travel_accel=1000)
     one, many = Planner(lim.copy()), Planner(lim.copy())
-    one.move(100, 0, 0, 0, 100)
+    one.plan(100, 0, 0, 0, 100)
     for _ in range(100):
-        many.move(1, 0, 0, 0, 100)
+        many.plan(1, 0, 0, 0, 100)
     one.flush()
     many.flush()
-    assert many.seconds == pytest.approx(one.seconds, rel=0.02)
+    assert many.moving_s == pytest.approx(one.moving_s, rel=0.02)
 
 
 def test_sharp_corners_cost_time_that_jerk_buys_back():
     def square(jerk: float) -> float:
         p = Planner(Limits(jerk={"X": jerk, "Y": jerk, "Z": 0.4, "E": 5}, accel=500, travel_accel=500))
         for dx, dy in [(20, 0), (0, 20), (-20, 0), (0, -20)] * 5:
-            p.move(dx, dy, 0, 0, 100)
+            p.plan(dx, dy, 0, 0, 100)
         p.flush()
-        return p.seconds
+        return p.moving_s
 
     assert square(1) > square(20) > 0
 
 
 def test_feedrate_limited_per_axis():
     p = Planner(Limits(max_feedrate={"X": 10, "Y": 500, "Z": 12, "E": 120}, accel=1e9, travel_accel=1e9))
-    p.move(10, 0, 0, 0, 100)
+    p.plan(10, 0, 0, 0, 100)
     p.flush()
-    assert p.seconds == pytest.approx(1.0, rel=1e-3)
+    assert p.moving_s == pytest.approx(1.0, rel=1e-3)
 
 
 def run(text: str, **kw) -> Analyzer:
@@ -151,3 +159,69 @@ def test_any_input_gives_a_result(lines):
     r = a.result()
     for value in (r.estimated_s, r.moving_s, r.dwell_s, r.heating_s, r.filament_mm, r.laser_on_s):
         assert math.isfinite(value) and value >= 0
+
+
+def fields(a: Analyzer) -> dict:
+    r = a.result()
+    return {k: v for k, v in vars(r).items() if k not in ("file", "warnings")}
+
+
+MOVE = st.tuples(
+    st.sampled_from(["G0", "G1", "G1", "G1", "G2", "G3"]),
+    st.lists(
+        st.tuples(
+            st.sampled_from("XYZEFIJS"),
+            st.one_of(
+                st.integers(-300, 300).map(str),
+                st.floats(-300, 300, allow_nan=False).map(lambda v: f"{v:.4f}"),
+                st.sampled_from(["0", "-0", ".5", "5.", "+2", "-.25", "0.0000"]),
+            ),
+        ),
+        max_size=6,
+    ),
+)
+MODAL = st.sampled_from(["M82", "M83", "G91", "G90", "G92 E0", "T1", "T0", "M3 S400", "M5", "G20", "G21",
+                         "M204 S800", "M205 X5 Y5", "M221 S90", "M220 S150", "G4 P100", "G92 X1 Y2"])  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(MOVE, MODAL), min_size=1, max_size=60), st.booleans())
+def test_compiled_lines_and_python_lines_count_alike(program, junction_deviation):
+    """The compiled path takes plain moves; the same moves read in Python (lower case, a paren
+    comment: lines the core hands back) must give the very same figures — one analyzer, two doors."""
+    fast, slow = Analyzer(), Analyzer()
+    if junction_deviation:
+        for a in (fast, slow):
+            a.feed_line("M205 J0.05\n")
+    for item in program:
+        if isinstance(item, str):
+            fast.feed_line(item + "\n")
+            slow.feed_line(item + "\n")
+            continue
+        code, words = item
+        text = code + "".join(f" {letter}{value}" for letter, value in words)
+        assert not Core().line(text + " ; plain\n"), text  # a line the compiled path takes
+        fast.feed_line(text + " ; plain\n")
+        slow.feed_line(text.lower() + " (the same, read in Python)\n")
+    assert fields(fast) == fields(slow)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["; comment", "M104 S200", "G28", "G1 X1,5", "g1 x1", "G1 X1 (c)", "G10", "G1 X", "G1 X1 P2", "S100",
+     "N10 G1 X1*33", "G1 X1.2.3", "G01.5 X1", 'G1 X1 "q"', "G1\tX1\x0b", "G1 X1\udc80"],
+)
+def test_the_compiled_path_hands_back_what_it_does_not_read_as_a_plain_move(line):
+    core = Core()
+    taken = not core.line(line + "\n")
+    assert taken == (line == "N10 G1 X1*33"), line  # a numbered, checksummed move is still plain
+    assert core.lines == 1
+
+
+def test_moves_a_policy_names_are_checked_by_the_policy():
+    a = Analyzer(policy=Policy(("G0",), "marlin"))
+    for line in ("G1 X1", "G0 X5", "G1 X2"):
+        a.feed_line(line + "\n")
+    r = a.result()
+    assert [v["line"] for v in r.policy_violations] == [2]
+    assert r.bounds_all_moves["X"] == [1.0, 5.0]
