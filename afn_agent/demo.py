@@ -334,9 +334,15 @@ class Lab:
         if self.booking is None:
             return [r for a in self.agents for _, r in a.ledger.usage_after(0, 1000)]
         deadline = time.monotonic() + 20
-        while len(self.booking.records) < expected and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (
+            len(self.booking.records) >= expected and self.all_acknowledged()
+        ):
             time.sleep(0.1)
         return sorted(self.booking.records.values(), key=lambda r: r["end"])
+
+    def all_acknowledged(self) -> bool:
+        """True once the booking system's acks have reached every agent's ledger (they trail the records)."""
+        return all(a.ledger.undelivered() == 0 for a in self.agents)
 
     def urls(self) -> None:
         for agent in self.agents:
@@ -389,7 +395,7 @@ def run(fast: bool, json_out: str | None = None, keep_s: float = 0.0) -> int:
             total += float(r["price"])
         lab.say(
             f"  {len(records)} records, total {total:.2f} EUR; every record acknowledged: "
-            f"{all(a.ledger.undelivered() == 0 for a in lab.agents) if lab.booking else 'no broker'}"
+            f"{lab.all_acknowledged() if lab.booking else 'no broker'}"
         )
         if json_out:
             Path(json_out).write_text(
