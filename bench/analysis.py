@@ -1,15 +1,19 @@
 """Analysis benchmark: full analysis vs plain line iteration vs pygcode, same files, same run; memory.
 
-    python bench/analysis.py [--quick]
+    python bench/analysis.py [--quick] [--octoprint PYTHON]
 
 pygcode (GPLv3) is only a yardstick here; it is measured if it is installed (`pip install pygcode`).
-Prints tables; always exits 0.
+OctoPrint's own analyzer (`octoprint.util.gcodeInterpreter`, what it runs on every upload) is measured
+when `--octoprint` names a Python that has OctoPrint installed, e.g. a throwaway venv:
+`python3 -m venv /tmp/op && /tmp/op/bin/pip install octoprint`. It runs in that interpreter, on the same
+files, in the same run. Prints tables; always exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +58,26 @@ def pygcode_run(path: Path) -> tuple[int, int]:
     return ok, bad
 
 
+OCTOPRINT_RUN = """
+import sys, time
+from octoprint.util.gcodeInterpreter import gcode
+best = float("inf")
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter()
+    gcode().load(sys.argv[1])
+    best = min(best, time.perf_counter() - t)
+print(best)
+"""
+
+
+def octoprint_seconds(python: str, path: Path, repeat: int) -> float | None:
+    """Best time of OctoPrint's analyzer on a file, in the interpreter that has it; None if it fails."""
+    p = subprocess.run(
+        [python, "-c", OCTOPRINT_RUN, str(path), str(repeat)], capture_output=True, text=True, timeout=600
+    )
+    return float(p.stdout.strip()) if p.returncode == 0 else None
+
+
 def rate(fn, path: Path, repeat: int) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -72,19 +96,25 @@ def speed(args) -> None:
         have_pygcode = False
     print("## Lines per second (best of 3), same files, same run\n")
     print(
-        "| file | lines | plain iteration | afn-agent full analysis | pygcode parse only | pygcode errors |"
+        "| file | lines | plain iteration | afn-agent full analysis | OctoPrint analyzer | "
+        "pygcode parse only | pygcode errors |"
     )
-    print("|---|---|---|---|---|---|")
-    total = {"plain": [0, 0.0], "full": [0, 0.0], "pygcode": [0, 0.0]}
+    print("|---|---|---|---|---|---|---|")
+    total = {k: [0, 0.0] for k in ("plain", "full", "octoprint", "pygcode")}
+    repeat = 1 if args.quick else 3
     for name in FILES[:2] if args.quick else FILES:
         path = CORPUS / name
         t_plain, lines = rate(plain, path, 3)
-        t_full, _ = rate(analyze_file, path, 1 if args.quick else 3)
+        t_full, _ = rate(analyze_file, path, repeat)
         row = [name, lines, f"{lines / t_plain:,.0f}", f"{lines / t_full:,.0f}"]
-        total["plain"][0] += lines
-        total["plain"][1] += t_plain
-        total["full"][0] += lines
-        total["full"][1] += t_full
+        for key, t in (("plain", t_plain), ("full", t_full)):
+            total[key][0] += lines
+            total[key][1] += t
+        t_op = octoprint_seconds(args.octoprint, path, repeat) if args.octoprint else None
+        row.append(f"{lines / t_op:,.0f}" if t_op else ("failed" if args.octoprint else "not measured"))
+        if t_op:
+            total["octoprint"][0] += lines
+            total["octoprint"][1] += t_op
         if have_pygcode:
             t_py, (_, bad) = rate(pygcode_run, path, 1)
             row += [f"{lines / t_py:,.0f}", bad]
@@ -93,11 +123,16 @@ def speed(args) -> None:
         else:
             row += ["not installed", ""]
         print("| " + " | ".join(str(x) for x in row) + " |")
-    full = total["full"][0] / total["full"][1]
+    speeds = {k: n / t for k, (n, t) in total.items() if t}
+    full = speeds["full"]
     print(
-        f"\nall files: full analysis {full:,.0f} lines/s, plain iteration "
-        f"{total['plain'][0] / total['plain'][1]:,.0f} lines/s"
-        + (f", pygcode {total['pygcode'][0] / total['pygcode'][1]:,.0f} lines/s" if have_pygcode else "")
+        "\nall files: "
+        + ", ".join(f"{k} {v:,.0f} lines/s" for k, v in speeds.items())
+        + "".join(
+            f"; full analysis / {k} = {full / speeds[k]:.1f}x"
+            for k in ("octoprint", "pygcode")
+            if k in speeds
+        )
     )
     print(f"target >= 400,000 lines/s: {'met' if full >= 400_000 else 'NOT met'}")
 
@@ -129,6 +164,9 @@ def memory(args) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--octoprint", metavar="PYTHON", help="a Python with OctoPrint installed, to time its analyzer"
+    )
     args = ap.parse_args()
     print(
         f"# afn-agent analysis benchmark\n\n`python bench/analysis.py{' --quick' if args.quick else ''}`, "
