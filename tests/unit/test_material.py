@@ -98,3 +98,9 @@ def test_flow_percentage_changes_what_is_pushed_not_what_slicers_state():
     assert r.filament_mm_per_tool == {0: pytest.approx(95.0), 1: pytest.approx(11.0)}
     assert r.filament_mm == pytest.approx(106.0)
     assert r.producer_count_mm == pytest.approx(110.0)
+
+
+def test_a_tool_beyond_those_counted_is_warned_and_its_filament_kept():
+    r = count("M83\nG1 X1 E2\nT99\nG1 X2 E3\nT1\nG1 X3 E4").result()
+    assert r.filament_mm_per_tool == {0: pytest.approx(5.0), 1: pytest.approx(4.0)}
+    assert r.warnings == ["job.gcode: 1 command(s) name a tool beyond T63; its filament is counted on the tool in use before"]
