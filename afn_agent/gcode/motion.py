@@ -8,7 +8,7 @@ PrusaSlicer's estimator models) or junction deviation (Marlin 2 with JD), per ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from ._core import trapezoid_time
 
@@ -38,32 +38,16 @@ class Limits:
     junction_deviation: float = 0.0  # mm; 0 means classic jerk
 
     def copy(self) -> Limits:
-        return Limits(
-            dict(self.max_feedrate),
-            dict(self.max_accel),
-            dict(self.jerk),
-            self.accel,
-            self.retract_accel,
-            self.travel_accel,
-            self.max_accel_extruding,
-            self.max_accel_travel,
-            self.min_feedrate,
-            self.min_travel_feedrate,
-            self.junction_deviation,
+        """A copy whose per-axis tables can be changed without touching this one."""
+        return replace(
+            self, max_feedrate=dict(self.max_feedrate), max_accel=dict(self.max_accel), jerk=dict(self.jerk)
         )
 
     def as_tuple(self) -> tuple:
-        """The limits in the order `Core.set_limits` takes them."""
+        """The limits in the order `Core.set_limits` takes them: the per-axis tables (X Y Z E), then the
+        scalars in field order."""
+        scalars = tuple(getattr(self, f.name) for f in fields(self)[3:])
         return (
-            tuple(self.max_feedrate[a] for a in AXES),
-            tuple(self.max_accel[a] for a in AXES),
-            tuple(self.jerk[a] for a in AXES),
-            self.accel,
-            self.retract_accel,
-            self.travel_accel,
-            self.max_accel_extruding,
-            self.max_accel_travel,
-            self.min_feedrate,
-            self.min_travel_feedrate,
-            self.junction_deviation,
+            *(tuple(table[a] for a in AXES) for table in (self.max_feedrate, self.max_accel, self.jerk)),
+            *scalars,
         )
