@@ -243,8 +243,10 @@ class Analyzer:
         n = self.material.tools_out_of_range
         if not n:
             return []
-        return [f"{self.name}: {n} command(s) name a tool beyond T{MAX_TOOLS - 1}; its filament is counted "
-                "on the tool in use before"]
+        return [
+            f"{self.name}: {n} command(s) name a tool beyond T{MAX_TOOLS - 1}; its filament is counted "
+            "on the tool in use before"
+        ]
 
     def used_so_far(self) -> dict[str, Any]:
         """Material per tool and beam/spindle time of what was fed so far, for a running job's

@@ -40,6 +40,14 @@ class Command:
         return default if value is None else value
 
 
+def tool_number(value: float) -> int:
+    """A tool number from a word's value (an absurd one, a 400-digit `T`, is -1 rather than an exception)."""
+    try:
+        return int(value)
+    except (OverflowError, ValueError):
+        return -1
+
+
 def strip_comments(raw: str, parens: bool = True) -> str:
     """The part of a line that is G-code. `;` ends it except in a message command's text."""
     text = raw.strip()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ._core import MAX_TOOLS, Core
-from .lexer import Command
+from .lexer import Command, tool_number
 
 MOVES = frozenset({"G0", "G1", "G2", "G3"})
 
@@ -51,7 +51,7 @@ class MaterialCounter:
         elif code[:1] == "T" and code[1:].isdigit():
             self._select(int(code[1:]))
         elif code == "M221" and p.get("S") is not None:
-            tool = _tool_number(p["T"]) if p.get("T") is not None else core.tool
+            tool = tool_number(p["T"]) if p.get("T") is not None else core.tool
             if 0 <= tool < MAX_TOOLS:
                 core.set_flow(tool, max(p["S"], 0.0) / 100.0)
             else:
@@ -97,13 +97,6 @@ class MaterialCounter:
 
     def started(self) -> bool:
         return self.core.e_moves > 0
-
-
-def _tool_number(value: float) -> int:
-    try:
-        return int(value)
-    except (OverflowError, ValueError):
-        return -1
 
 
 def grams(mm: float, diameter_mm: float, density_g_cm3: float) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._core import BEAM, POWER_SHIFT, SPINDLE, Core
-from .lexer import Command
+from .lexer import Command, tool_number
 from .motion import Limits
 
 INCH = 25.4
@@ -110,9 +110,7 @@ class Timeline:
 
     def beam_full_power_s(self) -> float:
         """Beam time weighted by power (S over the profile's full scale): what a laser tube wears by."""
-        return sum(
-            t * (tag >> POWER_SHIFT) / 100 for tag, t in self.core.time_by_tag().items() if tag & BEAM
-        )
+        return sum(t * (tag >> POWER_SHIFT) / 100 for tag, t in self.core.time_by_tag().items() if tag & BEAM)
 
     def spindle_s(self) -> float:
         return sum(t for tag, t in self.core.time_by_tag().items() if tag & SPINDLE) + self._spindle_still
@@ -171,8 +169,10 @@ class Timeline:
             self._limits(code, p)
         elif code[:1] == "T" and code[1:].isdigit() and int(code[1:]) not in self.tools_used:
             self.tools_used.append(int(code[1:]))
-        elif code == "M6" and p.get("T") is not None and _whole(p["T"]) not in self.tools_used:
-            self.tools_used.append(_whole(p["T"]))
+        elif code == "M6" and p.get("T") is not None:
+            tool = tool_number(p["T"])
+            if tool >= 0 and tool not in self.tools_used:
+                self.tools_used.append(tool)
 
     def _mm(self, v: float) -> float:
         return v * INCH if self.core.inches else v
@@ -248,11 +248,3 @@ class Timeline:
 def _capped(value: float, cap: float) -> float:
     """An acceleration a machine whose configuration caps it (0: no cap) will really use."""
     return min(value, cap) if cap > 0 else value
-
-
-def _whole(value: float) -> int:
-    """A tool number from a word (an absurd one, `T1e400`, is -1 rather than an exception)."""
-    try:
-        return int(value)
-    except (OverflowError, ValueError):
-        return -1
