@@ -31,6 +31,35 @@ def start_sim(tmp_path):
 
 
 @pytest.fixture
+def one_machine(tmp_path, start_sim):
+    """one_machine(machine_id, kind="marlin", profile=None, safety="", extra_machine=None, **sim_options)
+    -> (agent, sim): one simulated machine behind a started agent (printer: marlin2; GRBL: a fluidnc
+    laser), `safety` TOML appended to its config; the agents are stopped at teardown."""
+    from afn_agent.app import Agent
+    from afn_agent.config import load_config
+    from tests.helpers import write_config
+
+    agents = []
+
+    def make(machine_id, kind="marlin", profile=None, safety="", extra_machine=None, **sim_options):
+        sim_options.setdefault("speed", 10)
+        sim = start_sim(kind, **sim_options)
+        machine = {"id": machine_id, "class": "fdm-printer" if kind == "marlin" else "laser",
+                   "profile": profile or ("marlin2" if kind == "marlin" else "fluidnc"), "port": str(sim.link),
+                   "baud": sim.options["baud"], "tariff": "printer", "hold_uploads": False, **(extra_machine or {})}  # fmt: skip
+        path = write_config(tmp_path / "agent.toml", [machine])
+        path.write_text(path.read_text() + safety)
+        agent = Agent(load_config(path)).start()
+        agents.append(agent)
+        assert agent.machines[machine_id].wait_ready(15)
+        return agent, sim
+
+    yield make
+    for a in agents:
+        a.stop()
+
+
+@pytest.fixture
 def connect():
     """connect(sim, profile or name, **kw) -> a Machine ready on the simulator, closed at teardown."""
     machines: list[Machine] = []

@@ -17,22 +17,9 @@ from tests.helpers import write_config
 
 
 @pytest.fixture
-def lab(tmp_path, start_sim):
-    agents = []
-
-    def make(**sim_options):
-        sim_options.setdefault("speed", 10)
-        sim = start_sim("marlin", **sim_options)
-        machine = {"id": "p1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
-                   "baud": sim.options["baud"], "tariff": "printer", "hold_uploads": False}  # fmt: skip
-        agent = Agent(load_config(write_config(tmp_path / "agent.toml", [machine]))).start()
-        agents.append(agent)
-        assert agent.machines["p1"].wait_ready(15)
-        return agent, sim
-
-    yield make
-    for a in agents:
-        a.stop()
+def lab(one_machine):
+    """lab(**sim_options) -> (agent, sim): one simulated Marlin printer behind a started agent."""
+    return lambda **sim_options: one_machine("p1", **sim_options)
 
 
 def job(tmp_path, n=0, segments=2000):

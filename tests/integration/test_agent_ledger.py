@@ -8,35 +8,17 @@ import time
 import jsonschema
 import pytest
 
-from afn_agent.app import Agent
-from afn_agent.config import load_config
 from afn_agent.firmware.profile import load_profile
 from afn_agent.gcode.analyzer import analyze_path
 from afn_agent.ledger.usage import SCHEMA_FILE, reprice
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
-from tests.helpers import write_config
 
 
 @pytest.fixture
-def lab(tmp_path, start_sim):
+def lab(one_machine):
     """lab(**sim_options) -> agent: one simulated Marlin printer behind a started agent."""
-    agents = []
-
-    def make(**sim_options):
-        sim_options.setdefault("speed", 10)
-        sim = start_sim("marlin", **sim_options)
-        machine = {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
-                   "baud": sim.options["baud"], "tariff": "printer", "material": "PLA", "hold_uploads": False}  # fmt: skip
-        cfg = load_config(write_config(tmp_path / "agent.toml", [machine]))
-        agent = Agent(cfg).start()
-        agents.append(agent)
-        assert agent.machines["printer-1"].wait_ready(15)
-        return agent
-
-    yield make
-    for agent in agents:
-        agent.stop()
+    return lambda **sim_options: one_machine("printer-1", extra_machine={"material": "PLA"}, **sim_options)[0]
 
 
 def job_file(tmp_path, segments=1500, heat=(200.0, 60.0)):

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from afn_agent.app import Agent, open_ledger
+from afn_agent.app import open_ledger
 from afn_agent.config import load_config
 from afn_agent.sim.jobs import circle_gcode
 from afn_agent.spool import submit
@@ -93,25 +93,9 @@ def test_kill_9_then_safe_state_first_and_confirmation_before_the_next_job(tmp_p
 
 
 @pytest.fixture
-def lab(tmp_path, start_sim):
-    agents = []
-
-    def make(kind="marlin", profile=None, safety="", extra_machine=None, **sim_opts):
-        sim_opts.setdefault("speed", 10)
-        sim = start_sim(kind, **sim_opts)
-        machine = {"id": "m1", "class": "fdm-printer" if kind == "marlin" else "laser",
-                   "profile": profile or ("marlin2" if kind == "marlin" else "fluidnc"), "port": str(sim.link),
-                   "baud": sim.options["baud"], "tariff": "printer", "hold_uploads": False, **(extra_machine or {})}  # fmt: skip
-        path = write_config(tmp_path / "agent.toml", [machine])
-        path.write_text(path.read_text() + safety)
-        agent = Agent(load_config(path)).start()
-        agents.append(agent)
-        assert agent.machines["m1"].wait_ready(15)
-        return agent, sim
-
-    yield make
-    for a in agents:
-        a.stop()
+def lab(one_machine):
+    """lab(kind="marlin", profile=None, safety="", extra_machine=None, **sim_options) -> (agent, sim)."""
+    return lambda kind="marlin", **kw: one_machine("m1", kind, **kw)
 
 
 def test_stall_raises_an_alarm_then_the_safe_state(lab, tmp_path):
