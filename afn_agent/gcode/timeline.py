@@ -81,7 +81,6 @@ class Timeline:
         core.grbl = grbl_dialect
         core.laser_max_s = laser_max_s
         self.heat = heat or HeatModel()
-        self.grbl = grbl_dialect
         self.heating_s = 0.0
         self.dwell_s = 0.0
         self.other_s = 0.0
@@ -182,7 +181,7 @@ class Timeline:
         if s is not None:
             return s
         if p is not None:
-            return p if self.grbl else p / 1000.0  # GRBL's G4 P is seconds, RepRap's milliseconds
+            return p if self.core.grbl else p / 1000.0  # GRBL's G4 P is seconds, RepRap's milliseconds
         return 0.0
 
     def _wait(self, seconds: float, kind: str) -> None:
