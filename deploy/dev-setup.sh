@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # System packages the agent, its demo and its tests use: a real MQTT broker, headless Chromium for the
 # kiosk page tests, promtool (Debian's prometheus package) to check /metrics, openssl for TLS tests;
 # gcc and python3-dev build the analyzer's compiled part (afn_agent/gcode/_core.c).
-PACKAGES="python3 python3-venv python3-pip python3-dev gcc mosquitto mosquitto-clients chromium prometheus openssl"
+PACKAGES="python3 python3-venv python3-pip python3-dev gcc mosquitto mosquitto-clients chromium prometheus openssl socat"
 
 if command -v apt-get >/dev/null 2>&1; then
     missing=""

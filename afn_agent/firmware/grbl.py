@@ -35,6 +35,8 @@ BANNER_RE = re.compile(r"^(grbl|grblhal|fluidnc)\b.*", re.I)
 SETTING_RE = re.compile(r"^\$([A-Za-z0-9]+)=(.*)$")
 OPT_RE = re.compile(r"^OPT:([^,]*),(\d+),(\d+)")
 SYNC_RE = re.compile(r"^(\$|G10\s*L[0-9]|G28\.1|G30\.1)", re.I)
+BANNER_QUIET_S = 0.25  # after a reboot banner, answers to lines written before it may still come
+GREET_RETRY_S = 2.0  # no banner and no status report: reset the controller again this often
 
 
 class GrblProtocol:
@@ -69,6 +71,11 @@ class GrblProtocol:
         self._wait_since = now
         self._last_poll = now
         self._last_status = now
+        self._greeting = False  # nothing is written until the controller shows it is up
+        self._greet_at = now
+        self._quiet_until = 0.0
+        self._status_seen = False  # a status report since the last banner (alarm known or not)
+        self._info_ready = False  # `$I` answered; its FirmwareInfo waits for a status report
 
     # ---- what the driver feeds in -------------------------------------------------------------
     def send(self, command: str, tag: object = None, *, host: bool = False) -> None:
@@ -78,11 +85,36 @@ class GrblProtocol:
     def wants_lines(self) -> bool:
         return len(self._job) < 4 and not self._faulted
 
-    def handshake(self) -> None:
-        """Ask for build info (RX size) and the settings; run after the banner."""
+    def handshake(self, now: float = 0.0) -> None:
+        """Greet the controller: write nothing until it shows it is up (a banner or a status report),
+        then ask for build info (RX size) and settings. Lines written while it boots would be answered
+        after its banner and credited to the wrong lines. No sign of life: a soft reset, then again."""
         self.window.clear()
-        self._host.append(("$I", None))
-        self._host.append(("$$", None))
+        self._host.clear()
+        self._sync_wait = False
+        self._greeting, self._status_seen, self._info_ready = True, False, False
+        self._greet_at = now + self.profile.link.open_delay_s
+        self._urgent.append(STATUS)
+
+    def _greeted(self, now: float, quiet: float = 0.0) -> None:
+        self._greeting = False
+        self._quiet_until = now + quiet
+        self._host.extend((("$I", None), ("$$", None)))
+
+    @property
+    def motion_stopped(self) -> bool:
+        """The axes are at rest, so a reset keeps the position: Idle, a completed hold (`Hold:0`; `Hold:1`
+        is still decelerating) or a door hold that has stopped (`Door:0`, `Door:1`)."""
+        if self.state == "Idle":
+            return True
+        if self.state == "Hold":
+            return self.substate == 0
+        return self.state == "Door" and self.substate in (0, 1)
+
+    def feed_hold(self) -> bytes:
+        """`!`: decelerate to a stop. What we knew of the motion is stale until the next report."""
+        self.state, self.substate = "Unknown", None
+        return FEED_HOLD
 
     def realtime(self, name: str) -> bytes:
         """A realtime command's byte; it bypasses the RX ring and gets no ok."""
@@ -97,6 +129,8 @@ class GrblProtocol:
         self._host.clear()
         self.window.clear()
         self._sync_wait = False
+        self._greeting = True  # nothing goes out until its banner
+        self._greet_at = self._last_poll + GREET_RETRY_S
         return self.realtime("reset")
 
     def emergency_stop(self) -> bytes:
@@ -110,7 +144,7 @@ class GrblProtocol:
     # ---- bytes out ----------------------------------------------------------------------------
     def data_to_send(self, now: float = 0.0) -> bytes:
         """As many queued lines as the RX ring can take; settings writes go one at a time."""
-        if self._faulted:
+        if self._faulted or self._greeting or now < self._quiet_until:
             return b""
         out = bytearray()
         while not self._sync_wait:
@@ -163,6 +197,8 @@ class GrblProtocol:
         self._events.append(event)
 
     def _handle(self, line: str, now: float) -> None:
+        if self._greeting and (line == "ok" or line.startswith("error:")):
+            return  # answers to lines written before we connected: none of ours
         if line == "ok":
             self._wait_since = now
             self._retire()
@@ -181,7 +217,7 @@ class GrblProtocol:
             if self.job_active and not (code == 3 and self._expect_reset):
                 self._fault(f"ALARM:{code} {alarm_meaning(code)}", f"alarm-{code}")
         elif BANNER_RE.match(line):
-            self._on_banner(line)
+            self._on_banner(line, now)
         elif m := SETTING_RE.match(line):
             self.settings[m.group(1)] = m.group(2)
             self._emit(ev.Setting(m.group(1), m.group(2)))
@@ -202,8 +238,15 @@ class GrblProtocol:
         self._emit(ev.LineAcked(line.seq, line.text, line.tag))
         if line.text.upper() == "$I":
             self.firmware_name = self.firmware_name or f"Grbl {self.version}".strip()
-            self._emit(ev.FirmwareInfo(self.firmware_name, dict(self.capabilities)))
+            self._info_ready = True
+            self._info_if_ready()
         return line
+
+    def _info_if_ready(self) -> None:
+        """Identity once both `$I` and a status report are in: the driver then knows whether it is alarmed."""
+        if self._info_ready and self._status_seen:
+            self._info_ready = False
+            self._emit(ev.FirmwareInfo(self.firmware_name, dict(self.capabilities)))
 
     def _on_error(self, line: str) -> None:
         code = _int(line[6:])
@@ -222,8 +265,11 @@ class GrblProtocol:
         parts = body.split("|")
         state, _, sub = parts[0].partition(":")
         self.state, self.substate = state, (_int(sub) if sub else None)
-        if state != "Alarm":
-            self.alarm_locked = False
+        self.alarm_locked = state == "Alarm"  # also a controller found already in alarm at connect
+        if self._greeting:
+            self._greeted(now)  # it answers: up and reading, and nothing of ours is in flight
+        self._status_seen = True
+        self._info_if_ready()
         fields = {}
         for part in parts[1:]:
             key, _, value = part.partition(":")
@@ -239,14 +285,17 @@ class GrblProtocol:
             with contextlib.suppress(ValueError):
                 self._emit(ev.Position({axes[i]: float(v) for i, v in enumerate(pos.split(","))}))
 
-    def _on_banner(self, line: str) -> None:
+    def _on_banner(self, line: str, now: float) -> None:
         self.firmware_name = line.split("[")[0].strip()
         expected = self._expect_reset
         self._expect_reset = False
         lost = bool(self.window.lines) or bool(self._job)
         self.window.clear()
+        self._host.clear()
         self._sync_wait = False
-        self.state = "Reset"
+        self.state, self._status_seen, self._info_ready = "Reset", False, False
+        self._urgent.append(STATUS)
+        self._greeted(now, BANNER_QUIET_S)
         mid_job = self.job_active and not expected
         self._emit(ev.FirmwareReset(line, mid_job))
         if mid_job or (lost and not expected):
@@ -294,6 +343,10 @@ class GrblProtocol:
         if now - self._last_poll >= poll:
             self._last_poll = now
             self._urgent.append(STATUS)
+        if self._greeting and now >= self._greet_at:
+            self._greet_at = now + GREET_RETRY_S
+            self._expect_reset = True
+            self._urgent.append(SOFT_RESET)
         if self._faulted or not self.window.lines:
             return
         alive = self._last_status > self._wait_since and self.state in ("Run", "Hold", "Jog", "Home", "Door")

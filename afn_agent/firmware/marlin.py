@@ -16,6 +16,10 @@ from .profile import Profile
 from .window import SentLine, Window
 
 HISTORY = 512
+RESEND_SETTLE_S = 0.1  # a resent line that drew a repeated request and then silence is sent again
+RESEND_ANSWER_S = 1.0  # a resent line with no answer at all this long is sent again (it was lost)
+RESEND_RETRIES = 2  # copies sent again on a timer per request; after that the ok-watchdog takes over
+CORRUPT_MARKERS = ("checksum mismatch", "no checksum")  # the line arrived damaged (not out of order)
 ESTOP = b"M112\n"
 FAULT_MARKERS = (
     "kill() called",
@@ -37,6 +41,7 @@ LINE_ERROR_MARKERS = (
 )
 RESEND_RE = re.compile(r"^(?:resend|rs)\s*:?\s*n?:?\s*(\d+)", re.I)
 ADVANCED_OK_RE = re.compile(r"\bN(\d+)\s+P(\d+)\s+B(\d+)")
+UNNUMBERED_OK_RE = re.compile(r"^ok\s+P(\d+)\s+B(\d+)")  # ADVANCED_OK answering a line without N
 TEMP_RE = re.compile(r"(?<![\w@])(T\d*|B|C|P|A)\s*:\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*(-?\d+(?:\.\d+)?))?")
 POS_RE = re.compile(r"\b([XYZEABC])\s*:\s*(-?\d+(?:\.\d+)?)")
 UNKNOWN_RE = re.compile(r'unknown command:\s*"?([^"]*)"?', re.I)
@@ -69,13 +74,18 @@ class MarlinProtocol:
         self._rx = bytearray()
         self._events: list[ev.Event] = []
         self._swallow_ok = False
-        self._fragment_ok = False
+        self._fragment = ""  # an unknown command that was not the line we wait on: its ok is not ours
         self._rewind: int | None = None
-        self._stale = 0
         self._wait_since = now
         self._probes = 0
         self._faulted = False
         self._info_pending = False
+        self._settle_at = 0.0  # when the resent line, still unanswered, is taken for lost
+        self._timed_resends = 0
+        self._damaged = False  # the last line error was a damaged line, not one out of order
+        self._now = now
+        self._sync: SentLine | None = None  # an M110 on its way: nothing else goes out until its ok
+        self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
 
     # ---- what the driver feeds in -------------------------------------------------------------
     def send(self, command: str, tag: object = None, *, host: bool = False) -> None:
@@ -86,13 +96,14 @@ class MarlinProtocol:
         """True when the job queue is low enough that the driver should read more of the file."""
         return len(self._job) < 4 and not self._faulted
 
-    def handshake(self) -> None:
+    def handshake(self, now: float = 0.0) -> None:
         """Reset line numbering and ask for capabilities; run at connect and after a reset."""
         self._history.clear()
         self._resend.clear()
         self.window.clear()
         self._received.clear()
-        self._rewind, self._stale = None, 0
+        self._rewind = None
+        self._sync = None
         if self.numbered:
             self._host.append(("M110 N0", None))
         self._host.append(("M115", None))
@@ -132,7 +143,9 @@ class MarlinProtocol:
         if self._faulted:
             return b""
         out = bytearray()
-        while True:
+        while self._sync is None or self._resend:
+            if self._rewind is not None and self.window.lines:
+                break  # recovering from a resend: one line at a time until it is answered
             if self._resend:
                 line = self._resend[0]
                 if not self.window.fits(len(line.wire)):
@@ -143,14 +156,21 @@ class MarlinProtocol:
                 if not src:
                     break
                 text, tag = src[0]
-                seq = _m110_target(text) if self.numbered and command_word(text) == "M110" else self._next_seq
+                renumber = self.numbered and command_word(text) == "M110"
+                if renumber and self.outstanding:
+                    break  # M110 goes alone: Marlin renumbers when it runs it, not when it reads it
+                seq = _m110_target(text) if renumber else self._next_seq
                 wire = frame(seq, text) if self.numbered else plain(text)
                 if not self.window.fits(len(wire)):
                     break
                 src.popleft()
                 line = self._commit(seq, text, wire, tag)
+                if renumber:
+                    self._sync = line
             if not self.outstanding:
                 self._wait_since = now
+            if self._rewind is not None:
+                self._settle_at = now + RESEND_ANSWER_S
             self.window.push(line)
             out += line.wire
         return bytes(out)
@@ -159,6 +179,7 @@ class MarlinProtocol:
         word = command_word(text)
         if word == "M110" and self.numbered:
             self._history.clear()
+            self._acked_seq = seq - 1
         self._next_seq = seq + 1
         line = SentLine(seq, text, wire, tag, long=word in self.long_commands, barrier=word == "M105")
         self._history.append(line)
@@ -174,6 +195,7 @@ class MarlinProtocol:
         """Feed bytes read from the port; complete lines become events."""
         if not data:
             return
+        self._now = now
         self._rx += data
         while True:
             nl = self._rx.find(b"\n")
@@ -184,10 +206,9 @@ class MarlinProtocol:
             raw = bytes(self._rx[:nl])
             del self._rx[: nl + 1]
             line = raw.decode("utf-8", "replace").strip("\r\x00 ")
-            if line:
-                self._wait_since = now
+            if line and self._handle(line):
+                self._wait_since = now  # only an answer is progress: autoreports and echoes are not
                 self._probes = 0
-                self._handle(line)
 
     def events(self) -> list[ev.Event]:
         """Take the events produced so far."""
@@ -197,51 +218,65 @@ class MarlinProtocol:
     def _emit(self, event: ev.Event) -> None:
         self._events.append(event)
 
-    def _handle(self, line: str) -> None:
+    def _handle(self, line: str) -> bool:
+        """Act on one line; True when it answers our commands (progress for the ok-watchdog)."""
         low = line.lower()
         swallow, self._swallow_ok = self._swallow_ok, False
-        fragment, self._fragment_ok = self._fragment_ok, False
+        fragment, self._fragment = self._fragment, ""
         if low.startswith("ok"):
-            if swallow or fragment:
-                return
-            self._on_ok(line)
+            numbered_ok = self.numbered and ADVANCED_OK_RE.search(line)
+            if fragment and numbered_ok:
+                self._on_damaged_ok(int(numbered_ok.group(1)), fragment)
+            if not swallow and (numbered_ok or not fragment):
+                self._on_ok(line)
         elif m := RESEND_RE.match(line):
             self._on_resend(int(m.group(1)))
         elif low.startswith("error") or low.startswith("!!"):
             self._on_error(line)
         elif "busy:" in low:
             self._emit(ev.Busy(line.split("busy:", 1)[-1].strip()))
-        elif low == "wait":
-            if self.outstanding:
-                self._probe(self._wait_since)
         elif low == "start" or low.startswith("start "):
             self._on_reset(line)
-        elif low.startswith("//action:"):
-            name, _, args = line[len("//action:") :].partition(" ")
-            self._emit(ev.ActionCommand(name.strip(), args.strip()))
         elif line.startswith("FIRMWARE_NAME:"):
             self.firmware_name = line[len("FIRMWARE_NAME:") :].split(" SOURCE_CODE_URL")[0].strip()
             self._info_pending = True
         elif m := CAP_RE.match(line):
             self.capabilities[m.group(1)] = m.group(2) == "1"
             self._info_pending = True
-        elif "unknown command" in low:
-            self._on_unknown(line)
         elif " count " in low and POS_RE.search(line):
             self._emit(ev.Position(_position(line)))
+        else:
+            self._on_unsolicited(line, low)
+            return False
+        return True
+
+    def _on_unsolicited(self, line: str, low: str) -> None:
+        """Lines the firmware prints on its own: they say nothing about our commands' progress."""
+        if low == "wait":
+            if self.outstanding:
+                self._probe(self._wait_since)
+        elif low.startswith("//action:"):
+            name, _, args = line[len("//action:") :].partition(" ")
+            self._emit(ev.ActionCommand(name.strip(), args.strip()))
+        elif "unknown command" in low:
+            self._on_unknown(line)
         elif TEMP_RE.search(line) and ("T:" in line or "B:" in line):
             self._emit_temps(line)
         else:
             self._emit(ev.Message(line))
 
     def _on_ok(self, line: str) -> None:
+        if m := UNNUMBERED_OK_RE.match(line):
+            self.planner_free, self.queue_free = int(m.group(1)), int(m.group(2))
+            if self.numbered:
+                return  # a line without N reached the parser: a cut or corrupted one, never ours
         if "T:" in line:
             self._emit_temps(line)
             retired = self._retire_through_barrier()
+        elif self.numbered and (m := ADVANCED_OK_RE.search(line)):
+            retired = self._on_advanced_ok(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         else:
             retired = self._retire_oldest()
-        if m := ADVANCED_OK_RE.search(line):
-            self._on_advanced_ok(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         if self._info_pending and retired is not None and command_word(retired.text) == "M115":
             self._info_pending = False
             self._reserve_for_estop()
@@ -264,8 +299,14 @@ class MarlinProtocol:
         return None
 
     def _acked(self, line: SentLine) -> None:
+        if self._sync is line:
+            self._sync = None
         if self._rewind is not None and line.seq >= self._rewind:
-            self._rewind, self._stale = None, 0
+            self._rewind, self._settle_at = None, 0.0
+        if self.numbered:
+            if line.seq <= self._acked_seq:
+                return  # counted already: an ok that answered something else was taken for it
+            self._acked_seq = line.seq
         self._emit(ev.LineAcked(line.seq, line.text, line.tag))
 
     def oldest_unanswered(self) -> SentLine | None:
@@ -277,25 +318,38 @@ class MarlinProtocol:
         while (oldest := self.window.oldest()) is not None and oldest.seq <= through:
             self._received.append(self.window.pop_oldest())
 
-    def _trim_received(self, awaiting: int) -> None:
-        """At most `awaiting` received lines can still owe an ok; older ones had theirs lost."""
-        while len(self._received) > max(awaiting, 0):
-            self._retire_oldest()
-
-    def _on_advanced_ok(self, received: int, planner_free: int, queue_free: int) -> None:
-        """ADVANCED_OK: lines up to `received` have left the RX ring; the queue holds the unanswered ones."""
+    def _on_advanced_ok(self, answered: int, planner_free: int, queue_free: int) -> SentLine | None:
+        """ADVANCED_OK names the line it answers: it and every line before it are done (their oks were
+        lost if we still wait on them). The queue it reports holds that line and the ones read after it."""
         self.planner_free, self.queue_free = planner_free, queue_free
         self.capabilities.setdefault("ADVANCED_OK", True)
-        self._mark_received(received)
-        # the command just answered is still counted in the queue when its ok is printed
-        self._trim_received(self.profile.link.queue_depth - queue_free - 1)
+        retired = None
+        while (oldest := self.oldest_unanswered()) is not None and oldest.seq <= answered:
+            retired = self._retire_oldest()
+        if self._rewind is None:  # while recovering, what follows the resent line is unknown
+            self._mark_received(answered + self.profile.link.queue_depth - queue_free - 1)
+        return retired
 
     def _on_resend(self, seq: int) -> None:
+        """Marlin flushes its RX ring on a bad line and asks once; lines that reach it after the flush ask
+        again. A repeat before we have sent the line again is such an echo. Once the copy is out, a
+        repeat after a damaged line means the copy failed: sent again at once; after an out-of-order
+        line it may be an echo: sent again only if silence follows (never a stall, rarely a duplicate)."""
         self._swallow_ok = self.profile.link.ok_after_resend
-        if self._rewind == seq and self._stale > 0:
-            self._stale -= 1
-            self._emit(ev.ResendRequested(seq, stale=True))
+        if self._sync is not None:
+            self._resend_sync()
             return
+        damaged, self._damaged = self._damaged, False
+        if self._rewind == seq:
+            if self._copy_waiting():
+                self._emit(ev.ResendRequested(seq, stale=True))  # asked again before we could answer
+                return
+            if not damaged:
+                # out of order: an echo from a line that reached Marlin after its flush, or our copy;
+                # if silence follows, it was our copy
+                self._settle_at = self._now + RESEND_SETTLE_S
+                self._emit(ev.ResendRequested(seq, stale=True))
+                return
         if not self._history:
             return
         first = self._history[0].seq
@@ -306,22 +360,41 @@ class MarlinProtocol:
                 "resend-unavailable",
             )
             return
-        # everything before `seq` was received; everything from it on is gone from the firmware
+        self._rewind_to(seq)
+        self._timed_resends = 0
+        self.resends += 1
+        self._emit(ev.ResendRequested(seq))
+
+    def _copy_waiting(self) -> bool:
+        """The line asked for has not gone out again yet."""
+        return bool(self._resend) and self._resend[0].seq == self._rewind
+
+    def _rewind_to(self, seq: int) -> None:
+        """Everything before `seq` was read; everything from it on is gone from the firmware. Until the
+        resent line is answered it goes alone: bytes that reached the ring after Marlin's flush may still
+        be there, and one line never overflows what the lost line used to occupy."""
         self._received = deque(x for x in self._received if x.seq < seq)
-        dropped = self.window.drop_from(seq)
+        self.window.drop_from(seq)
         self._mark_received(seq - 1)
-        self._trim_received(self.profile.link.queue_depth)
-        self._stale = sum(1 for x in dropped if x.seq > seq)
-        self._rewind = seq
+        self._rewind, self._settle_at = seq, 0.0
+        first = self._history[0].seq
         self._resend = deque(list(self._history)[seq - first :])
-        if self._resend:
-            self.resends += 1
-            self._emit(ev.ResendRequested(seq))
+
+    def _resend_sync(self) -> None:
+        """The M110 did not take (corrupted on the way): Marlin still counts the old numbers. Send it again."""
+        sync = self._sync
+        assert sync is not None
+        self.window.clear()
+        self._received.clear()
+        self._resend = deque([sync])
+        self.resends += 1
+        self._emit(ev.ResendRequested(sync.seq))
 
     def _on_error(self, line: str) -> None:
         low = line.lower()
         self.errors += 1
         if any(m in low for m in LINE_ERROR_MARKERS):
+            self._damaged = any(m in low for m in CORRUPT_MARKERS)
             return  # a Resend follows; nothing to do until it comes
         if "unknown command" in low:
             self._on_unknown(line)
@@ -332,18 +405,34 @@ class MarlinProtocol:
         self._emit(ev.FirmwareWarning(line))
 
     def _on_unknown(self, line: str) -> None:
-        """An unknown command is a warning, unless it is the tail of a line cut by an RX flush.
+        """An unknown command is a warning, unless it is not the line we wait on.
 
-        Such a fragment gets an `ok` that answers none of our lines, so that ok is eaten.
+        Then it is a fragment (a line cut by an RX flush, or one whose `N` was corrupted so Marlin read it
+        as an unnumbered command): its `ok` answers none of our lines, so that ok is eaten.
         """
         m = UNKNOWN_RE.search(line)
         text = (m.group(1) if m else "").strip()
         oldest = self.oldest_unanswered()
-        recovering = self._rewind is not None
-        if recovering and oldest is not None and command_word(text) != command_word(oldest.text):
-            self._fragment_ok = True
+        if oldest is None or _squeeze(text) != _squeeze(oldest.text):
+            self._fragment = text or line
+            if self._rewind is not None:  # perhaps our resent copy, its N corrupted
+                self._settle_at = self._now + RESEND_SETTLE_S
             return
         self._emit(ev.FirmwareWarning(line, oldest.seq if oldest else None))
+
+    def _on_damaged_ok(self, seq: int, ran: str) -> None:
+        """Our line N was damaged on the wire in a way its XOR checksum missed (two flips of one bit):
+        Marlin accepted it and ran something else. Said loudly; the line counts as done, as Marlin says."""
+        line = next((x for x in (*self._received, *self.window.lines) if x.seq == seq), None)
+        if line is not None:
+            self._emit(
+                ev.FirmwareWarning(
+                    f"line {seq} reached the firmware damaged and passed its checksum: it ran {ran!r} "
+                    f"instead of {line.text!r}",
+                    seq,
+                    line.tag,
+                )
+            )
 
     def _on_reset(self, banner: str) -> None:
         mid_job = self.job_active  # outside a job a reset only loses the handshake: it is redone
@@ -370,6 +459,11 @@ class MarlinProtocol:
     # ---- time ---------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Run the ok-watchdog: silence with lines outstanding gets a probe, then a fault."""
+        self._now = now
+        settled = self._settle_at and now >= self._settle_at and self._timed_resends < RESEND_RETRIES
+        if settled and self._rewind is not None and not self._copy_waiting():
+            self._timed_resends += 1
+            self._rewind_to(self._rewind)  # the resent copy was lost, flushed or failed: send it again
         if self._faulted or not self.outstanding:
             return
         limit = self.profile.timeouts.long_command_s if self._waiting_long() else self.profile.timeouts.ok_s
@@ -393,7 +487,8 @@ class MarlinProtocol:
         Its `ok T:` answers every line sent before it; a Resend instead says where the firmware is.
         """
         self._probes += 1
-        self._rewind, self._stale = None, 0
+        self._rewind = None
+        self._sync = None  # an M110 whose ok was lost must not hold the probe back
         self._mark_received(self._next_seq)
         self._host.appendleft(("M105", None))
         self._wait_since = now
@@ -410,6 +505,10 @@ def _m110_target(text: str) -> int:
         if p.startswith("N") and p[1:].isdigit():
             return int(p[1:])
     return 0
+
+
+def _squeeze(text: str) -> str:
+    return "".join(text.split()).upper()
 
 
 def _position(line: str) -> dict[str, float]:

@@ -266,18 +266,16 @@ class Machine(SafetyActions):
         if self._safe_pending and isinstance(self.core, MarlinProtocol):
             self._break_waits()
         self._set_state("connecting")
-        self.core.handshake()
+        self.core.handshake(time.monotonic())
         deadline = time.monotonic() + self.profile.link.open_delay_s + 10.0
-        retry_at = time.monotonic() + 2.0
+        retry_at = time.monotonic() + self.profile.link.open_delay_s + 2.0
         while not self._closing and self.state == "connecting":
             now = self.heartbeat = time.monotonic()
             if now > deadline:
                 raise LinkLost(f"{self.link.port_name}: no answer from a {self.profile.name} firmware")
             if now > retry_at:
                 retry_at = now + 2.0
-                self.core.handshake()
-                if isinstance(self.core, GrblProtocol):
-                    self.link.write(self.core.soft_reset())
+                self.core.handshake(now)
             self._io(now, 0.05)
 
     def _step(self) -> None:
@@ -421,8 +419,7 @@ class Machine(SafetyActions):
         self.core.discard_job()
         self._ending, self._ending_who = "cancelled", who
         if isinstance(self.core, GrblProtocol):
-            self.link.write(self.core.realtime("hold"))
-            self.grbl_state = ""  # only a report made after the hold may say the axes stopped
+            self.link.write(self.core.feed_hold())
             self._reset_by = time.monotonic() + CANCEL_HOLD_S
             return
         self._cancel_script()
@@ -434,7 +431,7 @@ class Machine(SafetyActions):
 
     def _reset_when_stopped(self, now: float) -> None:
         """GRBL cancel: a reset once the hold has stopped the axes keeps the position (no ALARM:3)."""
-        stopped = self.grbl_state in ("Hold:1", "Idle") or self.grbl_state.startswith("Door")
+        stopped = isinstance(self.core, GrblProtocol) and self.core.motion_stopped
         if self._reset_by and (stopped or now > self._reset_by):
             self._reset_by = 0.0
             self.link.write(self.core.soft_reset())
@@ -514,7 +511,6 @@ class Machine(SafetyActions):
         elif isinstance(event, ev.FirmwareReset):
             self._emit("firmware-reset", {"banner": event.banner, "mid_job": event.mid_job})
             if isinstance(self.core, GrblProtocol) and not event.mid_job:
-                self.core.handshake()
                 then, self._after_reset = self._after_reset, None
                 if then:
                     then()
@@ -536,7 +532,7 @@ class Machine(SafetyActions):
             stop = self.stop_on_grbl_error and self._job is not None and not self._ending
             if isinstance(core, GrblProtocol) and stop and not core.check_mode:
                 self._cmd_cancel("firmware error")
-                self._ending_reason = event.text
+                self._ending_reason = f"line {line}: {event.text}" if line else event.text
         elif isinstance(event, ev.Alarm):
             self._emit("alarm", {"code": event.code, "meaning": event.meaning})
             if self._job is None and self.state in ("idle", "connecting"):

@@ -41,6 +41,7 @@ class SimOptions:
     alarm_at: int = 0
     door_at: int = 0
     door_open_s: float = 1.0
+    homing_lock: bool = False
     stall_at: int = 0
     survive_estop: bool = False
     variant: str = ""

@@ -119,6 +119,11 @@ class GrblSim(SimFirmware):
         self.relative = False
         self.settings = dict(getattr(self, "settings", SETTINGS))
 
+    def reboot(self, t: float, first: bool = False) -> None:
+        """A power cycle clears an alarm, except the homing lock ($22=1) that GRBL sets at power-up."""
+        self.alarm = self.opts.homing_lock or getattr(self, "settings", SETTINGS).get("22") == "1"
+        super().reboot(t, first)
+
     def banner(self, t: float) -> None:
         self.out("", t)
         self.out(BANNERS.get(self.opts.variant, BANNERS[""]), t)
@@ -187,7 +192,7 @@ class GrblSim(SimFirmware):
         elif self.door:
             state = ("Door:2" if t < self.hold_until else "Door:1") if self.door_open else "Door:0"
         elif self.hold:
-            state = "Hold:0" if t < self.hold_until else "Hold:1"
+            state = "Hold:1" if t < self.hold_until else "Hold:0"  # 1: decelerating, 0: stopped
         elif self.check:
             state = "Check"
         elif self.block_until != INF:

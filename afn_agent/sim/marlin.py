@@ -109,7 +109,8 @@ class MarlinSim(SimFirmware):
             self.block_until = t  # break out of the heating wait; the M109/M190 ends now
 
     def drain_ring(self, t: float) -> None:
-        """Marlin reads serial into its line buffer only while the command queue has room."""
+        """Marlin reads serial into its command queue while the queue has room, then runs the queue:
+        lines read together are all checked (their N counted) before the first of them runs."""
         depth = self.opts.queue_depth
         while self.ring and len(self.queue) < depth and not self.halted:
             c = self.ring.pop(0)
@@ -117,9 +118,9 @@ class MarlinSim(SimFirmware):
                 line, self.linebuf = bytes(self.linebuf), bytearray()
                 if line.strip():
                     self._line(line, t)
-                    self._process(t)
             elif len(self.linebuf) < MAX_CMD - 1:
                 self.linebuf.append(c)
+        self._process(t)
 
     def _line(self, raw: bytes, t: float) -> None:
         text = raw.decode("ascii", "replace")
@@ -135,6 +136,8 @@ class MarlinSim(SimFirmware):
             if m110:
                 m2 = re.search(r"M110\s*N(\d+)", text)
                 n = int(m2.group(1)) if m2 else n
+            if n <= self.last_n and not m110:
+                return None  # a line it already has (a host's duplicate): Marlin 2 ignores it silently
             if n != self.last_n + 1 and not m110:
                 return self._line_error("Line Number is not Last Line Number+1", t)
             star = raw.rfind(b"*")
@@ -147,10 +150,8 @@ class MarlinSim(SimFirmware):
             label = str(n)
             body = text[: text.rfind("*")]
             command = re.sub(r"^N\d*\s*", "", body).strip()
-        elif "*" in text:
-            return self._line_error("No Line Number with checksum", t)
-        else:
-            label, command = "-", text
+        else:  # Marlin 2 runs a line without N as it is, checksum cut off (a corrupted N lands here)
+            label, command = "-", text.split("*", 1)[0].strip()
         self.queue.append(_Cmd(label, command, _command_of(command.encode())[1]))
 
     def _line_error(self, message: str, t: float) -> None:
@@ -229,10 +230,13 @@ class MarlinSim(SimFirmware):
         return True
 
     def _ok_text(self) -> str:
+        """ADVANCED_OK names the line it answers (none for a line read without N)."""
         if not self.opts.advanced_ok:
             return "ok"
         planner_free = self.opts.planner_blocks - 1 - len(self.planner)
-        return f"ok N{self.last_n} P{planner_free} B{self.opts.queue_depth - len(self.queue)}"
+        label = self.queue[0].label if self.queue else "-"
+        n = f" N{label}" if label.isdigit() else ""
+        return f"ok{n} P{planner_free} B{self.opts.queue_depth - len(self.queue)}"
 
     def _immediate(self, cmd: _Cmd, t: float) -> bool:
         w, text = cmd.word, cmd.text

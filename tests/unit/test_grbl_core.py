@@ -10,6 +10,8 @@ from tests.helpers import profile
 def connected(name: str = "grbl-1.1", **overrides) -> GrblProtocol:
     core = GrblProtocol(profile(name, **overrides))
     core.handshake()
+    assert core.data_to_send() == b""  # nothing before the controller shows it is up
+    core.receive_data(b"<Idle|MPos:0.000,0.000,0.000|FS:0,0>\n")
     assert core.data_to_send() == b"$I\n"  # `$` commands go one at a time
     core.receive_data(b"[VER:1.1h.20190825:]\n[OPT:V,15,128]\nok\n")
     assert core.data_to_send() == b"$$\n"
@@ -21,6 +23,7 @@ def connected(name: str = "grbl-1.1", **overrides) -> GrblProtocol:
 def test_handshake_reads_build_info_and_settings():
     core = GrblProtocol(profile("grbl-1.1"))
     core.handshake()
+    core.receive_data(b"<Idle|MPos:0.000,0.000,0.000|FS:0,0>\n")
     core.data_to_send()
     core.receive_data(b"[VER:1.1h.20190825:]\n[OPT:V,15,128]\nok\n")
     core.data_to_send()
@@ -109,7 +112,11 @@ def test_alarm_outside_a_job_locks_until_unlocked():
     evs = core.events()
     assert not any(isinstance(e, ev.Fault) for e in evs) and core.alarm_locked
     core.unlock()
-    assert core.data_to_send() == b"$X\n"
+    assert core.data_to_send(1.0) == b"$I\n"  # the banner's greeting first, one `$` line at a time
+    core.receive_data(b"[VER:1.1h.20190825:]\n[OPT:V,15,128]\nok\n")
+    assert core.data_to_send(1.0) == b"$$\n"
+    core.receive_data(b"$0=10\nok\n")
+    assert core.data_to_send(1.0) == b"$X\n"
     core.receive_data(b"[MSG:Caution: Unlocked]\nok\n")
     assert not core.alarm_locked
 

@@ -1,0 +1,194 @@
+"""Real GRBL 1.1h and Marlin 2.1.2 (built for this host, `../shared/realfw/`) behind a pty, for tests.
+
+socat turns the firmware's stdin/stdout into a pseudo-terminal the agent opens like a USB port. The
+firmware's own execution log (GRBL_SIM_BLOCKLOG, MARLIN_CMDLOG) is the ground truth the tests read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import select
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import tty
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REALFW = Path(os.environ.get("AFN_REALFW", ROOT.parent / "shared" / "realfw"))
+GRBL_BIN = REALFW / "bin" / "grbl-1.1h-sim"
+MARLIN_BIN = REALFW / "bin" / "marlin-2.1.2-linux"
+
+
+def available() -> str:
+    """Empty when both firmwares and socat are here; otherwise what is missing."""
+    missing = [str(p) for p in (GRBL_BIN, MARLIN_BIN) if not os.access(p, os.X_OK)]
+    if not shutil.which("socat"):
+        missing.append("socat")
+    return ", ".join(missing)
+
+
+class RealFirmware:
+    """One firmware process behind a pty; `link` is the port to open, `log` its execution log."""
+
+    def __init__(self, kind: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.kind = kind
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.link = self.dir / f"{kind}.tty"
+        self.log = self.dir / ("blocks.log" if kind == "grbl" else "commands.log")
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> RealFirmware:
+        """Start socat and the firmware; return once the pty exists."""
+        env = dict(os.environ, **self.env)
+        if self.kind == "grbl":
+            env["GRBL_SIM_BLOCKLOG"] = str(self.log)
+            exe = f"stdbuf -i0 {GRBL_BIN} -n -s /dev/null -t 1"
+        else:
+            env["MARLIN_CMDLOG"] = str(self.log)
+            exe = str(MARLIN_BIN)
+        with contextlib.suppress(FileNotFoundError):
+            self.link.unlink()
+        self.proc = subprocess.Popen(
+            ["socat", f"PTY,raw,echo=0,link={self.link}", f"EXEC:{exe},pty,raw,echo=0"],
+            cwd=self.dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "socat.err", "wb"),  # noqa: SIM115 - the child owns it
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self.link.exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} firmware did not start: {self.stderr()}")
+            time.sleep(0.02)
+        return self
+
+    def stderr(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.dir / "socat.err").read_text(errors="replace")[-2000:]
+        return ""
+
+    def executed(self) -> list[str]:
+        """Marlin: every command it ran, in order, as it read them (N and checksum included)."""
+        if not self.log.exists():
+            return []
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            _, _, text = line.partition(" ")
+            out.append(text)
+        return out
+
+    def blocks(self) -> list[tuple[int, int, int]]:
+        """GRBL: the target (x, y, z in steps) of every block its planner accepted, in order."""
+        if not self.log.exists():
+            return []
+        out = []
+        for line in self.log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 4:
+                out.append((int(parts[1]), int(parts[2]), int(parts[3])))
+        return out
+
+    def restart(self) -> None:
+        """Power-cycle the firmware; the pty goes away and comes back at the same path."""
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+
+def command_text(logged: str) -> str:
+    """A logged Marlin command without its line number and checksum: `N5 G1 X1*33` -> `G1 X1`."""
+    text = logged.split("*", 1)[0].strip()
+    if text[:1] == "N":
+        text = text.split(None, 1)[1] if " " in text else ""
+    return text.strip()
+
+
+class NoisyLink:
+    """A pty between the agent and the firmware that flips bytes and drops lines on the way in.
+
+    Each byte has `flip` odds of one bit flipped, at most one byte a line: two flips of the same bit in
+    one line cancel in Marlin's XOR checksum, which no host can see (`double` allows them, to show it).
+    Only host-to-firmware traffic is damaged; the answers pass untouched. Counts what it did.
+    """
+
+    def __init__(self, target: Path, flip: float, drop_line: float, seed: int = 1, double: bool = False) -> None:
+        self.target = target
+        self.double = double
+        self.flip, self.drop_line = flip, drop_line
+        self.rng = random.Random(seed)
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        self.port = os.ttyname(slave)
+        self._slave = slave
+        self.fw = os.open(str(target), os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fw)
+        self.flipped = self.dropped = 0
+        self._line = bytearray()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="noisy-link", daemon=True)
+
+    def start(self) -> NoisyLink:
+        self._thread.start()
+        return self
+
+    def _damage(self, data: bytes) -> bytes:
+        out = bytearray()
+        for b in data:
+            self._line.append(b)
+            if b != 10:
+                continue
+            line, self._line = self._line, bytearray()
+            if self.rng.random() < self.drop_line:
+                self.dropped += 1
+                continue
+            for i in range(len(line) - 1):
+                if self.rng.random() < self.flip:
+                    line[i] ^= 1 << self.rng.randrange(7)
+                    self.flipped += 1
+                    if not self.double:
+                        break
+            out += line
+        return bytes(out)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.master, self.fw], [], [], 0.05)
+            try:
+                if self.master in ready:
+                    data = os.read(self.master, 4096)
+                    if data:
+                        os.write(self.fw, self._damage(data))
+                if self.fw in ready:
+                    data = os.read(self.fw, 4096)
+                    if data:
+                        os.write(self.master, data)
+            except OSError:
+                time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for fd in (self.master, self._slave, self.fw):
+            with contextlib.suppress(OSError):
+                os.close(fd)
