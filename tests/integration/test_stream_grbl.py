@@ -70,7 +70,7 @@ def test_feed_hold_and_resume_mid_stream(start_sim, connect, circle):
     time.sleep(0.8)
     delay = m.pause()
     time.sleep(0.5)
-    assert m.state == "paused" and m.grbl_state == "Hold:1"
+    assert m.state == "paused" and m.grbl_state == "Hold:0"  # GRBL 1.1: 0 = hold complete, 1 = decelerating
     m.resume()
     r = m.wait_job(60)
     stats = sim.stop()

@@ -52,6 +52,8 @@ class RealFirmware:
             exe = f"stdbuf -i0 {GRBL_BIN} -n -s /dev/null -t 1"
         else:
             env["MARLIN_CMDLOG"] = str(self.log)
+            if env.get("MARLIN_RX_DROP") == "1":
+                env["MARLIN_RX_STATS"] = str(self.dir / "rx.stats")
             exe = str(MARLIN_BIN)
         with contextlib.suppress(FileNotFoundError):
             self.link.unlink()
@@ -76,6 +78,11 @@ class RealFirmware:
             return (self.dir / "socat.err").read_text(errors="replace")[-2000:]
         return ""
 
+    def rx_dropped(self) -> int:
+        """Bytes Marlin's UART-like ring dropped (MARLIN_RX_DROP=1): "received dropped max_used"."""
+        path = self.dir / "rx.stats"
+        return int(path.read_text().split()[1]) if path.exists() else 0
+
     def executed(self) -> list[str]:
         """Marlin: every command it ran, in order, as it read them (N and checksum included)."""
         if not self.log.exists():
@@ -96,6 +103,27 @@ class RealFirmware:
             if len(parts) >= 4:
                 out.append((int(parts[1]), int(parts[2]), int(parts[3])))
         return out
+
+    def say(self, text: str, timeout: float = 5.0) -> bytes:
+        """Write one line straight to the firmware (no agent attached); return its answer, up to its
+        `ok` or `error:`. Whatever it printed before (boot messages) is read and dropped first."""
+        fd = os.open(str(self.link), os.O_RDWR | os.O_NOCTTY)
+        try:
+            tty.setraw(fd)
+            while select.select([fd], [], [], 0.5)[0]:
+                os.read(fd, 4096)
+            os.write(fd, text.encode() + b"\n")
+            out = b""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                last = out.rstrip().rsplit(b"\n", 1)[-1].strip()
+                if last == b"ok" or last.startswith(b"error:"):
+                    break
+                if select.select([fd], [], [], 0.05)[0]:
+                    out += os.read(fd, 4096)
+            return out
+        finally:
+            os.close(fd)
 
     def restart(self) -> None:
         """Power-cycle the firmware; the pty goes away and comes back at the same path."""

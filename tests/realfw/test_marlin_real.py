@@ -1,0 +1,147 @@
+"""The agent against real Marlin 2.1.2 (its Linux HAL behind a pty); Marlin's own command log is the truth.
+
+Runs with MARLIN_RX_DROP=1 throughout: Marlin's serial input then drops bytes that find its 128-byte ring
+full, as a real UART does, and counts them; the agent must never make it drop one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from afn_agent.firmware.profile import load_profile
+from afn_agent.gcode.analyzer import analyze_path
+from afn_agent.sim.jobs import circle_gcode
+from tests.conftest import file_commands
+from tests.realfw.firmware import NoisyLink, command_text
+
+
+def marlin(real_fw):
+    return real_fw("marlin", MARLIN_RX_DROP="1")
+
+
+def ran_numbered(fw) -> list[str]:
+    """Commands Marlin ran from numbered lines (checksum good), without the agent's own M105/M155."""
+    out = []
+    for logged in fw.executed():
+        if logged.startswith("N"):
+            text = command_text(logged)
+            if text not in ("M105", "M155 S2", "M400"):
+                out.append(text)
+    return out
+
+
+def job_slice(ran: list[str], want: list[str]) -> list[str]:
+    start = ran.index(want[0])
+    return ran[start : start + len(want) + 2]
+
+
+def filament_of(path) -> float:
+    """What the quote's analyzer says the whole file extrudes."""
+    return analyze_path(path, load_profile("marlin2")).filament_mm
+
+
+def test_ten_connects_cost_no_firmware_error_and_run_m115_once_each(real_fw, machine_on):
+    fw = marlin(real_fw)
+    for i in range(10):
+        m = machine_on(fw.link)
+        time.sleep(0.3)
+        assert (m.core.errors, m.core.resends) == (0, 0), f"connect {i}: {m.core.errors} errors"
+        m.close()
+    log = [command_text(x) for x in fw.executed()]
+    assert log.count("M110 N0") == 10
+    assert log.count("M115") == 10
+    assert fw.rx_dropped() == 0
+
+
+def test_long_job_runs_every_line_once_in_order_and_is_counted_once(real_fw, machine_on, tmp_path):
+    fw = marlin(real_fw)
+    path = circle_gcode(tmp_path / "c.gcode", 3000, feed=6000)
+    m = machine_on(fw.link)
+    m.start_job(path)
+    r = m.wait_job(300)
+    assert r.outcome == "completed", r
+    want = file_commands(path)
+    assert job_slice(ran_numbered(fw), want)[: len(want)] == want
+    assert r.lines == len(want)
+    assert r.filament_mm == pytest.approx(filament_of(path), abs=1e-6)
+    assert (r.resends, r.errors) == (0, 0)
+    assert fw.rx_dropped() == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_flipped_bytes_and_dropped_lines_every_line_executed_and_counted_once(real_fw, machine_on, tmp_path, seed):
+    fw = marlin(real_fw)
+    path = circle_gcode(tmp_path / "c.gcode", 1000, feed=6000)
+    link = NoisyLink(fw.link, flip=0.01, drop_line=0.005, seed=seed).start()
+    try:
+        m = machine_on(link.port)
+        m.start_job(path)
+        r = m.wait_job(240)
+    finally:
+        link.stop()
+    assert r.outcome == "completed", r
+    want = file_commands(path)
+    ran = ran_numbered(fw)
+    assert job_slice(ran, want)[: len(want)] == want
+    assert ran.count(want[-1]) == 1
+    assert r.lines == len(want)
+    assert r.filament_mm == pytest.approx(filament_of(path), abs=1e-6)
+    assert link.flipped > 100 and link.dropped > 0 and r.resends > 0
+    print(f"seed {seed}: {link.flipped} bytes flipped, {link.dropped} lines dropped, {r.resends} resends, "
+          f"{r.seconds:.1f} s, RX dropped {fw.rx_dropped()}")  # fmt: skip
+
+
+def test_heat_waits_with_busy_keepalives_then_the_job_runs(real_fw, machine_on, tmp_path):
+    fw = marlin(real_fw)
+    path = tmp_path / "heat.gcode"
+    # hot end only: the HAL's simulated bed overshoots and cools for minutes, so an M190 would wait that long
+    path.write_text("M104 S50\nM109 S50\nG92 E0\nG1 X5 E1 F1200\nM104 S0\n")
+    m = machine_on(fw.link)
+    m.start_job(path)
+    saw_heating = False
+    deadline = time.monotonic() + 120
+    while (r := m.wait_job(0.2)) is None and time.monotonic() < deadline:
+        saw_heating = saw_heating or m.heating
+    assert r is not None and r.outcome == "completed", r
+    assert saw_heating
+    ran = ran_numbered(fw)
+    assert ran[-5:] == file_commands(path)
+    assert m.temperatures["T"][0] >= 49
+
+
+def test_emergency_stop_halts_marlin_at_once(real_fw, machine_on, tmp_path):
+    fw = marlin(real_fw)
+    path = circle_gcode(tmp_path / "c.gcode", 3000, feed=600)  # slow: still moving when stopped
+    m = machine_on(fw.link)
+    m.start_job(path)
+    while m.snapshot()["lines_acked"] < 50:
+        time.sleep(0.05)
+    m.emergency_stop("test")
+    r = m.wait_job(10)
+    assert r is not None and r.outcome == "failed" and r.code == "emergency-stop", r
+    time.sleep(0.3)
+    halted_at = len(fw.executed())  # the emergency parser kills Marlin from its RX thread: nothing more runs
+    time.sleep(1.5)
+    assert len(fw.executed()) == halted_at < 3000
+    assert m.state == "fault"
+
+
+def test_cancel_runs_the_cancel_script_and_leaves_marlin_ready(real_fw, machine_on, tmp_path):
+    fw = marlin(real_fw)
+    path = circle_gcode(tmp_path / "c.gcode", 2000, feed=600)
+    m = machine_on(fw.link)
+    m.start_job(path)
+    while m.snapshot()["lines_acked"] < 50:
+        time.sleep(0.05)
+    m.cancel("test")
+    r = m.wait_job(60)
+    assert r.outcome == "cancelled", r
+    ran = ran_numbered(fw)
+    assert ran[-7:] == list(m.profile.scripts.cancel)
+    assert m.state == "idle"
+    short = circle_gcode(tmp_path / "s.gcode", 20, feed=6000)
+    m.start_job(short)
+    assert m.wait_job(60).outcome == "completed"
+    assert fw.rx_dropped() == 0
