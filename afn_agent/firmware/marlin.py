@@ -381,7 +381,7 @@ class MarlinProtocol:
         self._resend = deque(list(self._history)[seq - first :])
 
     def _resend_sync(self) -> None:
-        """The M110 did not take (corrupted on the way): Marlin still counts the old numbers. Send it again."""
+        """The M110 did not take (corrupted on the way): Marlin counts the old numbers still. Again."""
         sync = self._sync
         assert sync is not None
         self.window.clear()

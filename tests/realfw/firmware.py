@@ -160,7 +160,9 @@ class NoisyLink:
     Only host-to-firmware traffic is damaged; the answers pass untouched. Counts what it did.
     """
 
-    def __init__(self, target: Path, flip: float, drop_line: float, seed: int = 1, double: bool = False) -> None:
+    def __init__(
+        self, target: Path, flip: float, drop_line: float, seed: int = 1, double: bool = False
+    ) -> None:
         self.target = target
         self.double = double
         self.flip, self.drop_line = flip, drop_line

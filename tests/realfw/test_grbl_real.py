@@ -76,7 +76,11 @@ def test_cancel_holds_until_stopped_then_resets_keeping_position_five_times(real
         m.cancel("test")
         r = m.wait_job(60)
         assert r.outcome == "cancelled", (run, r)
-        assert wait_for(lambda: m.state == "idle" and m.grbl_state == "Idle", 20), (run, m.state, m.grbl_state)
+        assert wait_for(lambda: m.state == "idle" and m.grbl_state == "Idle", 20), (
+            run,
+            m.state,
+            m.grbl_state,
+        )
         alarms.append(m.core.alarm_locked)
         m.start_job(short)
         r = m.wait_job(120)

@@ -71,7 +71,9 @@ def test_long_job_runs_every_line_once_in_order_and_is_counted_once(real_fw, mac
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-def test_flipped_bytes_and_dropped_lines_every_line_executed_and_counted_once(real_fw, machine_on, tmp_path, seed):
+def test_flipped_bytes_and_dropped_lines_every_line_executed_and_counted_once(
+    real_fw, machine_on, tmp_path, seed
+):
     fw = marlin(real_fw)
     path = circle_gcode(tmp_path / "c.gcode", 1000, feed=6000)
     link = NoisyLink(fw.link, flip=0.01, drop_line=0.005, seed=seed).start()

@@ -11,9 +11,11 @@ from afn_agent.machine.job import JobPos
 from tests.helpers import framed, profile
 
 # ---- Marlin 2.1.2 ------------------------------------------------------------------------------
-M115_TAIL = b"FIRMWARE_NAME:Marlin 2.1.2 (Nov 29 2026 22:07:58) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin \
+M115_TAIL = (
+    b"FIRMWARE_NAME:Marlin 2.1.2 (Nov 29 2026 22:07:58) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin \
 PROTOCOL_VERSION:1.0 MACHINE_TYPE:realfw linux EXTRUDER_COUNT:1\nCap:AUTOREPORT_TEMP:1\nCap:EMERGENCY_PARSER:1\n\
 Cap:HOST_ACTION_COMMANDS:1\nok N1 P15 B3\n"
+)
 
 
 def connected_marlin() -> MarlinProtocol:
@@ -153,7 +155,9 @@ BANNER = b"\r\nGrbl 1.1h ['$' for help]\r\n"
 VERSION = b"[VER:1.1h.20190830:]\r\n[OPT:V,15,128]\r\nok\r\n"
 
 
-def connected_grbl(status: bytes = b"<Idle|MPos:0.000,0.000,0.000|FS:0,0|Pn:PXYZRHS|WCO:0.000,0.000,0.000>\r\n"):
+def connected_grbl(
+    status: bytes = b"<Idle|MPos:0.000,0.000,0.000|FS:0,0|Pn:PXYZRHS|WCO:0.000,0.000,0.000>\r\n",
+):
     core = GrblProtocol(profile("grbl-1.1"))
     core.handshake(0.0)
     core.urgent_data()
