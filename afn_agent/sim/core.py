@@ -42,6 +42,7 @@ class SimOptions:
     door_at: int = 0
     door_open_s: float = 1.0
     homing_lock: bool = False
+    feed_time: bool = False
     stall_at: int = 0
     survive_estop: bool = False
     variant: str = ""

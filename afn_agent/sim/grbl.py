@@ -117,6 +117,7 @@ class GrblSim(SimFirmware):
         self.motion = "0"
         self.pos = [0.0, 0.0, 0.0]
         self.relative = False
+        self._move_s = self.opts.move_ms / 1000
         self.settings = dict(getattr(self, "settings", SETTINGS))
 
     def reboot(self, t: float, first: bool = False) -> None:
@@ -276,11 +277,22 @@ class GrblSim(SimFirmware):
             self._wait_dwell = self.scaled(p)
             return self._try_pending(t)
         if axes or motion in ("2", "3"):
+            before = list(self.pos)
             self._target(axes)
+            self._move_s = self._move_seconds(before, motion or self.motion)
             self.pending = ("move", raw.strip())
             return self._try_pending(t)
         self.log_executed("-", raw.strip(), t)
         return self._reply("ok", t)
+
+    def _move_seconds(self, before: list[float], motion: str) -> float:
+        """move_ms, or with feed_time the straight distance at the feed (rapids at $110), as GRBL takes."""
+        fixed = self.opts.move_ms / 1000
+        if not self.opts.feed_time:
+            return fixed
+        dist = sum((a - b) ** 2 for a, b in zip(self.pos, before, strict=True)) ** 0.5
+        feed = float(self.settings.get("110", "500")) if motion == "0" else self.feed
+        return max(fixed, dist / max(feed, 1e-6) * 60)
 
     def _target(self, axes: dict[str, float]) -> None:
         for i, k in enumerate("XYZ"):
@@ -302,7 +314,7 @@ class GrblSim(SimFirmware):
             return
         if len(self.planner) >= self.opts.planner_blocks - 1:
             return
-        dur = self.scaled(self.opts.move_ms / 1000)
+        dur = self.scaled(self._move_s)
         self.planner.append(dur)
         if self.head_end == INF and not self.hold:
             self.head_end = t + dur

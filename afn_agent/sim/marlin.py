@@ -16,6 +16,7 @@ MOVES = {"G0", "G1", "G2", "G3"}
 WORD_RE = re.compile(r"([A-Z])\s*([-+]?\d*\.?\d+)")
 KNOWN_RE = re.compile(r"^[GMT]\d+(\.\d+)?$")
 EMERGENCY = {"M112", "M108", "M410"}
+LOOP_S = 0.002  # a command runs on a later turn of Marlin's main loop than the serial read that queued it
 
 
 @dataclass
@@ -23,6 +24,7 @@ class _Cmd:
     label: str
     text: str
     word: str
+    ready_at: float = 0.0  # the main loop's next turn after the line was read
 
 
 class _Heater:
@@ -69,6 +71,7 @@ class MarlinSim(SimFirmware):
         self.autoreport_s = 0.0
         self.next_report = INF
         self.next_heat_report = INF
+        self.next_run = INF
         self.pos = {"X": 0.0, "Y": 0.0, "Z": 0.0, "E": 0.0}
         self.relative = False
         self.relative_e = False
@@ -152,7 +155,7 @@ class MarlinSim(SimFirmware):
             command = re.sub(r"^N\d*\s*", "", body).strip()
         else:  # Marlin 2 runs a line without N as it is, checksum cut off (a corrupted N lands here)
             label, command = "-", text.split("*", 1)[0].strip()
-        self.queue.append(_Cmd(label, command, _command_of(command.encode())[1]))
+        self.queue.append(_Cmd(label, command, _command_of(command.encode())[1], t + LOOP_S))
 
     def _line_error(self, message: str, t: float) -> None:
         """Marlin's gcode_line_error: report, throw away whatever is in the RX ring, ask for a resend."""
@@ -167,8 +170,13 @@ class MarlinSim(SimFirmware):
 
     # ---- the command queue --------------------------------------------------------------------
     def _process(self, t: float) -> None:
+        """Run queued commands in order; lines that arrive meanwhile are read (and their N checked)
+        before a command read with them runs, so an M110 renumbers after the line behind it was read."""
         while self.queue and not self.halted and self.block_until == INF:
             cmd = self.queue[0]
+            if t < cmd.ready_at:
+                self.next_run = min(self.next_run, cmd.ready_at)
+                return
             if not self._execute(cmd, t):
                 if self.wait_since is None:
                     self.wait_since = t
@@ -311,9 +319,18 @@ class MarlinSim(SimFirmware):
     def next_event(self) -> float:
         if self.halted:
             return INF
-        return min(self.head_end, self.block_until, self.next_busy, self.next_report, self.next_heat_report)
+        return min(
+            self.head_end,
+            self.block_until,
+            self.next_busy,
+            self.next_report,
+            self.next_heat_report,
+            self.next_run,
+        )
 
     def fire_events(self, t: float) -> None:
+        if t >= self.next_run:
+            self.next_run = INF
         if t >= self.head_end:
             self.planner.popleft()
             self.head_end = t + self.planner[0] if self.planner else INF

@@ -40,6 +40,7 @@ HELP = {
     "alarm_at": "ALARM:1 hard limit after this many lines (GRBL)",
     "door_at": "open the safety door after this many lines (GRBL)",
     "door_open_s": "how long the door stays open",
+    "feed_time": "GRBL: a move takes its distance at its feed (at least move_ms), as on the real machine",
     "homing_lock": "GRBL $22=1: power up in alarm until $H or $X (as real GRBL 1.1h does)",
     "stall_at": "stop answering after this line number (Marlin)",
     "survive_estop": "count M112/0x18/! arrivals and carry on (benchmarks only)",
