@@ -97,7 +97,7 @@ def marlin_script(port: RawPort) -> list[str]:
     ]
     out: list[str] = []
     for data in steps:
-        out += say(data) + ["|"]
+        out += [*say(data), "|"]
     return out
 
 
@@ -134,21 +134,26 @@ def grbl_script(port: RawPort) -> list[str]:
             seen += [t for line in port.talk(b"?", quiet=0.03, limit=0.2) if (t := grbl_token(line))]
         return collapse([s for s in seen if s[0].isupper() and s != "ALARM:3"])
 
+    out: list[str] = []
+
+    def step(tokens: list[str]) -> None:
+        out.extend([*tokens, "|"])
+
     port.talk(b"\x18", quiet=0.8)
-    out = say(b"?", quiet=0.3) + ["|"]
-    out += say(b"$I\n") + ["|"]
-    out += say(b"G1 X20 F600\n") + ["|"]
+    step(say(b"?", quiet=0.3))
+    step(say(b"$I\n"))
+    step(say(b"G1 X20 F600\n"))
     time.sleep(0.3)
     os.write(port.fd, b"!")  # grbl-sim may still report Run just after: when a hold shows is timing
-    out += [s for s in states_until("Hold:0") if s.startswith("Hold")] + ["|"]
+    step([s for s in states_until("Hold:0") if s.startswith("Hold")])
     os.write(port.fd, b"~")
-    out += states_until("Idle", 120)[-1:] + ["|"]
-    out += say(b"G1 X80 F300\n") + ["|"]
+    step(states_until("Idle", 120)[-1:])
+    step(say(b"G1 X80 F300\n"))
     time.sleep(0.3)
-    out += [t for t in say(b"\x18", quiet=1.0) if not t[0].isupper() or t.startswith("ALARM")] + ["|"]
-    out += states_until("Alarm", 5) + ["|"]
-    out += say(b"G0 X1\n") + say(b"$X\n") + ["|"]
-    out += say(b"G5 X1\n") + say(b"G1 X1\n") + ["|"]
+    step([t for t in say(b"\x18", quiet=1.0) if not t[0].isupper() or t.startswith("ALARM")])
+    step(states_until("Alarm", 5))
+    step(say(b"G0 X1\n") + say(b"$X\n"))
+    step(say(b"G5 X1\n") + say(b"G1 X1\n"))
     return out
 
 
