@@ -1,6 +1,7 @@
 """Filament accuracy against the producers' own figures, per corpus file (writes docs/accuracy.md's table).
 
-python bench/accuracy.py
+python bench/accuracy.py                   # filament and time against the producers' own figures
+python bench/accuracy.py --real-firmware   # and time against real Marlin 2.1.2 and GRBL 1.1h (minutes)
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def main() -> int:
     for conv in families.values():
         print(f"| {conv.family} | {conv.note} |")
     times(rows)
+    if "--real-firmware" in sys.argv:
+        from realfw_time import table
+
+        print("\n## Time on the real firmware\n")
+        print("The opening of each file (heating, homing and tool changes left out) run on the real firmware;")
+        print("the analyzer estimates the same lines with the shipped profile (marlin2, grbl-1.1).\n")
+        print("\n".join(table(CORPUS)))
     return 0
 
 

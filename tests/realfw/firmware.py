@@ -35,8 +35,11 @@ def available() -> str:
 class RealFirmware:
     """One firmware process behind a pty; `link` is the port to open, `log` its execution log."""
 
-    def __init__(self, kind: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, kind: str, workdir: Path, env: dict[str, str] | None = None, grbl_args: str = "-n -s /dev/null -t 1"
+    ) -> None:
         self.kind = kind
+        self.grbl_args = grbl_args
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.link = self.dir / f"{kind}.tty"
@@ -49,7 +52,7 @@ class RealFirmware:
         env = dict(os.environ, **self.env)
         if self.kind == "grbl":
             env["GRBL_SIM_BLOCKLOG"] = str(self.log)
-            exe = f"stdbuf -i0 {GRBL_BIN} -n -s /dev/null -t 1"
+            exe = f"stdbuf -i0 {GRBL_BIN} {self.grbl_args}"
         else:
             env["MARLIN_CMDLOG"] = str(self.log)
             if env.get("MARLIN_RX_DROP") == "1":
