@@ -55,6 +55,7 @@ class GrblProtocol:
         self.alarm_locked = False
         self.job_active = False
         self.errors = 0
+        self.lines_heard = 0  # every line the firmware wrote: a connect retry is for a silent one only
         self.resends = 0
         self.planner_blocks: int | None = None
         self.planner_free: int | None = None
@@ -186,6 +187,7 @@ class GrblProtocol:
                 return
             line = bytes(self._rx[:nl]).decode("utf-8", "replace").strip("\r\x00 ")
             del self._rx[: nl + 1]
+            self.lines_heard += bool(line)
             if line:
                 self._handle(line, now)
 

@@ -17,6 +17,7 @@ from .window import SentLine, Window
 
 HISTORY = 512
 RESEND_SETTLE_S = 0.1  # a resent line that drew a repeated request and then silence is sent again
+BANNER_QUIET_S = 0.25  # after `start`, answers to lines written before it may still come: ignored
 RESEND_ANSWER_S = 1.0  # a resent line with no answer at all this long is sent again (it was lost)
 RESEND_RETRIES = 2  # copies sent again on a timer per request; after that the ok-watchdog takes over
 CORRUPT_MARKERS = ("checksum mismatch", "no checksum")  # the line arrived damaged (not out of order)
@@ -63,6 +64,7 @@ class MarlinProtocol:
         self.job_active = False
         self.resends = 0
         self.errors = 0
+        self.lines_heard = 0  # every line the firmware wrote: a connect retry is for a silent one only
         self.planner_free: int | None = None
         self.queue_free: int | None = None
         self._next_seq = 1
@@ -80,6 +82,7 @@ class MarlinProtocol:
         self._probes = 0
         self._faulted = False
         self._info_pending = False
+        self._quiet_until = 0.0
         self._settle_at = 0.0  # when the resent line, still unanswered, is taken for lost
         self._timed_resends = 0
         self._damaged = False  # the last line error was a damaged line, not one out of order
@@ -140,7 +143,7 @@ class MarlinProtocol:
 
         A line gets its number only when it goes out, so nothing numbered ever waits behind a probe.
         """
-        if self._faulted:
+        if self._faulted or now < self._quiet_until:
             return b""
         out = bytearray()
         while self._sync is None or self._resend:
@@ -206,6 +209,7 @@ class MarlinProtocol:
             raw = bytes(self._rx[:nl])
             del self._rx[: nl + 1]
             line = raw.decode("utf-8", "replace").strip("\r\x00 ")
+            self.lines_heard += bool(line)
             if line and self._handle(line):
                 self._wait_since = now  # only an answer is progress: autoreports and echoes are not
                 self._probes = 0
@@ -221,6 +225,8 @@ class MarlinProtocol:
     def _handle(self, line: str) -> bool:
         """Act on one line; True when it answers our commands (progress for the ok-watchdog)."""
         low = line.lower()
+        if self._now < self._quiet_until and (low.startswith(("ok", "error")) or RESEND_RE.match(line)):
+            return True  # an answer to a line written before the reset: to none of ours
         swallow, self._swallow_ok = self._swallow_ok, False
         fragment, self._fragment = self._fragment, ""
         if low.startswith("ok"):
@@ -443,6 +449,7 @@ class MarlinProtocol:
                 "firmware-reset",
             )
         self.handshake()
+        self._quiet_until = self._now + BANNER_QUIET_S
 
     def _emit_temps(self, line: str) -> None:
         heaters = {}

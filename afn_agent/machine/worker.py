@@ -269,13 +269,18 @@ class Machine(SafetyActions):
         self.core.handshake(time.monotonic())
         deadline = time.monotonic() + self.profile.link.open_delay_s + 10.0
         retry_at = time.monotonic() + self.profile.link.open_delay_s + 2.0
+        heard = 0
         while not self._closing and self.state == "connecting":
             now = self.heartbeat = time.monotonic()
             if now > deadline:
                 raise LinkLost(f"{self.link.port_name}: no answer from a {self.profile.name} firmware")
             if now > retry_at:
                 retry_at = now + 2.0
-                self.core.handshake(now)
+                # greet again only a silent firmware (it missed our hello while booting): one that
+                # talks but answers slowly is waited for, not greeted twice (M115 run twice)
+                if self.core.lines_heard == heard:
+                    self.core.handshake(now)
+                heard = self.core.lines_heard
             self._io(now, 0.05)
 
     def _step(self) -> None:

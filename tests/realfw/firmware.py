@@ -158,8 +158,9 @@ def command_text(logged: str) -> str:
 class NoisyLink:
     """A pty between the agent and the firmware that flips bytes and drops lines on the way in.
 
-    Each byte has `flip` odds of one bit flipped, at most one byte a line: two flips of the same bit in
-    one line cancel in Marlin's XOR checksum, which no host can see (`double` allows them, to show it).
+    A line of n bytes gets one bit flipped with odds `flip * n` (so a fraction `flip` of all bytes), at
+    most one byte a line: two flips of the same bit in one line cancel in Marlin's XOR checksum, which
+    no host can see (`double` flips each byte independently, to show it).
     Only host-to-firmware traffic is damaged; the answers pass untouched. Counts what it did.
     """
 
@@ -176,7 +177,7 @@ class NoisyLink:
         self._slave = slave
         self.fw = os.open(str(target), os.O_RDWR | os.O_NOCTTY)
         tty.setraw(self.fw)
-        self.flipped = self.dropped = 0
+        self.flipped = self.dropped = self.bytes = 0
         self._line = bytearray()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="noisy-link", daemon=True)
@@ -195,12 +196,15 @@ class NoisyLink:
             if self.rng.random() < self.drop_line:
                 self.dropped += 1
                 continue
-            for i in range(len(line) - 1):
-                if self.rng.random() < self.flip:
-                    line[i] ^= 1 << self.rng.randrange(7)
-                    self.flipped += 1
-                    if not self.double:
-                        break
+            self.bytes += len(line)
+            if self.double:
+                for i in range(len(line) - 1):
+                    if self.rng.random() < self.flip:
+                        line[i] ^= 1 << self.rng.randrange(7)
+                        self.flipped += 1
+            elif self.rng.random() < self.flip * len(line):  # one byte in `flip` on average, one a line
+                line[self.rng.randrange(len(line) - 1)] ^= 1 << self.rng.randrange(7)
+                self.flipped += 1
             out += line
         return bytes(out)
 

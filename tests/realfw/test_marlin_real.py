@@ -50,8 +50,9 @@ def test_ten_connects_cost_no_firmware_error_and_run_m115_once_each(real_fw, mac
         assert (m.core.errors, m.core.resends) == (0, 0), f"connect {i}: {m.core.errors} errors"
         m.close()
     log = [command_text(x) for x in fw.executed()]
-    assert log.count("M110 N0") == 10
     assert log.count("M115") == 10
+    # the first connect may find Marlin's boot `start` still in the pty behind our M110: it greets again
+    assert 10 <= log.count("M110 N0") <= 11
     assert fw.rx_dropped() == 0
 
 
@@ -90,9 +91,10 @@ def test_flipped_bytes_and_dropped_lines_every_line_executed_and_counted_once(
     assert ran.count(want[-1]) == 1
     assert r.lines == len(want)
     assert r.filament_mm == pytest.approx(filament_of(path), abs=1e-6)
-    assert link.flipped > 100 and link.dropped > 0 and r.resends > 0
-    print(f"seed {seed}: {link.flipped} bytes flipped, {link.dropped} lines dropped, {r.resends} resends, "
-          f"{r.seconds:.1f} s, RX dropped {fw.rx_dropped()}")  # fmt: skip
+    assert link.flipped > 0.008 * link.bytes and link.dropped > 0 and r.resends > 0
+    assert fw.rx_dropped() == 0
+    print(f"seed {seed}: {link.flipped} of {link.bytes} bytes flipped, {link.dropped} lines dropped, "
+          f"{r.resends} resends, {r.seconds:.1f} s")  # fmt: skip
 
 
 def test_heat_waits_with_busy_keepalives_then_the_job_runs(real_fw, machine_on, tmp_path):

@@ -141,7 +141,7 @@ def test_bug8_a_line_damaged_past_its_checksum_is_said_loudly():
 
 
 def test_marlin_ignores_a_line_it_already_has_so_an_advanced_ok_retires_through_its_number():
-    """Recorded: a duplicate N gets no answer at all from Marlin 2.1.2; `ok N3` answers 3 and all before."""
+    """Recorded: `ok N3` answers line 3 and, Marlin answering in order, every line before it."""
     core = connected_marlin()
     for i in (1, 2):
         core.send(f"G1 X{i}", JobPos(i, i))

@@ -69,7 +69,7 @@ def test_missing_job_file_is_named(tmp_path):
 
 def test_simulator_stops_promptly_when_nobody_reads_its_replies(tmp_path):
     """With the host's port closed and the pty buffer full, writes are lost, never waited on."""
-    sim = MarlinSim(tmp_path / "m.tty", SimOptions(baud=1_000_000, boot_s=0))
+    sim = MarlinSim(tmp_path / "m.tty", SimOptions(baud=1_000_000, boot_s=0, rx_buffer=1 << 16))
     thread = sim.start_thread()
     fd = os.open(tmp_path / "m.tty", os.O_RDWR | os.O_NOCTTY)
     os.write(fd, b"M155 S1\n" + b"M105\n" * 2000)  # thousands of replies that nobody will read
