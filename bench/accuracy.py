@@ -58,8 +58,8 @@ def main() -> int:
         from realfw_time import table
 
         print("\n## Time on the real firmware\n")
-        print("The opening of each file (heating, homing and tool changes left out) run on the real firmware;")
-        print("the analyzer estimates the same lines with the shipped profile (marlin2, grbl-1.1).\n")
+        print("The opening of each file (heating, homing and tool changes left out) run on the real")
+        print("firmware; the analyzer estimates the same lines with the shipped profiles.\n")
         print("\n".join(table(CORPUS)))
     return 0
 

@@ -112,7 +112,8 @@ def table(corpus: Path, printer_moves: int = 1500, grbl_moves: int = 150) -> lis
             part = opening(corpus / name, Path(tmp) / f"p{i}.gcode", printer_moves, grbl=False)
             ours = estimate(part, "marlin2")
             real, lines = marlin_seconds(part, Path(tmp) / f"m{i}")
-            out.append(f"| {name} | Marlin 2.1.2 | {lines} | {ours:.1f} | {real:.1f} | {(ours / real - 1) * 100:+.1f}% |")
+            err = (ours / real - 1) * 100
+            out.append(f"| {name} | Marlin 2.1.2 | {lines} | {ours:.1f} | {real:.1f} | {err:+.1f}% |")
         for i, (name, kind) in enumerate(GRBL_FILES.items()):
             part = opening(corpus / name, Path(tmp) / f"g{i}.nc", grbl_moves, grbl=True)
             ours = estimate(part, "grbl-1.1")

@@ -36,7 +36,11 @@ class RealFirmware:
     """One firmware process behind a pty; `link` is the port to open, `log` its execution log."""
 
     def __init__(
-        self, kind: str, workdir: Path, env: dict[str, str] | None = None, grbl_args: str = "-n -s /dev/null -t 1"
+        self,
+        kind: str,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        grbl_args: str = "-n -s /dev/null -t 1",
     ) -> None:
         self.kind = kind
         self.grbl_args = grbl_args
