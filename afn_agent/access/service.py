@@ -15,6 +15,7 @@ from typing import Any
 
 from ..config import AgentConfig
 from ..ledger import Ledger
+from ..payload import decode_json
 from .decide import AccessPolicy, Decision
 from .directory import Directory, DirectoryError, badge_hash
 from .readers import EvdevReader, PcscReader, Reader, ReaderLoop, SimReader, UartReader
@@ -98,7 +99,7 @@ class Access:
     def on_directory(self, kind: str, payload: bytes) -> None:
         """A snapshot or delta from the booking system over MQTT."""
         try:
-            doc = json.loads(payload)
+            doc = decode_json(payload)
             if kind == "snapshot":
                 version = self.directory.apply_snapshot(doc, "mqtt")
                 self.emit("_directory", "directory-synced", {"version": version, "source": "mqtt"})
@@ -107,7 +108,7 @@ class Access:
                     "delta %s does not apply to the cached version; waiting for a snapshot",
                     doc.get("version"),
                 )
-        except (ValueError, DirectoryError) as exc:
+        except (ValueError, DirectoryError, TypeError, AttributeError) as exc:  # Malformed is a ValueError
             log.warning("directory %s refused: %s", kind, exc)
             self.emit("_directory", "directory-refused", {"kind": kind, "reason": str(exc)})
 

@@ -7,6 +7,7 @@ never took is still in the outbox and goes out again after a reconnection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
@@ -22,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from ..config import BrokerConfig
 from ..ledger import Ledger
+from ..payload import decode_json
 from . import discovery
 from . import topics as t
 from .tokens import CommandRefused, verify
@@ -56,6 +58,7 @@ class Bus:
         self.status = status
         self.on_command = on_command
         self.connected = threading.Event()
+        self.malformed = 0  # messages refused unread (too large, too deep, not JSON, wrong shape)
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self.machine_classes: dict[str, str] = {}
         self.on_directory: Callable[[str, bytes], None] | None = None
@@ -178,6 +181,19 @@ class Bus:
         self._wake.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        """Runs in paho's network thread: nothing may escape from here, or that thread dies silently
+        and the agent stops hearing commands and acks while still saying it is connected."""
+        try:
+            self._dispatch(msg)
+        except Exception as exc:
+            self.malformed += 1
+            log.warning("message on %s refused: %s", msg.topic, exc)
+            with contextlib.suppress(Exception):
+                self.ledger.audit(
+                    "mqtt", "message", "refused", None, None, detail=str(exc)[:200], code="malformed"
+                )
+
+    def _dispatch(self, msg: mqtt.MQTTMessage) -> None:
         if msg.topic in (self.topics.directory(), self.topics.directory_delta()):
             if self.on_directory is not None:
                 self.on_directory(
@@ -195,8 +211,9 @@ class Bus:
 
     def _on_ack(self, payload: bytes) -> None:
         try:
-            ids = json.loads(payload)["record_id"]
+            ids = decode_json(payload, max_bytes=65536)["record_id"]
         except (ValueError, KeyError, TypeError):
+            self.malformed += 1
             log.warning("ignoring a malformed usage acknowledgement: %r", payload[:200])
             return
         for record_id in ids if isinstance(ids, list) else [ids]:

@@ -13,6 +13,8 @@ import secrets
 import time
 from typing import Any
 
+from ..payload import Malformed, decode_json
+
 COMMANDS = ("pause", "resume", "cancel", "lock", "unlock", "estop", "confirm")
 MAX_LIFETIME_S = 300.0  # a token valid longer than this is refused: replay windows stay short
 CLOCK_SKEW_S = 30.0
@@ -55,9 +57,9 @@ def verify(secret: str, payload: bytes, machine: str, now: float | None = None) 
     """
     now = time.time() if now is None else now
     try:
-        msg = json.loads(payload)
-    except ValueError:
-        raise CommandRefused("malformed", "command is not JSON") from None
+        msg = decode_json(payload, max_bytes=8192)
+    except Malformed as exc:
+        raise CommandRefused("malformed", f"command refused: {exc.reason}") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("sig"), str):
         raise CommandRefused("malformed", "command has no signature")
     fields = {k: v for k, v in msg.items() if k != "sig"}

@@ -4,7 +4,6 @@ usage per machine and a feed of recent events — all rebuilt from the broker (r
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections import deque
@@ -12,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ..bus.topics import Topics
+from ..payload import decode_json
 
 EVENT_FEED = 200
 
@@ -33,8 +33,8 @@ class FleetState:
     def on_message(self, topic: str, payload: bytes) -> None:
         """Fold one MQTT message into the state; malformed payloads are dropped, never raised."""
         try:
-            data = json.loads(payload) if payload else None
-        except ValueError:
+            data = decode_json(payload) if payload else None
+        except ValueError:  # Malformed: too large, too deep, not JSON
             return
         if topic.startswith(self.topics.agent("")):
             if isinstance(data, dict):
