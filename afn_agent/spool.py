@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,11 @@ def quote(estimate: dict[str, Any], tariff: Tariff) -> dict[str, Any]:
 
 
 def spool_file(src: Path, spool: Path, name: str, move: bool = False) -> tuple[Path, str, int]:
-    """Copy (or with `move`, rename) into the spool under its hash; returns (path, sha256, size).
+    """Copy (or with `move`, rename) into the spool; returns (path, sha256, size).
 
-    A copy is written whole to a temporary name, then renamed: a half-written job never exists.
+    A copy is written whole to a temporary name, then renamed: a half-written job never exists. Every
+    submission gets a file of its own (hash and a random part): two uploads of one file are two jobs,
+    and refusing or deleting one never takes the other's file away.
     """
     spool.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
@@ -79,7 +82,7 @@ def spool_file(src: Path, spool: Path, name: str, move: bool = False) -> tuple[P
                 size += len(chunk)
         tmp_name = Path(tmp.name)
     sha = digest.hexdigest()
-    dest = spool / f"{sha[:16]}-{Path(name).name}"
+    dest = spool / f"{sha[:16]}-{uuid.uuid4().hex[:8]}-{Path(name).name}"
     tmp_name.replace(dest)
     return dest, sha, size
 
