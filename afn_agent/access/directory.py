@@ -188,7 +188,10 @@ def _member_entry(m: Any, index: int, secret: str) -> dict[str, Any]:
         elif isinstance(b, str):
             badges.append(badge_hash(secret, b))
         else:
-            raise DirectoryError(f'{where}.badges: expected UID strings or {{"hash": <64 hex>}}, got {b!r}')
+            # never the value itself: a malformed entry may still carry a raw UID (the log and audit keep it)
+            raise DirectoryError(
+                f'{where}.badges: expected UID strings or {{"hash": <64 hex>}}, got {type(b).__name__}'
+            )
     trainings = []
     for j, t in enumerate(m.get("trainings", [])):
         if not isinstance(t, dict) or not isinstance(t.get("class"), str):
