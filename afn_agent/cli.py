@@ -47,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if hasattr(args, "handler"):
-        return args.handler(args)
+        from .ledger import LedgerError
+
+        try:
+            return args.handler(args)
+        except LedgerError as exc:  # a ledger that is not whole: say which file and what to do
+            print(f"afn-agent: {exc}", file=sys.stderr)
+            return 2
     if args.command == "stream":
         return cmd_stream(args)
     if args.command == "sim":

@@ -81,6 +81,40 @@ class LedgerError(RuntimeError):
     """The ledger file cannot be used as it is; the message names the file."""
 
 
+RECOVER = "sqlite3 {path} .recover | sqlite3 {path}.recovered"  # Debian's sqlite3; then check and swap
+
+
+def check_file(path: str | Path) -> None:
+    """Refuse, with the file's name and what to do, a ledger that is not whole: an empty file (it
+    would silently become a new, empty ledger: every record gone), not a database, or damaged pages."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.stat().st_size == 0:
+        raise LedgerError(
+            f"{path}: the ledger file is empty (0 bytes): it was truncated, so every record it held is gone "
+            f"from it. Restore it from a backup; to start a new ledger on purpose, move it aside first "
+            f"(mv {path} {path}.empty)."
+        )
+    try:
+        conn = sqlite3.connect(str(path), timeout=30.0)  # read-write: a WAL left by a crash is replayed
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if "malformed" not in str(exc):
+            why = f"not a ledger the agent can read ({exc}); restore it from a backup"
+            raise LedgerError(f"{path}: {why}") from None
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise LedgerError(
+            f"{path}: the ledger is damaged ({'; '.join(problems)}). Stop the agent, keep a copy, and "
+            f"rebuild what can be read: {RECOVER.format(path=path)}, then check the result with "
+            f"`afn-agent ledger export` before putting it in place."
+        )
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection in WAL mode with full sync: a committed usage record survives a power cut."""
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .db import connect, migrate
+from .db import check_file, connect, migrate
 from .states import TERMINAL, IllegalTransition, check_transition
 from .tariff import Tariff
 from .usage import build_record, iso, utc_now
@@ -34,6 +34,7 @@ class Ledger:
         self.path = Path(path)
         self.site = site
         self._local = threading.local()
+        check_file(self.path)
         migrate(self.conn, self.path)
 
     @property
