@@ -329,6 +329,8 @@ class MarlinProtocol:
         lost if we still wait on them). The queue it reports holds that line and the ones read after it."""
         self.planner_free, self.queue_free = planner_free, queue_free
         self.capabilities.setdefault("ADVANCED_OK", True)
+        if answered >= self._next_seq:
+            return None  # a number we have not used since our M110: a line from before it (a reconnect)
         retired = None
         while (oldest := self.oldest_unanswered()) is not None and oldest.seq <= answered:
             retired = self._retire_oldest()

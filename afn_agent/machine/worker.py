@@ -163,6 +163,9 @@ class Machine(SafetyActions):
             raise ValueError(f"{self.profile.name} has no realtime commands")
         if name not in REALTIME:
             raise ValueError(f"unknown realtime command {name!r} (known: {', '.join(sorted(REALTIME))})")
+        if name == "reset":  # the core must know: its banner is then expected, not a power cut
+            self._post("soft_reset")
+            return 0.0
         return self._urgent(REALTIME[name])
 
     def resume(self) -> None:
@@ -453,6 +456,13 @@ class Machine(SafetyActions):
             self.core.send("M105", END_MARK)
         else:
             self.core.send("$C" if self._check else "G4 P0", END_MARK)
+
+    def _cmd_soft_reset(self) -> None:
+        if self._job is not None:
+            self._finish("failed", "the controller was reset by request", "reset")
+        self.link.write(self.core.soft_reset())
+        if self.state in ("idle", "printing", "paused"):
+            self._set_state("resetting")
 
     def _cmd_unlock(self) -> None:
         if isinstance(self.core, GrblProtocol) and self.state in ("alarm", "fault") and self._job is None:

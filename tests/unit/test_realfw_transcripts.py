@@ -223,3 +223,18 @@ def test_bug3_a_reboot_banner_while_idle_waits_for_late_answers_before_greeting_
     assert core.data_to_send(1.6) == b"$I\n"
     core.receive_data(VERSION, 1.7)
     assert [e.text for e in core.events() if isinstance(e, ev.LineAcked)] == ["$I"]
+
+
+def test_oks_from_before_our_m110_do_not_answer_our_lines():
+    """After a reconnect, Marlin still answers the lines it had queued under the old numbers
+    (`ok N70`): those are none of ours; the old core took them for the M110's and M115's answers and
+    never saw the firmware's identity (found by bench/streaming.py's e-stop and reconnect loop)."""
+    core = MarlinProtocol(profile("marlin2"))
+    core.handshake()
+    core.data_to_send()
+    core.receive_data(b"B2\nok N70 P0 B1\n")  # the tail and the rest of the old session
+    assert core.data_to_send() == b""  # the M110 is still unanswered
+    core.receive_data(b"ok N0 P0 B2\n")
+    assert framed(core.data_to_send()) == [(1, "M115")]
+    core.receive_data(b"ok N71 P0 B0\n" + M115_TAIL)
+    assert [e for e in core.events() if isinstance(e, ev.FirmwareInfo)]
