@@ -103,6 +103,7 @@ class MarlinProtocol:
         """Reset line numbering and ask for capabilities; run at connect and after a reset."""
         self._history.clear()
         self._resend.clear()
+        self._host.clear()  # what was queued for the firmware before (its earlier hello) is moot now
         self.window.clear()
         self._received.clear()
         self._rewind = None

@@ -238,3 +238,20 @@ def test_oks_from_before_our_m110_do_not_answer_our_lines():
     assert framed(core.data_to_send()) == [(1, "M115")]
     core.receive_data(b"ok N71 P0 B0\n" + M115_TAIL)
     assert [e for e in core.events() if isinstance(e, ev.FirmwareInfo)]
+
+
+def test_a_boot_banner_behind_our_m110_greets_once_not_twice():
+    """Recorded: socat starts Marlin, whose `start` and settings dump are still unread when our M110
+    goes out; the M115 left queued from the first hello went out before the second hello's M110 and
+    then again after it: M115 run twice and M155 S2 sent twice on every first connect."""
+    core = MarlinProtocol(profile("marlin2"))
+    core.handshake()
+    assert framed(core.data_to_send(0.0)) == [(0, "M110 N0")]
+    core.receive_data(b"start\nPowerUp\nMarlin 2.1.2\necho:  M301 P22.20 I1.08 D114.00\n", 0.002)
+    core.receive_data(b"ok N0 P15 B3\n", 0.006)  # the first M110's answer, inside the quiet moment
+    assert framed(core.data_to_send(0.3)) == [(0, "M110 N0")]
+    core.receive_data(b"ok N0 P15 B3\n", 0.31)
+    assert framed(core.data_to_send(0.31)) == [(1, "M115")]
+    core.receive_data(M115_TAIL, 0.32)
+    assert core.data_to_send(0.33) == b""
+    assert len([e for e in core.events() if isinstance(e, ev.FirmwareInfo)]) == 1
