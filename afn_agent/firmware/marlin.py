@@ -7,11 +7,26 @@ busy/wait, M115 capabilities, ADVANCED_OK, temperatures, M114, host actions and 
 
 from __future__ import annotations
 
-import re
 from collections import deque
 
 from . import events as ev
 from .framing import command_word, frame, plain
+from .marlin_lines import (
+    ADVANCED_OK_RE,
+    CAP_RE,
+    CORRUPT_MARKERS,
+    ESTOP,
+    FAULT_MARKERS,
+    LINE_ERROR_MARKERS,
+    POS_RE,
+    RESEND_RE,
+    TEMP_RE,
+    UNKNOWN_RE,
+    UNNUMBERED_OK_RE,
+    fault_code,
+    position,
+    squeeze,
+)
 from .profile import Profile
 from .window import SentLine, Window
 
@@ -20,33 +35,6 @@ RESEND_SETTLE_S = 0.1  # a resent line that drew a repeated request and then sil
 BANNER_QUIET_S = 0.25  # after `start`, answers to lines written before it may still come: ignored
 RESEND_ANSWER_S = 1.0  # a resent line with no answer at all this long is sent again (it was lost)
 RESEND_RETRIES = 2  # copies sent again on a timer per request; after that the ok-watchdog takes over
-CORRUPT_MARKERS = ("checksum mismatch", "no checksum")  # the line arrived damaged (not out of order)
-ESTOP = b"M112\n"
-FAULT_MARKERS = (
-    "kill() called",
-    "thermal runaway",
-    "maxtemp",
-    "mintemp",
-    "heating failed",
-    "fatal",
-    "printer halted",
-    "stopped due to errors",
-    "emergency stop",
-)
-LINE_ERROR_MARKERS = (
-    "checksum mismatch",
-    "line number is not",
-    "no checksum",
-    "no line number",
-    "format error",
-)
-RESEND_RE = re.compile(r"^(?:resend|rs)\s*:?\s*n?:?\s*(\d+)", re.I)
-ADVANCED_OK_RE = re.compile(r"\bN(\d+)\s+P(\d+)\s+B(\d+)")
-UNNUMBERED_OK_RE = re.compile(r"^ok\s+P(\d+)\s+B(\d+)")  # ADVANCED_OK answering a line without N
-TEMP_RE = re.compile(r"(?<![\w@])(T\d*|B|C|P|A)\s*:\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*(-?\d+(?:\.\d+)?))?")
-POS_RE = re.compile(r"\b([XYZEABC])\s*:\s*(-?\d+(?:\.\d+)?)")
-UNKNOWN_RE = re.compile(r'unknown command:\s*"?([^"]*)"?', re.I)
-CAP_RE = re.compile(r"^Cap:([A-Z0-9_]+):([01])")
 
 
 class MarlinProtocol:
@@ -251,7 +239,7 @@ class MarlinProtocol:
             self.capabilities[m.group(1)] = m.group(2) == "1"
             self._info_pending = True
         elif " count " in low and POS_RE.search(line):
-            self._emit(ev.Position(_position(line)))
+            self._emit(ev.Position(position(line)))
         else:
             self._on_unsolicited(line, low)
             return False
@@ -409,7 +397,7 @@ class MarlinProtocol:
             self._on_unknown(line)
             return
         if low.startswith("!!") or any(m in low for m in FAULT_MARKERS):
-            self._fault(line.split(":", 1)[-1].strip() or line, _fault_code(low))
+            self._fault(line.split(":", 1)[-1].strip() or line, fault_code(low))
             return
         self._emit(ev.FirmwareWarning(line))
 
@@ -422,7 +410,7 @@ class MarlinProtocol:
         m = UNKNOWN_RE.search(line)
         text = (m.group(1) if m else "").strip()
         oldest = self.oldest_unanswered()
-        if oldest is None or _squeeze(text) != _squeeze(oldest.text):
+        if oldest is None or squeeze(text) != squeeze(oldest.text):
             self._fragment = text or line
             if self._rewind is not None:  # perhaps our resent copy, its N corrupted
                 self._settle_at = self._now + RESEND_SETTLE_S
@@ -515,26 +503,3 @@ def _m110_target(text: str) -> int:
         if p.startswith("N") and p[1:].isdigit():
             return int(p[1:])
     return 0
-
-
-def _squeeze(text: str) -> str:
-    return "".join(text.split()).upper()
-
-
-def _position(line: str) -> dict[str, float]:
-    head = re.split(r"\bCount\b", line, maxsplit=1, flags=re.I)[0]
-    return {k: float(v) for k, v in POS_RE.findall(head)}
-
-
-def _fault_code(low: str) -> str:
-    for marker, code in (
-        ("thermal runaway", "thermal-runaway"),
-        ("maxtemp", "maxtemp"),
-        ("mintemp", "mintemp"),
-        ("heating failed", "heating-failed"),
-        ("kill() called", "killed"),
-        ("printer halted", "killed"),
-    ):
-        if marker in low:
-            return code
-    return "firmware-fault"
