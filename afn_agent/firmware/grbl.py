@@ -73,6 +73,7 @@ class GrblProtocol:
         self._last_poll = now
         self._last_status = now
         self._greeting = False  # nothing is written until the controller shows it is up
+        self._banner_due = False  # after our reset only its banner ends the greeting, not a status
         self._greet_at = now
         self._quiet_until = 0.0
         self._status_seen = False  # a status report since the last banner (alarm known or not)
@@ -98,7 +99,7 @@ class GrblProtocol:
         self._urgent.append(STATUS)
 
     def _greeted(self, now: float, quiet: float = 0.0) -> None:
-        self._greeting = False
+        self._greeting = self._banner_due = False
         self._quiet_until = now + quiet
         self._host.extend((("$I", None), ("$$", None)))
 
@@ -130,8 +131,8 @@ class GrblProtocol:
         self._host.clear()
         self.window.clear()
         self._sync_wait = False
-        self._greeting = True  # nothing goes out until its banner
-        self._greet_at = self._last_poll + GREET_RETRY_S
+        self._greeting = self._banner_due = True  # nothing goes out until its banner: a report
+        self._greet_at = self._last_poll + GREET_RETRY_S  # made before the reset would say "up" too early
         return self.realtime("reset")
 
     def emergency_stop(self) -> bytes:
@@ -268,7 +269,7 @@ class GrblProtocol:
         state, _, sub = parts[0].partition(":")
         self.state, self.substate = state, (_int(sub) if sub else None)
         self.alarm_locked = state == "Alarm"  # also a controller found already in alarm at connect
-        if self._greeting:
+        if self._greeting and not self._banner_due:
             self._greeted(now)  # it answers: up and reading, and nothing of ours is in flight
         self._status_seen = True
         self._info_if_ready()

@@ -255,3 +255,14 @@ def test_a_boot_banner_behind_our_m110_greets_once_not_twice():
     core.receive_data(M115_TAIL, 0.32)
     assert core.data_to_send(0.33) == b""
     assert len([e for e in core.events() if isinstance(e, ev.FirmwareInfo)]) == 1
+
+
+def test_after_our_reset_only_the_banner_ends_the_greeting():
+    """A status report made before the reset byte was acted on must not let `$I` out early: written
+    before the reboot, it would be answered after the banner, one answer ahead of its line."""
+    core = connected_grbl()
+    core.soft_reset()
+    core.receive_data(b"<Idle|MPos:0.000,0.000,0.000|FS:0,0>\r\n", 1.0)
+    assert core.data_to_send(1.0) == b""
+    core.receive_data(BANNER, 1.1)
+    assert core.data_to_send(1.4) == b"$I\n"
