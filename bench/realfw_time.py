@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from afn_agent.firmware.profile import load_profile  # noqa: E402
 from afn_agent.gcode.analyzer import analyze_path  # noqa: E402
-from afn_agent.machine.worker import Machine  # noqa: E402
+from afn_agent.machine.worker import JobResult, Machine  # noqa: E402
 from tests.realfw.firmware import RealFirmware, available  # noqa: E402
 
 # Lines the real firmware cannot run here or that only wait (heating: the HAL's thermal model is not the
@@ -70,20 +70,28 @@ def estimate(path: Path, profile: str) -> float:
     return a.moving_s + a.dwell_s
 
 
-def marlin_seconds(path: Path, work: Path) -> tuple[float, int]:
-    fw = RealFirmware("marlin", work).start()
-    m = Machine("bench", load_profile("marlin2"), str(fw.link)).start()
+def run_job(m: Machine, path: Path, limit_s: float) -> JobResult:
+    """Connect, run one job to its end, close; anything but a completed job stops the bench."""
+    m.start()
     try:
         if not m.wait_ready(30):
-            raise RuntimeError("real Marlin did not answer")
+            raise RuntimeError(f"no {m.profile.name} firmware answered on {m.link.port_name}")
         m.start_job(path)
-        r = m.wait_job(3600)
+        r = m.wait_job(limit_s)
         if r is None or r.outcome != "completed":
             raise RuntimeError(f"{path.name}: {r}")
-        return r.seconds, r.lines
+        return r
     finally:
         m.close()
+
+
+def marlin_seconds(path: Path, work: Path) -> tuple[float, int]:
+    fw = RealFirmware("marlin", work).start()
+    try:
+        r = run_job(Machine("bench", load_profile("marlin2"), str(fw.link)), path, 3600)
+    finally:
         fw.stop()
+    return r.seconds, r.lines
 
 
 def grbl_seconds(path: Path, work: Path, kind: str) -> tuple[float, int]:
@@ -98,16 +106,9 @@ def grbl_seconds(path: Path, work: Path, kind: str) -> tuple[float, int]:
     settings |= {"$11": f"{mo.junction_deviation:.3f}", "$32": "1" if kind == "laser" else "0"}
     for key, value in settings.items():
         fw.say(f"{key}={value}")
-    m = Machine("bench", p, str(fw.link), stop_on_grbl_error=False).start()
     try:
-        if not m.wait_ready(30):
-            raise RuntimeError("real GRBL did not answer")
-        m.start_job(path)
-        r = m.wait_job(7200)
-        if r is None or r.outcome != "completed":
-            raise RuntimeError(f"{path.name}: {r}")
+        r = run_job(Machine("bench", p, str(fw.link), stop_on_grbl_error=False), path, 7200)
     finally:
-        m.close()
         fw.stop()
     times = [float(x.split()[0]) for x in steps.read_text().splitlines() if x[:1] == " "]
     return (times[-1] - times[0] if len(times) > 1 else 0.0), r.lines

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from tests.helpers import wait_for
 from tests.realfw.firmware import RealFirmware
 
 STEPS_PER_MM = 250  # GRBL 1.1h defaults ($100-$102)
@@ -44,13 +45,10 @@ def targets(path) -> list[tuple[int, int, int]]:
     return out
 
 
-def wait_for(pred, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+def moving(m, path) -> None:
+    """Start a job and wait until the controller reports it running."""
+    m.start_job(path)
+    wait_for(lambda: m.grbl_state == "Run", 30, "the job to run")
 
 
 def test_job_plans_every_block_once_in_order(real_fw, machine_on, tmp_path):
@@ -71,16 +69,11 @@ def test_cancel_holds_until_stopped_then_resets_keeping_position_five_times(real
     m = machine_on(fw.link, "grbl-1.1")
     alarms = []
     for run in range(5):
-        m.start_job(path)
-        assert wait_for(lambda: m.grbl_state == "Run", 30), m.grbl_state
+        moving(m, path)
         m.cancel("test")
         r = m.wait_job(60)
         assert r.outcome == "cancelled", (run, r)
-        assert wait_for(lambda: m.state == "idle" and m.grbl_state == "Idle", 20), (
-            run,
-            m.state,
-            m.grbl_state,
-        )
+        wait_for(lambda: m.state == "idle" and m.grbl_state == "Idle", 20, f"Idle after cancel {run}")
         alarms.append(m.core.alarm_locked)
         m.start_job(short)
         r = m.wait_job(120)
@@ -93,10 +86,9 @@ def test_feed_hold_and_resume_finish_the_job(real_fw, machine_on, tmp_path):
     fw = grbl(real_fw)
     path = zigzag(tmp_path / "z.gcode", 200, step=0.5, feed=1200)
     m = machine_on(fw.link, "grbl-1.1")
-    m.start_job(path)
-    assert wait_for(lambda: m.grbl_state == "Run", 30)
+    moving(m, path)
     m.pause()
-    assert wait_for(lambda: m.grbl_state == "Hold:0", 30), m.grbl_state  # 0: the hold is complete
+    wait_for(lambda: m.grbl_state == "Hold:0", 30, "Hold:0")  # 0: the hold is complete
     assert m.core.motion_stopped
     m.resume()
     r = m.wait_job(300)
@@ -109,9 +101,9 @@ def test_connect_to_a_controller_in_alarm_then_unlock_and_run(real_fw, machine_o
     assert fw.say("$22=1").rstrip().endswith(b"ok")  # homing on: GRBL 1.1h powers up locked in alarm
     fw.restart()
     m = machine_on(fw.link, "grbl-1.1", ready=False)
-    assert wait_for(lambda: m.state == "alarm", 30), m.state
+    wait_for(lambda: m.state == "alarm", 30, "the alarm state")
     m.unlock()
-    assert wait_for(lambda: m.state == "idle", 20), m.state
+    wait_for(lambda: m.state == "idle", 20, "idle after the unlock")
     m.start_job(zigzag(tmp_path / "z.gcode", 10))
     r = m.wait_job(120)
     assert r.outcome == "completed", r
@@ -121,11 +113,11 @@ def test_reconnect_after_a_reboot_then_every_answer_lands_on_its_line(real_fw, m
     fw = grbl(real_fw)
     m = machine_on(fw.link, "grbl-1.1", reconnect_s=0.5)
     fw.restart()  # a power cycle: the port goes away and comes back
-    assert wait_for(lambda: m.state in ("disconnected", "connecting"), 10)
-    assert wait_for(lambda: m.state == "idle", 30), m.state
+    wait_for(lambda: m.state in ("disconnected", "connecting"), 10, "the port to go")
+    wait_for(lambda: m.state == "idle", 30, "idle again")
     m.realtime("reset")  # and a reset while connected: banner, then greeting again
     time.sleep(1.0)
-    assert wait_for(lambda: m.state == "idle", 30), m.state
+    wait_for(lambda: m.state == "idle", 30, "idle again")
     path = zigzag(tmp_path / "z.gcode", 50)
     m.start_job(path)
     r = m.wait_job(120)
@@ -142,18 +134,17 @@ def test_error_mid_file_names_its_line_and_meaning(real_fw, machine_on, tmp_path
     assert r.outcome == "failed" and r.code == "firmware-error", r
     assert r.reason.startswith("line 25: error:20 ")
     assert "Unsupported" in r.reason or "unsupported" in r.reason
-    assert wait_for(lambda: m.state == "idle" and not m.core.alarm_locked, 20), (m.state, m.grbl_state)
+    wait_for(lambda: m.state == "idle" and not m.core.alarm_locked, 20, "idle without an alarm")
 
 
 def test_emergency_stop_while_moving_resets_into_alarm(real_fw, machine_on, tmp_path):
     fw = grbl(real_fw)
     path = zigzag(tmp_path / "long.gcode", 2000, step=0.5, feed=600)
     m = machine_on(fw.link, "grbl-1.1")
-    m.start_job(path)
-    assert wait_for(lambda: m.grbl_state == "Run", 30)
+    moving(m, path)
     m.emergency_stop("test")
     r = m.wait_job(30)
     assert r.outcome == "failed" and r.code == "emergency-stop", r
-    assert wait_for(lambda: m.state == "alarm", 20), m.state  # ALARM:3: position lost, a person checks
+    wait_for(lambda: m.state == "alarm", 20, "the alarm state")  # ALARM:3: position lost, a person checks
     m.unlock()
-    assert wait_for(lambda: m.state == "idle", 20), m.state
+    wait_for(lambda: m.state == "idle", 20, "idle after the unlock")

@@ -14,6 +14,7 @@ from afn_agent.firmware.profile import load_profile
 from afn_agent.gcode.analyzer import analyze_path
 from afn_agent.sim.jobs import circle_gcode
 from tests.conftest import file_commands
+from tests.helpers import wait_for
 from tests.realfw.firmware import NoisyLink, command_text
 
 
@@ -40,6 +41,12 @@ def job_slice(ran: list[str], want: list[str]) -> list[str]:
 def filament_of(path) -> float:
     """What the quote's analyzer says the whole file extrudes."""
     return analyze_path(path, load_profile("marlin2")).filament_mm
+
+
+def running(m, path, lines: int = 50) -> None:
+    """Start a job and wait until the firmware has answered its first lines (bounded, not forever)."""
+    m.start_job(path)
+    wait_for(lambda: m.snapshot()["lines_acked"] >= lines, 60, f"{lines} lines answered")
 
 
 def test_ten_connects_cost_no_firmware_error_and_run_m115_once_each(real_fw, machine_on):
@@ -119,9 +126,7 @@ def test_emergency_stop_halts_marlin_at_once(real_fw, machine_on, tmp_path):
     fw = marlin(real_fw)
     path = circle_gcode(tmp_path / "c.gcode", 3000, feed=600)  # slow: still moving when stopped
     m = machine_on(fw.link)
-    m.start_job(path)
-    while m.snapshot()["lines_acked"] < 50:
-        time.sleep(0.05)
+    running(m, path)
     m.emergency_stop("test")
     r = m.wait_job(10)
     assert r is not None and r.outcome == "failed" and r.code == "emergency-stop", r
@@ -136,9 +141,7 @@ def test_cancel_runs_the_cancel_script_and_leaves_marlin_ready(real_fw, machine_
     fw = marlin(real_fw)
     path = circle_gcode(tmp_path / "c.gcode", 2000, feed=600)
     m = machine_on(fw.link)
-    m.start_job(path)
-    while m.snapshot()["lines_acked"] < 50:
-        time.sleep(0.05)
+    running(m, path)
     m.cancel("test")
     r = m.wait_job(60)
     assert r.outcome == "cancelled", r
