@@ -163,13 +163,14 @@ def _version(doc: Any, what: str) -> int:
     return v
 
 
-def _list(doc: dict, key: str, required: bool = True) -> list:
+def _list(doc: dict, key: str, required: bool = True, where: str = "") -> list:
+    name = f"{where}.{key}" if where else key
     if key not in doc:
         if required:
-            raise DirectoryError(f"{key}: missing")
+            raise DirectoryError(f"{name}: missing")
         return []
     if not isinstance(doc[key], list):
-        raise DirectoryError(f"{key}: expected a list")
+        raise DirectoryError(f"{name}: expected a list")
     return doc[key]
 
 
@@ -182,7 +183,7 @@ def _member_entry(m: Any, index: int, secret: str) -> dict[str, Any]:
     if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
         raise DirectoryError(f"{where}.roles: expected a list of {', '.join(ROLES)}, got {roles!r}")
     badges = []
-    for b in m.get("badges", []):
+    for b in _list(m, "badges", False, where):
         if isinstance(b, dict) and isinstance(b.get("hash"), str) and len(b["hash"]) == 64:
             badges.append(b["hash"].lower())
         elif isinstance(b, str):
@@ -193,7 +194,7 @@ def _member_entry(m: Any, index: int, secret: str) -> dict[str, Any]:
                 f'{where}.badges: expected UID strings or {{"hash": <64 hex>}}, got {type(b).__name__}'
             )
     trainings = []
-    for j, t in enumerate(m.get("trainings", [])):
+    for j, t in enumerate(_list(m, "trainings", False, where)):
         if not isinstance(t, dict) or not isinstance(t.get("class"), str):
             raise DirectoryError(f"{where}.trainings[{j}].class: expected a machine class")
         expires = t.get("expires")

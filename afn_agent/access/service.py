@@ -108,7 +108,7 @@ class Access:
                     "delta %s does not apply to the cached version; waiting for a snapshot",
                     doc.get("version"),
                 )
-        except (ValueError, DirectoryError, TypeError, AttributeError) as exc:  # Malformed is a ValueError
+        except (ValueError, DirectoryError) as exc:  # Malformed (too large, deep, not JSON) is one
             log.warning("directory %s refused: %s", kind, exc)
             self.emit("_directory", "directory-refused", {"kind": kind, "reason": str(exc)})
 
