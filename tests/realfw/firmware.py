@@ -114,23 +114,13 @@ class RealFirmware:
     def say(self, text: str, timeout: float = 5.0) -> bytes:
         """Write one line straight to the firmware (no agent attached); return its answer, up to its
         `ok` or `error:`. Whatever it printed before (boot messages) is read and dropped first."""
-        fd = os.open(str(self.link), os.O_RDWR | os.O_NOCTTY)
+        port = RawPort(self.link)
         try:
-            tty.setraw(fd)
-            while select.select([fd], [], [], 0.5)[0]:
-                os.read(fd, 4096)
-            os.write(fd, text.encode() + b"\n")
-            out = b""
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                last = out.rstrip().rsplit(b"\n", 1)[-1].strip()
-                if last == b"ok" or last.startswith(b"error:"):
-                    break
-                if select.select([fd], [], [], 0.05)[0]:
-                    out += os.read(fd, 4096)
-            return out
+            port.lines(quiet=0.5)
+            answer = port.talk(text.encode() + b"\n", quiet=timeout, limit=timeout, until=(b"ok", b"error:"))
+            return "\n".join(answer).encode()
         finally:
-            os.close(fd)
+            port.close()
 
     def restart(self) -> None:
         """Power-cycle the firmware; the pty goes away and comes back at the same path."""
@@ -157,6 +147,39 @@ def command_text(logged: str) -> str:
     if text[:1] == "N":
         text = text.split(None, 1)[1] if " " in text else ""
     return text.strip()
+
+
+class RawPort:
+    """The firmware's pty, opened raw; `talk` writes and returns the answer's lines."""
+
+    def __init__(self, path) -> None:
+        self.fd = os.open(str(path), os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fd)
+        self.buf = b""
+
+    def lines(self, quiet: float = 0.4, limit: float = 10.0, until: tuple[bytes, ...] = ()) -> list[str]:
+        """Lines until `quiet` seconds pass with nothing new (or a line starting with one of `until`)."""
+        out: list[str] = []
+        deadline, last = time.monotonic() + limit, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < quiet:
+            if select.select([self.fd], [], [], 0.02)[0]:
+                self.buf += os.read(self.fd, 4096)
+                last = time.monotonic()
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                text = line.decode(errors="replace").strip()
+                if text:
+                    out.append(text)
+                    if until and line.strip().startswith(until):
+                        return out
+        return out
+
+    def talk(self, data: bytes, **kw) -> list[str]:
+        os.write(self.fd, data)
+        return self.lines(**kw)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class NoisyLink:

@@ -9,46 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import time
-import tty
 
 from afn_agent.firmware.framing import frame
 from afn_agent.sim.run import SimProcess
-from tests.realfw.firmware import RealFirmware
-
-
-class RawPort:
-    """The firmware's pty, opened raw; `talk` writes and returns the answer's lines."""
-
-    def __init__(self, path) -> None:
-        self.fd = os.open(str(path), os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(self.fd)
-        self.buf = b""
-
-    def lines(self, quiet: float = 0.4, limit: float = 10.0, until: bytes | None = None) -> list[str]:
-        """Lines until `quiet` seconds pass with nothing new (or a line starting with `until`)."""
-        out: list[str] = []
-        deadline, last = time.monotonic() + limit, time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - last < quiet:
-            if select.select([self.fd], [], [], 0.02)[0]:
-                self.buf += os.read(self.fd, 4096)
-                last = time.monotonic()
-            while b"\n" in self.buf:
-                line, self.buf = self.buf.split(b"\n", 1)
-                text = line.decode(errors="replace").strip()
-                if text:
-                    out.append(text)
-                    if until and line.strip().startswith(until):
-                        return out
-        return out
-
-    def talk(self, data: bytes, **kw) -> list[str]:
-        os.write(self.fd, data)
-        return self.lines(**kw)
-
-    def close(self) -> None:
-        os.close(self.fd)
+from tests.realfw.firmware import RawPort, RealFirmware
 
 
 def marlin_token(line: str) -> str | None:
