@@ -113,6 +113,7 @@ class Profile:
     scripts: Scripts = field(default_factory=Scripts)
     volume: Volume = field(default_factory=Volume)
     forbidden: tuple[str, ...] = ()
+    max_temp_c: dict[str, float] = field(default_factory=dict)  # the highest target a file may set
     capabilities: dict[str, bool] = field(default_factory=dict)
     motion: Motion = field(default_factory=Motion)
     source: str = "<memory>"
@@ -121,6 +122,9 @@ class Profile:
     def window_bytes(self) -> int:
         """Bytes that may be unacknowledged at once: a ring of N bytes holds N-1."""
         return self.link.rx_buffer - 1
+
+
+HEATERS = ("hotend", "bed", "chamber")
 
 
 def profile_dirs() -> list[Path]:
@@ -275,6 +279,13 @@ def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
 
     pol = _Reader(_table(data, "policy", source), source, "policy")
     forbidden = tuple(x.upper() for x in pol.strings("forbidden"))
+    max_temp = pol.get("max_temp_c", dict, {}, expect="a table of heater = °C")
+    for heater, value in max_temp.items():
+        where = f"{pol.where('max_temp_c')}.{heater}"
+        if heater not in HEATERS:
+            raise ProfileError(f"{where}: unknown heater (known: {', '.join(HEATERS)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1000:
+            raise ProfileError(f"{where}: expected °C between 0 and 1000, got {value!r}")
     pol.finish()
 
     caps_table = _table(data, "capabilities", source)
@@ -297,6 +308,7 @@ def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
         scripts=scripts,
         volume=Volume(axes),
         forbidden=forbidden,
+        max_temp_c={k: float(v) for k, v in max_temp.items()},
         capabilities=caps,
         source=source,
     )

@@ -349,7 +349,7 @@ def analyzer_for(profile, name: str = "<stream>", path: str | Path | None = None
         limits=base,
         heat=heat,
         grbl=profile.protocol == "grbl",
-        policy=Policy(profile.forbidden, profile.protocol),
+        policy=Policy(profile.forbidden, profile.protocol, profile.max_temp_c),
         volume=profile.volume.axes,
         absolute_volume=profile.kind == "printer",
         kind=profile.kind,

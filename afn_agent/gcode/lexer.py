@@ -6,6 +6,7 @@ what cannot be read becomes a diagnostic naming the line, and the rest of the fi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ WORDS_ONLY = re.compile(r"^[A-FH-LO-SU-Za-fh-lo-su-z]\s*[-+.\d]")
 
 COMMA_DECIMAL = 1  # a number written with a decimal comma (read as a point)
 UNREAD = 2  # characters that are not G-code words were skipped
+NONFINITE = 4  # a word reads as infinity or not-a-number to the firmware's strtod (`Xinf`, `S nan`)
+NONFINITE_RE = re.compile(r"\s*[-+]?(?:inf|nan)", re.IGNORECASE)
 
 
 class GcodeError(ValueError):
@@ -128,6 +131,8 @@ def _words(name: str, rest: str, line: int) -> Command:
         letter, value = m.group(1).upper(), m.group(2)
         if value is None:
             params[letter] = None
+            if NONFINITE_RE.match(rest, m.end()):
+                flags |= NONFINITE
             continue
         if letter in "GM" and name[:1] in ("G", "M", "") and "," not in value:
             also.append(_code(letter, value))
@@ -154,9 +159,14 @@ def _extended(text: str, line: int) -> Command:
     if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
         return Command(line, name, {}, text, UNREAD)
     params: dict[str, float | None] = {}
+    flags = 0
     for key, value in EXTENDED_ARG.findall(args):
         try:
-            params[key.upper()] = float(value)
+            number = float(value)
         except ValueError:
             params[key.upper()] = None
-    return Command(line, name, params, args.strip())
+            continue
+        if not math.isfinite(number):
+            flags |= NONFINITE
+        params[key.upper()] = number
+    return Command(line, name, params, args.strip(), flags)

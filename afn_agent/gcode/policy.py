@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .lexer import Command
+from .lexer import NONFINITE, Command
 
 MARLIN_KNOWN = frozenset(
     "G0 G1 G2 G3 G4 G5 G10 G11 G12 G17 G18 G19 G20 G21 G26 G27 G28 G29 G30 G31 G32 G33 G34 G35 G38.2 G38.3 "
@@ -30,41 +30,72 @@ GRBL_KNOWN = frozenset(
     "G54 G55 G56 G57 G58 G59 G61 G80 G90 G91 G91.1 G92 G92.1 G93 G94 M0 M1 M2 M30 M3 M4 M5 M6 M7 M8 M9 M56 "
     "$".split()
 )
-WORD_RE = re.compile(r"^([A-Z])([-+]?\d+(?:\.\d+)?)$")
+WORD_RE = re.compile(r"^([A-Z])([-+]?\d+(?:\.\d+)?)?$")
+CODE_RE = re.compile(r"^([GM])(\d+)(?:\.(\d+))?$")
+# What sets a heater's target, and which heater: (command, words that carry a temperature).
+HEATER_WORDS = {
+    "M104": ("hotend", "SR"), "M109": ("hotend", "SR"), "M568": ("hotend", "SR"),
+    "M140": ("bed", "SR"), "M190": ("bed", "SR"),
+    "M141": ("chamber", "SR"), "M191": ("chamber", "SR"),
+}  # fmt: skip
+KLIPPER_HEATERS = {"EXTRUDER": "hotend", "HEATER_BED": "bed", "CHAMBER": "chamber"}
+
+
+def code_of(name: str) -> tuple[str, int, int | None] | None:
+    """`M502.1` -> ("M", 502, 1): firmware dispatches on the number, the subcode is an argument to it."""
+    m = CODE_RE.match(name)
+    if m is None:
+        return None
+    return m.group(1), int(m.group(2)), None if m.group(3) is None else int(m.group(3))
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One forbidden pattern, parsed once."""
+    """One forbidden pattern, parsed once. `M502` forbids every subcode of it (`M502.1`); `G38.2` only
+    that one. A word with a value must hold that value; a word without one (`M42 I`) must only be there."""
 
     pattern: str
     name: str
-    words: tuple[tuple[str, float], ...] = ()
+    words: tuple[tuple[str, float | None], ...] = ()
     text: str = ""
 
     def matches(self, cmd: Command) -> bool:
-        if cmd.name != self.name and self.name not in cmd.also:
+        if not any(self._same_code(n) for n in (cmd.name, *cmd.also)):
             return False
         if self.name == "$":
             rest = cmd.text.upper()
             return "=" in rest if self.text == "=" else rest.startswith(self.text)
-        if any(cmd.params.get(k) != v for k, v in self.words):
-            return False
+        for letter, value in self.words:
+            if letter not in cmd.params or (value is not None and cmd.params[letter] != value):
+                return False
         return self.text.lower() in cmd.text.lower() if self.text else True
+
+    def _same_code(self, name: str) -> bool:
+        if name == self.name:
+            return True
+        mine, theirs = code_of(self.name), code_of(name)
+        if mine is None or theirs is None or mine[:2] != theirs[:2]:
+            return False
+        return mine[2] is None or mine[2] == theirs[2]
 
 
 def parse_rule(pattern: str) -> Rule:
     head, _, rest = pattern.strip().partition(" ")
     if head.startswith("$"):
         return Rule(pattern, "$", (), head[1:].upper() or rest.upper())
-    words, text = [], []
+    words: list[tuple[str, float | None]] = []
+    text = []
     for token in rest.split():
         m = WORD_RE.match(token.upper())
         if m:
-            words.append((m.group(1), float(m.group(2))))
+            words.append((m.group(1), None if m.group(2) is None else float(m.group(2))))
         else:
             text.append(token.strip('"').split('"')[-1] if '"' in token else token)
-    return Rule(pattern, head.upper(), tuple(words), " ".join(t for t in text if t))
+    code = code_of(head.upper())
+    name = head.upper()
+    if code is not None:  # `M0502` is M502
+        name = f"{code[0]}{code[1]}" + ("" if code[2] is None else f".{code[2]}")
+    return Rule(pattern, name, tuple(words), " ".join(t for t in text if t))
 
 
 @dataclass(frozen=True)
@@ -75,22 +106,53 @@ class Violation:
 
 
 class Policy:
-    """Checks commands against the forbidden patterns; counts commands the firmware would not know."""
+    """Checks commands against the forbidden patterns and the heaters' limits; refuses numbers that are not
+    finite (Marlin reads `Xinf` as infinity); counts commands the firmware would not know."""
 
-    def __init__(self, forbidden: tuple[str, ...] = (), protocol: str = "marlin") -> None:
+    def __init__(
+        self,
+        forbidden: tuple[str, ...] = (),
+        protocol: str = "marlin",
+        max_temp_c: dict[str, float] | None = None,
+    ) -> None:
         self.rules = [parse_rule(p) for p in forbidden]
         self.names = frozenset(rule.name for rule in self.rules)
         self.known = GRBL_KNOWN if protocol == "grbl" else MARLIN_KNOWN
+        self.max_temp_c = dict(max_temp_c or {})
         self.violations: list[Violation] = []
         self.unknown = 0
         self.unknown_names: dict[str, int] = {}
 
     def check(self, cmd: Command, raw: str = "") -> None:
-        for rule in self.rules:
-            if rule.matches(cmd):
-                self.violations.append(Violation(cmd.line, rule.pattern, (raw or cmd.name).strip()[:80]))
-                break
+        shown = (raw or cmd.name).strip()[:80]
+        if cmd.flags & NONFINITE:
+            self.violations.append(Violation(cmd.line, "non-finite number", shown))
+        else:
+            for rule in self.rules:
+                if rule.matches(cmd):
+                    self.violations.append(Violation(cmd.line, rule.pattern, shown))
+                    break
+            else:
+                self._check_heat(cmd, shown)
         if cmd.name and cmd.name not in self.known and not cmd.name.startswith("T"):
             self.unknown += 1
             if len(self.unknown_names) < 100 or cmd.name in self.unknown_names:
                 self.unknown_names[cmd.name] = self.unknown_names.get(cmd.name, 0) + 1
+
+    def _check_heat(self, cmd: Command, shown: str) -> None:
+        """A target above the profile's limit for that heater (`max_temp_c`) is refused, not clamped."""
+        if not self.max_temp_c:
+            return
+        heater, words = HEATER_WORDS.get(cmd.name, (None, ""))
+        values = [cmd.params.get(w) for w in words]
+        if cmd.name == "SET_HEATER_TEMPERATURE":
+            which = cmd.text.upper().partition("HEATER=")[2].split(" ")[0]
+            heater = "hotend" if which.startswith("EXTRUDER") else KLIPPER_HEATERS.get(which)
+            values = [cmd.params.get("TARGET")]
+        limit = self.max_temp_c.get(heater or "")
+        if limit is None:
+            return
+        for value in values:
+            if value is not None and value > limit:
+                self.violations.append(Violation(cmd.line, f"{heater} above {limit:g} °C", shown))
+                return

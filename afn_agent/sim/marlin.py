@@ -17,6 +17,9 @@ WORD_RE = re.compile(r"([A-Z])\s*([-+]?\d*\.?\d+)")
 KNOWN_RE = re.compile(r"^[GMT]\d+(\.\d+)?$")
 EMERGENCY = {"M112", "M108", "M410"}
 LOOP_S = 0.001  # a command runs on a later turn of Marlin's main loop than the serial read that queued it
+# Marlin clamps a target at MAXTEMP - OVERSHOOT (stock 275 - 15, 150 - 10): real 2.1.2 answers M104 S450
+# with a target of 260 and M140 S200 with 140.
+MAX_TARGET = {"M104": 260.0, "M109": 260.0, "M140": 140.0, "M190": 140.0}
 
 
 @dataclass
@@ -211,7 +214,7 @@ class MarlinSim(SimFirmware):
             target = _param(cmd.text, "S", None)
             if target is None:
                 target = _param(cmd.text, "R", heater.target)
-            heater.set(target, t)
+            heater.set(min(target, MAX_TARGET[w]), t)
             self.next_heat_report = t + 1.0
             return self._block(cmd, t, heater.eta(t), "heat")
         return self._immediate(cmd, t)
@@ -265,7 +268,7 @@ class MarlinSim(SimFirmware):
             self.autoreport_s = _param(text, "S", 0.0)
             self.next_report = t + self.autoreport_s if self.autoreport_s > 0 else INF
         elif w in ("M104", "M140"):
-            self.heaters["T" if w == "M104" else "B"].set(_param(text, "S", 0.0), t)
+            self.heaters["T" if w == "M104" else "B"].set(min(_param(text, "S", 0.0), MAX_TARGET[w]), t)
         elif w == "M112" and not self.opts.emergency_parser:  # else the parser already acted on it
             self.stats.urgent_arrivals.append(t)
             if not self.opts.survive_estop:

@@ -161,3 +161,25 @@ def test_grbl_simulator_answers_as_real_grbl(tmp_path):
         grbl_script,
     )
     assert sim == real, f"\nsim:  {sim}\nreal: {real}"
+
+
+def heater_targets(port: RawPort) -> list[str]:
+    """What the firmware keeps of targets above its limits (Marlin clamps at MAXTEMP - OVERSHOOT)."""
+    out = []
+    for command in ("M104 S450", "M140 S200", "M104 S0", "M140 S0"):
+        port.talk(command.encode() + b"\n")
+        report = [line for line in port.talk(b"M105\n") if line.startswith("ok T:")]
+        out.append(" ".join(re.findall(r"[TB]:[\d.]+ /([\d.]+)", report[0])) if report else "no report")
+    return out
+
+
+def test_marlin_simulator_clamps_heater_targets_as_real_marlin(tmp_path):
+    (tmp_path / "sim").mkdir()
+    real = play("marlin", lambda: RealFirmware("marlin", tmp_path / "real").start(), heater_targets)
+    sim = play(
+        "marlin",
+        lambda: SimProcess("marlin", tmp_path / "sim", baud=250000, move_ms=0.5).start(),
+        heater_targets,
+    )
+    assert real == ["260.00 0.00", "260.00 140.00", "0.00 140.00", "0.00 0.00"], real
+    assert sim == real

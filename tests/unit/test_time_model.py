@@ -209,7 +209,7 @@ def test_compiled_lines_and_python_lines_count_alike(program, junction_deviation
 @pytest.mark.parametrize(
     "line",
     ["; comment", "M104 S200", "G28", "G1 X1,5", "g1 x1", "G1 X1 (c)", "G10", "G1 X", "G1 X1 P2", "S100",
-     "N10 G1 X1*33", "G1 X1.2.3", "G01.5 X1", 'G1 X1 "q"', "G1\tX1\x0b", "G1 X1\udc80"],
+     "N10 G1 X1*33", "G1 X1.2.3", "G01.5 X1", 'G1 X1 "q"', "G1\tX1\x0b", "G1 X1\udc80", "G1 Xinf", "G1 XNaN"],
 )
 def test_the_compiled_path_hands_back_what_it_does_not_read_as_a_plain_move(line):
     core = Core()
