@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -13,6 +14,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ACL = ROOT / "deploy" / "mosquitto" / "afn.acl"
+SHIPPED = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+# The shipped file's settings that name places on a real host; the test broker sets its own.
+PLACES = {"listener", "password_file", "acl_file", "cafile", "certfile", "keyfile", "require_certificate",
+          "persistence_location", "allow_anonymous"}  # fmt: skip
+
+
+def shipped_settings() -> list[str]:
+    """The shipped broker config's global settings (limits, client ids, persistence), as tests run them."""
+    out = []
+    for line in SHIPPED.read_text().splitlines():
+        words = line.split()
+        if words and not line.startswith("#") and words[0] not in PLACES:
+            out.append(line.strip())
+    return out
+
+
 USERS = ("pi-printers", "pi-shop", "booking", "fleet")
 
 
@@ -56,17 +73,24 @@ class Broker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        passwd = self.dir / "passwd"
+        passwd = self.passwd = self.dir / "passwd"
         passwd.write_text("".join(f"{u}:{password(u)}\n" for u in USERS))
         subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)
+        self.acl = self.dir / "afn.acl"
+        self.acl.write_text(ACL.read_text())
         lines = [
             f"listener {self.port} 127.0.0.1",
+            # anonymous clients have no user name to take as their id
+            *[
+                x
+                for x in shipped_settings()
+                if not (open_access and x.startswith("use_username_as_clientid"))
+            ],
             *(
                 ["allow_anonymous true"]
                 if open_access
-                else ["allow_anonymous false", f"password_file {passwd}", f"acl_file {ACL}"]
+                else ["allow_anonymous false", f"password_file {passwd}", f"acl_file {self.acl}"]
             ),
-            "persistence true",
             f"persistence_location {self.dir}/",
             f"log_dest file {self.dir}/mosquitto.log",
             "log_type all",
@@ -101,6 +125,24 @@ class Broker:
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not open its port")
 
+    def user_for(self, role: str, client_id: str | None) -> str:
+        """The shipped config makes a client's id its user name, so two test clients of one role would
+        take each other's session: a client with its own id gets its own user, with the role's ACL."""
+        if client_id is None or role not in USERS:
+            return role
+        alias = f"{role}.{client_id}"
+        acl = self.acl.read_text()
+        if f"user {alias}\n" not in acl:
+            block = acl.split(f"user {role}\n", 1)[1].split("\nuser ", 1)[0]
+            rules = [line for line in block.splitlines() if line.startswith("topic ")]
+            self.acl.write_text(acl + f"\nuser {alias}\n" + "\n".join(rules) + "\n")
+            subprocess.run(["mosquitto_passwd", "-b", str(self.passwd), alias, password(role)],
+                           check=True, capture_output=True)  # fmt: skip
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGHUP)  # Mosquitto rereads its password and ACL files
+                time.sleep(0.3)
+        return alias
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -133,7 +175,7 @@ class Client:
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{user}", protocol=mqtt.MQTTv5
         )
-        c.username_pw_set(user, password(user))
+        c.username_pw_set(broker.user_for(user, client_id), password(user))
         c.reconnect_delay_set(0.2, 1)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()

@@ -75,9 +75,13 @@ class AgentCollector(Collector):
         )
         undelivered.add_metric([], agent.ledger.undelivered())
         mqtt = GaugeMetricFamily("afn_mqtt_connected", "1 when connected to the broker (absent: no broker).")
+        restarts = CounterMetricFamily(
+            "afn_mqtt_network_restarts", "Times the MQTT network loop failed and was rebuilt."
+        )
         if agent.bus is not None:
-            mqtt.add_metric([], 1.0 if agent.bus.connected.is_set() else 0.0)
-        yield from (outbox, undelivered, mqtt)
+            mqtt.add_metric([], 1.0 if agent.bus.up else 0.0)
+            restarts.add_metric([], agent.bus.network_restarts)
+        yield from (outbox, undelivered, mqtt, restarts)
 
     def _ledger_totals(self):
         conn = self.agent.ledger.conn

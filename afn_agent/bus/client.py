@@ -1,7 +1,9 @@
 """The agent's MQTT side: status, telemetry, the outbox (events, usage), commands and acknowledgements.
 
-paho-mqtt runs its network loop in its own thread; this module adds one publisher thread that drains
-the ledger's outbox and coalesces telemetry. Nothing here is the source of truth: a message the broker
+paho's network loop runs in a thread this module owns (`bus-network`): whatever escapes the loop is
+logged, counted and audited, and the loop starts again on a fresh client, so the connection can never
+die silently while `/health` says it is up. A second thread drains the ledger's outbox and coalesces
+telemetry. Nothing here is the source of truth: a message the broker
 never took is still in the outbox and goes out again after a reconnection.
 """
 
@@ -32,6 +34,7 @@ log = logging.getLogger("afn_agent.bus")
 SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our subscriptions and QoS 1 messages for a week
 PUMP_EVERY_S = 0.5
 BATCH = 200
+MAX_PACKET = (1 << 20) + 65536  # the largest payload we read (payload.MAX_BYTES) plus topic and header
 
 StatusFn = Callable[[str], dict[str, Any]]
 CommandFn = Callable[[dict[str, Any]], tuple[str, str]]
@@ -63,6 +66,8 @@ class Bus:
         self.machine_classes: dict[str, str] = {}
         self.on_directory: Callable[[str, bytes], None] | None = None
         self.published = 0
+        self.network_restarts = 0  # times something escaped paho's loop and the client was rebuilt
+        self._network: threading.Thread | None = None
         self._inflight: dict[
             int, tuple[mqtt.MQTTMessageInfo, bool]
         ] = {}  # outbox seq -> (paho's handle, final)
@@ -102,16 +107,50 @@ class Bus:
 
     def start(self) -> Bus:
         self._connect()
-        self.client.loop_start()
+        self._network = threading.Thread(target=self._network_loop, name="bus-network", daemon=True)
+        self._network.start()
         self._thread = threading.Thread(target=self._pump, name="bus-pump", daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def network_alive(self) -> bool:
+        return self._network is not None and self._network.is_alive()
+
+    @property
+    def up(self) -> bool:
+        """Connected, and the thread that reads from the broker is running: what /health reports."""
+        return self.connected.is_set() and self.network_alive
+
+    def _network_loop(self) -> None:
+        """paho's loop, for as long as the bus runs. Nothing that escapes it (a handler's bug, a library
+        fault) ends it: the client is rebuilt and connects again; the outbox resends what was unanswered."""
+        while not self._stop.is_set():
+            client = self.client
+            try:
+                client.loop_forever(retry_first_connection=True)
+            except Exception as exc:
+                self.network_restarts += 1
+                log.exception("MQTT network loop failed; reconnecting with a new client")
+                with contextlib.suppress(Exception):
+                    self.ledger.audit("mqtt", "network", "restarted", None, None,
+                                      detail=repr(exc)[:200], code="network-loop-failed")  # fmt: skip
+            self.connected.clear()
+            if self._stop.is_set():
+                return
+            if self.client is client:  # not already replaced (the MQTT 5 -> 3.1.1 fallback replaces it)
+                with contextlib.suppress(Exception):
+                    client.disconnect()
+                self.client = self._make_client()
+                self._connect()
+                self._stop.wait(1.0)
 
     def _connect(self) -> None:
         props = None
         if self.protocol == mqtt.MQTTv5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.MaximumPacketSize = MAX_PACKET  # the broker drops anything larger meant for us
         kw = {"clean_start": False, "properties": props} if self.protocol == mqtt.MQTTv5 else {}
         self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s, **kw)
 
@@ -125,9 +164,11 @@ class Bus:
             info = self.client.publish(
                 self.topics.agent(self.agent_id), self._availability("offline"), qos=1, retain=True
             )
-            info.wait_for_publish(2)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2)
         self.client.disconnect()
-        self.client.loop_stop()
+        if self._network is not None:
+            self._network.join(5)
 
     def _availability(self, state: str) -> str:
         return json.dumps(
@@ -165,10 +206,11 @@ class Bus:
         return "5" if self.protocol == mqtt.MQTTv5 else "3.1.1"
 
     def _restart_client(self) -> None:
-        self.client.loop_stop()
+        """Swap in a client of the new protocol; the network thread moves on to it."""
+        old = self.client
         self.client = self._make_client()
         self._connect()
-        self.client.loop_start()
+        old.disconnect()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
