@@ -139,6 +139,8 @@ def profile_file(tmp_path, base: str, **sections) -> str:
 
 
 def _toml_value(v) -> str:
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return _toml(v)

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import __version__
 from . import kiosk, native, octoprint
 from .auth import Authenticator
+from .authz import Act, Gate
 from .body_limit import BodyLimit
 from .metrics import registry_for
 
@@ -34,6 +35,7 @@ def create_app(agent) -> FastAPI:
     )
     app.state.agent, app.state.auth = agent, auth
     registry = registry_for(agent)
+    gate = Gate(agent, auth)
 
     @app.middleware("http")
     async def authenticated_first(request: Request, call_next):
@@ -67,7 +69,8 @@ def create_app(agent) -> FastAPI:
             "ok": True,
             "version": __version__,
             "machines": {m: agent.machines[m].state for m in agent.machines},
-            "mqtt": None if bus is None else bus.connected.is_set(),
+            "mqtt": None if bus is None else bus.up,
+            "mqtt_network_restarts": None if bus is None else bus.network_restarts,
             "outbox_pending": agent.ledger.outbox_pending(),
             "ledger_error": agent.ledger_error or None,
         }
@@ -75,7 +78,7 @@ def create_app(agent) -> FastAPI:
     @app.get("/metrics", tags=["health"])
     def metrics(request: Request) -> Response:
         if not cfg.metrics_public:
-            auth.require(request, "manager")
+            gate.allow(request, Act.OVERSEE)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(native.build(agent, auth))

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from ..ledger.usage import parse_iso, utc_now
 from .auth import Authenticator
+from .authz import Act, Gate
 from .native import job_view
 
 STATIC = Path(__file__).with_name("kiosk")
@@ -40,6 +41,8 @@ def words(decision: dict[str, Any]) -> str:
 def build(agent, auth: Authenticator, default_machine: str) -> APIRouter:
     r = APIRouter(tags=["kiosk"])
 
+    gate = Gate(agent, auth)
+
     @r.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse(f"/kiosk/{default_machine}")
@@ -58,7 +61,7 @@ def build(agent, auth: Authenticator, default_machine: str) -> APIRouter:
 
     @r.get("/v1/kiosk/{machine_id}")
     def view(machine_id: str, request: Request) -> dict[str, Any]:
-        caller = auth.require(request, "kiosk", "manager", "session", machine=machine_id)
+        caller = gate.allow(request, Act.SCREEN, machine=machine_id)
         if machine_id not in agent.machines:
             raise HTTPException(404, f"no machine {machine_id!r}")
         return kiosk_view(agent, auth, machine_id, with_token=caller.role == "kiosk")
@@ -66,7 +69,7 @@ def build(agent, auth: Authenticator, default_machine: str) -> APIRouter:
     @r.get("/v1/kiosk/{machine_id}/stream")
     async def stream(machine_id: str, request: Request) -> StreamingResponse:
         """Server-sent events: the kiosk view each time it changes (and a heartbeat every 15 s)."""
-        caller = auth.require(request, "kiosk", "manager", "session", machine=machine_id)
+        caller = gate.allow(request, Act.SCREEN, machine=machine_id)
         if machine_id not in agent.machines:
             raise HTTPException(404, f"no machine {machine_id!r}")
 
@@ -109,12 +112,12 @@ def kiosk_view(agent, auth: Authenticator, machine_id: str, with_token: bool) ->
         "alarms": status["alarms"],
         "session": session,
         "decision": _last_decision(agent, machine_id),
-        "queue": [job_view(j) for j in waiting],
+        "queue": [job_view(j, agent.config.spool_dir) for j in waiting],
         "running": None,
     }
     if running is not None:
         view["running"] = {
-            **job_view(running),
+            **job_view(running, agent.config.spool_dir),
             "progress": status["job"]["progress"] if status["job"] else 0.0,
             "eta_s": status["job"]["eta_s"] if status["job"] else None,
             "elapsed_s": figures["total_s"] if figures else 0.0,

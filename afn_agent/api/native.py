@@ -11,10 +11,7 @@ from pydantic import BaseModel, Field
 from ..spool import JobRefused, submit
 from . import uploads
 from .auth import Authenticator, Caller
-
-MANAGE = ("manager",)
-CONTROL = ("manager", "session", "kiosk")
-READ = ("manager", "session", "kiosk", "booking", "slicer")
+from .authz import Act, Gate
 
 
 class Position(BaseModel):
@@ -34,24 +31,13 @@ class DirectoryDoc(BaseModel):
     delta: dict[str, Any] | None = None
 
 
-def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    """A job as the API shows it (no file path on disk)."""
+def job_view(job: dict[str, Any], spool_dir: Any = None, named: bool = True) -> dict[str, Any]:
+    """A job as the API shows it: no path on disk (not even inside a fault's reason), and the member
+    only to those who may see it."""
     estimate = json.loads(job["estimate_json"] or "{}")
-    keys = (
-        "id",
-        "state",
-        "name",
-        "bytes",
-        "sha256",
-        "source",
-        "member_id",
-        "created_at",
-        "started_at",
-        "ended_at",
-        "stop_type",
-        "reason",
-    )
-    return {
+    keys = ("id", "state", "name", "bytes", "sha256", "source", "member_id", "created_at", "started_at",
+            "ended_at", "stop_type", "reason")  # fmt: skip
+    out = {
         **{k: job[k] for k in keys},
         "machine": job["machine_id"],
         "position": job["queue_pos"],
@@ -60,10 +46,28 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
         "material_g": estimate.get("material_g"),
         "material_mm": estimate.get("material_mm"),
     }
+    if out["reason"] and spool_dir is not None:
+        out["reason"] = out["reason"].replace(f"{spool_dir}/", "").replace(str(spool_dir), "<spool>")
+    if not named:
+        out["member_id"] = None
+    return out
+
+
+def status_view(gate: Gate, caller: Caller, status: dict[str, Any]) -> dict[str, Any]:
+    """A machine's status with the names of who is at it and whose job runs, to those who may see them."""
+    out = dict(status)
+    session, job = out.get("session"), out.get("job")
+    if session and not gate.may_name(caller, session.get("member_id")):
+        out["session"] = {**session, "member_id": None, "member_name": None, "supervisor_id": None}
+    if job and not gate.may_name(caller, job.get("member_id")):
+        out["job"] = {**job, "member_id": None}
+    return out
 
 
 def build(agent, auth: Authenticator) -> APIRouter:
     r = APIRouter(prefix="/v1")
+    gate = Gate(agent, auth)
+    spool = agent.config.spool_dir
 
     def machine_or_404(machine_id: str) -> None:
         if machine_id not in agent.machines:
@@ -75,33 +79,36 @@ def build(agent, auth: Authenticator) -> APIRouter:
             raise HTTPException(404, f"no job {job_id!r}")
         return job
 
-    def owns(caller: Caller, job: dict[str, Any]) -> bool:
-        if caller.role in ("manager", "kiosk"):
-            return caller.role == "manager" or _in_session(agent, job)
-        return (
-            caller.role == "session"
-            and job["member_id"] == caller.member
-            and caller.may_use(job["machine_id"])
-        )
+    def view(caller: Caller, job: dict[str, Any]) -> dict[str, Any]:
+        return job_view(job, spool, gate.may_name(caller, job["member_id"]))
+
+    def readable_job(job_id: str, request: Request) -> tuple[Caller, dict[str, Any]]:
+        """A job the caller may read; one it may not is as absent as one that does not exist."""
+        caller = gate.allow(request, Act.READ)
+        job = job_or_404(job_id)
+        if not gate.sees(caller, job):
+            raise HTTPException(404, f"no job {job_id!r}")
+        return caller, job
 
     @r.get("/machines", tags=["machines"])
     def machines(request: Request) -> list[dict[str, Any]]:
-        auth.require(request, *READ)
-        return [agent.status(m) for m in agent.machines]
+        caller = gate.allow(request, Act.READ)
+        return [status_view(gate, caller, agent.status(m)) for m in agent.machines if caller.may_use(m)]
 
     @r.get("/machines/{machine_id}", tags=["machines"])
     def machine(machine_id: str, request: Request) -> dict[str, Any]:
-        auth.require(request, *READ)
+        caller = gate.allow(request, Act.READ, machine=machine_id)
         machine_or_404(machine_id)
-        return {**agent.status(machine_id), "telemetry": agent.telemetry(machine_id)}
+        return {
+            **status_view(gate, caller, agent.status(machine_id)),
+            "telemetry": agent.telemetry(machine_id),
+        }
 
     @r.get("/jobs", tags=["jobs"])
     def jobs(request: Request, machine: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
-        caller = auth.require(request, *READ)
+        caller = gate.allow(request, Act.READ)
         rows = agent.ledger.jobs(machine, (state,) if state else ())
-        if caller.role == "session":
-            rows = [j for j in rows if j["member_id"] == caller.member]
-        return [job_view(j) for j in rows]
+        return [view(caller, j) for j in rows if gate.sees(caller, j)]
 
     @r.post("/jobs", status_code=201, tags=["jobs"])
     async def upload(
@@ -111,72 +118,57 @@ def build(agent, auth: Authenticator) -> APIRouter:
         member: Annotated[str | None, Form()] = None,
         account: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
-        caller = auth.require(request, "slicer", "manager", "session", "kiosk", machine=machine)
+        caller = gate.allow(request, Act.UPLOAD, machine=machine)
         machine_or_404(machine)
         owner = caller.member or (member if caller.role == "manager" else None)
         return await _submit(agent, file, machine, caller, owner, account, held=None)
 
     @r.get("/jobs/{job_id}", tags=["jobs"])
     def job(job_id: str, request: Request) -> dict[str, Any]:
-        auth.require(request, *READ)
-        return job_view(job_or_404(job_id))
+        caller, found = readable_job(job_id, request)
+        return view(caller, found)
 
     @r.get("/jobs/{job_id}/quote", tags=["jobs"])
     def quote(job_id: str, request: Request) -> dict[str, Any]:
-        auth.require(request, *READ)
-        job = job_or_404(job_id)
-        return {"job_id": job_id, **json.loads(job["estimate_json"] or "{}")}
+        _caller, found = readable_job(job_id, request)
+        return {"job_id": job_id, **json.loads(found["estimate_json"] or "{}")}
 
     @r.delete("/jobs/{job_id}", status_code=204, tags=["jobs"])
     def delete(job_id: str, request: Request) -> None:
-        caller = auth.require(request, *CONTROL)
-        job = job_or_404(job_id)
-        if not owns(caller, job):
-            raise HTTPException(403, "only its owner (in a session) or a manager may remove a job")
-        if job["state"] not in ("queued", "held"):
-            raise HTTPException(409, f"job is {job['state']}; cancel it on the machine instead")
+        caller = gate.allow(request, Act.REMOVE, job_id=job_id, action="job-remove")
+        found = job_or_404(job_id)
+        if found["state"] not in ("queued", "held"):
+            raise HTTPException(409, f"job is {found['state']}; cancel it on the machine instead")
         agent.remove_job(job_id, caller.name)
 
     @r.post("/jobs/{job_id}/move", tags=["jobs"])
     def move(job_id: str, body: Position, request: Request) -> dict[str, Any]:
-        caller = auth.require(request, *MANAGE)
-        job = job_or_404(job_id)
-        if job["state"] not in ("queued", "held"):
-            raise HTTPException(409, f"job is {job['state']}")
+        caller = gate.allow(request, Act.MANAGE, job_id=job_id, action="job-move")
+        found = job_or_404(job_id)
+        if found["state"] not in ("queued", "held"):
+            raise HTTPException(409, f"job is {found['state']}")
         agent.ledger.move_job(job_id, body.position)
-        agent.ledger.audit(
-            caller.name, "job-move", "moved", job["machine_id"], job_id, position=body.position
-        )
-        return job_view(job_or_404(job_id))
+        gate.record(caller, "job-move", "moved", found["machine_id"], found, position=body.position)
+        return view(caller, job_or_404(job_id))
 
     @r.post("/jobs/{job_id}/start", tags=["jobs"])
     def start(job_id: str, request: Request) -> dict[str, Any]:
         """Release a held job: its owner inside their session, or a manager."""
-        caller = auth.require(request, *CONTROL)
-        job = job_or_404(job_id)
-        if not owns(caller, job):
-            raise HTTPException(403, "only its owner in a session at the machine, or a manager, may start it")
-        if job["state"] != "held":
-            raise HTTPException(409, f"job is {job['state']}, not held")
+        caller = gate.allow(request, Act.RELEASE, job_id=job_id, action="job-release")
+        found = job_or_404(job_id)
+        if found["state"] != "held":
+            raise HTTPException(409, f"job is {found['state']}, not held")
         try:
             agent.release_job(job_id, caller.name, manager=caller.role == "manager")
         except ValueError as exc:
             raise HTTPException(409, f"job_overruns_booking: {exc}") from None
-        return job_view(job_or_404(job_id))
+        return view(caller, job_or_404(job_id))
 
     def control(machine_id: str, request: Request, action: str) -> dict[str, Any]:
-        caller = auth.require(request, *CONTROL, machine=machine_id)
         machine_or_404(machine_id)
-        if caller.role != "manager":
-            running = agent.running_job(machine_id)
-            if running is None or not owns(caller, running):
-                raise HTTPException(403, "only the member whose job runs, or a manager, may do this")
-        actor = "manager" if caller.role == "manager" else "member"
-        result, detail = agent.command({"machine": machine_id, "actor": actor, "command": action, "args": {}})
-        agent.ledger.audit(caller.name, f"api:{action}", result, machine_id, None, detail=detail)
-        if result != "done":
-            raise HTTPException(409, detail)
-        return {"result": result, "detail": detail}
+        caller = gate.allow(request, Act.CONTROL, machine=machine_id, job=agent.running_job(machine_id),
+                            action=action)  # fmt: skip
+        return run_command(agent, gate, caller, machine_id, action)
 
     def control_route(action: str):
         def route(machine_id: str, request: Request) -> dict[str, Any]:
@@ -198,20 +190,20 @@ def build(agent, auth: Authenticator) -> APIRouter:
 
     @r.post("/machines/{machine_id}/lock", tags=["control"])
     def lock(machine_id: str, body: LockBody, request: Request) -> dict[str, Any]:
-        caller = auth.require(request, *MANAGE, machine=machine_id)
+        caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="lock")
         machine_or_404(machine_id)
         return {"result": agent.lock(machine_id, caller.name, body.reason)}
 
     @r.post("/machines/{machine_id}/unlock", tags=["control"])
     def unlock(machine_id: str, request: Request) -> dict[str, Any]:
-        caller = auth.require(request, *MANAGE, machine=machine_id)
+        caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="unlock")
         machine_or_404(machine_id)
         return {"result": agent.unlock(machine_id, caller.name)}
 
     @r.post("/machines/{machine_id}/confirm", tags=["control"])
     def confirm(machine_id: str, request: Request) -> dict[str, Any]:
         """A person confirms the machine is ready (bed cleared, checked after a crash)."""
-        caller = auth.require(request, *CONTROL, machine=machine_id)
+        caller = gate.allow(request, Act.CONFIRM, machine=machine_id, action="confirm")
         machine_or_404(machine_id)
         if not agent.confirm(machine_id, caller.name):
             raise HTTPException(409, "nothing to confirm")
@@ -219,7 +211,11 @@ def build(agent, auth: Authenticator) -> APIRouter:
 
     @r.get("/sessions", tags=["access"])
     def sessions(request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)):
-        auth.require(request, *MANAGE)
+        caller = gate.allow(request, Act.OVERSEE)
+        if machine is None and caller.machines:
+            raise HTTPException(403, "this key may see only its machines' sessions: name one (?machine=)")
+        if machine is not None:
+            gate.allow(request, Act.OVERSEE, machine=machine)
         sql, args = "SELECT * FROM sessions", []
         if machine:
             sql, args = sql + " WHERE machine_id=?", [machine]
@@ -231,13 +227,13 @@ def build(agent, auth: Authenticator) -> APIRouter:
         request: Request, after: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(100, ge=1, le=1000)
     ):
         """Usage records after a cursor, oldest first; pass `next` back as `after`."""
-        auth.require(request, "booking", "manager")
+        gate.allow(request, Act.USAGE)
         rows = agent.ledger.usage_after(after, limit)
         return {"records": [rec for _, rec in rows], "next": rows[-1][0] if rows else after}
 
     @r.post("/usage/ack", tags=["usage"])
     def ack(body: Ack, request: Request) -> dict[str, Any]:
-        caller = auth.require(request, "booking")
+        caller = gate.allow(request, Act.ACK, action="usage-ack")
         ids = body.record_id if isinstance(body.record_id, list) else [body.record_id]
         known = [i for i in ids if agent.ledger.acknowledge(i)]
         agent.ledger.audit(caller.name, "usage-ack", "ok", None, None, count=len(known))
@@ -248,7 +244,7 @@ def build(agent, auth: Authenticator) -> APIRouter:
         """The booking system pushes a member directory snapshot or delta."""
         from ..access.directory import DirectoryError
 
-        caller = auth.require(request, "booking", "manager")
+        caller = gate.allow(request, Act.DIRECTORY, action="directory")
         if agent.access is None:
             raise HTTPException(409, "this agent has no [access] configured")
         try:
@@ -269,18 +265,22 @@ def build(agent, auth: Authenticator) -> APIRouter:
 
     @r.get("/audit", tags=["access"])
     def audit(request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)):
-        auth.require(request, *MANAGE)
+        caller = gate.allow(request, Act.OVERSEE, machine=machine)
+        if machine is None and caller.machines:
+            raise HTTPException(403, "this key may see only its machines' audit: name one (?machine=)")
         return agent.ledger.audit_log(machine, limit)
 
     return r
 
 
-def _in_session(agent, job: dict[str, Any]) -> bool:
-    """The kiosk acts for whoever holds the machine now: the job must be that member's."""
-    if agent.access is None:
-        return True
-    session = agent.access.sessions.current(job["machine_id"])
-    return bool(session and (job["member_id"] in (None, session["member_id"])))
+def run_command(agent, gate: Gate, caller: Caller, machine_id: str, action: str) -> dict[str, Any]:
+    """Pause, resume, cancel or stop, for a caller the gate let through; audited either way."""
+    actor = "manager" if caller.role == "manager" else "member"
+    result, detail = agent.command({"machine": machine_id, "actor": actor, "command": action, "args": {}})
+    gate.record(caller, action, result, machine_id, agent.running_job(machine_id), detail=detail)
+    if result != "done":
+        raise HTTPException(409, detail)
+    return {"result": result, "detail": detail}
 
 
 async def _submit(
@@ -314,4 +314,4 @@ async def _submit(
         tmp.unlink(missing_ok=True)
     agent.ledger.audit(caller.name, "upload", "queued", machine, job_id, name=name, member=owner)
     job = agent.ledger.job(job_id)
-    return {**job_view(job), "quote": quote.get("quote"), "analysis": quote}
+    return {**job_view(job, agent.config.spool_dir), "quote": quote.get("quote"), "analysis": quote}

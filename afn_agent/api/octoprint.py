@@ -14,8 +14,9 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, Response, Upl
 from fastapi.responses import JSONResponse
 
 from .. import __version__
-from .auth import Authenticator
-from .native import _submit
+from .auth import Authenticator, Caller
+from .authz import Act, Gate
+from .native import _submit, run_command
 
 OCTOPRINT_VERSION = "1.10.2"
 STATE_TEXT = {
@@ -28,18 +29,20 @@ STATE_TEXT = {
     "alarm": "Error",
     "fault": "Error",
 }
-ANY = ("slicer", "manager", "session", "kiosk", "booking")
+COMMANDS: dict[Any, str] = {"cancel": "cancel", ("pause", "pause"): "pause", ("pause", "resume"): "resume"}
 
 
 def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter:
     r = APIRouter(prefix=prefix, tags=["octoprint"])
 
-    def who(request: Request, *roles: str):
-        return auth.require(request, *roles, machine=machine_id)
+    gate = Gate(agent, auth)
+
+    def who(request: Request, act: Act = Act.READ, **kw: Any) -> Caller:
+        return gate.allow(request, act, machine=machine_id, **kw)
 
     @r.get("/api/version")
     def version(request: Request) -> dict[str, Any]:
-        who(request, *ANY)
+        who(request)
         return {
             "api": "0.1",
             "server": OCTOPRINT_VERSION,
@@ -48,12 +51,12 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
 
     @r.get("/api/server")
     def server(request: Request) -> dict[str, Any]:
-        who(request, *ANY)
+        who(request)
         return {"version": OCTOPRINT_VERSION, "safemode": None}
 
     @r.get("/api/settings")
     def settings(request: Request) -> dict[str, Any]:
-        who(request, *ANY)
+        who(request)
         return {
             "api": {"allowCrossOrigin": False},
             "appearance": {"name": machine_id, "color": "default"},
@@ -72,12 +75,12 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
 
     @r.get("/api/printerprofiles")
     def profiles(request: Request) -> dict[str, Any]:
-        who(request, *ANY)
+        who(request)
         return {"profiles": {"_default": _profile(agent, machine_id)}}
 
     @r.get("/api/connection")
     def connection(request: Request) -> dict[str, Any]:
-        who(request, *ANY)
+        who(request)
         m = agent.machines[machine_id]
         state = STATE_TEXT.get(m.state, "Offline")
         return {
@@ -100,17 +103,18 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
 
     @r.post("/api/connection", status_code=204)
     async def connection_command(request: Request) -> Response:
-        who(request, "manager")
+        caller = who(request, Act.MANAGE, action="connection")
         body = await _json(request)
         if body.get("command") not in ("connect", "disconnect", "fake_ack"):
             raise HTTPException(400, "command must be connect, disconnect or fake_ack")
         if body["command"] == "connect":
             agent.machines[machine_id].reconnect()
+        gate.record(caller, "connection", body["command"], machine_id)
         return Response(status_code=204)
 
     @r.get("/api/printer")
     def printer(request: Request) -> Any:
-        who(request, *ANY)
+        who(request)
         m = agent.machines[machine_id]
         if m.state in ("disconnected", "connecting"):
             return JSONResponse({"error": "Printer is not operational"}, status_code=409)
@@ -145,7 +149,7 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
 
     @r.get("/api/job")
     def job(request: Request) -> dict[str, Any]:
-        who(request, *ANY)
+        caller = who(request)
         m = agent.machines[machine_id]
         status = agent.status(machine_id)
         running = agent.running_job(machine_id)
@@ -182,7 +186,7 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
                 },
                 "estimatedPrintTime": estimate.get("time_s"),
                 "filament": {"tool0": {"length": estimate.get("material_mm"), "volume": None}},
-                "user": running["member_id"],
+                "user": running["member_id"] if gate.may_name(caller, running["member_id"]) else None,
             },
             "progress": {
                 "completion": round(progress * 100, 2),
@@ -196,45 +200,41 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
 
     @r.post("/api/job", status_code=204)
     async def job_command(request: Request) -> Response:
-        caller = who(request, "manager", "session", "kiosk")
         body = await _json(request)
         command, action = body.get("command"), body.get("action")
         if command == "start":
-            held = [
-                j
-                for j in agent.ledger.jobs(machine_id, ("held",))
-                if caller.role == "manager"
-                or j["member_id"] in (None, caller.member)
-                or caller.role == "kiosk"
-            ]
-            if not held:
-                raise HTTPException(409, "no job waiting to start on this machine")
-            try:
-                agent.release_job(held[0]["id"], caller.name, manager=caller.role == "manager")
-            except ValueError as exc:
-                raise HTTPException(409, f"job_overruns_booking: {exc}") from None
-            return Response(status_code=204)
-        mapping = {"cancel": "cancel", ("pause", "pause"): "pause", ("pause", "resume"): "resume"}
+            return release_next(request)
         if command == "pause" and action == "toggle":
             action = "resume" if agent.machines[machine_id].state == "paused" else "pause"
-        name = mapping.get(command) if command == "cancel" else mapping.get((command, action or "pause"))
+        name = COMMANDS.get(command) if command == "cancel" else COMMANDS.get((command, action or "pause"))
         if name is None:
             raise HTTPException(
                 400, "command must be start, cancel or pause (action pause, resume or toggle)"
             )
-        actor = "manager" if caller.role == "manager" else "member"
-        result, detail = agent.command({"machine": machine_id, "actor": actor, "command": name, "args": {}})
-        if result != "done":
-            raise HTTPException(409, detail)
+        caller = who(request, Act.CONTROL, job=agent.running_job(machine_id), action=name)
+        run_command(agent, gate, caller, machine_id, name)
+        return Response(status_code=204)
+
+    def release_next(request: Request) -> Response:
+        """OctoPrint's `start`: the first held job the caller may release (its own; any, for a manager)."""
+        held = agent.ledger.jobs(machine_id, ("held",))
+        reader = who(request)
+        mine = next((j for j in held if gate.owns(reader, j)), None)
+        if not held:
+            raise HTTPException(409, "no job waiting to start on this machine")
+        caller = who(request, Act.RELEASE, job=mine, action="job-release")  # refused: none is theirs
+        assert mine is not None  # a manager owns every job; anyone else was refused above
+        try:
+            agent.release_job(mine["id"], caller.name, manager=caller.role == "manager")
+        except ValueError as exc:
+            raise HTTPException(409, f"job_overruns_booking: {exc}") from None
         return Response(status_code=204)
 
     @r.get("/api/files")
     @r.get("/api/files/local")
     def files(request: Request) -> dict[str, Any]:
-        caller = who(request, *ANY)
-        jobs = agent.ledger.jobs(machine_id, ("queued", "held"))
-        if caller.role == "slicer" and caller.member:
-            jobs = [j for j in jobs if j["member_id"] == caller.member]
+        caller = who(request)
+        jobs = [j for j in agent.ledger.jobs(machine_id, ("queued", "held")) if gate.sees(caller, j)]
         return {"files": [_file_entry(request, prefix, j) for j in jobs], "free": _free(agent), "total": None}
 
     @r.post("/api/files/local", status_code=201)
@@ -248,7 +248,7 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
         userdata: Annotated[str | None, Form()] = None,
         foldername: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
-        caller = who(request, "slicer", "manager", "session", "kiosk")
+        caller = who(request, Act.UPLOAD, action="upload")
         if file is None:
             if foldername:
                 raise HTTPException(400, "folders are not kept: every upload is a job in the machine's queue")
@@ -275,14 +275,14 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
 
     @r.post("/api/files/sdcard")
     def sdcard(request: Request) -> None:
-        who(request, *ANY)
+        who(request)
         raise HTTPException(409, "no SD card: jobs are streamed by the agent")
 
     @r.get("/api/files/local/{job_id}")
     def file_info(job_id: str, request: Request) -> dict[str, Any]:
-        who(request, *ANY)
+        caller = who(request)
         job = agent.ledger.job(job_id)
-        if job is None or job["machine_id"] != machine_id:
+        if job is None or job["machine_id"] != machine_id or not gate.sees(caller, job):
             raise HTTPException(404, "no such file")
         return _file_entry(request, prefix, job)
 
