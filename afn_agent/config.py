@@ -88,6 +88,10 @@ class ApiConfig:
     octoprint_machine: str | None = None  # the machine behind /api/… (others: /octoprint/<id>/api/…)
     kiosk_loopback: bool = True  # the screen beside the machine (a browser on this host) acts for sessions
     metrics_public: bool = True
+    max_connections: int = 256  # open at once, in all (lowered to leave fds for machines and the ledger)
+    max_connections_per_client: int = 32
+    header_timeout_s: float = 10.0  # a request's headers must be complete this long after its first byte
+    body_timeout_s: float = 30.0  # a request body may pause this long
 
 
 @dataclass(frozen=True)
@@ -372,6 +376,16 @@ def _api(data: Any, file: Path, machines: tuple[MachineConfig, ...]) -> ApiConfi
         octoprint_machine=default,
         kiosk_loopback=t.get("kiosk_loopback", bool, True),
         metrics_public=t.get("metrics_public", bool, True),
+        max_connections=t.get("max_connections", int, 256, lambda v: 8 <= v <= 100_000, "8 to 100000"),
+        max_connections_per_client=t.get(
+            "max_connections_per_client", int, 32, lambda v: 1 <= v <= 100_000, "1 to 100000"
+        ),
+        header_timeout_s=float(
+            t.get("header_timeout_s", (int, float), 10.0, lambda v: 0 < v <= 600, "0 to 600")
+        ),
+        body_timeout_s=float(
+            t.get("body_timeout_s", (int, float), 30.0, lambda v: 0 < v <= 3600, "0 to 3600")
+        ),
     )
     t.done()
     return cfg

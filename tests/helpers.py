@@ -82,7 +82,7 @@ KEYS = {"slicer": "slicer-key-0123456789", "manager": "manager-key-0123456789", 
         "ana-slicer": "ana-slicer-key-0123456789"}  # fmt: skip
 
 
-def api_table(max_upload_mb: float = 50.0, port: int = 0) -> str:
+def api_table(max_upload_mb: float = 50.0, port: int = 0, extra: str = "") -> str:
     """An [api] table with a key per role (KEYS), listening on a free loopback port by default."""
     import hashlib
 
@@ -94,6 +94,7 @@ def api_table(max_upload_mb: float = 50.0, port: int = 0) -> str:
 host = "127.0.0.1"
 port = {port}
 max_upload_mb = {max_upload_mb}
+{extra}
 
 [[api.keys]]
 name = "slicers"

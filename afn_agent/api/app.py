@@ -16,12 +16,13 @@ from . import kiosk, native, octoprint
 from .auth import Authenticator
 from .authz import Act, Gate
 from .body_limit import BodyLimit
+from .guard import Guard, connection_ceiling, guarded_protocol, raise_fd_limit
 from .metrics import registry_for
 
 PUBLIC = ("/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
 
-def create_app(agent) -> FastAPI:
+def create_app(agent, guard: Guard | None = None) -> FastAPI:
     cfg = agent.config.api
     auth = Authenticator(cfg)
     if agent.access is not None:
@@ -73,6 +74,14 @@ def create_app(agent) -> FastAPI:
             "mqtt_network_restarts": None if bus is None else bus.network_restarts,
             "outbox_pending": agent.ledger.outbox_pending(),
             "ledger_error": agent.ledger_error or None,
+            "http": None
+            if guard is None
+            else {
+                "open": len(guard.open),
+                "ceiling": guard.max_total,
+                "refused": guard.refused,
+                "timed_out": guard.timed_out,
+            },
         }
 
     @app.get("/metrics", tags=["health"])
@@ -95,12 +104,16 @@ class ApiServer:
 
     def __init__(self, agent) -> None:
         cfg = agent.config.api
-        app = BodyLimit(create_app(agent), int(cfg.max_upload_mb * 1_000_000) + 64 * 1024)
+        ceiling = connection_ceiling(cfg.max_connections, len(agent.machines), raise_fd_limit())
+        self.guard = Guard(ceiling, min(cfg.max_connections_per_client, ceiling), cfg.header_timeout_s,
+                           cfg.body_timeout_s)  # fmt: skip
+        app = BodyLimit(create_app(agent, self.guard), int(cfg.max_upload_mb * 1_000_000) + 64 * 1024)
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="off"
+                app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="off",
+                http=guarded_protocol(self.guard), timeout_keep_alive=5,
             )
-        )
+        )  # fmt: skip
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self.port = cfg.port
 
