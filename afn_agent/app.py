@@ -21,6 +21,7 @@ from .control import AgentControl, RunningJob, figures_of
 from .firmware.profile import load_profile
 from .ledger import JobClock, Ledger
 from .machine.worker import JobResult, Machine, MachineEvent
+from .spool import AnalysisPool
 
 log = logging.getLogger("afn_agent")
 DISPATCH_EVERY_S = 0.25
@@ -71,6 +72,7 @@ class Agent(AgentControl):
         self.running: dict[str, RunningJob] = {}
         self.bus: Any = None
         self.api: Any = None
+        self.analyses = AnalysisPool()  # uploads are analysed in another process
         self.alarms: dict[str, list[dict[str, Any]]] = {}
         self.access: Any = None
         self.guards: Any = None
@@ -127,6 +129,7 @@ class Agent(AgentControl):
         self._stop.set()
         if self.api is not None:
             self.api.stop()
+        self.analyses.close()
         if self._pump_thread:
             self._pump_thread.join(5)
         if self.access is not None:

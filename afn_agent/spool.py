@@ -7,13 +7,18 @@ deleting theirs changes nothing), its hash, the analyzer's figures and the tarif
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import tempfile
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from .config import AgentConfig
-from .firmware.profile import load_profile
+from .firmware.profile import Profile, load_profile
 from .gcode.analyzer import Analysis, analyze_path
 from .ledger import Ledger
 from .ledger.tariff import Tariff, price, quantities
@@ -87,6 +92,37 @@ def spool_file(src: Path, spool: Path, name: str, move: bool = False) -> tuple[P
     return dest, sha, size
 
 
+class AnalysisPool:
+    """Analyses in a separate process: ten 19 MB uploads analysed in threads of the agent held the GIL
+    long enough to stall /health for 1.1 s. One worker, started on first use (spawned: the agent has
+    threads, and a fork would copy their locks)."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, path: Path, profile: Profile) -> Analysis:
+        with self._lock:
+            if self._pool is None:
+                spawn = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=spawn)
+            pool = self._pool
+        try:
+            return pool.submit(analyze_path, path, profile).result()
+        except BrokenProcessPool:  # the worker died (out of memory?): a fresh one for the next upload
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            raise JobRefused(f"{path.name}: the analysis process died; try the upload again") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
 def submit(
     config: AgentConfig,
     ledger: Ledger,
@@ -96,16 +132,18 @@ def submit(
     name: str | None = None,
     held: bool | None = None,
     move: bool = False,
+    analyse: Callable[[Path, Profile], Analysis] = analyze_path,
     **who: str | None,
 ) -> tuple[str, dict[str, Any]]:
-    """Spool, analyse and queue a job; returns (job id, quote). A refused file is removed again."""
+    """Spool, analyse and queue a job; returns (job id, quote). A refused file is removed again.
+    The API analyses in a worker process (`analyse=`), so the GIL stays with its event loop."""
     machine = config.machine(machine_id)
     src = Path(src)
     if not src.is_file():
         raise JobRefused(f"{src}: no such file")
     path, sha, size = spool_file(src, config.spool_dir, name or src.name, move=move)
     try:
-        analysis = analyze_path(path, load_profile(machine.profile))
+        analysis = analyse(path, load_profile(machine.profile))
         if analysis.refused:
             raise JobRefused(f"{name or src.name}: refused on {machine_id}: {analysis.refused}")
     except BaseException:

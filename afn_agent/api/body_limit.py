@@ -1,4 +1,9 @@
-"""ASGI middleware that refuses request bodies over a limit before they are read in full."""
+"""ASGI middleware that refuses request bodies over a limit before they are read in full.
+
+A declared Content-Length over the limit is refused unread. A chunked body is counted as it comes; at
+the limit the application is told the client left (so a form parser cannot turn it into a 400) and
+the client gets our 413 instead of whatever the application would have answered.
+"""
 
 from __future__ import annotations
 
@@ -17,28 +22,40 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await _refuse(send, self.limit)
         seen = 0
+        over = False
+        started = False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    over = True
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message):
+            nonlocal started
+            if over:
+                return  # the application's answer to a body it never got whole: ours goes instead
+            started = True
+            await send(message)
+
         try:
-            return await self.app(scope, counted, send)
-        except _TooLarge:
-            return await _refuse(send, self.limit)
-
-
-class _TooLarge(Exception):
-    pass
+            await self.app(scope, counted, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await _refuse(send, self.limit)
 
 
 async def _refuse(send, limit: int) -> None:
     body = json.dumps({"error": f"request body larger than {limit // 1_000_000} MB"}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]  # fmt: skip
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})

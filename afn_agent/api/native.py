@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
@@ -283,6 +285,16 @@ def run_command(agent, gate: Gate, caller: Caller, machine_id: str, action: str)
     return {"result": result, "detail": detail}
 
 
+_ANALYSES: list[anyio.CapacityLimiter] = []
+
+
+def _analyses() -> anyio.CapacityLimiter:
+    """Uploads analysed at once (one per core of a Pi 4 would starve the machine threads: two)."""
+    if not _ANALYSES:
+        _ANALYSES.append(anyio.CapacityLimiter(2))
+    return _ANALYSES[0]
+
+
 async def _submit(
     agent,
     file: UploadFile,
@@ -295,19 +307,12 @@ async def _submit(
 ) -> dict[str, Any]:
     limit = int(agent.config.api.max_upload_mb * 1_000_000)
     tmp, name = await uploads.receive(file, agent.config.spool_dir, limit)
-    try:
-        job_id, quote = submit(
-            agent.config,
-            agent.ledger,
-            machine,
-            tmp,
-            source,
-            name,
-            held,
-            move=True,
-            member_id=owner,
-            account=account,
-        )
+    take_in = functools.partial(
+        submit, agent.config, agent.ledger, machine, tmp, source, name, held,
+        move=True, analyse=agent.analyses, member_id=owner, account=account,
+    )  # fmt: skip
+    try:  # the analysis reads the whole file: never on the event loop (agent.analyses: another process)
+        job_id, quote = await anyio.to_thread.run_sync(take_in, limiter=_analyses())
     except JobRefused as exc:
         raise HTTPException(422, str(exc)) from None
     finally:

@@ -15,15 +15,20 @@ SNIFF = 64 * 1024
 SAFE = re.compile(r"[^A-Za-z0-9._ ()+-]")
 
 
+MAX_NAME = 120
+
+
 def safe_name(raw: str | None) -> str:
-    """The file's own name without any directory part, odd characters replaced; 400 when empty."""
+    """The file's own name without any directory part, odd characters replaced, shortened before its
+    extension (a 200-character name keeps its `.gcode`); 400 when empty, 415 when not G-code."""
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
-    name = SAFE.sub("_", name).lstrip(".")[:120]
+    name = SAFE.sub("_", name).lstrip(".")
     if not name:
         raise HTTPException(400, "the upload has no file name")
     if not name.lower().endswith(EXTENSIONS):
-        raise HTTPException(415, f"{name}: not a G-code file (accepted: {', '.join(EXTENSIONS)})")
-    return name
+        raise HTTPException(415, f"{name[:MAX_NAME]}: not a G-code file (accepted: {', '.join(EXTENSIONS)})")
+    stem, dot, ext = name.rpartition(".")
+    return stem[: MAX_NAME - len(ext) - 1] + dot + ext
 
 
 async def receive(upload: UploadFile, spool: Path, limit_bytes: int) -> tuple[Path, str]:
@@ -51,8 +56,17 @@ async def receive(upload: UploadFile, spool: Path, limit_bytes: int) -> tuple[Pa
     return tmp, name
 
 
+# Bytes that never appear in text G-code: C0 controls other than tab, newlines, vertical tab, form feed
+# and the DOS end-of-file mark, and DEL. (Non-ASCII bytes can: comments in UTF-8 or Latin-1.)
+NOT_TEXT = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13, 26)) + b"\x7f"
+
+
 def _check_text(head: bytes, name: str) -> None:
-    if b"\0" in head:
+    """Binary content (a .bgcode, an image, an archive renamed .gcode) is refused by its first bytes."""
+    stray = len(head) - len(head.translate(None, NOT_TEXT))
+    if stray:
         raise HTTPException(
-            415, f"{name}: binary content (binary G-code .bgcode is not supported); send text G-code"
+            415,
+            f"{name}: binary content ({stray} control byte(s) in the first {len(head)}; binary G-code "
+            ".bgcode is not supported); send text G-code",
         )
