@@ -20,7 +20,7 @@ from typing import Any
 from .db import check_file, connect, migrate
 from .states import TERMINAL, IllegalTransition, check_transition
 from .tariff import Tariff
-from .usage import build_record, iso, utc_now
+from .usage import build_record, iso, record_id_for, utc_now
 
 LIVE = ("starting", "heating", "running", "paused")
 RETRY_FIRST_S = 2.0
@@ -201,7 +201,7 @@ class Ledger:
                 return json.loads(old[0])
             check_transition(job_id, job["state"], outcome)
             record = build_record(
-                str(uuid.uuid4()),
+                record_id_for(self.site, job_id),
                 job,
                 machine_class,
                 self.site,

@@ -7,6 +7,7 @@ this file is the machine-readable form the tests check every record against.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,15 @@ from .. import __version__
 from .tariff import Tariff, price, quantities
 
 SCHEMA = "afn.usage/1"
+RECORD_NAMESPACE = uuid.UUID("5b0e5a6c-7f1d-4c1e-9a59-3f8d7c2b6a10")  # afn-agent usage records
+
+
+def record_id_for(site: str, job_id: str) -> str:
+    """A job's record id, derived from the job: whatever a crash or a lost disk write makes the agent
+    write again for that job carries the same id, so the booking system can never hold two bills for it."""
+    return str(uuid.uuid5(RECORD_NAMESPACE, f"{site}/{job_id}"))
+
+
 SCHEMA_FILE = Path(__file__).with_name("record_schema.json")
 STOP_OF_OUTCOME = {"completed": "normal"}  # other outcomes say their stop type themselves
 
