@@ -304,10 +304,8 @@ class Agent(AgentControl):
                 continue
             if self.access is not None:
                 self.access.sessions.release_held(machine_id)
-            job = self.ledger.next_queued(machine_id)
+            job = self._next_startable(machine_id)
             if job is None:
-                continue
-            if self.access is not None and not self.access.sessions.may_start(machine_id, job):
                 continue
             self.ledger.transition(job["id"], "starting", "dispatched to an idle machine")
             self.running[machine_id] = RunningJob(job["id"], JobClock("starting", now), last_checkpoint=now)
@@ -319,6 +317,24 @@ class Agent(AgentControl):
                 {"job_id": job["id"], "name": job["name"], "member_id": job["member_id"]},
             )  # fmt: skip
             log.info("job %s started on %s", job["id"], machine_id)
+
+    def _next_startable(self, machine_id: str) -> dict[str, Any] | None:
+        """The first queued job that may start now. One that may not (its owner's session ended: it was
+        released outside it, or Start was pressed before a bed-clear confirmation and then the member
+        left) goes back to held, waiting for its owner's badge, and is reported: it must not block the
+        queue behind it."""
+        for job in self.ledger.queued(machine_id):
+            if self.access is None or self.access.sessions.may_start(machine_id, job):
+                return job
+            why = "its owner is not in a session at the machine; held until their badge"
+            self.ledger.transition(job["id"], "held", why)
+            self.ledger.audit(
+                "agent", "job-hold", "held", machine_id, job["id"], member=job["member_id"], reason=why
+            )
+            self.publish_event(machine_id, "job-held", {"job_id": job["id"], "member_id": job["member_id"],
+                                                         "reason": why})  # fmt: skip
+            log.info("job %s on %s back to held: %s", job["id"], machine_id, why)
+        return None
 
     def _finish(self, machine_id: str, run: RunningJob, result: JobResult, now: float) -> None:
         outcome, stop_type = stop_type_for(result, run.cancelled_by or result.reason)
