@@ -21,10 +21,11 @@ from .control import AgentControl, RunningJob, figures_of
 from .firmware.profile import load_profile
 from .ledger import JobClock, Ledger
 from .machine.worker import JobResult, Machine, MachineEvent
-from .spool import AnalysisPool
+from .spool import AnalysisPool, sweep
 
 log = logging.getLogger("afn_agent")
 DISPATCH_EVERY_S = 0.25
+SPOOL_SWEEP_S = 60.0  # files of ended jobs past their retention leave the spool
 MANAGER_ACTORS = ("manager", "admin")
 STUCK_S = 15.0  # a machine thread that has not turned for this long is stuck: stop feeding the watchdog
 PUBLISHED_EVENTS = {  # machine events that go on the events topic (through the outbox: never lost)
@@ -187,7 +188,7 @@ class Agent(AgentControl):
     def _pump(self) -> None:
         """One event at a time, ledger first. A ledger that cannot be written (disk full, I/O error) keeps
         the event for a retry with its own time: nothing is billed from memory, nothing is dropped."""
-        ticks = {"dispatch": 0.0, "idle": 0.0}
+        ticks = {"dispatch": 0.0, "idle": 0.0, "spool": 0.0}
         retry: deque[tuple[MachineEvent, float]] = deque()
         while not self._stop.is_set():
             if retry:
@@ -217,6 +218,9 @@ class Agent(AgentControl):
             if now >= ticks["dispatch"]:
                 ticks["dispatch"] = now + DISPATCH_EVERY_S
                 self._dispatch(now)
+            if now >= ticks["spool"]:
+                ticks["spool"] = now + SPOOL_SWEEP_S
+                sweep(self.config, self.ledger)
             if now >= ticks["idle"]:
                 ticks["idle"] = now + 1.0
                 if self.access is not None:
@@ -352,6 +356,8 @@ class Agent(AgentControl):
             m.machine_class if m else "unknown",
         )
         del self.running[machine_id]
+        if self.config.spool.keep_h == 0:
+            sweep(self.config, self.ledger)  # its file goes as the job ends
         self.publish_event(machine_id, "job-" + outcome, _record_summary(record))
         self._apply_pending_lock(machine_id)
         if m and m.confirm_clear and outcome == "completed":

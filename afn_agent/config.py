@@ -77,6 +77,7 @@ class ApiKey:
     sha256: str  # of the key; the key itself is never stored
     member: str | None = None  # a slicer key of one member: uploads are that member's
     machines: tuple[str, ...] = ()  # empty: every machine
+    quota_mb: float | None = None  # its jobs' files in the spool at once ([api] key_quota_mb if unset)
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,22 @@ class ApiConfig:
     max_connections_per_client: int = 32
     header_timeout_s: float = 10.0  # a request's headers must be complete this long after its first byte
     body_timeout_s: float = 30.0  # a request body may pause this long
+    key_quota_mb: float = 500.0  # each key's jobs' files in the spool at once
 
 
 @dataclass(frozen=True)
 class SafetyConfig:
     idle_heat_s: float = 600.0  # heaters on, no job, no session activity: heaters off after this
     session_warn_s: float = 600.0  # warn this long before a session must end during a job
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    """How much job files may take: uploads fill the disk otherwise (a slicer key once filled it)."""
+
+    keep_h: float = 0.0  # a job's file stays this long after the job ends (0: removed as it ends)
+    quota_mb: float = 2000.0  # all job files together
+    min_free_mb: float = 200.0  # an upload that would leave less free space on the disk is refused
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ class AgentConfig:
     access: AccessConfig | None = None
     api: ApiConfig | None = None
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    spool: SpoolConfig = field(default_factory=lambda: SpoolConfig())
 
     @property
     def ledger_path(self) -> Path:
@@ -187,6 +199,13 @@ def load_config(path: str | Path) -> AgentConfig:
     checkpoint_s = float(
         agent.get("checkpoint_s", (int, float), 2.0, lambda v: 0.1 <= v <= 5, "between 0.1 and 5 s")
     )
+    spool = SpoolConfig(
+        keep_h=float(agent.get("spool_keep_h", (int, float), 0.0, lambda v: 0 <= v <= 8760, "0 to 8760 h")),
+        quota_mb=float(
+            agent.get("spool_quota_mb", (int, float), 2000.0, lambda v: v > 0, "a positive number")
+        ),
+        min_free_mb=float(agent.get("min_free_mb", (int, float), 200.0, lambda v: v >= 0, ">= 0")),
+    )
     agent.done()
     tariffs = {"default": Tariff()}
     for name, table in top.get("tariffs", dict, {}).items():
@@ -208,7 +227,7 @@ def load_config(path: str | Path) -> AgentConfig:
     safety = _safety(top.get("safety", dict), file) if "safety" in raw else SafetyConfig()
     top.done()
     return AgentConfig(
-        file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api, safety
+        file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api, safety, spool
     )
 
 
@@ -360,6 +379,7 @@ def _api(data: Any, file: Path, machines: tuple[MachineConfig, ...]) -> ApiConfi
                 sha256=kt.get("sha256", str, check=hexhash, hint=hint),
                 member=kt.get("member", str, None),
                 machines=machines_of,
+                quota_mb=kt.get("quota_mb", (int, float), None, lambda v: v > 0, "a positive number"),
             )
         )
         kt.done()
@@ -383,6 +403,7 @@ def _api(data: Any, file: Path, machines: tuple[MachineConfig, ...]) -> ApiConfi
         header_timeout_s=float(
             t.get("header_timeout_s", (int, float), 10.0, lambda v: 0 < v <= 600, "0 to 600")
         ),
+        key_quota_mb=float(t.get("key_quota_mb", (int, float), 500.0, lambda v: v > 0, "a positive number")),
         body_timeout_s=float(
             t.get("body_timeout_s", (int, float), 30.0, lambda v: 0 < v <= 3600, "0 to 3600")
         ),

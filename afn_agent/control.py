@@ -5,6 +5,7 @@ the kiosk. A mixin of `Agent`, which holds the state these methods read."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,10 +132,19 @@ class AgentControl:
         self.ledger.audit(actor, "job-release", "queued", job["machine_id"], job_id)
 
     def remove_job(self, job_id: str, actor: str) -> None:
+        """Take a waiting job out, and its file. On a full disk the file goes first: the space it frees
+        lets the ledger record the removal (a manager's DELETE is how a full spool is emptied)."""
         job = self.ledger.job(job_id)
-        self.ledger.withdraw(job_id, f"removed by {actor}")
-        self.ledger.audit(actor, "job-remove", "removed", job["machine_id"], job_id)
+        try:
+            self.ledger.withdraw(job_id, f"removed by {actor}")
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc).lower():
+                raise
+            Path(job["path"]).unlink(missing_ok=True)
+            self.ledger.withdraw(job_id, f"removed by {actor}")
         Path(job["path"]).unlink(missing_ok=True)
+        self.ledger.file_removed(job_id)
+        self.ledger.audit(actor, "job-remove", "removed", job["machine_id"], job_id)
 
     def confirm(self, machine_id: str, actor: str) -> bool:
         """A person has checked the machine (bed cleared, or after a crash recovery): it may run again."""

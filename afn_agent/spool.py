@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import shutil
 import tempfile
 import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from .firmware.profile import Profile, load_profile
 from .gcode.analyzer import Analysis, analyze_path
 from .ledger import Ledger
 from .ledger.tariff import Tariff, price, quantities
+from .ledger.usage import iso, utc_now
 
 CHUNK = 1 << 20
 
@@ -92,6 +95,53 @@ def spool_file(src: Path, spool: Path, name: str, move: bool = False) -> tuple[P
     return dest, sha, size
 
 
+class SpoolFull(JobRefused):
+    """No room for the file: a spool quota, or the disk's free-space reserve (HTTP 507)."""
+
+
+MB = 1_000_000
+
+
+def check_room(config: AgentConfig, ledger: Ledger, size: int, submitted_by: str | None,
+               key_quota_mb: float | None) -> None:  # fmt: skip
+    """Refuse a file that would pass the spool's quota, its sender's, or leave the disk too full for
+    the ledger; each refusal names the limit and the setting that sets it."""
+    total = ledger.spooled_bytes()
+    if total + size > config.spool.quota_mb * MB:
+        raise SpoolFull(
+            f"the job files waiting take {total / MB:.1f} MB; {size / MB:.1f} MB more would pass "
+            f"the spool's {config.spool.quota_mb:g} MB quota ([agent] spool_quota_mb)"
+        )
+    if submitted_by is not None and key_quota_mb is not None:
+        mine = ledger.spooled_bytes(submitted_by)
+        if mine + size > key_quota_mb * MB:
+            raise SpoolFull(
+                f"{submitted_by}'s job files take {mine / MB:.1f} MB; {size / MB:.1f} MB more would "
+                f"pass its {key_quota_mb:g} MB quota ([api] key_quota_mb, or the key's quota_mb)"
+            )
+    config.spool_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(config.spool_dir).free
+    if free < config.spool.min_free_mb * MB:
+        raise SpoolFull(
+            f"only {free / MB:.0f} MB free on the disk; uploads stop below {config.spool.min_free_mb:g} MB "
+            "so the ledger can always be written ([agent] min_free_mb)"
+        )
+
+
+def sweep(config: AgentConfig, ledger: Ledger) -> int:
+    """Remove the files of jobs that ended more than `spool.keep_h` ago; how many went."""
+    cutoff = iso(utc_now() - timedelta(hours=config.spool.keep_h))
+    spool = config.spool_dir.resolve()
+    gone = 0
+    for job in ledger.spool_leftovers(cutoff):
+        path = Path(job["path"])
+        if path.resolve().parent == spool:  # never anything outside the spool, whatever the row says
+            path.unlink(missing_ok=True)
+        ledger.file_removed(job["id"])
+        gone += 1
+    return gone
+
+
 class AnalysisPool:
     """Analyses in a separate process: ten 19 MB uploads analysed in threads of the agent held the GIL
     long enough to stall /health for 1.1 s. One worker, started on first use (spawned: the agent has
@@ -133,6 +183,7 @@ def submit(
     held: bool | None = None,
     move: bool = False,
     analyse: Callable[[Path, Profile], Analysis] = analyze_path,
+    key_quota_mb: float | None = None,
     **who: str | None,
 ) -> tuple[str, dict[str, Any]]:
     """Spool, analyse and queue a job; returns (job id, quote). A refused file is removed again.
@@ -141,6 +192,7 @@ def submit(
     src = Path(src)
     if not src.is_file():
         raise JobRefused(f"{src}: no such file")
+    check_room(config, ledger, src.stat().st_size, who.get("submitted_by"), key_quota_mb)
     path, sha, size = spool_file(src, config.spool_dir, name or src.name, move=move)
     try:
         analysis = analyse(path, load_profile(machine.profile))

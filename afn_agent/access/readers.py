@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import queue
 import select
@@ -26,6 +27,9 @@ KEYS = {2: "1", 3: "2", 4: "3", 5: "4", 6: "5", 7: "6", 8: "7", 9: "8", 10: "9",
         71: "7", 72: "8", 73: "9", 75: "4", 76: "5", 77: "6", 79: "1", 80: "2", 81: "3", 82: "0"}  # fmt: skip
 ENTER = (28, 96)  # KEY_ENTER, KEY_KPENTER
 MAX_UID = 32
+
+
+log = logging.getLogger("afn_agent.access")
 
 
 class Reader(Protocol):
@@ -266,6 +270,7 @@ class ReaderLoop:
         self.on_badge, self.on_state = on_badge, on_state
         self.debounce_s, self.reopen_s = debounce_s, reopen_s
         self.state = "closed"
+        self.failures = 0  # badge reads whose handling raised (the ledger could not be written)
         self._last: tuple[str, float] = ("", 0.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"reader-{reader.name}", daemon=True)
@@ -303,7 +308,14 @@ class ReaderLoop:
             self._last = (uid, now)  # a card held still keeps renewing its own debounce
             return
         self._last = (uid, now)
-        self.on_badge(uid)
+        try:
+            self.on_badge(uid)
+        except Exception:  # a full disk, a failing ledger: this read is lost, the reader is not
+            self.failures += 1
+            if self.failures == 1 or self.failures % 100 == 0:
+                log.exception(
+                    "a badge read could not be handled (%d so far); the reader goes on", self.failures
+                )
 
     def _set(self, state: str, why: str) -> None:
         if state != self.state:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
@@ -53,6 +54,14 @@ def create_app(agent, guard: Guard | None = None) -> FastAPI:
         return JSONResponse(
             {"error": exc.detail, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def ledger_unwritable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        """A full disk or a failing one: the call did not happen, and says so (not a bare 500)."""
+        full = "full" in str(exc).lower()
+        body = {"error": f"the ledger cannot be written now ({exc}); nothing was changed",
+                "detail": "storage-full" if full else "storage-error"}  # fmt: skip
+        return JSONResponse(body, status_code=507 if full else 503)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

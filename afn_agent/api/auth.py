@@ -28,6 +28,7 @@ class Caller:
     member: str | None = None
     machines: tuple[str, ...] = ()  # empty: all
     session_id: str | None = None
+    quota_mb: float | None = None  # its jobs' files in the spool at once
 
     def may_use(self, machine_id: str) -> bool:
         return not self.machines or machine_id in self.machines
@@ -54,7 +55,8 @@ class Authenticator:
     def mint(self, machine_id: str, member_id: str, session_id: str) -> str:
         """A token acting for one member's session on one machine (given to the kiosk)."""
         token = secrets.token_urlsafe(24)
-        caller = Caller("session", f"session:{member_id}", member_id, (machine_id,), session_id)
+        caller = Caller("session", f"session:{member_id}", member_id, (machine_id,), session_id,
+                        self.config.key_quota_mb)  # fmt: skip
         with self._lock:
             self._tokens[key_hash(token)] = (caller, time.monotonic() + SESSION_TOKEN_S)
         return token
@@ -87,7 +89,8 @@ class Authenticator:
             found = None
             for key in self.config.keys:  # every key compared: timing says nothing about which matched
                 if hmac.compare_digest(h, key.sha256):
-                    found = Caller(key.role, key.name, key.member, key.machines)
+                    quota = key.quota_mb or self.config.key_quota_mb
+                    found = Caller(key.role, key.name, key.member, key.machines, quota_mb=quota)
             if found:
                 return found
             with self._lock:
@@ -99,7 +102,7 @@ class Authenticator:
                 self.revoke_session(caller.session_id or "")  # the session ended: so did its token
             return None
         if self.config.kiosk_loopback and request.client and request.client.host in LOOPBACK:
-            return Caller("kiosk", "kiosk")
+            return Caller("kiosk", "kiosk", quota_mb=self.config.key_quota_mb)
         return None
 
     def require(self, request: Request, *roles: str, machine: str | None = None) -> Caller:

@@ -10,7 +10,7 @@ import anyio
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from ..spool import JobRefused, submit
+from ..spool import JobRefused, SpoolFull, submit
 from . import uploads
 from .auth import Authenticator, Caller
 from .authz import Act, Gate
@@ -306,13 +306,17 @@ async def _submit(
     source: str = "upload",
 ) -> dict[str, Any]:
     limit = int(agent.config.api.max_upload_mb * 1_000_000)
-    tmp, name = await uploads.receive(file, agent.config.spool_dir, limit)
+    tmp, name = await uploads.receive(file, agent.config.spool_dir, limit, agent.config.spool.min_free_mb)
     take_in = functools.partial(
         submit, agent.config, agent.ledger, machine, tmp, source, name, held,
-        move=True, analyse=agent.analyses, member_id=owner, account=account,
+        move=True, analyse=agent.analyses, key_quota_mb=caller.quota_mb,
+        member_id=owner, account=account, submitted_by=caller.name,
     )  # fmt: skip
     try:  # the analysis reads the whole file: never on the event loop (agent.analyses: another process)
         job_id, quote = await anyio.to_thread.run_sync(take_in, limiter=_analyses())
+    except SpoolFull as exc:
+        agent.ledger.audit(caller.name, "upload", "refused", machine, None, code="storage", detail=str(exc))
+        raise HTTPException(507, f"{name}: {exc}") from None
     except JobRefused as exc:
         raise HTTPException(422, str(exc)) from None
     finally:

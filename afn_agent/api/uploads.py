@@ -4,6 +4,7 @@ name, text G-code only, then the analyzer and the machine's policy before anythi
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,25 +32,37 @@ def safe_name(raw: str | None) -> str:
     return stem[: MAX_NAME - len(ext) - 1] + dot + ext
 
 
-async def receive(upload: UploadFile, spool: Path, limit_bytes: int) -> tuple[Path, str]:
-    """Copy an upload to a temporary file in the spool, checking size and content as it comes."""
+async def receive(
+    upload: UploadFile, spool: Path, limit_bytes: int, min_free_mb: float = 0.0
+) -> tuple[Path, str]:
+    """Copy an upload to a temporary file in the spool, checking size, content and the disk's free
+    space (507 below `min_free_mb`, or when the disk fills) as it comes."""
     name = safe_name(upload.filename)
-    spool.mkdir(parents=True, exist_ok=True)
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+        out = tempfile.NamedTemporaryFile(dir=spool, suffix=".upload", delete=False)  # noqa: SIM115
+    except OSError as exc:
+        raise HTTPException(507, f"{name}: the spool cannot take a file: {exc.strerror}") from None
     size = 0
-    with tempfile.NamedTemporaryFile(dir=spool, suffix=".upload", delete=False) as out:
-        tmp = Path(out.name)
-        try:
+    tmp = Path(out.name)
+    try:
+        with out:
             while chunk := await upload.read(CHUNK):
                 if size < SNIFF:
                     _check_text(chunk[: SNIFF - size], name)
                 size += len(chunk)
                 if size > limit_bytes:
                     raise HTTPException(413, f"{name}: larger than the {limit_bytes // 1_000_000} MB limit")
+                if shutil.disk_usage(spool).free - len(chunk) < min_free_mb * 1_000_000:
+                    raise HTTPException(507, f"{name}: the disk is nearly full (uploads stop below "
+                                             f"{min_free_mb:g} MB free, [agent] min_free_mb)")  # fmt: skip
                 out.write(chunk)
-        except BaseException:
-            out.close()
-            tmp.unlink(missing_ok=True)
-            raise
+    except OSError as exc:  # ENOSPC, EDQUOT, EIO: the upload is refused, nothing is left behind
+        tmp.unlink(missing_ok=True)
+        raise HTTPException(507, f"{name}: the spool cannot take it: {exc.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if size == 0:
         tmp.unlink(missing_ok=True)
         raise HTTPException(400, f"{name}: the file is empty")

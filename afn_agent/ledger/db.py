@@ -74,6 +74,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 4: a manager may release a member's held job without the member's session
         "ALTER TABLE jobs ADD COLUMN released_by_manager TEXT",
     ),
+    (  # 5: who sent a job in (an API key's name: its spool quota), and when its file left the spool
+        "ALTER TABLE jobs ADD COLUMN submitted_by TEXT",
+        "ALTER TABLE jobs ADD COLUMN file_removed_at TEXT",
+    ),
 ]
 
 

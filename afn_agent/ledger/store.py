@@ -105,7 +105,7 @@ class Ledger:
         """Queue a job (or hold it for a badge); `who` takes member_id, supervisor_id, account, booking_id,
         session_id."""
         job_id = str(uuid.uuid4())
-        fields = ("member_id", "supervisor_id", "account", "booking_id", "session_id")
+        fields = ("member_id", "supervisor_id", "account", "booking_id", "session_id", "submitted_by")
         bad = set(who) - set(fields)
         if bad:
             raise ValueError(f"add_job: unknown field {sorted(bad)}")
@@ -115,8 +115,8 @@ class Ledger:
             )
             c.execute(
                 "INSERT INTO jobs(id, machine_id, state, queue_pos, name, path, sha256, bytes, source, "
-                "estimate_json, created_at, member_id, supervisor_id, account, booking_id, session_id) "
-                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "estimate_json, created_at, member_id, supervisor_id, account, booking_id, session_id, "
+                "submitted_by) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     machine_id,
@@ -134,6 +134,29 @@ class Ledger:
             )
             self._transition_row(c, job_id, "new", "held" if held else "queued", f"added by {source}")
         return job_id
+
+    def spooled_bytes(self, submitted_by: str | None = None) -> int:
+        """Bytes of job files still in the spool (all, or those one API key sent in)."""
+        sql, args = "SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE file_removed_at IS NULL", []
+        if submitted_by is not None:
+            sql, args = sql + " AND submitted_by=?", [submitted_by]
+        return int(self.conn.execute(sql, args).fetchone()[0])
+
+    def spool_leftovers(self, ended_before: str) -> list[dict[str, Any]]:
+        """Ended jobs whose file is still in the spool and ended before `ended_before` (ISO UTC)."""
+        rows = self.conn.execute(
+            "SELECT id, path FROM jobs "
+            "WHERE file_removed_at IS NULL AND ended_at IS NOT NULL AND ended_at <= ?",
+            (ended_before,),
+        )
+        return [dict(r) for r in rows]
+
+    def file_removed(self, job_id: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE jobs SET file_removed_at=? WHERE id=? AND file_removed_at IS NULL",
+                (iso(utc_now()), job_id),
+            )
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
