@@ -108,7 +108,7 @@ class SpoolConfig:
 
     keep_h: float = 0.0  # a job's file stays this long after the job ends (0: removed as it ends)
     quota_mb: float = 2000.0  # all job files together
-    min_free_mb: float = 200.0  # an upload that would leave less free space on the disk is refused
+    min_free_mb: float = 50.0  # an upload that would leave less free space on the disk is refused
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def load_config(path: str | Path) -> AgentConfig:
         quota_mb=float(
             agent.get("spool_quota_mb", (int, float), 2000.0, lambda v: v > 0, "a positive number")
         ),
-        min_free_mb=float(agent.get("min_free_mb", (int, float), 200.0, lambda v: v >= 0, ">= 0")),
+        min_free_mb=float(agent.get("min_free_mb", (int, float), 50.0, lambda v: v >= 0, ">= 0")),
     )
     agent.done()
     tariffs = {"default": Tariff()}
