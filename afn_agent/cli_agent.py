@@ -17,6 +17,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run the agent: machines, ledger, bus (foreground; systemd runs this)")
     r.add_argument("--config", required=True, help="agent TOML file, e.g. /etc/afn-agent/agent.toml")
     r.add_argument("--log-level", default="INFO")
+    r.add_argument("--wait-for-ports", action="store_true",
+                   help="start even if a machine's port is missing, and connect when it appears")  # fmt: skip
     r.set_defaults(handler=cmd_run)
 
     k = sub.add_parser("api-key", help="make a new API key and print the config lines holding its hash")
@@ -154,14 +156,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .preflight import problems
+
     cfg = _config(args.file)
-    if not args.no_ports:
-        missing = [m for m in cfg.machines if not Path(m.port).exists()]
-        for m in missing:
-            print(f"afn-agent: {args.file}: machine {m.id}: port {m.port} does not exist (is it plugged in? "
-                  "`afn-agent ports` lists what is)", file=sys.stderr)  # fmt: skip
-        if missing:
-            return 2
+    found = problems(cfg, ports=not args.no_ports)
+    for problem in found:
+        print(f"afn-agent: {problem}", file=sys.stderr)
+    if found:
+        return 2
     print(
         f"{args.file}: ok - site {cfg.site}, agent {cfg.agent_id}, {len(cfg.machines)} machine(s): "
         + ", ".join(f"{m.id} ({m.profile} on {m.port})" for m in cfg.machines)
@@ -175,7 +177,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    agent = Agent(_config(args.config))
+    from .preflight import problems
+
+    cfg = _config(args.config)
+    found = problems(cfg, ports=not args.wait_for_ports)
+    for problem in found:
+        print(f"afn-agent: {problem}", file=sys.stderr)
+    if found:
+        print(f"afn-agent: not starting: {len(found)} problem(s) in {cfg.path}", file=sys.stderr)
+        return 2
+    agent = Agent(cfg)
     stop = until_signal()
     from .systemd import notify
 

@@ -179,6 +179,12 @@ def read_toml(file: Path) -> dict[str, Any]:
     """A TOML file's tables, or a ConfigError naming the file and what is wrong with it."""
     try:
         return tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        line = file.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{file}: line {line}: byte 0x{exc.object[exc.start]:02x} is not UTF-8 "
+            "(save the file as UTF-8; Latin-1 accents are the usual cause)"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
@@ -265,13 +271,11 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
         tariff=tariff,
         material=t.get("material", str, "filament"),
         hold_uploads=t.get("hold_uploads", bool, True),
-        reader=t.get("reader", str, None, lambda v: v.split(":", 1)[0] in READERS, READER_HINT),
+        reader=t.get("reader", str, None, valid_reader, READER_HINT),
         booking_required=t.get("booking_required", bool, False),
         confirm_clear=t.get("confirm_clear", bool, False),
         start_on_badge=t.get("start_on_badge", bool, True),
-        interlock=t.get(
-            "interlock", str, None, lambda v: v == "sim" or v.startswith("gpio:"), "gpio:<chip>:<line> or sim"
-        ),
+        interlock=t.get("interlock", str, None, INTERLOCK.fullmatch, INTERLOCK_HINT),
         session_end=t.get(
             "session_end", str, "finish", lambda v: v in ("finish", "pause", "stop"), "finish, pause or stop"
         ),
@@ -282,6 +286,22 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
 
 READERS = ("evdev", "uart", "pcsc", "sim")
 READER_HINT = "evdev:<device>, uart:<port>[@baud], pcsc[:<reader name>] or sim"
+BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+INTERLOCK = re.compile(r"sim|gpio:[A-Za-z0-9_/.-]+:\d{1,4}(:active_high|:active_low)?")
+INTERLOCK_HINT = "gpio:<chip>:<line>[:active_high] (e.g. gpio:gpiochip0:17) or sim"
+
+
+def valid_reader(spec: str) -> bool:
+    """`uart:/dev/ttyUSB0@9600` with a standard baud rate, `evdev:<device>`, `pcsc[:name]`, `sim[:name]`."""
+    kind, _, arg = spec.partition(":")
+    if kind == "uart":
+        port, at, baud = arg.partition("@")
+        return bool(port) and (not at or (baud.isdigit() and int(baud) in BAUDS))
+    if kind == "evdev":
+        return bool(arg)
+    return kind in ("pcsc", "sim")
+
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -365,6 +385,10 @@ def _api(data: Any, file: Path, machines: tuple[MachineConfig, ...]) -> ApiConfi
     for i, k in enumerate(t.get("keys", list, [])):
         kt = _Table(k, f"api.keys[{i}]", file)
         machines_of = tuple(kt.get("machines", list, []))
+        if not all(isinstance(m, str) for m in machines_of):
+            raise ConfigError(
+                f"{file}: api.keys[{i}].machines: expected a list of machine ids, got {list(machines_of)!r}"
+            )
         unknown = set(machines_of) - ids
         if unknown:
             raise ConfigError(

@@ -100,7 +100,7 @@ def test_check_config_catches_a_wrong_port_an_unknown_profile_and_a_missing_tari
     good = GOOD.replace("/dev/afn/printer-1", str(port))
     assert main(["check-config", str(write(tmp_path, good))]) == 0
     assert main(["check-config", str(write(tmp_path, good.replace(str(port), "/dev/afn/nope")))]) == 2
-    assert "machine printer-1: port /dev/afn/nope does not exist" in capsys.readouterr().err
+    assert "machines[0] (printer-1).port: /dev/afn/nope does not exist" in capsys.readouterr().err
     for change, message in ((("marlin2", "marlin9"), "profile"), (('tariff = "printer"', 'tariff = "laser"'),
                             "no [tariffs.laser]")):  # fmt: skip
         with pytest.raises(SystemExit):
