@@ -138,8 +138,10 @@ class Agent(AgentControl):
         for m in self.machines.values():
             m.close()
         with self._lock:
+            self._last_events(time.monotonic())
             for machine_id in list(self.running):
                 self._interrupt(machine_id, reason, time.monotonic())
+                self.ledger.set_machine(machine_id, needs_confirmation="interrupted")
         if self.bus is not None:
             self.bus.wake()
             time.sleep(0.2)  # let the pump hand the last records to the broker; the outbox keeps them anyway
@@ -365,6 +367,18 @@ class Agent(AgentControl):
         if self.access is not None:
             self.access.sessions.touch(machine_id)
         self.guards.touch(machine_id)
+
+    def _last_events(self, now: float) -> None:
+        """What the machine threads said after the pump stopped: a job that ended, and each closed
+        job's last figures (lines answered up to the close). A stopped agent once billed 328 lines of a
+        job whose firmware had answered 739."""
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            if event.kind in ("progress", "job-finished"):
+                self._handle(event, now)
 
     def _interrupt(self, machine_id: str, reason: str, now: float) -> None:
         run = self.running.pop(machine_id)

@@ -27,6 +27,7 @@ END_MARK = "end-of-job"
 CANCEL_HOLD_S = 5.0  # longest a GRBL feed hold may take to stop before cancel resets anyway
 TELEMETRY_EVERY_S = 0.5
 PROGRESS_EVERY_S = 1.0  # a running job reports what it has used this often (the ledger checkpoints it)
+CLOSE_DRAIN_S = 2.0  # closed mid-job: how long to wait for the answers to lines already sent
 HEAT_WAITS = frozenset(
     {"M109", "M190", "M191", "M116"}
 )  # commands that hold the queue until a heater is at temperature
@@ -239,11 +240,19 @@ class Machine(SafetyActions):
     # ---- the machine thread ---------------------------------------------------------------------
     def _run(self) -> None:
         """Connect, stream, and when the port vanishes fail the job and try again until closed."""
+        try:
+            self._loop()
+        finally:
+            if self._job is not None:  # closed mid-job: the agent records exactly what was answered
+                self._emit("progress", self._used())
+
+    def _loop(self) -> None:
         while not self._closing:
             try:
                 self._connect()
                 while not self._closing:
                     self._step()
+                self._answers_before_close()
             except _Reconnect:
                 self.link.close()
                 continue
@@ -301,6 +310,17 @@ class Machine(SafetyActions):
             if now - self._last_progress >= PROGRESS_EVERY_S:
                 self._last_progress = now
                 self._emit("progress", self._used())
+
+    def _answers_before_close(self) -> None:
+        """Closed mid-job: feed nothing more, but read the answers to what the firmware already has (up
+        to CLOSE_DRAIN_S), so the job is billed for every line it ran, not for the last progress report."""
+        deadline = time.monotonic() + CLOSE_DRAIN_S
+        while (
+            self._job is not None
+            and self.core.oldest_unanswered() is not None
+            and time.monotonic() < deadline
+        ):
+            self._io(time.monotonic(), 0.05)
 
     def _watch_heating(self) -> None:
         """Heating while the oldest unanswered line is a heat-and-wait: the firmware holds there."""
