@@ -275,7 +275,8 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
 
     @r.post("/api/files/sdcard")
     def sdcard(request: Request) -> None:
-        who(request)
+        caller = who(request, Act.UPLOAD, action="upload-sd")
+        gate.record(caller, "upload-sd", "refused", machine_id, code="no-sd-card")
         raise HTTPException(409, "no SD card: jobs are streamed by the agent")
 
     @r.get("/api/files/local/{job_id}")

@@ -172,3 +172,27 @@ def test_a_fault_reason_never_shows_the_spool_path(lab, tmp_path):
     seen = requests.get(f"{url}/v1/jobs/{job['id']}", headers=h(KEYS["manager"])).json()
     assert str(agent.config.spool_dir) not in json.dumps(seen) and "cannot open" in seen["reason"]
     time.sleep(0)
+
+
+def test_every_route_that_touches_printer_1_refuses_a_key_scoped_to_printer_2(lab, tmp_path):
+    """Enumerated from the app's own OpenAPI description, so a route added later is covered too."""
+    agent, url = lab
+    job = upload(url, KEYS["manager"], tmp_path, "p1.gcode")
+    app = agent.api.server.config.app.app  # BodyLimit around the FastAPI app
+    before = len(agent.ledger.audit_log(None, 10000))
+    checked = []
+    for template, operations in app.openapi()["paths"].items():
+        path = template.replace("{machine_id}", "printer-1").replace("{job_id}", job["id"])
+        if "printer-1" not in path and job["id"] not in path:
+            continue
+        for method in (m.upper() for m in operations):
+            body = {"command": "cancel", "position": 1, "reason": "x"}  # valid for every body we take
+            r = requests.request(method, f"{url}{path}", headers=h(SCOPED["p2-manager"]), json=body)
+            allowed = (403,) if job["id"] not in path or method != "GET" else (403, 404)
+            assert r.status_code in allowed, (method, path, r.status_code, r.text)
+            checked.append((method, path))
+    assert len(checked) >= 25, checked
+    changing = [c for c in checked if c[0] != "GET"]
+    refused = [a for a in agent.ledger.audit_log(None, 10000)[: len(agent.ledger.audit_log(None, 10000)) - before]
+               if a["result"] == "refused" and a["actor"] == "p2-manager"]  # fmt: skip
+    assert len(refused) >= len(changing), "\n".join([*sorted(a["action"] for a in refused), *map(str, changing)])
