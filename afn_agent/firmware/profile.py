@@ -114,6 +114,7 @@ class Profile:
     volume: Volume = field(default_factory=Volume)
     forbidden: tuple[str, ...] = ()
     max_temp_c: dict[str, float] = field(default_factory=dict)  # the highest target a file may set
+    material_max_c: dict[str, float] = field(default_factory=dict)  # hotend, by the filament a file names
     capabilities: dict[str, bool] = field(default_factory=dict)
     motion: Motion = field(default_factory=Motion)
     source: str = "<memory>"
@@ -286,6 +287,11 @@ def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
             raise ProfileError(f"{where}: unknown heater (known: {', '.join(HEATERS)})")
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1000:
             raise ProfileError(f"{where}: expected °C between 0 and 1000, got {value!r}")
+    material_max = pol.get("material_max_c", dict, {}, expect="a table of filament = °C")
+    for material, value in material_max.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1000:
+            where = f"{pol.where('material_max_c')}.{material}"
+            raise ProfileError(f"{where}: expected °C between 0 and 1000, got {value!r}")
     pol.finish()
 
     caps_table = _table(data, "capabilities", source)
@@ -309,6 +315,7 @@ def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
         volume=Volume(axes),
         forbidden=forbidden,
         max_temp_c={k: float(v) for k, v in max_temp.items()},
+        material_max_c={k.upper(): float(v) for k, v in material_max.items()},
         capabilities=caps,
         source=source,
     )

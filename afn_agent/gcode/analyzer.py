@@ -176,6 +176,8 @@ class Analyzer:
             self.warnings.append(f"{self.name}:{line}: {text}")
 
     def _comment(self, comment: str) -> None:
+        if self.policy is not None:
+            self.policy.note_comment(comment)
         if self.producer == "unknown" and self.lines <= 200:
             self.producer = detect(comment) or "unknown"
         conv = self.convention
@@ -231,7 +233,8 @@ class Analyzer:
             rapid_mm=self.core.rapid_mm,
             tools=list(tl.tools_used),
             policy_violations=[
-                {"line": v.line, "rule": v.pattern, "command": v.command} for v in self.policy.violations
+                {"line": v.line, "rule": v.pattern, "command": v.command}
+                for v in self.policy.all_violations()
             ]
             if self.policy
             else [],
@@ -349,7 +352,7 @@ def analyzer_for(profile, name: str = "<stream>", path: str | Path | None = None
         limits=base,
         heat=heat,
         grbl=profile.protocol == "grbl",
-        policy=Policy(profile.forbidden, profile.protocol, profile.max_temp_c),
+        policy=Policy(profile.forbidden, profile.protocol, profile.max_temp_c, profile.material_max_c),
         volume=profile.volume.axes,
         absolute_volume=profile.kind == "printer",
         kind=profile.kind,

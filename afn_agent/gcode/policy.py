@@ -39,6 +39,8 @@ HEATER_WORDS = {
     "M141": ("chamber", "SR"), "M191": ("chamber", "SR"),
 }  # fmt: skip
 KLIPPER_HEATERS = {"EXTRUDER": "hotend", "HEATER_BED": "bed", "CHAMBER": "chamber"}
+# Where slicers state the filament: PrusaSlicer, SuperSlicer, OrcaSlicer, BambuStudio; Simplify3D.
+MATERIAL_RE = re.compile(r"^;\s*(?:filament_type\s*=|printMaterial,)\s*(.+)$", re.IGNORECASE)
 
 
 def code_of(name: str) -> tuple[str, int, int | None] | None:
@@ -114,11 +116,16 @@ class Policy:
         forbidden: tuple[str, ...] = (),
         protocol: str = "marlin",
         max_temp_c: dict[str, float] | None = None,
+        material_max_c: dict[str, float] | None = None,
     ) -> None:
         self.rules = [parse_rule(p) for p in forbidden]
         self.names = frozenset(rule.name for rule in self.rules)
         self.known = GRBL_KNOWN if protocol == "grbl" else MARLIN_KNOWN
         self.max_temp_c = dict(max_temp_c or {})
+        self.material_max_c = {k.upper(): v for k, v in (material_max_c or {}).items()}
+        self.materials: set[str] = set()  # filament types the file says it is for
+        self.hottest: Violation | None = None  # the highest hotend target, as (line, °C, command)
+        self._hottest_c = 0.0
         self.violations: list[Violation] = []
         self.unknown = 0
         self.unknown_names: dict[str, int] = {}
@@ -139,9 +146,24 @@ class Policy:
             if len(self.unknown_names) < 100 or cmd.name in self.unknown_names:
                 self.unknown_names[cmd.name] = self.unknown_names.get(cmd.name, 0) + 1
 
+    def note_comment(self, comment: str) -> None:
+        """`; filament_type = PLA` (or `PLA;PETG`): the file's filament, for `material_max_c`."""
+        if self.material_max_c and (m := MATERIAL_RE.match(comment)):
+            self.materials.update(x.strip().upper() for x in m.group(1).split(";") if x.strip())
+
+    def all_violations(self) -> list[Violation]:
+        """The violations, with the heat check against the filament the file declares (slicers write it
+        at the end as often as at the start, so it is made once the whole file is read)."""
+        limits = [self.material_max_c[m] for m in self.materials if m in self.material_max_c]
+        if not limits or self.hottest is None or self._hottest_c <= max(limits):
+            return list(self.violations)
+        names = "/".join(sorted(m for m in self.materials if m in self.material_max_c))
+        rule = f"hotend above {max(limits):g} °C for {names}"
+        return [*self.violations, Violation(self.hottest.line, rule, self.hottest.command)]
+
     def _check_heat(self, cmd: Command, shown: str) -> None:
         """A target above the profile's limit for that heater (`max_temp_c`) is refused, not clamped."""
-        if not self.max_temp_c:
+        if not self.max_temp_c and not self.material_max_c:
             return
         heater, words = HEATER_WORDS.get(cmd.name, (None, ""))
         values = [cmd.params.get(w) for w in words]
@@ -149,6 +171,10 @@ class Policy:
             which = cmd.text.upper().partition("HEATER=")[2].split(" ")[0]
             heater = "hotend" if which.startswith("EXTRUDER") else KLIPPER_HEATERS.get(which)
             values = [cmd.params.get("TARGET")]
+        if heater == "hotend":
+            for value in values:
+                if value is not None and value > self._hottest_c:
+                    self._hottest_c, self.hottest = value, Violation(cmd.line, "", shown)
         limit = self.max_temp_c.get(heater or "")
         if limit is None:
             return

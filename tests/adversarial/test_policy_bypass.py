@@ -89,7 +89,7 @@ def test_klipper_heater_targets_and_non_finite_arguments():
     got = refusals(
         "SET_HEATER_TEMPERATURE HEATER=extruder TARGET=200\n"
         "SET_HEATER_TEMPERATURE HEATER=extruder TARGET=400\n"
-        "SET_HEATER_TEMPERATURE HEATER=heater_bed TARGET=130\n"
+        "SET_HEATER_TEMPERATURE HEATER=heater_bed TARGET=150\n"
         "SET_VELOCITY_LIMIT VELOCITY=inf\n"
     )
     assert [v["line"] for v in got] == [2, 3, 4]
@@ -102,7 +102,7 @@ def test_klipper_heater_targets_and_non_finite_arguments():
         (b"G28\nM92.1 X200\n", "M92"),
         (b"G28\nM42 P13 S255 I1\n", "M42 I"),
         (b"G28\nM104 S450\n", "hotend above 260"),
-        (b"G28\nM140 S200\n", "bed above 120"),
+        (b"G28\nM140 S200\n", "bed above 140"),
         (b"G28\nG1 Xinf F3000\n", "non-finite"),
         (b"G28\nG1 XNaN F3000\n", "non-finite"),
         (b"G28\nM211 S0\nM206 X-500\n", "M211"),
@@ -119,3 +119,22 @@ def test_the_spool_refuses_each_bypass_and_keeps_nothing(one_machine, tmp_path, 
     assert problem in str(refused.value) and "line 2" in str(refused.value)
     assert agent.ledger.jobs() == []
     assert not any(agent.config.spool_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("declared", "target", "refused"),
+    [
+        ("; filament_type = PLA", 250, True),
+        ("; filament_type = PLA", 215, False),
+        ("; filament_type = PETG", 250, False),
+        ("; filament_type = PLA;PETG", 250, False),  # two tools: the highest limit of the two
+        (";   printMaterial,PLA", 240, True),  # Simplify3D
+        ("", 250, False),  # nothing declared: the hotend's own limit only
+    ],
+)
+def test_heat_above_what_the_declared_filament_takes(declared, target, refused):
+    # slicers write the filament at the end as often as at the start: here it comes last
+    got = refusals(f"G28\nM104 S{target}\nG1 X10 Y10 F600\n{declared}\n")
+    assert bool(got) == refused, got
+    if refused:
+        assert got[0]["line"] == 2 and "for PLA" in got[0]["rule"]
