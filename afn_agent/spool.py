@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import shutil
 import tempfile
 import threading
@@ -142,6 +143,11 @@ def sweep(config: AgentConfig, ledger: Ledger) -> int:
     return gone
 
 
+def _background() -> None:
+    """The analysis process yields the CPU to the machine threads: a running job comes first."""
+    os.nice(10)
+
+
 class AnalysisPool:
     """Analyses in a separate process: ten 19 MB uploads analysed in threads of the agent held the GIL
     long enough to stall /health for 1.1 s. One worker, started on first use (spawned: the agent has
@@ -156,7 +162,7 @@ class AnalysisPool:
         with self._lock:
             if self._pool is None:
                 spawn = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=spawn)
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=spawn, initializer=_background)
             pool = self._pool
         try:
             return pool.submit(analyze_path, path, profile).result()

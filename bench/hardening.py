@@ -114,9 +114,18 @@ def main() -> int:
     sim.start()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", sys.executable, "-m", "afn_agent", "run",
-           "--config", str(config(work, sim, broker, port))]  # fmt: skip
-    agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / "agent.log", "wb"))
+    cmd = [
+        "prlimit",
+        f"--nofile={NOFILE}:{NOFILE}",
+        sys.executable,
+        "-m",
+        "afn_agent",
+        "run",
+        "--config",
+        str(config(work, sim, broker, port)),
+    ]
+    log = (work / "agent.log").open("wb")  # open for the child process's whole life
+    agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     rows: list[tuple[str, str]] = []
     try:
         deadline = time.monotonic() + 30
@@ -133,27 +142,75 @@ def main() -> int:
         base = health_times(url, lambda: n.__setitem__(0, n[0] + 1) or n[0] <= 200, 0.0)
         rows.append(("/health alone: p50 / p99", f"{pct(base, 0.5):.1f} / {pct(base, 0.99):.1f} ms"))
 
+        job = circle_gcode(work / "job.gcode", 3000, 0.05, centre=(110, 110))
+
+        def print_once() -> float:
+            """Upload, start and wait for a small print; its time on the machine (the record's time_s)."""
+            with open(job, "rb") as f:
+                r = requests.post(
+                    f"{url}/v1/jobs",
+                    headers={"X-Api-Key": KEY},
+                    data={"machine": "printer-1"},
+                    files={"file": ("job.gcode", f)},
+                    timeout=60,
+                )
+            job_id = r.json()["id"]
+            requests.post(f"{url}/v1/jobs/{job_id}/start", headers={"X-Api-Key": KEY}, timeout=60)
+            while (
+                requests.get(f"{url}/v1/jobs/{job_id}", headers={"X-Api-Key": KEY}, timeout=60).json()[
+                    "state"
+                ]
+                != "completed"
+            ):
+                time.sleep(0.1)
+            usage = requests.get(f"{url}/v1/usage", headers={"X-Api-Key": KEY}, timeout=60).json()["records"]
+            return next(u["time_s"]["total_s"] for u in usage if u["job"]["id"] == job_id)
+
+        alone_s = print_once()
         big = circle_gcode(work / "big.gcode", int(args.upload_mb * 34_500), 0.001, centre=(110, 110))
         codes: list[int] = []
 
         def upload() -> None:
             with open(big, "rb") as f:
-                r = requests.post(f"{url}/v1/jobs", headers={"X-Api-Key": KEY}, data={"machine": "printer-1"},
-                                  files={"file": ("big.gcode", f)}, timeout=600)  # fmt: skip
+                r = requests.post(
+                    f"{url}/v1/jobs",
+                    headers={"X-Api-Key": KEY},
+                    data={"machine": "printer-1"},
+                    files={"file": ("big.gcode", f)},
+                    timeout=600,
+                )
                 codes.append(r.status_code)
 
         threads = [threading.Thread(target=upload) for _ in range(args.uploads)]
+        printed: list[float] = []
+        printer = threading.Thread(target=lambda: printed.append(print_once()))
         t0 = time.monotonic()
         for t in threads:
             t.start()
+        printer.start()
         during = health_times(url, lambda: any(t.is_alive() for t in threads))
+        printer.join()
         wall = time.monotonic() - t0
         size = big.stat().st_size / 1e6
-        rows.append((f"{args.uploads} uploads of {size:.0f} MB at once: answers, wall time",
-                     f"{codes.count(201)}x201 {len(codes) - codes.count(201)} other, {wall:.1f} s"))  # fmt: skip
-        rows.append(("/health during them: p50 / p99 / max",
-                     f"{pct(during, .5):.1f} / {pct(during, .99):.1f} / {max(during) * 1000:.1f} ms "
-                     f"(p99 {pct(during, .99) / pct(base, .99):.1f}x alone)"))  # fmt: skip
+        rows.append(
+            (
+                f"{args.uploads} uploads of {size:.0f} MB at once: answers, wall time",
+                f"{codes.count(201)}x201 {len(codes) - codes.count(201)} other, {wall:.1f} s",
+            )
+        )
+        rows.append(
+            (
+                "a print alone / started with the uploads (record time_s)",
+                f"{alone_s:.2f} / {printed[0]:.2f} s ({printed[0] / alone_s:.2f}x)",
+            )
+        )
+        rows.append(
+            (
+                "/health during them: p50 / p99 / max",
+                f"{pct(during, 0.5):.1f} / {pct(during, 0.99):.1f} / {max(during) * 1000:.1f} ms "
+                f"(p99 {pct(during, 0.99) / pct(base, 0.99):.1f}x alone)",
+            )
+        )
 
         fds_before = len(os.listdir(f"/proc/{pid}/fd"))
         socks = []
@@ -173,12 +230,19 @@ def main() -> int:
         health = requests.get(f"{url}/health", timeout=10).json()["http"]
         t_attack = time.monotonic()
         under = health_times(url, lambda: time.monotonic() - t_attack < 3.0)
-        rows.append((f"{args.idle} idle/slow connections: held by the agent / refused",
-                     f"{health['open'] - 1} held (ceiling {health['ceiling']}), {health['refused']} refused"))  # fmt: skip
-        rows.append(("agent fds: before / under attack / limit (left for machines, ledger)",
-                     f"{fds_before} / {fds_attack} / {NOFILE} ({NOFILE - fds_attack} left)"))  # fmt: skip
-        rows.append(("/health under attack: p50 / p99",
-                     f"{pct(under, .5):.1f} / {pct(under, .99):.1f} ms"))  # fmt: skip
+        rows.append(
+            (
+                f"{args.idle} idle/slow connections: held by the agent / refused",
+                f"{health['open'] - 1} held (ceiling {health['ceiling']}), {health['refused']} refused",
+            )
+        )
+        rows.append(
+            (
+                "agent fds: before / under attack / limit (left for machines, ledger)",
+                f"{fds_before} / {fds_attack} / {NOFILE} ({NOFILE - fds_attack} left)",
+            )
+        )
+        rows.append(("/health under attack: p50 / p99", f"{pct(under, 0.5):.1f} / {pct(under, 0.99):.1f} ms"))
         t_gone = time.monotonic()
         while (
             requests.get(f"{url}/health", timeout=10).json()["http"]["open"] > 1
@@ -194,15 +258,35 @@ def main() -> int:
         big_payload.write_bytes(b"[" + b"1," * (25 << 20) + b"1]")
         refused = 0
         for _ in range(5):
-            r = subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-u", "booking", "-P", password("booking"),
-                                "-q", "1", "-t", "afn/v1/fablab/_directory/snapshot", "-f", str(big_payload)],
-                               capture_output=True, timeout=120)  # fmt: skip
+            r = subprocess.run(
+                [
+                    "mosquitto_pub",
+                    "-p",
+                    str(broker.port),
+                    "-u",
+                    "booking",
+                    "-P",
+                    password("booking"),
+                    "-q",
+                    "1",
+                    "-t",
+                    "afn/v1/fablab/_directory/snapshot",
+                    "-f",
+                    str(big_payload),
+                ],
+                capture_output=True,
+                timeout=120,
+            )
             refused += r.returncode != 0 or b"rror" in r.stderr
         time.sleep(2)
         rss1 = proc_status(pid, "VmRSS") / 1024
         mqtt_up = requests.get(f"{url}/health", timeout=10).json()["mqtt"]
-        rows.append(("agent RSS before / after 5 x 50 MB MQTT payloads",
-                     f"{rss0:.0f} / {rss1:.0f} MB ({refused}/5 refused by the broker; mqtt up: {mqtt_up})"))  # fmt: skip
+        rows.append(
+            (
+                "agent RSS before / after 5 x 50 MB MQTT payloads",
+                f"{rss0:.0f} / {rss1:.0f} MB ({refused}/5 refused by the broker; mqtt up: {mqtt_up})",
+            )
+        )
     finally:
         agent.terminate()
         agent.wait(30)
