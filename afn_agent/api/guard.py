@@ -90,8 +90,7 @@ class Guard:
                 if why:
                     self.timed_out += 1
                     self._note(f"closing a connection from {conn.client_key}: {why}")
-                    conn.transport.abort()
-                    self.release(conn, conn.client_key)
+                    conn.transport.abort()  # connection_lost follows: uvicorn's cleanup, then release
 
     def _note(self, message: str) -> None:
         """Log at most once per REPORT_EVERY_S, counting the rest: a flood must not fill the disk."""
@@ -114,6 +113,7 @@ class GuardedH11(H11Protocol):
     client_key = ""
     waiting_since: float | None = None  # when the current request's first byte (or the connection) came
     last_data = 0.0
+    admitted = False  # refused connections never reach uvicorn's own bookkeeping
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         peer = transport.get_extra_info("peername")
@@ -122,12 +122,13 @@ class GuardedH11(H11Protocol):
             transport.abort()  # the fd goes back at once; nothing is read or parsed
             self.transport = transport
             return
+        self.admitted = True
         self.waiting_since = self.last_data = time.monotonic()
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self not in self.guard.open:
-            return
+        if not self.admitted:
+            return  # refused as it opened: uvicorn never knew it
         self.guard.release(self, self.client_key)
         super().connection_lost(exc)
 

@@ -141,6 +141,8 @@ class Bus:
             if self.client is client:  # not already replaced (the MQTT 5 -> 3.1.1 fallback replaces it)
                 with contextlib.suppress(Exception):
                     client.disconnect()
+                    if (sock := client.socket()) is not None:
+                        sock.close()  # its fd, now: the old client is dropped
                 self.client = self._make_client()
                 self._connect()
                 self._stop.wait(1.0)

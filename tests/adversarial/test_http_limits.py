@@ -99,6 +99,7 @@ def test_idle_and_slow_clients_are_capped_and_timed_out_while_a_job_runs(one_mac
     )
     assert agent.wait_idle("m1", 60) and agent.ledger.job(job_id)["state"] == "completed"
     wait_for(lambda: len(guard.open) == 0, 5, "no connection left")
+    assert not agent.api.server.server_state.connections, "uvicorn's own bookkeeping is clean too"
     warnings = [r for r in caplog.records if r.name == "afn_agent.api"]
     assert len(warnings) <= 4, f"{len(warnings)} log lines for {guard.refused + guard.timed_out} connections"
     for s in socks + stalled:
