@@ -92,7 +92,9 @@ def test_disk_full_while_writing_the_ledger(tmp_path, start_sim):
         sim = start_sim("marlin", speed=10)
         machine = {"id": "p1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
                    "baud": sim.options["baud"], "tariff": "printer", "hold_uploads": False}  # fmt: skip
-        agent = Agent(load_config(write_config(tmp_path / "agent.toml", [machine]))).start()
+        path = write_config(tmp_path / "agent.toml", [machine])
+        path.write_text(path.read_text().replace("checkpoint_s = 1.0", "checkpoint_s = 1.0\nmin_free_mb = 0"))
+        agent = Agent(load_config(path)).start()  # (a 4 MB disk: no free-space reserve for uploads)
         try:
             assert agent.machines["p1"].wait_ready(15)
             submit(agent.config, agent.ledger, "p1", job(tmp_path, segments=3000), "cli")

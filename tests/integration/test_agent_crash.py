@@ -20,9 +20,9 @@ from afn_agent.spool import submit
 from tests.helpers import wait_for, write_config
 
 
-def run_agent(config, log):
+def run_agent(config, log, *flags: str):
     return subprocess.Popen(
-        [sys.executable, "-m", "afn_agent", "run", "--config", str(config)],
+        [sys.executable, "-m", "afn_agent", "run", *flags, "--config", str(config)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
@@ -71,7 +71,8 @@ def test_kill_9_mid_job_bills_one_interrupted_record(tmp_path, start_sim, kill_i
     truth_mm = executed_filament(sim)
     assert ledger.usage_after() == [], "no record while the agent is dead"
 
-    agent = run_agent(config, (tmp_path / "agent2.log").open("w"))
+    # the printer is gone (its simulator stopped): recovery needs no machine, the agent must still start
+    agent = run_agent(config, (tmp_path / "agent2.log").open("w"), "--wait-for-ports")
     try:
         recs = wait_for(lambda: ledger.usage_after(), 20, "the interrupted record")
         time.sleep(1.0)
@@ -98,7 +99,7 @@ def test_kill_9_mid_job_bills_one_interrupted_record(tmp_path, start_sim, kill_i
         assert rec["time_s"]["heating_s"] > 2.0 and rec["material_total"]["mm"] == truth_mm == 0
     assert rec["price"] == reprice(rec)
     # a third start finds nothing left to close: billed once
-    agent = run_agent(config, (tmp_path / "agent3.log").open("w"))
+    agent = run_agent(config, (tmp_path / "agent3.log").open("w"), "--wait-for-ports")
     time.sleep(2.0)
     agent.send_signal(signal.SIGTERM)
     agent.wait(20)
