@@ -36,6 +36,9 @@ class MachineConfig:
     start_on_badge: bool = True  # held jobs start at badge-in; false: the member presses Start on the kiosk
     interlock: str | None = None  # gpio:<chip>:<line>[:active_high] | sim — lid, door or extraction switch
     session_end: str = "finish"  # when the session must end mid-job: finish | pause | stop
+    wait_for_port: bool = (
+        False  # its port may be absent when the agent starts (a board powered with the machine)
+    )
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,7 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
         session_end=t.get(
             "session_end", str, "finish", lambda v: v in ("finish", "pause", "stop"), "finish, pause or stop"
         ),
+        wait_for_port=t.get("wait_for_port", bool, False),
     )
     t.done()
     return cfg

@@ -23,9 +23,11 @@ def problems(cfg: AgentConfig, ports: bool = True) -> list[str]:
     out = _data_dir(cfg, where)
     for i, m in enumerate(cfg.machines):
         key = f"{where}: machines[{i}] ({m.id})"
-        if ports and not Path(m.port).exists():
-            out.append(f"{key}.port: {m.port} does not exist (is it plugged in? `afn-agent ports` lists what "
-                       "is; `run --wait-for-ports` waits for it)")  # fmt: skip
+        if ports and not m.wait_for_port and not Path(m.port).exists():
+            out.append(
+                f"{key}.port: {m.port} does not exist (is it plugged in? `afn-agent ports` lists what is; "
+                "`wait_for_port = true` on this machine, or `run --wait-for-ports`, waits for it)"
+            )
         if m.reader:
             out += _reader(m.reader, f"{key}.reader")
         if m.interlock and m.interlock != "sim":

@@ -99,3 +99,9 @@ def test_run_waits_for_a_missing_port_only_when_told(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_machine_marked_wait_for_port_does_not_stop_the_agent(tmp_path):
+    path, _ = config(tmp_path, {"port": str(tmp_path / "later.tty"), "wait_for_port": True})
+    done = cli("check-config", str(path))
+    assert done.returncode == 0, done.stderr
