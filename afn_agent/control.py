@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import Conflict
 from .ledger import JobClock
+
+
+class BookingOverrun(Conflict):
+    """A member's job would run past the end of their session (the next booking, closing time)."""
+
+    code = "job_overruns_booking"
 
 
 @dataclass
@@ -117,13 +124,13 @@ class AgentControl:
 
     def release_job(self, job_id: str, actor: str, manager: bool = False) -> None:
         """A held job may run now: inside the machine's current session, or on a manager's word.
-        A member's job that would run past the session's end raises ValueError with the reason."""
+        A member's job that would run past the session's end raises BookingOverrun with the reason."""
         job = self.ledger.job(job_id)
         session = self.access.sessions.current(job["machine_id"]) if self.access else None
         if session is not None and not manager:
             why = self.access.sessions.overrun(job["machine_id"], job)
             if why:
-                raise ValueError(why)
+                raise BookingOverrun(why)
             self.access.sessions.join(session, job)
         else:
             self.ledger.release(

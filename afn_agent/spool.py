@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import AgentConfig
+from .errors import InvalidInput, StorageUnavailable
 from .firmware.profile import Profile, load_profile
 from .gcode.analyzer import Analysis, analyze_path
 from .ledger import Ledger
@@ -30,8 +31,10 @@ from .ledger.usage import iso, utc_now
 CHUNK = 1 << 20
 
 
-class JobRefused(ValueError):
+class JobRefused(InvalidInput):
     """The file may not run on that machine; the message says why (policy, fit, bad file)."""
+
+    code = "job-refused"
 
 
 def estimate_of(a: Analysis) -> dict[str, Any]:
@@ -98,6 +101,9 @@ def spool_file(src: Path, spool: Path, name: str, move: bool = False) -> tuple[P
 
 class SpoolFull(JobRefused):
     """No room for the file: a spool quota, or the disk's free-space reserve (HTTP 507)."""
+
+    status = StorageUnavailable.status
+    code = "storage-full"
 
 
 MB = 1_000_000

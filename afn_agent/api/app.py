@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
+from ..errors import AfnError, StorageUnavailable
 from . import kiosk, native, octoprint
 from .auth import Authenticator
 from .authz import Act, Gate
@@ -20,6 +21,10 @@ from .body_limit import BodyLimit
 from .guard import Guard, connection_ceiling, guarded_protocol, raise_fd_limit
 from .metrics import registry_for
 
+HTTP_CODES = {
+    400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found", 409: "conflict",
+    413: "too-large", 415: "unsupported-type", 422: "invalid", 503: "unavailable", 507: "storage-full",
+}  # fmt: skip
 PUBLIC = ("/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
 
@@ -49,19 +54,23 @@ def create_app(agent, guard: Guard | None = None) -> FastAPI:
             return JSONResponse({"error": "a valid API key is required", "detail": "unauthenticated"}, status)
         return await call_next(request)
 
+    @app.exception_handler(AfnError)
+    async def refused(request: Request, exc: AfnError) -> JSONResponse:
+        """The one handler of the error family: its status, its sentence and its reason code."""
+        return JSONResponse(exc.body(), status_code=exc.status)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": exc.detail, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        body = {"error": exc.detail, "detail": exc.detail, "code": HTTP_CODES.get(exc.status_code, "error")}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def ledger_unwritable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
         """A full disk or a failing one: the call did not happen, and says so (not a bare 500)."""
         full = "full" in str(exc).lower()
-        body = {"error": f"the ledger cannot be written now ({exc}); nothing was changed",
-                "detail": "storage-full" if full else "storage-error"}  # fmt: skip
-        return JSONResponse(body, status_code=507 if full else 503)
+        err = StorageUnavailable(f"the ledger cannot be written now ({exc}); nothing was changed",
+                                 code="storage-full" if full else "storage-error")  # fmt: skip
+        return JSONResponse(err.body(), status_code=507 if full else 503)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -70,7 +79,9 @@ def create_app(agent, guard: Guard | None = None) -> FastAPI:
             for e in exc.errors()
         ]
         problems = [f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors]
-        return JSONResponse({"error": "; ".join(problems), "detail": errors}, status_code=422)
+        return JSONResponse(
+            {"error": "; ".join(problems), "detail": errors, "code": "invalid"}, status_code=422
+        )
 
     @app.get("/health", tags=["health"])
     def health() -> dict:

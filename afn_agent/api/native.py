@@ -160,10 +160,7 @@ def build(agent, auth: Authenticator) -> APIRouter:
         found = job_or_404(job_id)
         if found["state"] != "held":
             raise HTTPException(409, f"job is {found['state']}, not held")
-        try:
-            agent.release_job(job_id, caller.name, manager=caller.role == "manager")
-        except ValueError as exc:
-            raise HTTPException(409, f"job_overruns_booking: {exc}") from None
+        agent.release_job(job_id, caller.name, manager=caller.role == "manager")  # AfnError: the handler
         return view(caller, job_or_404(job_id))
 
     def control(machine_id: str, request: Request, action: str) -> dict[str, Any]:
@@ -314,11 +311,9 @@ async def _submit(
     )  # fmt: skip
     try:  # the analysis reads the whole file: never on the event loop (agent.analyses: another process)
         job_id, quote = await anyio.to_thread.run_sync(take_in, limiter=_analyses())
-    except SpoolFull as exc:
-        agent.ledger.audit(caller.name, "upload", "refused", machine, None, code="storage", detail=str(exc))
-        raise HTTPException(507, f"{name}: {exc}") from None
     except JobRefused as exc:
-        raise HTTPException(422, str(exc)) from None
+        agent.ledger.audit(caller.name, "upload", "refused", machine, None, code=exc.code, detail=str(exc))
+        raise type(exc)(f"{name}: {exc}" if isinstance(exc, SpoolFull) else str(exc)) from None
     finally:
         tmp.unlink(missing_ok=True)
     agent.ledger.audit(caller.name, "upload", "queued", machine, job_id, name=name, member=owner)

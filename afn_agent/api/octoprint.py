@@ -224,10 +224,7 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
             raise HTTPException(409, "no job waiting to start on this machine")
         caller = who(request, Act.RELEASE, job=mine, action="job-release")  # refused: none is theirs
         assert mine is not None  # a manager owns every job; anyone else was refused above
-        try:
-            agent.release_job(mine["id"], caller.name, manager=caller.role == "manager")
-        except ValueError as exc:
-            raise HTTPException(409, f"job_overruns_booking: {exc}") from None
+        agent.release_job(mine["id"], caller.name, manager=caller.role == "manager")  # AfnError: the handler
         return Response(status_code=204)
 
     @r.get("/api/files")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import Conflict
+
 TERMINAL = ("completed", "cancelled", "failed", "interrupted")
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "queued": ("held", "starting", "cancelled"),
@@ -22,8 +24,10 @@ BUCKET = {"starting": "idle_s", "heating": "heating_s", "running": "active_s", "
 BUCKETS = ("active_s", "heating_s", "paused_s", "idle_s")
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(Conflict):
     """A job asked to go where its state machine does not lead."""
+
+    code = "illegal-transition"
 
 
 def check_transition(job_id: str, old: str, new: str) -> None:

@@ -176,3 +176,38 @@ def test_directory_push_by_the_booking_system(lab):
     assert bad.status_code == 422 and "members[0].id" in bad.json()["error"]
     assert c.post("/v1/directory", headers=key("slicer"), json={"snapshot": snap}).status_code == 403
     assert UIDS  # the same directory as the access tests
+
+
+def test_one_error_family_each_refusal_with_its_own_reason_code(lab, tmp_path, monkeypatch):
+    """An illegal job transition used to be reported as `job_overruns_booking` (any ValueError was)."""
+    from afn_agent import control
+    from afn_agent.ledger.states import IllegalTransition
+
+    BookingOverrun = getattr(control, "BookingOverrun", ValueError)  # (what the code before raised)
+
+    agent, c = lab()
+    name, body, ctype = gcode(tmp_path)
+    job = c.post(
+        "/v1/jobs", headers=key("manager"), data={"machine": "printer-1"}, files={"file": (name, body, ctype)}
+    )
+    job_id = job.json()["id"]
+    agent.lock("printer-1", "manager-max", "keep the job held")
+    for raised, code in ((IllegalTransition("job x: held -> starting is not allowed"), "illegal-transition"),
+                         (BookingOverrun("free for 14 min, the job needs 30"), "job_overruns_booking")):  # fmt: skip
+
+        def release(*args, exc=raised, **kw):
+            raise exc
+
+        monkeypatch.setattr(agent, "release_job", release)
+        for path in (f"/v1/jobs/{job_id}/start", "/octoprint/printer-1/api/job"):
+            r = c.post(path, headers=key("manager"), json={"command": "start"})
+            assert r.status_code == 409 and r.json()["code"] == code, (path, r.json())
+            assert r.json()["error"] == str(raised)
+    r = c.post(
+        "/v1/jobs",
+        headers=key("slicer"),
+        data={"machine": "printer-1"},
+        files={"file": ("x.gcode", b"G28\nM502\n")},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "job-refused"
+    assert c.get("/v1/jobs/nope", headers=key("manager")).json()["code"] == "not-found"

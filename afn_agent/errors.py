@@ -1,0 +1,44 @@
+"""One error family: every refusal the agent makes carries the HTTP status it maps to and a reason code
+that a client can branch on (the sentence is for people, the code for programs).
+
+The API has one handler for the family (api/app.py). Before it, routes caught any ValueError and called
+it `job_overruns_booking`, an illegal job transition included.
+"""
+
+from __future__ import annotations
+
+
+class AfnError(Exception):
+    """Base of the family. Subclasses set `status` and `code`; an instance may narrow `code`."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, str]:
+        return {"error": str(self), "detail": str(self), "code": self.code}
+
+
+class InvalidInput(AfnError, ValueError):
+    """What was sent cannot be read or does not fit (a file, a document, a value)."""
+
+    status = 422
+    code = "invalid"
+
+
+class Conflict(AfnError, ValueError):
+    """The request is sound but the state of things does not allow it now."""
+
+    status = 409
+    code = "conflict"
+
+
+class StorageUnavailable(AfnError):
+    """The disk or the ledger cannot take a write now."""
+
+    status = 507
+    code = "storage-full"
