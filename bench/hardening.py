@@ -144,25 +144,22 @@ def main() -> int:
 
         job = circle_gcode(work / "job.gcode", 3000, 0.05, centre=(110, 110))
 
+        def post_job(path: Path, timeout: float) -> requests.Response:
+            with open(path, "rb") as f:
+                form = {"machine": "printer-1"}
+                return requests.post(f"{url}/v1/jobs", headers={"X-Api-Key": KEY}, data=form,
+                                     files={"file": (path.name, f)}, timeout=timeout)  # fmt: skip
+
         def print_once() -> float:
             """Upload, start and wait for a small print; its time on the machine (the record's time_s)."""
-            with open(job, "rb") as f:
-                r = requests.post(
-                    f"{url}/v1/jobs",
-                    headers={"X-Api-Key": KEY},
-                    data={"machine": "printer-1"},
-                    files={"file": ("job.gcode", f)},
-                    timeout=60,
-                )
-            job_id = r.json()["id"]
+            job_id = post_job(job, 60).json()["id"]
             requests.post(f"{url}/v1/jobs/{job_id}/start", headers={"X-Api-Key": KEY}, timeout=60)
-            while (
-                requests.get(f"{url}/v1/jobs/{job_id}", headers={"X-Api-Key": KEY}, timeout=60).json()[
-                    "state"
-                ]
-                != "completed"
-            ):
+            state = ""
+            while state != "completed":
                 time.sleep(0.1)
+                state = requests.get(
+                    f"{url}/v1/jobs/{job_id}", headers={"X-Api-Key": KEY}, timeout=60
+                ).json()["state"]
             usage = requests.get(f"{url}/v1/usage", headers={"X-Api-Key": KEY}, timeout=60).json()["records"]
             return next(u["time_s"]["total_s"] for u in usage if u["job"]["id"] == job_id)
 
@@ -171,15 +168,7 @@ def main() -> int:
         codes: list[int] = []
 
         def upload() -> None:
-            with open(big, "rb") as f:
-                r = requests.post(
-                    f"{url}/v1/jobs",
-                    headers={"X-Api-Key": KEY},
-                    data={"machine": "printer-1"},
-                    files={"file": ("big.gcode", f)},
-                    timeout=600,
-                )
-                codes.append(r.status_code)
+            codes.append(post_job(big, 600).status_code)
 
         threads = [threading.Thread(target=upload) for _ in range(args.uploads)]
         printed: list[float] = []
