@@ -42,6 +42,8 @@ GREET_RETRY_S = 2.0  # no banner and no status report: reset the controller agai
 class GrblProtocol:
     """One connection to a GRBL-family controller."""
 
+    STOP_BYTES = SOFT_RESET  # written out of band from any thread by an e-stop; `emergency_stop()` catches up
+
     def __init__(self, profile: Profile, now: float = 0.0) -> None:
         self.profile = profile
         self.window = Window(profile.window_bytes, pingpong=profile.link.flow == "pingpong")

@@ -13,6 +13,7 @@ from . import events as ev
 from .framing import command_word, frame, plain
 from .marlin_lines import (
     ADVANCED_OK_RE,
+    BREAK_WAITS,
     CAP_RE,
     CORRUPT_MARKERS,
     ESTOP,
@@ -39,6 +40,8 @@ RESEND_RETRIES = 2  # copies sent again on a timer per request; after that the o
 
 class MarlinProtocol:
     """One connection to a Marlin-family firmware (Marlin 1/2, Prusa, RepRapFirmware, Smoothieware)."""
+
+    STOP_BYTES = ESTOP  # written out of band from any thread by an e-stop; `emergency_stop()` catches up
 
     def __init__(self, profile: Profile, now: float = 0.0) -> None:
         self.profile = profile
@@ -116,6 +119,10 @@ class MarlinProtocol:
         self._host.clear()
         self._resend.clear()
         return ESTOP
+
+    def break_waits(self) -> bytes:
+        """Bytes that end the heating waits and planned moves a firmware left mid-job is stuck in."""
+        return BREAK_WAITS
 
     @property
     def has_emergency_parser(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 ESTOP = b"M112\n"
+BREAK_WAITS = b"M108\nM410\n"  # through the emergency parser: end a heating wait, drop planned moves
 CORRUPT_MARKERS = ("checksum mismatch", "no checksum")  # the line arrived damaged (not out of order)
 FAULT_MARKERS = (
     "kill() called",

@@ -59,7 +59,7 @@ class SerialLink:
     def wake(self) -> None:
         """Interrupt a wait() from another thread."""
         with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"!")
+            os.write(self._wake_w, b"w")  # any byte: the pipe is only drained
 
     def wait(self, timeout: float) -> bytes:
         """Wait up to `timeout` for bytes or a wake-up; return whatever arrived (maybe nothing)."""

@@ -27,7 +27,7 @@ class SafetyActions:
         that answer nothing. Each M108 through the emergency parser ends one; M410 drops planned moves.
         What it answers meanwhile is the old job's and is read and dropped."""
         for _ in range(bursts):
-            self.link.write(b"M108\nM410\n")
+            self.link.write(self.core.break_waits())
             deadline = time.monotonic() + quiet_s
             while time.monotonic() < deadline and not self._closing:
                 if b"ok" in self.link.wait(0.1):
@@ -72,7 +72,7 @@ class SafetyActions:
             self._urgent(self.core.realtime("hold") + self.core.soft_reset())
             actions = ["feed hold", "soft reset"]
         else:
-            self._urgent(b"M112\n")  # the emergency parser acts on it even with the queue stuck
+            self._urgent(self.core.emergency_stop())  # the emergency parser acts on it, queue stuck or not
             actions = ["M112"]
         if self._job is not None:
             self._finish("failed", "the firmware stopped answering (stall)", "stall")

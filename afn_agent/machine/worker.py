@@ -178,8 +178,7 @@ class Machine(SafetyActions):
     def emergency_stop(self, who: str = "") -> float:
         """Out of band, from the caller's thread: M112 (Marlin) or soft reset (GRBL); returns the delay."""
         self._post("estop", who)
-        data = b"M112\n" if self.profile.protocol == "marlin" else b"\x18"
-        return self._urgent(data)
+        return self._urgent(self._core_type().STOP_BYTES)
 
     def close(self) -> None:
         self._closing = True
@@ -220,10 +219,11 @@ class Machine(SafetyActions):
         self._ready.clear()
         self._post("reconnect")
 
+    def _core_type(self) -> type[MarlinProtocol] | type[GrblProtocol]:
+        return MarlinProtocol if self.profile.protocol == "marlin" else GrblProtocol
+
     def _make_core(self) -> MarlinProtocol | GrblProtocol:
-        if self.profile.protocol == "marlin":
-            return MarlinProtocol(self.profile, time.monotonic())
-        return GrblProtocol(self.profile, time.monotonic())
+        return self._core_type()(self.profile, time.monotonic())
 
     def _post(self, *cmd: Any) -> None:
         self._cmds.put(cmd)
