@@ -43,7 +43,10 @@ KLIPPER_HEATERS = {"EXTRUDER": "hotend", "HEATER_BED": "bed", "CHAMBER": "chambe
 MATERIAL_RE = re.compile(r"^;\s*(?:filament_type\s*=|printMaterial,)\s*(.+)$", re.IGNORECASE)
 
 
-def code_of(name: str) -> tuple[str, int, int | None] | None:
+Code = tuple[str, int, int | None]  # `M502.1` -> ("M", 502, 1)
+
+
+def code_of(name: str) -> Code | None:
     """`M502.1` -> ("M", 502, 1): firmware dispatches on the number, the subcode is an argument to it."""
     m = CODE_RE.match(name)
     if m is None:
@@ -60,9 +63,12 @@ class Rule:
     name: str
     words: tuple[tuple[str, float | None], ...] = ()
     text: str = ""
+    code: Code | None = None  # `name` as a number (None for `$` and named commands)
 
-    def matches(self, cmd: Command) -> bool:
-        if not any(self._same_code(n) for n in (cmd.name, *cmd.also)):
+    def matches(self, cmd: Command, codes: tuple[Code | None, ...]) -> bool:
+        """`codes`: the command's names (`cmd.name`, then `cmd.also`) as numbers, parsed once per command."""
+        names = (cmd.name, *cmd.also)
+        if not any(self._same_code(n, c) for n, c in zip(names, codes, strict=True)):
             return False
         if self.name == "$":
             rest = cmd.text.upper()
@@ -72,13 +78,13 @@ class Rule:
                 return False
         return self.text.lower() in cmd.text.lower() if self.text else True
 
-    def _same_code(self, name: str) -> bool:
+    def _same_code(self, name: str, code: Code | None) -> bool:
         if name == self.name:
             return True
-        mine, theirs = code_of(self.name), code_of(name)
-        if mine is None or theirs is None or mine[:2] != theirs[:2]:
+        mine = self.code
+        if mine is None or code is None or mine[:2] != code[:2]:
             return False
-        return mine[2] is None or mine[2] == theirs[2]
+        return mine[2] is None or mine[2] == code[2]
 
 
 def parse_rule(pattern: str) -> Rule:
@@ -97,7 +103,7 @@ def parse_rule(pattern: str) -> Rule:
     name = head.upper()
     if code is not None:  # `M0502` is M502
         name = f"{code[0]}{code[1]}" + ("" if code[2] is None else f".{code[2]}")
-    return Rule(pattern, name, tuple(words), " ".join(t for t in text if t))
+    return Rule(pattern, name, tuple(words), " ".join(t for t in text if t), code)
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,9 @@ class Policy:
         if cmd.flags & NONFINITE:
             self.violations.append(Violation(cmd.line, "non-finite number", shown))
         else:
+            codes = tuple(code_of(n) for n in (cmd.name, *cmd.also))
             for rule in self.rules:
-                if rule.matches(cmd):
+                if rule.matches(cmd, codes):
                     self.violations.append(Violation(cmd.line, rule.pattern, shown))
                     break
             else:
