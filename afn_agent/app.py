@@ -329,7 +329,7 @@ class Agent(AgentControl):
         released outside it, or Start was pressed before a bed-clear confirmation and then the member
         left) goes back to held, waiting for its owner's badge, and is reported: it must not block the
         queue behind it."""
-        for job in self.ledger.queued(machine_id):
+        for job in self.ledger.jobs(machine_id, ("queued",)):  # next first
             if self.access is None or self.access.sessions.may_start(machine_id, job):
                 return job
             why = "its owner is not in a session at the machine; held until their badge"

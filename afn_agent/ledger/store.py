@@ -172,13 +172,6 @@ class Ledger:
             args.extend(states)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY queue_pos", args)]
 
-    def queued(self, machine_id: str) -> list[dict[str, Any]]:
-        """The machine's queued jobs, next first."""
-        rows = self.conn.execute(
-            "SELECT * FROM jobs WHERE machine_id=? AND state='queued' ORDER BY queue_pos", (machine_id,)
-        )
-        return [dict(r) for r in rows]
-
     def next_queued(self, machine_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(
             "SELECT * FROM jobs WHERE machine_id=? AND state='queued' ORDER BY queue_pos LIMIT 1",
