@@ -65,26 +65,42 @@ class Gate:
         *,
         machine: str | None = None,
         job: dict[str, Any] | None = None,
-        job_id: str | None = None,
         action: str = "",
     ) -> Caller:
-        """The caller if it may do `act` on `machine` (or on `job`, or the job `job_id`: 404 if there is
-        none, told only to a caller whose role may act); 401 or 403 otherwise. For OWNED acts a None job
-        (nothing runs) leaves only a manager. Refusals of state-changing acts are audited."""
+        """The caller if it may do `act` on `machine` (or on `job`); 401 or 403 otherwise. For OWNED acts
+        a None job (nothing runs) leaves only a manager. Refusals of state-changing acts are audited."""
+        caller = self._caller(request, act, action, machine)
+        self._check(caller, act, action, machine or (job["machine_id"] if job else None), job)
+        return caller
+
+    def allow_job(
+        self, request: Request, act: Act, job_id: str, action: str = ""
+    ) -> tuple[Caller, dict[str, Any]]:
+        """`allow` on the job `job_id`, and that job: 404 if there is none, told only to a caller whose
+        role may act at all."""
+        caller = self._caller(request, act, action, None, job_id)
+        job = self.agent.ledger.job(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        self._check(caller, act, action, job["machine_id"], job)
+        return caller, job
+
+    def _caller(
+        self, request: Request, act: Act, action: str, machine: str | None, job_id: str | None = None
+    ) -> Caller:
         caller = self.auth.identify(request)
         if caller is None:
             raise HTTPException(401, "a valid API key is required")
         if caller.role not in ROLES[act]:
             self._refuse(caller, act, action, machine, job_id, f"the {caller.role} role may not do this")
-        if job_id is not None:
-            job = self.agent.ledger.job(job_id)
-            if job is None:
-                raise HTTPException(404, f"no job {job_id!r}")
-        machine = machine or (job["machine_id"] if job else None)
+        return caller
+
+    def _check(
+        self, caller: Caller, act: Act, action: str, machine: str | None, job: dict[str, Any] | None
+    ) -> None:
         problem = self._problem(caller, act, machine, job)
         if problem:
             self._refuse(caller, act, action, machine, job["id"] if job else None, problem)
-        return caller
 
     def _refuse(
         self, caller: Caller, act: Act, action: str, machine: str | None, job_id: str | None, problem: str

@@ -137,16 +137,14 @@ def build(agent, auth: Authenticator) -> APIRouter:
 
     @r.delete("/jobs/{job_id}", status_code=204, tags=["jobs"])
     def delete(job_id: str, request: Request) -> None:
-        caller = gate.allow(request, Act.REMOVE, job_id=job_id, action="job-remove")
-        found = job_or_404(job_id)
+        caller, found = gate.allow_job(request, Act.REMOVE, job_id, action="job-remove")
         if found["state"] not in ("queued", "held"):
             raise HTTPException(409, f"job is {found['state']}; cancel it on the machine instead")
         agent.remove_job(job_id, caller.name)
 
     @r.post("/jobs/{job_id}/move", tags=["jobs"])
     def move(job_id: str, body: Position, request: Request) -> dict[str, Any]:
-        caller = gate.allow(request, Act.MANAGE, job_id=job_id, action="job-move")
-        found = job_or_404(job_id)
+        caller, found = gate.allow_job(request, Act.MANAGE, job_id, action="job-move")
         if found["state"] not in ("queued", "held"):
             raise HTTPException(409, f"job is {found['state']}")
         agent.ledger.move_job(job_id, body.position)
@@ -156,8 +154,7 @@ def build(agent, auth: Authenticator) -> APIRouter:
     @r.post("/jobs/{job_id}/start", tags=["jobs"])
     def start(job_id: str, request: Request) -> dict[str, Any]:
         """Release a held job: its owner inside their session, or a manager."""
-        caller = gate.allow(request, Act.RELEASE, job_id=job_id, action="job-release")
-        found = job_or_404(job_id)
+        caller, found = gate.allow_job(request, Act.RELEASE, job_id, action="job-release")
         if found["state"] != "held":
             raise HTTPException(409, f"job is {found['state']}, not held")
         agent.release_job(job_id, caller.name, manager=caller.role == "manager")  # AfnError: the handler
