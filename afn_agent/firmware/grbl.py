@@ -44,7 +44,7 @@ class GrblProtocol:
 
     STOP_BYTES = SOFT_RESET  # written out of band from any thread by an e-stop; `emergency_stop()` catches up
 
-    def __init__(self, profile: Profile, now: float = 0.0) -> None:
+    def __init__(self, profile: Profile, now: float) -> None:
         self.profile = profile
         self.window = Window(profile.window_bytes, pingpong=profile.link.flow == "pingpong")
         self.capabilities: dict[str, bool] = dict(profile.capabilities)
@@ -55,7 +55,7 @@ class GrblProtocol:
         self.substate: int | None = None
         self.check_mode = False
         self.alarm_locked = False
-        self.job_active = False
+        self._job_active = False
         self.errors = 0
         self.lines_heard = 0  # every line the firmware wrote: a connect retry is for a silent one only
         self.resends = 0
@@ -82,6 +82,17 @@ class GrblProtocol:
         self._info_ready = False  # `$I` answered; its FirmwareInfo waits for a status report
 
     # ---- what the driver feeds in -------------------------------------------------------------
+    def begin_job(self) -> None:
+        """A job is streaming: a reset from now on loses it (FirmwareReset with mid_job)."""
+        self._job_active = True
+
+    def end_job(self) -> None:
+        self._job_active = False
+
+    @property
+    def job_active(self) -> bool:
+        return self._job_active
+
     def send(self, command: str, tag: object = None, *, host: bool = False) -> None:
         """Queue one line; host lines (scripts, `$` commands) go ahead of job lines."""
         (self._host if host else self._job).append((command.strip(), tag))
@@ -89,7 +100,7 @@ class GrblProtocol:
     def wants_lines(self) -> bool:
         return len(self._job) < 4 and not self._faulted
 
-    def handshake(self, now: float = 0.0) -> None:
+    def handshake(self, now: float) -> None:
         """Greet the controller: write nothing until it shows it is up (a banner or a status report),
         then ask for build info (RX size) and settings. Lines written while it boots would be answered
         after its banner and credited to the wrong lines. No sign of life: a soft reset, then again."""
@@ -146,7 +157,7 @@ class GrblProtocol:
         return n
 
     # ---- bytes out ----------------------------------------------------------------------------
-    def data_to_send(self, now: float = 0.0) -> bytes:
+    def data_to_send(self, now: float) -> bytes:
         """As many queued lines as the RX ring can take; settings writes go one at a time."""
         if self._faulted or self._greeting or now < self._quiet_until:
             return b""
@@ -178,7 +189,7 @@ class GrblProtocol:
         return out
 
     # ---- bytes in -----------------------------------------------------------------------------
-    def receive_data(self, data: bytes, now: float = 0.0) -> None:
+    def receive_data(self, data: bytes, now: float) -> None:
         if not data:
             return
         self._rx += data
@@ -219,7 +230,7 @@ class GrblProtocol:
             self._emit(ev.Alarm(code, alarm_meaning(code)))
             self.window.clear()
             # a job cannot go on after an alarm, except our own reset while moving (ALARM:3)
-            if self.job_active and not (code == 3 and self._expect_reset):
+            if self._job_active and not (code == 3 and self._expect_reset):
                 self._fault(f"ALARM:{code} {alarm_meaning(code)}", f"alarm-{code}")
         elif BANNER_RE.match(line):
             self._on_banner(line, now)
@@ -301,7 +312,7 @@ class GrblProtocol:
         self.state, self._status_seen, self._info_ready = "Reset", False, False
         self._urgent.append(STATUS)
         self._greeted(now, BANNER_QUIET_S)
-        mid_job = self.job_active and not expected
+        mid_job = self._job_active and not expected
         self._emit(ev.FirmwareReset(line, mid_job))
         if mid_job or (lost and not expected):
             self._fault(
@@ -359,7 +370,8 @@ class GrblProtocol:
             self._wait_since = self._last_status
             return
         timeouts = self.profile.timeouts
-        limit = timeouts.long_command_s if self.window.oldest().long else timeouts.ok_s
+        oldest = self.window.oldest()
+        limit = timeouts.long_command_s if oldest is not None and oldest.long else timeouts.ok_s
         if now - self._wait_since < limit:
             return
         if self.state == "Idle" and self.rx_free is not None and self._last_status > self._wait_since:

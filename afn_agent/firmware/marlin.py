@@ -43,7 +43,7 @@ class MarlinProtocol:
 
     STOP_BYTES = ESTOP  # written out of band from any thread by an e-stop; `emergency_stop()` catches up
 
-    def __init__(self, profile: Profile, now: float = 0.0) -> None:
+    def __init__(self, profile: Profile, now: float) -> None:
         self.profile = profile
         link = profile.link
         self.numbered = link.line_numbers
@@ -52,7 +52,7 @@ class MarlinProtocol:
         self.capabilities: dict[str, bool] = dict(profile.capabilities)
         self._reserve_for_estop()
         self.firmware_name = ""
-        self.job_active = False
+        self._job_active = False
         self.resends = 0
         self.errors = 0
         self.lines_heard = 0  # every line the firmware wrote: a connect retry is for a silent one only
@@ -82,6 +82,17 @@ class MarlinProtocol:
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
 
     # ---- what the driver feeds in -------------------------------------------------------------
+    def begin_job(self) -> None:
+        """A job is streaming: a reset from now on loses it (FirmwareReset with mid_job)."""
+        self._job_active = True
+
+    def end_job(self) -> None:
+        self._job_active = False
+
+    @property
+    def job_active(self) -> bool:
+        return self._job_active
+
     def send(self, command: str, tag: object = None, *, host: bool = False) -> None:
         """Queue one command; host commands (probes, scripts) go ahead of job lines."""
         (self._host if host else self._job).append((command.strip(), tag))
@@ -90,7 +101,7 @@ class MarlinProtocol:
         """True when the job queue is low enough that the driver should read more of the file."""
         return len(self._job) < 4 and not self._faulted
 
-    def handshake(self, now: float = 0.0) -> None:
+    def handshake(self, now: float) -> None:
         """Reset line numbering and ask for capabilities; run at connect and after a reset."""
         self._history.clear()
         self._resend.clear()
@@ -134,7 +145,7 @@ class MarlinProtocol:
         self.window.limit = full if self.has_emergency_parser else full - len(ESTOP)
 
     # ---- bytes out ----------------------------------------------------------------------------
-    def data_to_send(self, now: float = 0.0) -> bytes:
+    def data_to_send(self, now: float) -> bytes:
         """Frame as many queued lines as the window allows (resends first, then host, then job).
 
         A line gets its number only when it goes out, so nothing numbered ever waits behind a probe.
@@ -190,7 +201,7 @@ class MarlinProtocol:
         return len(self._received) + len(self.window.lines)
 
     # ---- bytes in -----------------------------------------------------------------------------
-    def receive_data(self, data: bytes, now: float = 0.0) -> None:
+    def receive_data(self, data: bytes, now: float) -> None:
         """Feed bytes read from the port; complete lines become events."""
         if not data:
             return
@@ -318,7 +329,8 @@ class MarlinProtocol:
     def _mark_received(self, through: int) -> None:
         """Lines up to `through` have left the RX ring: they no longer count against the window."""
         while (oldest := self.window.oldest()) is not None and oldest.seq <= through:
-            self._received.append(self.window.pop_oldest())
+            self.window.pop_oldest()
+            self._received.append(oldest)
 
     def _on_advanced_ok(self, answered: int, planner_free: int, queue_free: int) -> SentLine | None:
         """ADVANCED_OK names the line it answers: it and every line before it are done (their oks were
@@ -439,14 +451,14 @@ class MarlinProtocol:
             )
 
     def _on_reset(self, banner: str) -> None:
-        mid_job = self.job_active  # outside a job a reset only loses the handshake: it is redone
+        mid_job = self._job_active  # outside a job a reset only loses the handshake: it is redone
         self._emit(ev.FirmwareReset(banner, mid_job))
         if mid_job:
             self._fault(
                 "the printer restarted mid-job (power glitch, watchdog or reset); it lost its plan",
                 "firmware-reset",
             )
-        self.handshake()
+        self.handshake(self._now)
         self._quiet_until = self._now + BANNER_QUIET_S
 
     def _emit_temps(self, line: str) -> None:

@@ -39,8 +39,8 @@ chunks = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=40)), ma
 @settings(max_examples=300, deadline=None)
 @given(replies=chunks, lines=st.integers(min_value=0, max_value=40))
 def test_core_survives_any_reply_stream(core_class, profile_name, replies, lines):
-    core = core_class(profile(profile_name))
-    core.handshake()
+    core = core_class(profile(profile_name), 0.0)
+    core.handshake(0.0)
     for i in range(lines):
         core.send(f"G1 X{i} Y{i} F100", i)
     t = 0.0

@@ -12,12 +12,12 @@ from tests.helpers import framed, profile
 
 def connected(**overrides) -> MarlinProtocol:
     """A core past its handshake (M110, M115 answered), window empty."""
-    core = MarlinProtocol(profile(**overrides))
-    core.handshake()
-    core.data_to_send()
-    core.receive_data(b"ok\n")  # M110 goes alone
-    core.data_to_send()
-    core.receive_data(b"FIRMWARE_NAME:Marlin 2.1.2 SOURCE_CODE_URL:x\nCap:EMERGENCY_PARSER:1\nok\n")
+    core = MarlinProtocol(profile(**overrides), 0.0)
+    core.handshake(0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b"ok\n", 0.0)  # M110 goes alone
+    core.data_to_send(0.0)
+    core.receive_data(b"FIRMWARE_NAME:Marlin 2.1.2 SOURCE_CODE_URL:x\nCap:EMERGENCY_PARSER:1\nok\n", 0.0)
     core.events()
     assert not core.window.lines
     return core
@@ -34,14 +34,14 @@ def test_frame_is_line_number_command_and_xor_checksum():
 
 
 def test_handshake_resets_numbering_and_asks_capabilities():
-    core = MarlinProtocol(profile())
-    core.handshake()
-    assert framed(core.data_to_send()) == [(0, "M110 N0")]  # alone: Marlin renumbers when it runs it
-    core.receive_data(b"ok\n")
-    assert framed(core.data_to_send()) == [(1, "M115")]
+    core = MarlinProtocol(profile(), 0.0)
+    core.handshake(0.0)
+    assert framed(core.data_to_send(0.0)) == [(0, "M110 N0")]  # alone: Marlin renumbers when it runs it
+    core.receive_data(b"ok\n", 0.0)
+    assert framed(core.data_to_send(0.0)) == [(1, "M115")]
     core.receive_data(
         b"FIRMWARE_NAME:Marlin 2.1.2 (x) SOURCE_CODE_URL:github.com\n"
-        b"Cap:AUTOREPORT_TEMP:1\nCap:EMERGENCY_PARSER:1\nCap:ADVANCED_OK:0\nok\n"
+        b"Cap:AUTOREPORT_TEMP:1\nCap:EMERGENCY_PARSER:1\nCap:ADVANCED_OK:0\nok\n", 0.0
     )
     info = [e for e in core.events() if isinstance(e, ev.FirmwareInfo)]
     assert info == [
@@ -56,13 +56,13 @@ def test_window_never_holds_more_bytes_than_the_rx_ring():
     core = connected()
     for i in range(50):
         core.send(f"G1 X{i}.123 Y{i}.456 E0.0123", i)
-    first = core.data_to_send()
+    first = core.data_to_send(0.0)
     assert len(first) <= 127 < len(first) + len(frame(99, "G1 X9.123 Y9.456 E0.0123"))
-    assert core.data_to_send() == b""  # full: nothing more until an ok
-    core.receive_data(b"ok\n")
+    assert core.data_to_send(0.0) == b""  # full: nothing more until an ok
+    core.receive_data(b"ok\n", 0.0)
     acked = [e for e in core.events() if isinstance(e, ev.LineAcked)]
     assert [a.tag for a in acked] == [0]
-    more = core.data_to_send()
+    more = core.data_to_send(0.0)
     assert framed(more)[0][0] == framed(first)[-1][0] + 1
     assert core.window.bytes <= 127
 
@@ -71,27 +71,27 @@ def test_pingpong_sends_one_line_per_ok():
     core = connected(flow="pingpong")
     for i in range(3):
         core.send(f"G1 X{i}")
-    assert len(framed(core.data_to_send())) == 1
-    assert core.data_to_send() == b""
-    core.receive_data(b"ok\n")
-    assert len(framed(core.data_to_send())) == 1
+    assert len(framed(core.data_to_send(0.0))) == 1
+    assert core.data_to_send(0.0) == b""
+    core.receive_data(b"ok\n", 0.0)
+    assert len(framed(core.data_to_send(0.0))) == 1
 
 
 def test_resend_rewinds_to_the_requested_line_and_eats_its_ok():
     core = connected()
     for i in range(4):
         core.send(f"G1 X{i}")
-    sent = framed(core.data_to_send())
+    sent = framed(core.data_to_send(0.0))
     assert [n for n, _ in sent] == [2, 3, 4, 5]
-    core.receive_data(b"ok\nError:checksum mismatch, Last Line: 2\nResend: 3\nok\n")
+    core.receive_data(b"ok\nError:checksum mismatch, Last Line: 2\nResend: 3\nok\n", 0.0)
     evs = core.events()
     assert [e.seq for e in evs if isinstance(e, ev.LineAcked)] == [2]
     assert ev.ResendRequested(3) in evs
     assert core.outstanding == 0  # line 2 answered; 3..5 to be sent again
-    again = framed(core.data_to_send())
+    again = framed(core.data_to_send(0.0))
     assert again == [(3, "G1 X1")]  # alone until answered: the ring may hold bytes sent after the flush
-    core.receive_data(b"ok\n")
-    assert framed(core.data_to_send()) == [(4, "G1 X2"), (5, "G1 X3")]
+    core.receive_data(b"ok\n", 0.0)
+    assert framed(core.data_to_send(0.0)) == [(4, "G1 X2"), (5, "G1 X3")]
     assert core.resends == 1
 
 
@@ -118,31 +118,31 @@ def test_resend_without_trailing_ok_keeps_the_next_ok():
     core = connected(ok_after_resend=False)
     core.send("G1 X1")
     core.send("G1 X2")
-    core.data_to_send()
-    core.receive_data(b"Resend: 2\n")
-    core.data_to_send()
-    core.receive_data(b"ok\n")
-    core.data_to_send()
-    core.receive_data(b"ok\n")
+    core.data_to_send(0.0)
+    core.receive_data(b"Resend: 2\n", 0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b"ok\n", 0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b"ok\n", 0.0)
     assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [2, 3]
 
 
 def test_rs_short_form_is_a_resend():
     core = connected()
     core.send("G1 X1")
-    core.data_to_send()
-    core.receive_data(b"rs N2\n")
-    assert framed(core.data_to_send()) == [(2, "G1 X1")]
+    core.data_to_send(0.0)
+    core.receive_data(b"rs N2\n", 0.0)
+    assert framed(core.data_to_send(0.0)) == [(2, "G1 X1")]
 
 
 def test_resend_of_a_line_no_longer_held_faults():
     core = connected()
     for i in range(600):
         core.send(f"G1 X{i}")
-        core.data_to_send()
-        core.receive_data(b"ok\n")
+        core.data_to_send(0.0)
+        core.receive_data(b"ok\n", 0.0)
     core.events()
-    core.receive_data(b"Resend: 5\nok\n")
+    core.receive_data(b"Resend: 5\nok\n", 0.0)
     faults = [e for e in core.events() if isinstance(e, ev.Fault)]
     assert faults and faults[0].code == "resend-unavailable" and "line 5" in faults[0].reason
 
@@ -161,18 +161,18 @@ def test_resend_of_a_line_no_longer_held_faults():
 )
 def test_fatal_errors_fault_the_job(line, code):
     core = connected()
-    core.receive_data(line)
+    core.receive_data(line, 0.0)
     faults = [e for e in core.events() if isinstance(e, ev.Fault)]
     assert [f.code for f in faults] == [code]
     core.send("G1 X1")
-    assert core.data_to_send() == b""  # nothing more goes out after a fault
+    assert core.data_to_send(0.0) == b""  # nothing more goes out after a fault
 
 
 def test_unknown_command_is_a_warning_and_its_ok_counts():
     core = connected()
     core.send("M9999")
-    core.data_to_send()
-    core.receive_data(b'echo:Unknown command: "M9999"\nok\n')
+    core.data_to_send(0.0)
+    core.receive_data(b'echo:Unknown command: "M9999"\nok\n', 0.0)
     evs = core.events()
     assert kinds(evs) == ["FirmwareWarning", "LineAcked"]
 
@@ -193,11 +193,11 @@ def test_watchdog_probes_with_numbered_m105_then_faults():
     core.send("G1 X1")
     core.data_to_send(now=0.0)
     core.tick(1.9)
-    assert core.data_to_send() == b""
+    assert core.data_to_send(0.0) == b""
     core.tick(2.1)
-    assert framed(core.data_to_send()) == [(3, "M105")]
+    assert framed(core.data_to_send(0.0)) == [(3, "M105")]
     core.tick(4.2)
-    assert framed(core.data_to_send()) == [(4, "M105")]
+    assert framed(core.data_to_send(0.0)) == [(4, "M105")]
     core.tick(6.3)
     evs = core.events()
     assert kinds(evs).count("ProbeSent") == 2
@@ -217,9 +217,9 @@ def test_m105_answer_is_a_barrier_that_resyncs_lost_oks():
     for i in range(3):
         core.send(f"G1 X{i}")
     core.send("M105")
-    core.data_to_send()
+    core.data_to_send(0.0)
     # the oks of the three moves were lost; the answer to M105 proves they were processed
-    core.receive_data(b"ok T:200.0 /200.0 B:60.0 /60.0 @:64 B@:0\n")
+    core.receive_data(b"ok T:200.0 /200.0 B:60.0 /60.0 @:64 B@:0\n", 0.0)
     evs = core.events()
     assert [e.text for e in evs if isinstance(e, ev.LineAcked)] == ["G1 X0", "G1 X1", "G1 X2", "M105"]
     assert ev.Temperatures({"T": (200.0, 200.0), "B": (60.0, 60.0)}) in evs
@@ -230,9 +230,9 @@ def test_advanced_ok_retires_lines_whose_ok_was_lost():
     core = connected(queue_depth=4)
     for i in range(5):
         core.send(f"G1 X{i}")
-    core.data_to_send()  # lines 2..6
+    core.data_to_send(0.0)  # lines 2..6
     # ADVANCED_OK names the line it answers (real Marlin 2.1.2): 6 is done, so are 2..5 whose oks were lost
-    core.receive_data(b"ok N6 P10 B2\n")
+    core.receive_data(b"ok N6 P10 B2\n", 0.0)
     acked = [e.seq for e in core.events() if isinstance(e, ev.LineAcked)]
     assert acked == [2, 3, 4, 5, 6]
     assert core.outstanding == 0 and core.window.bytes == 0
@@ -258,21 +258,21 @@ def test_temperature_reports(line, heaters):
     core = connected()
     if line.startswith(b"ok"):
         core.send("M105")
-        core.data_to_send()
-    core.receive_data(line)
+        core.data_to_send(0.0)
+    core.receive_data(line, 0.0)
     temps = [e for e in core.events() if isinstance(e, ev.Temperatures)]
     assert temps == [ev.Temperatures(heaters)]
 
 
 def test_m114_position_stops_before_the_step_counts():
     core = connected()
-    core.receive_data(b"X:10.00 Y:20.50 Z:0.30 E:1.25 Count X:800 Y:1640 Z:120\n")
+    core.receive_data(b"X:10.00 Y:20.50 Z:0.30 E:1.25 Count X:800 Y:1640 Z:120\n", 0.0)
     assert ev.Position({"X": 10.0, "Y": 20.5, "Z": 0.3, "E": 1.25}) in core.events()
 
 
 def test_action_commands():
     core = connected()
-    core.receive_data(b"//action:pause\n//action:notification Filament runout\n")
+    core.receive_data(b"//action:pause\n//action:notification Filament runout\n", 0.0)
     assert core.events() == [
         ev.ActionCommand("pause", ""),
         ev.ActionCommand("notification", "Filament runout"),
@@ -281,10 +281,10 @@ def test_action_commands():
 
 def test_start_banner_mid_job_is_a_reset_fault():
     core = connected()
-    core.job_active = True
+    core.begin_job()
     core.send("G1 X1")
-    core.data_to_send()
-    core.receive_data(b"start\necho:Marlin 2.1.2\n")
+    core.data_to_send(0.0)
+    core.receive_data(b"start\necho:Marlin 2.1.2\n", 0.0)
     evs = core.events()
     assert ev.FirmwareReset("start", True) in evs
     assert [e.code for e in evs if isinstance(e, ev.Fault)] == ["firmware-reset"]
@@ -305,19 +305,19 @@ def test_start_banner_while_idle_just_redoes_the_handshake():
 def test_wait_with_lines_outstanding_probes_at_once():
     core = connected()
     core.send("G1 X1")
-    core.data_to_send()
-    core.receive_data(b"wait\n")
-    assert framed(core.data_to_send())[0][1] == "M105"
+    core.data_to_send(0.0)
+    core.receive_data(b"wait\n", 0.0)
+    assert framed(core.data_to_send(0.0))[0][1] == "M105"
 
 
 def test_flush_fragment_executed_as_unknown_command_does_not_ack_a_line():
     core = connected()
     for i in range(3):
         core.send(f"G1 X{i}")
-    core.data_to_send()
-    core.receive_data(b"Error:checksum mismatch, Last Line: 1\nResend: 2\nok\n")
-    core.data_to_send()
-    core.receive_data(b'echo:Unknown command: "7"\nok\n')
+    core.data_to_send(0.0)
+    core.receive_data(b"Error:checksum mismatch, Last Line: 1\nResend: 2\nok\n", 0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b'echo:Unknown command: "7"\nok\n', 0.0)
     assert not any(isinstance(e, ev.LineAcked) for e in core.events())
     assert core.outstanding == 1  # the resent line, alone
 
@@ -327,22 +327,22 @@ def test_emergency_stop_drops_the_job_and_is_raw_m112():
     for i in range(10):
         core.send(f"G1 X{i}")
     assert core.emergency_stop() == b"M112\n"
-    assert core.data_to_send() == b""
+    assert core.data_to_send(0.0) == b""
 
 
 def test_garbage_and_partial_lines_do_not_break_the_core():
     core = connected()
-    core.receive_data(b"\xff\xfe garbage \x00\nok")
-    core.receive_data(b"\n")
+    core.receive_data(b"\xff\xfe garbage \x00\nok", 0.0)
+    core.receive_data(b"\n", 0.0)
     assert isinstance(core.events(), list)
 
 
 def test_without_emergency_parser_the_window_keeps_room_for_m112():
-    core = MarlinProtocol(profile("prusa-mk3"))
+    core = MarlinProtocol(profile("prusa-mk3"), 0.0)
     assert core.window.limit == 127 - len(b"M112\n")
-    core.handshake()
-    core.data_to_send()
-    core.receive_data(b"ok\n")
-    core.data_to_send()
-    core.receive_data(b"FIRMWARE_NAME:Marlin\nCap:EMERGENCY_PARSER:1\nok\n")
+    core.handshake(0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b"ok\n", 0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b"FIRMWARE_NAME:Marlin\nCap:EMERGENCY_PARSER:1\nok\n", 0.0)
     assert core.window.limit == 127  # the parser acts on arrival, even on bytes the ring drops

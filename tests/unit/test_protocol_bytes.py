@@ -29,8 +29,8 @@ def test_no_protocol_byte_literal_outside_the_cores_and_the_simulators():
 
 def test_the_cores_give_the_out_of_band_bytes():
     assert MarlinProtocol.STOP_BYTES == b"M112\n" and GrblProtocol.STOP_BYTES == b"\x18"
-    marlin = MarlinProtocol(load_profile("marlin2"))
+    marlin = MarlinProtocol(load_profile("marlin2"), 0.0)
     assert marlin.break_waits() == b"M108\nM410\n"
     assert marlin.emergency_stop() == MarlinProtocol.STOP_BYTES
-    grbl = GrblProtocol(load_profile("grbl-1.1"))
+    grbl = GrblProtocol(load_profile("grbl-1.1"), 0.0)
     assert grbl.emergency_stop() == GrblProtocol.STOP_BYTES

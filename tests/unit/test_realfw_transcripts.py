@@ -19,12 +19,12 @@ Cap:HOST_ACTION_COMMANDS:1\nok N1 P15 B3\n"
 
 
 def connected_marlin() -> MarlinProtocol:
-    core = MarlinProtocol(profile("marlin2"))
-    core.handshake()
-    core.data_to_send()
-    core.receive_data(b"ok N0 P15 B3\n")
-    core.data_to_send()
-    core.receive_data(M115_TAIL)
+    core = MarlinProtocol(profile("marlin2"), 0.0)
+    core.handshake(0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b"ok N0 P15 B3\n", 0.0)
+    core.data_to_send(0.0)
+    core.receive_data(M115_TAIL, 0.0)
     core.events()
     return core
 
@@ -35,13 +35,13 @@ def acked(core: MarlinProtocol) -> list[int]:
 
 def test_bug5_m110_goes_alone_and_m115_only_after_its_ok():
     """Marlin renumbers when M110 runs, not when it is read: N1 read behind it was refused (Resend: 1)."""
-    core = MarlinProtocol(profile("marlin2"))
-    core.handshake()
-    assert framed(core.data_to_send()) == [(0, "M110 N0")]
-    assert core.data_to_send() == b""
-    core.receive_data(b"ok N0 P15 B3\n")
-    assert framed(core.data_to_send()) == [(1, "M115")]
-    core.receive_data(M115_TAIL)
+    core = MarlinProtocol(profile("marlin2"), 0.0)
+    core.handshake(0.0)
+    assert framed(core.data_to_send(0.0)) == [(0, "M110 N0")]
+    assert core.data_to_send(0.0) == b""
+    core.receive_data(b"ok N0 P15 B3\n", 0.0)
+    assert framed(core.data_to_send(0.0)) == [(1, "M115")]
+    core.receive_data(M115_TAIL, 0.0)
     assert [e for e in core.events() if isinstance(e, ev.FirmwareInfo)]
 
 
@@ -109,21 +109,21 @@ def test_bug8_an_ok_without_line_number_is_not_our_lines_and_nothing_is_counted_
     core took that ok for N2's and then counted N2 again after the resend (2,005 lines for 2,004)."""
     core = connected_marlin()
     core.send("G92 X0 E0", JobPos(1, 1))
-    core.data_to_send()
-    core.receive_data(b"X:0.00 Y:0.00 Z:0.00 E:0.00 Count X:0 Y:0 Z:0\nok N2 P15 B3\n")
+    core.data_to_send(0.0)
+    core.receive_data(b"X:0.00 Y:0.00 Z:0.00 E:0.00 Count X:0 Y:0 Z:0\nok N2 P15 B3\n", 0.0)
     assert acked(core) == [2]
     core.send("G1 X1 F6000", JobPos(2, 2))
     core.send("G1 X2 F6000", JobPos(3, 3))
-    core.data_to_send()
+    core.data_to_send(0.0)
     core.receive_data(
         b'echo:Unknown command: "n3 G1 X1 F6000"\nok P15 B3\n'
-        b"Error:Line Number is not Last Line Number+1, Last Line: 2\nResend: 3\nok\n"
+        b"Error:Line Number is not Last Line Number+1, Last Line: 2\nResend: 3\nok\n", 0.0
     )
     assert acked(core) == []
-    assert [n for n, _ in framed(core.data_to_send())] == [3]
-    core.receive_data(b"ok N3 P14 B2\n")
-    core.data_to_send()
-    core.receive_data(b"ok N4 P13 B3\n")
+    assert [n for n, _ in framed(core.data_to_send(0.0))] == [3]
+    core.receive_data(b"ok N3 P14 B2\n", 0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b"ok N4 P13 B3\n", 0.0)
     assert acked(core) == [3, 4]
 
 
@@ -132,8 +132,8 @@ def test_bug8_a_line_damaged_past_its_checksum_is_said_loudly():
     as N1221 and answered `ok N1221`. The line is done as far as Marlin is concerned; we say so."""
     core = connected_marlin()
     core.send("G1 X-24.966 Y-19.746 E0.00333", JobPos(7, 7))
-    core.data_to_send()
-    core.receive_data(b'echo:Unknown command: "F1 X-24.966!Y-19.746 E0.00333"\nok N2 P12 B3\n')
+    core.data_to_send(0.0)
+    core.receive_data(b'echo:Unknown command: "F1 X-24.966!Y-19.746 E0.00333"\nok N2 P12 B3\n', 0.0)
     events = core.events()
     assert [e.seq for e in events if isinstance(e, ev.LineAcked)] == [2]
     warn = [e for e in events if isinstance(e, ev.FirmwareWarning)]
@@ -145,8 +145,8 @@ def test_marlin_ignores_a_line_it_already_has_so_an_advanced_ok_retires_through_
     core = connected_marlin()
     for i in (1, 2):
         core.send(f"G1 X{i}", JobPos(i, i))
-    core.data_to_send()
-    core.receive_data(b"ok N3 P13 B3\n")  # N2's ok was lost on the way
+    core.data_to_send(0.0)
+    core.receive_data(b"ok N3 P13 B3\n", 0.0)  # N2's ok was lost on the way
     assert acked(core) == [2, 3]
 
 
@@ -158,7 +158,7 @@ VERSION = b"[VER:1.1h.20190830:]\r\n[OPT:V,15,128]\r\nok\r\n"
 def connected_grbl(
     status: bytes = b"<Idle|MPos:0.000,0.000,0.000|FS:0,0|Pn:PXYZRHS|WCO:0.000,0.000,0.000>\r\n",
 ):
-    core = GrblProtocol(profile("grbl-1.1"))
+    core = GrblProtocol(profile("grbl-1.1"), 0.0)
     core.handshake(0.0)
     core.urgent_data()
     core.receive_data(status, 0.1)
@@ -175,11 +175,11 @@ def test_bug1_hold_1_is_still_decelerating_and_hold_0_is_stopped():
     core = connected_grbl()
     assert core.feed_hold() == b"!"
     assert not core.motion_stopped  # nothing known until a report made after the hold
-    core.receive_data(b"<Hold:1|MPos:0.360,0.000,0.000|FS:84,0|Pn:PXYZRHS>\r\n")
+    core.receive_data(b"<Hold:1|MPos:0.360,0.000,0.000|FS:84,0|Pn:PXYZRHS>\r\n", 0.0)
     assert not core.motion_stopped
-    core.receive_data(b"<Hold:1|MPos:0.528,0.000,0.000|FS:0,0|Pn:PXYZRHS>\r\n")
+    core.receive_data(b"<Hold:1|MPos:0.528,0.000,0.000|FS:0,0|Pn:PXYZRHS>\r\n", 0.0)
     assert not core.motion_stopped
-    core.receive_data(b"<Hold:0|MPos:0.528,0.000,0.000|FS:0,0|Pn:PXYZRHS>\r\n")
+    core.receive_data(b"<Hold:0|MPos:0.528,0.000,0.000|FS:0,0|Pn:PXYZRHS>\r\n", 0.0)
     assert core.motion_stopped
 
 
@@ -198,7 +198,7 @@ def test_bug2_a_controller_already_in_alarm_at_connect_is_seen_as_alarmed():
 def test_bug3_nothing_is_written_before_the_controller_shows_it_is_up():
     """A `$I` written while the controller boots is answered after its banner and shifted every later
     answer by one line. Now nothing goes out before a banner or a status report."""
-    core = GrblProtocol(profile("grbl-1.1"))
+    core = GrblProtocol(profile("grbl-1.1"), 0.0)
     core.handshake(0.0)
     assert core.data_to_send(0.0) == b""
     core.receive_data(b"ok\r\n", 0.5)  # an answer to something written before we connected
@@ -229,14 +229,14 @@ def test_oks_from_before_our_m110_do_not_answer_our_lines():
     """After a reconnect, Marlin still answers the lines it had queued under the old numbers
     (`ok N70`): those are none of ours; the old core took them for the M110's and M115's answers and
     never saw the firmware's identity (found by bench/streaming.py's e-stop and reconnect loop)."""
-    core = MarlinProtocol(profile("marlin2"))
-    core.handshake()
-    core.data_to_send()
-    core.receive_data(b"B2\nok N70 P0 B1\n")  # the tail and the rest of the old session
-    assert core.data_to_send() == b""  # the M110 is still unanswered
-    core.receive_data(b"ok N0 P0 B2\n")
-    assert framed(core.data_to_send()) == [(1, "M115")]
-    core.receive_data(b"ok N71 P0 B0\n" + M115_TAIL)
+    core = MarlinProtocol(profile("marlin2"), 0.0)
+    core.handshake(0.0)
+    core.data_to_send(0.0)
+    core.receive_data(b"B2\nok N70 P0 B1\n", 0.0)  # the tail and the rest of the old session
+    assert core.data_to_send(0.0) == b""  # the M110 is still unanswered
+    core.receive_data(b"ok N0 P0 B2\n", 0.0)
+    assert framed(core.data_to_send(0.0)) == [(1, "M115")]
+    core.receive_data(b"ok N71 P0 B0\n" + M115_TAIL, 0.0)
     assert [e for e in core.events() if isinstance(e, ev.FirmwareInfo)]
 
 
@@ -244,8 +244,8 @@ def test_a_boot_banner_behind_our_m110_greets_once_not_twice():
     """Recorded: socat starts Marlin, whose `start` and settings dump are still unread when our M110
     goes out; the M115 left queued from the first hello went out before the second hello's M110 and
     then again after it: M115 run twice and M155 S2 sent twice on every first connect."""
-    core = MarlinProtocol(profile("marlin2"))
-    core.handshake()
+    core = MarlinProtocol(profile("marlin2"), 0.0)
+    core.handshake(0.0)
     assert framed(core.data_to_send(0.0)) == [(0, "M110 N0")]
     core.receive_data(b"start\nPowerUp\nMarlin 2.1.2\necho:  M301 P22.20 I1.08 D114.00\n", 0.002)
     core.receive_data(b"ok N0 P15 B3\n", 0.006)  # the first M110's answer, inside the quiet moment
