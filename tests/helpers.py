@@ -157,3 +157,10 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def under_way(machine, lines: int = 50, timeout: float = 15.0) -> int:
+    """Wait until a machine's running job has `lines` answered; returns how many it has."""
+    return wait_for(
+        lambda: (n := machine.snapshot()["lines_acked"]) >= lines and n, timeout, f"{lines} lines answered"
+    )

@@ -78,6 +78,8 @@ class SerialLink:
         return b""
 
     def read(self) -> bytes:
+        if self._ser is None:
+            raise LinkLost(f"{self.port_name}: the port is closed")
         try:
             data = os.read(self._ser.fileno(), 65536)
         except BlockingIOError:

@@ -3,7 +3,7 @@
 import time
 
 from tests.conftest import file_commands
-from tests.helpers import profile
+from tests.helpers import profile, under_way, wait_for
 
 
 def ran_job(sim, path):
@@ -56,7 +56,7 @@ def test_controller_reset_mid_job_fails_and_is_never_resumed(start_sim, connect,
     m.start_job(circle(1500, flavour="grbl"))
     r = m.wait_job(30)
     assert r.outcome == "failed" and r.code == "firmware-reset", r
-    time.sleep(0.5)
+    time.sleep(0.5)  # real time: anything streamed after the reset would reach the controller within this
     sim.stop()
     executed = len([1 for label, _ in sim.executed() if label == "-"])
     assert executed < 420  # nothing was streamed after the reset
@@ -67,9 +67,9 @@ def test_feed_hold_and_resume_mid_stream(start_sim, connect, circle):
     m = connect(sim, "grbl-1.1")
     path = circle(1500, flavour="grbl")
     m.start_job(path)
-    time.sleep(0.8)
+    under_way(m, 100)
     delay = m.pause()
-    time.sleep(0.5)
+    wait_for(lambda: m.grbl_state == "Hold:0", 5, "the hold complete")
     assert m.state == "paused" and m.grbl_state == "Hold:0"  # GRBL 1.1: 0 = hold complete, 1 = decelerating
     m.resume()
     r = m.wait_job(60)
@@ -85,11 +85,10 @@ def test_door_opened_mid_job_holds_and_waits_for_a_person(start_sim, connect, ci
     m = connect(sim, "fluidnc")
     path = circle(1000, flavour="laser")
     m.start_job(path)
-    deadline = time.monotonic() + 10
-    while not m.grbl_state.startswith("Door") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: m.grbl_state.startswith("Door"), 10, "the door open")
     assert m.state == "paused"
-    time.sleep(1.5)
+    wait_for(lambda: m.grbl_state == "Door:0", 5, "the door closed again")
+    time.sleep(0.5)  # real time: a job that resumed by itself would be running again within this
     assert m.grbl_state == "Door:0" and m.state == "paused"  # closed, but nobody resumed it
     m.resume()
     r = m.wait_job(60)
@@ -116,7 +115,7 @@ def test_check_mode_dry_run_reports_errors_with_file_lines(start_sim, connect, t
     r = m.wait_job(30)
     assert r.outcome == "completed", r
     assert [e["line"] for e in r.check_errors] == [3, 5]
-    time.sleep(0.5)
+    time.sleep(0.5)  # real time: the reset that leaves check mode is answered by its banner within this
     assert m.state == "idle"  # leaving check mode resets the controller: expected, not a fault
     sim.stop()
     log = sim.executed()
@@ -129,7 +128,7 @@ def test_silent_controller_faults_the_job(start_sim, connect, circle):
     sim = start_sim("grbl", move_ms=2.0)
     m = connect(sim, profile("grbl-1.1", ok_s=0.5))
     m.start_job(circle(1500, flavour="grbl"))
-    time.sleep(0.5)
+    under_way(m, 20)
     sim.proc.send_signal(19)  # SIGSTOP: the controller hangs with the port still open
     try:
         r = m.wait_job(15)
@@ -142,39 +141,62 @@ def test_emergency_stop_is_a_soft_reset(start_sim, connect, circle):
     sim = start_sim("grbl")
     m = connect(sim, "grbl-1.1")
     m.start_job(circle(3000, flavour="grbl"))
-    time.sleep(0.8)
+    under_way(m, 100)
     delay = m.emergency_stop("test")
     r = m.wait_job(10)
     assert 0 <= delay < 0.05
     assert r.outcome == "failed" and r.code == "emergency-stop"
-    wait_for(lambda: m.state == "alarm")  # reset while moving: GRBL locks (ALARM:3) until a person unlocks
+    wait_for(lambda: m.state == "alarm", 10, "the alarm")  # reset while moving: GRBL locks (ALARM:3) until a person unlocks
     m.start_job(circle(50, flavour="grbl"))
     assert m.wait_job(5).code == "busy"  # a locked machine takes no job
     m.unlock()
-    wait_for(lambda: m.state == "idle")
+    wait_for(lambda: m.state == "idle", 10, "idle after unlock")
     m.start_job(circle(100, flavour="grbl"))
     assert m.wait_job(30).outcome == "completed"
     assert sim.stop()["resets"] == 1
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def test_cancel_holds_then_resets_once_stopped_and_keeps_position(start_sim, connect, circle):
     sim = start_sim("grbl", move_ms=2.0)
     m = connect(sim, "grbl-1.1")
     m.start_job(circle(3000, flavour="grbl"))
-    time.sleep(0.8)
+    under_way(m, 100)
     m.cancel("member")
     r = m.wait_job(15)
-    time.sleep(0.3)
+    wait_for(lambda: m.state == "idle", 5, "idle after the cancel")
     assert r.outcome == "cancelled" and r.reason == "member", r
     assert m.state == "idle"  # reset after the hold had stopped: no ALARM:3, no unlock needed
     stats = sim.stop()
     assert stats["resets"] == 1
     ran = [cmd for _, cmd in sim.executed()]
     assert ran[-3:] == ["M5", "M9", "G4P0"]
+
+
+def test_a_reset_asked_through_the_machine_is_expected_not_a_power_cut(start_sim, connect, circle):
+    """`realtime("reset")` goes through the core (GrblProtocol.soft_reset), which then expects the
+    banner: the machine is idle again, with no fault. Written as a raw byte it read as a power cut."""
+    from afn_agent.machine import events as me
+
+    sim = start_sim("grbl")
+    m = connect(sim, "grbl-1.1")
+    m.start_job(circle(3000, flavour="grbl"))
+    under_way(m, 50)
+    m.realtime("reset")
+    r = m.wait_job(10)
+    assert r.outcome == "failed" and r.code == "reset", r
+    wait_for(lambda: m.state == "alarm", 10, "locked after a reset while moving")
+    m.unlock()
+    wait_for(lambda: m.state == "idle", 10, "idle after unlock")
+    m.realtime("reset")  # idle: a reset loses nothing
+    events: list[me.MachineEvent] = []
+
+    def resets() -> list[me.FirmwareReset]:
+        while not m.events.empty():
+            events.append(m.events.get_nowait())
+        return [e for e in events if isinstance(e, me.FirmwareReset)]
+
+    wait_for(lambda: len(resets()) == 2, 10, "both banners")
+    wait_for(lambda: m.state == "idle", 10, "idle after the second banner")
+    assert not any(e.mid_job for e in resets()), resets()
+    assert not [e for e in events if isinstance(e, me.Fault)], "an expected reset is not a fault"
+    assert sim.stop()["resets"] == 2

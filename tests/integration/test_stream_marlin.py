@@ -6,7 +6,7 @@ import pytest
 
 from afn_agent.firmware.profile import load_profile
 from tests.conftest import file_commands
-from tests.helpers import profile
+from tests.helpers import profile, under_way, wait_for
 
 HOST_PROBES = {"M105", "M155 S2"}  # the agent's own watchdog probes and autoreport request
 
@@ -118,10 +118,10 @@ def test_emergency_stop_reaches_the_firmware_mid_stream(start_sim, connect, circ
     sim = start_sim("marlin")
     m = connect(sim)
     m.start_job(circle(3000))
-    time.sleep(1.0)
+    under_way(m, 200)
     delay = m.emergency_stop("test")
     r = m.wait_job(10)
-    time.sleep(0.3)  # the bytes already on the wire go first; let M112 arrive
+    time.sleep(0.3)  # real time: the bytes already on the wire go first, then M112 (no signal to wait on)
     stats = sim.stop()
     assert 0 <= delay < 0.05
     assert r.outcome == "failed" and r.code == "emergency-stop"
@@ -132,7 +132,7 @@ def test_cancel_runs_the_cancel_script(start_sim, connect, circle):
     sim = start_sim("marlin")
     m = connect(sim)
     m.start_job(circle(3000))
-    time.sleep(0.8)
+    under_way(m, 100)
     m.cancel("member")
     r = m.wait_job(10)
     sim.stop()
@@ -148,11 +148,11 @@ def test_pause_stops_feeding_and_resume_finishes(start_sim, connect, circle):
     m = connect(sim)
     path = circle(2000)
     m.start_job(path)
-    time.sleep(0.5)
+    under_way(m, 50)
     m.pause()
-    time.sleep(0.3)
+    time.sleep(0.3)  # real time: the lines already in the firmware's buffer are answered
     acked = m.snapshot()["lines_acked"]
-    time.sleep(0.5)
+    time.sleep(0.5)  # real time: nothing more is fed while paused
     assert m.state == "paused" and m.snapshot()["lines_acked"] == acked
     m.resume()
     r = m.wait_job(30)
@@ -184,8 +184,7 @@ def test_temperatures_are_reported_by_autoreport(start_sim, connect, circle):
     path.write_text("M104 S200\nM109 S200\n" + path.read_text())
     m.start_job(path)
     assert m.wait_job(30).outcome == "completed"
-    time.sleep(2.5)
-    assert m.temperatures["T"][1] == 200.0 and m.temperatures["T"][0] > 190
+    wait_for(lambda: m.temperatures["T"][1] == 200.0 and m.temperatures["T"][0] > 190, 5, "an autoreport")
 
 
 def test_material_is_counted_from_acknowledged_lines_by_the_quote_analyzer(start_sim, connect):
@@ -200,8 +199,8 @@ def test_material_is_counted_from_acknowledged_lines_by_the_quote_analyzer(start
     m.start_job(path)
     r = m.wait_job(120)
     assert r.outcome == "completed", r
-    assert r.filament_mm == pytest.approx(quote.filament_mm, rel=1e-9)
-    assert r.filament_g == pytest.approx(quote.filament_g, rel=1e-9)
+    assert r.material_mm == pytest.approx(quote.material_mm, rel=1e-9)
+    assert r.material_g == pytest.approx(quote.material_g, rel=1e-9)
     assert r.estimated_s == pytest.approx(quote.estimated_s, rel=1e-6)
 
 
@@ -211,13 +210,12 @@ def test_a_cancelled_job_bills_only_what_was_acknowledged(start_sim, connect):
     from afn_agent.gcode.analyzer import analyze_path
 
     path = Path(__file__).resolve().parents[1] / "data" / "corpus" / "superslicer-2.3.56_arcfit.gcode"
-    total = analyze_path(path, load_profile("marlin2")).filament_mm
+    total = analyze_path(path, load_profile("marlin2")).material_mm
     sim = start_sim("marlin", speed=1000.0)
     m = connect(sim)
     m.start_job(path)
-    time.sleep(2.0)
-    used_so_far = m.snapshot()["filament_mm_used"]
+    used_so_far = wait_for(lambda: m.snapshot()["filament_mm_used"], 10, "material used so far")
     m.cancel("member")
     r = m.wait_job(30)
     assert r.outcome == "cancelled"
-    assert 0 < used_so_far <= r.filament_mm < total
+    assert 0 < used_so_far <= r.material_mm < total
