@@ -46,7 +46,7 @@ def main() -> int:
         print(
             f"| {r['file']} | {r['producer']} | {stated[0] if stated[0] is not None else ''} | "
             f"{a.producer_count_mm:.2f} | {err} | {r['stated_filament_g']} | {a.producer_count_g:.3f} | "
-            f"{a.filament_mm:.2f} | {mode} |"
+            f"{a.material_mm:.2f} | {mode} |"
         )
     print(f"\nworst |error| over the files that state a figure: {worst:.3f}% (target <= 0.1%)\n")
     print("| producer | how it counts (as measured on these files) |")

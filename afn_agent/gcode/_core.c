@@ -304,6 +304,12 @@ static inline void refill(double delta, double debt, double *counted, double *le
 }
 
 /* An E word on a move: count it for the current tool; returns what the extruder pushed (flow in). */
+/* An F word (mm/min, or in/min after G20) as the feed rate in mm/s: the one place it is converted. */
+static void set_feed(Core *c, double f)
+{
+    c->feed = f * (c->inches ? INCH : 1.0) / 60.0;
+}
+
 static double extrude(Core *c, double e)
 {
     Tool *t = &c->tools[c->tool];
@@ -563,7 +569,7 @@ static int fast_line(Core *c, const char *p, const char *end)
     if (have & (1u << WE))
         extrude(c, w[WE]);
     if ((have & (1u << WF)) && w[WF] != 0.0)
-        c->feed = w[WF] * (c->inches ? INCH : 1.0) / 60.0;
+        set_feed(c, w[WF]);
     if (have & (1u << WS))
         c->spindle = w[WS];
     c->motion = code;
@@ -573,15 +579,18 @@ static int fast_line(Core *c, const char *p, const char *end)
 
 /* ---- Python face ------------------------------------------------------------------------------ */
 
+/* The default machine limits (a Marlin 2 printer's): the one definition; motion.Limits reads them. */
+static const double DEFAULT_MAX_FEEDRATE[4] = {500.0, 500.0, 12.0, 120.0};
+static const double DEFAULT_MAX_ACCEL[4] = {3000.0, 3000.0, 100.0, 10000.0};
+static const double DEFAULT_JERK[4] = {10.0, 10.0, 0.4, 5.0};
+static const double DEFAULT_ACCEL = 1500.0;
+
 static void core_reset(Core *c)
 {
-    static const double maxf[4] = {500.0, 500.0, 12.0, 120.0};
-    static const double maxa[4] = {3000.0, 3000.0, 100.0, 10000.0};
-    static const double jerk[4] = {10.0, 10.0, 0.4, 5.0};
-    memcpy(c->max_feedrate, maxf, sizeof maxf);
-    memcpy(c->max_accel, maxa, sizeof maxa);
-    memcpy(c->jerk, jerk, sizeof jerk);
-    c->accel = c->retract_accel = c->travel_accel = 1500.0;
+    memcpy(c->max_feedrate, DEFAULT_MAX_FEEDRATE, sizeof DEFAULT_MAX_FEEDRATE);
+    memcpy(c->max_accel, DEFAULT_MAX_ACCEL, sizeof DEFAULT_MAX_ACCEL);
+    memcpy(c->jerk, DEFAULT_JERK, sizeof DEFAULT_JERK);
+    c->accel = c->retract_accel = c->travel_accel = DEFAULT_ACCEL;
     c->feed = 25.0; /* Marlin's feedrate before any F word (1500 mm/min) */
     c->feed_factor = 1.0;
     c->laser_max_s = 1000.0;
@@ -679,40 +688,90 @@ static PyObject *Core_flush(Core *c, PyObject *Py_UNUSED(ignored))
 
 /* set_limits((fX,fY,fZ,fE), (aX..aE), (jX..jE), accel, retract, travel, cap_print, cap_travel,
  * min_feed, min_travel_feed, junction_deviation) */
-static PyObject *Core_set_limits(Core *c, PyObject *args)
+static const char AXIS_NAMES[4][2] = {"X", "Y", "Z", "E"};
+
+/* limits.<name>[axis] for X Y Z E into row. */
+static int read_axes(PyObject *limits, const char *name, double *row)
 {
-    double f[4], a[4], j[4], rest[8];
-    if (!PyArg_ParseTuple(args, "(dddd)(dddd)(dddd)dddddddd", &f[0], &f[1], &f[2], &f[3], &a[0], &a[1], &a[2],
-                          &a[3], &j[0], &j[1], &j[2], &j[3], &rest[0], &rest[1], &rest[2], &rest[3], &rest[4],
-                          &rest[5], &rest[6], &rest[7]))
+    PyObject *table = PyObject_GetAttrString(limits, name);
+    if (table == NULL)
+        return -1;
+    for (int i = 0; i < 4; i++) {
+        PyObject *v = PyMapping_GetItemString(table, AXIS_NAMES[i]);
+        row[i] = v ? PyFloat_AsDouble(v) : -1.0;
+        Py_XDECREF(v);
+        if (PyErr_Occurred()) {
+            Py_DECREF(table);
+            return -1;
+        }
+    }
+    Py_DECREF(table);
+    return 0;
+}
+
+static int read_scalar(PyObject *limits, const char *name, double *out)
+{
+    PyObject *v = PyObject_GetAttrString(limits, name);
+    if (v == NULL)
+        return -1;
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* set_limits(limits): every field of a motion.Limits, read by name; nothing changes on an error. */
+static PyObject *Core_set_limits(Core *c, PyObject *limits)
+{
+    static const char *names[] = {"accel", "retract_accel", "travel_accel", "max_accel_extruding",
+                                  "max_accel_travel", "min_feedrate", "min_travel_feedrate", "junction_deviation"};
+    double f[4], a[4], j[4], values[8];
+    if (read_axes(limits, "max_feedrate", f) || read_axes(limits, "max_accel", a) || read_axes(limits, "jerk", j))
         return NULL;
+    for (int i = 0; i < 8; i++)
+        if (read_scalar(limits, names[i], &values[i]))
+            return NULL;
+    double *scalars[] = {&c->accel, &c->retract_accel, &c->travel_accel, &c->max_accel_extruding,
+                         &c->max_accel_travel, &c->min_feedrate, &c->min_travel_feedrate, &c->junction_deviation};
     memcpy(c->max_feedrate, f, sizeof f);
     memcpy(c->max_accel, a, sizeof a);
     memcpy(c->jerk, j, sizeof j);
-    c->accel = rest[0];
-    c->retract_accel = rest[1];
-    c->travel_accel = rest[2];
-    c->max_accel_extruding = rest[3];
-    c->max_accel_travel = rest[4];
-    c->min_feedrate = rest[5];
-    c->min_travel_feedrate = rest[6];
-    c->junction_deviation = rest[7];
+    for (int i = 0; i < 8; i++)
+        *scalars[i] = values[i];
     Py_RETURN_NONE;
 }
 
-/* set_axis_limit(which, axis, value): which 0 max feedrate (M203), 1 max acceleration (M201), 2 jerk. */
-static PyObject *Core_set_axis_limit(Core *c, PyObject *args)
+/* row[axis] = value, the axis named by its letter (X Y Z E). */
+static PyObject *set_axis(double *row, PyObject *args)
 {
-    int which, axis;
+    const char *axis;
     double value;
-    if (!PyArg_ParseTuple(args, "iid", &which, &axis, &value))
+    if (!PyArg_ParseTuple(args, "sd", &axis, &value))
         return NULL;
-    if (which < 0 || which > 2 || axis < 0 || axis > 3) {
-        PyErr_SetString(PyExc_ValueError, "which must be 0-2 and axis 0-3 (X Y Z E)");
+    for (int i = 0; i < 4; i++)
+        if (strcmp(axis, AXIS_NAMES[i]) == 0) {
+            row[i] = value;
+            Py_RETURN_NONE;
+        }
+    PyErr_Format(PyExc_ValueError, "axis must be X, Y, Z or E, not %R", PyTuple_GET_ITEM(args, 0));
+    return NULL;
+}
+
+static PyObject *Core_set_max_feedrate(Core *c, PyObject *args) { return set_axis(c->max_feedrate, args); }
+static PyObject *Core_set_max_accel(Core *c, PyObject *args) { return set_axis(c->max_accel, args); }
+static PyObject *Core_set_jerk(Core *c, PyObject *args) { return set_axis(c->jerk, args); }
+
+static PyObject *Core_set_feed_word(Core *c, PyObject *arg)
+{
+    double f = PyFloat_AsDouble(arg);
+    if (f == -1.0 && PyErr_Occurred())
         return NULL;
-    }
-    double *row = which == 0 ? c->max_feedrate : (which == 1 ? c->max_accel : c->jerk);
-    row[axis] = value;
+    set_feed(c, f);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_count_command(Core *c, PyObject *Py_UNUSED(ignored))
+{
+    c->commands++;
     Py_RETURN_NONE;
 }
 
@@ -874,9 +933,9 @@ static PyMemberDef Core_members[] = {
     M(feed_factor, T_DOUBLE, 0, "M220 factor"),
     M(spindle, T_DOUBLE, 0, "spindle speed or laser power S"),
     M(laser_max_s, T_DOUBLE, 0, "S of full laser power"),
-    M(rapid_mm, T_DOUBLE, 0, "length of G0 moves"),
-    M(cut_mm, T_DOUBLE, 0, "length of G1-G3 moves"),
-    M(beam_mm, T_DOUBLE, 0, "length moved with the laser on"),
+    M(rapid_mm, T_DOUBLE, READONLY, "length of G0 moves"),
+    M(cut_mm, T_DOUBLE, READONLY, "length of G1-G3 moves"),
+    M(beam_mm, T_DOUBLE, READONLY, "length moved with the laser on"),
     M(relative_e, T_INT, 0, "E words are relative (M83, G91)"),
     M(declared, T_INT, 0, "the file said M82 or M83"),
     M(tool, T_INT, READONLY, "the current tool"),
@@ -893,8 +952,8 @@ static PyMemberDef Core_members[] = {
     M(min_feedrate, T_DOUBLE, 0, "M205 S"),
     M(min_travel_feedrate, T_DOUBLE, 0, "M205 T"),
     M(junction_deviation, T_DOUBLE, 0, "mm; 0 means classic jerk (M205 J)"),
-    M(lines, T_LONGLONG, 0, "lines read"),
-    M(commands, T_LONGLONG, 0, "commands accounted"),
+    M(lines, T_LONGLONG, READONLY, "lines read"),
+    M(commands, T_LONGLONG, READONLY, "commands accounted"),
     M(policed, T_INT, 0, "bit k: policy rules name Gk"),
     {NULL},
 };
@@ -905,9 +964,12 @@ static PyMethodDef Core_methods[] = {
     {"move", (PyCFunction)Core_move, METH_VARARGS, "move(motion, x, y, z, i, j, r, de): a G0-G3 move."},
     {"plan", (PyCFunction)Core_plan, METH_VARARGS, "plan(dx, dy, dz, de, feed_mm_s, tag=0): one straight block."},
     {"flush", (PyCFunction)Core_flush, METH_NOARGS, "Every planned move runs to a stop."},
-    {"set_limits", (PyCFunction)Core_set_limits, METH_VARARGS, "Machine limits (see motion.Limits.as_tuple)."},
-    {"set_axis_limit", (PyCFunction)Core_set_axis_limit, METH_VARARGS,
-     "set_axis_limit(which, axis, value): 0 feedrate, 1 acceleration, 2 jerk; axis 0-3 is X Y Z E."},
+    {"set_limits", (PyCFunction)Core_set_limits, METH_O, "set_limits(limits): a motion.Limits, read by name."},
+    {"set_max_feedrate", (PyCFunction)Core_set_max_feedrate, METH_VARARGS, "set_max_feedrate(axis, mm_s): M203."},
+    {"set_max_accel", (PyCFunction)Core_set_max_accel, METH_VARARGS, "set_max_accel(axis, mm_s2): M201."},
+    {"set_jerk", (PyCFunction)Core_set_jerk, METH_VARARGS, "set_jerk(axis, mm_s): M205 X Y Z E."},
+    {"set_feed_word", (PyCFunction)Core_set_feed_word, METH_O, "An F word (per minute, G20 inches) as the feed."},
+    {"count_command", (PyCFunction)Core_count_command, METH_NOARGS, "A command Python accounted."},
     {"time_by_tag", (PyCFunction)Core_time_by_tag, METH_NOARGS, "Seconds per tag (beam, spindle, power)."},
     {"bounds", (PyCFunction)Core_bounds, METH_O, "((lo), (hi)) of all moves, or of working moves; None."},
     {"add_bounds", (PyCFunction)Core_add_bounds, METH_VARARGS, "add_bounds(x, y, z, working)."},
@@ -958,6 +1020,16 @@ PyMODINIT_FUNC PyInit__core(void)
     Py_INCREF(&CoreType);
     if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) {
         Py_DECREF(&CoreType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *defaults = Py_BuildValue(
+        "{s:(dddd),s:(dddd),s:(dddd),s:d}", "max_feedrate", DEFAULT_MAX_FEEDRATE[0], DEFAULT_MAX_FEEDRATE[1],
+        DEFAULT_MAX_FEEDRATE[2], DEFAULT_MAX_FEEDRATE[3], "max_accel", DEFAULT_MAX_ACCEL[0], DEFAULT_MAX_ACCEL[1],
+        DEFAULT_MAX_ACCEL[2], DEFAULT_MAX_ACCEL[3], "jerk", DEFAULT_JERK[0], DEFAULT_JERK[1], DEFAULT_JERK[2],
+        DEFAULT_JERK[3], "accel", DEFAULT_ACCEL);
+    if (defaults == NULL || PyModule_AddObject(m, "DEFAULT_LIMITS", defaults) < 0) {
+        Py_XDECREF(defaults);
         Py_DECREF(m);
         return NULL;
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._core import MAX_TOOLS, Core
 from .lexer import COMMA_DECIMAL, UNREAD, Command, GcodeError, lex
@@ -17,6 +17,9 @@ from .motion import Limits
 from .policy import Policy
 from .producer import CONVENTIONS, TAIL_BYTES, Convention, detect, header_value, slicer_limits, stated_time
 from .timeline import HeatModel, Timeline
+
+if TYPE_CHECKING:
+    from ..firmware.profile import Profile
 
 MAX_WARNINGS = 50
 HEAD_BYTES = 64 * 1024
@@ -45,9 +48,9 @@ class Analysis:
     commands: int
     producer: str
     convention: str
-    filament_mm: float  # what the extruder pushes (flow from M221 included): what is billed
-    filament_mm_per_tool: dict[int, float]
-    filament_g: float
+    material_mm: float  # what the extruder pushes (flow from M221 included): what is billed
+    material_mm_per_tool: dict[int, float]
+    material_g: float
     diameter_mm: float
     density_g_cm3: float
     producer_count_mm: float
@@ -59,17 +62,17 @@ class Analysis:
     heating_s: float = 0.0
     dwell_s: float = 0.0
     other_s: float = 0.0
-    bounds: dict | None = None
-    bounds_all_moves: dict | None = None
-    laser_on_s: float = 0.0
-    laser_on_mm: float = 0.0
-    laser_full_power_s: float = 0.0
+    bounds: dict[str, list[float]] | None = None  # axis: [low, high]
+    bounds_all_moves: dict[str, list[float]] | None = None
+    beam_on_s: float = 0.0
+    beam_on_mm: float = 0.0
+    beam_full_power_s: float = 0.0
     spindle_on_s: float = 0.0
     cutting_mm: float = 0.0
     rapid_mm: float = 0.0
     tools: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    policy_violations: list[dict] = field(default_factory=list)
+    policy_violations: list[dict[str, Any]] = field(default_factory=list)
     unknown_commands: dict[str, int] = field(default_factory=dict)
     fit_problems: list[str] = field(default_factory=list)
     stated_estimate_s: float | None = None  # the slicer's own estimate, where it writes one
@@ -157,7 +160,7 @@ class Analyzer:
 
     def feed(self, cmd: Command) -> float:
         """Account one command; returns the filament (mm) it used."""
-        self.core.commands += 1
+        self.core.count_command()
         if cmd.flags:
             self._flagged(cmd)
         used = self.material.feed(cmd)
@@ -208,9 +211,9 @@ class Analyzer:
             commands=self.commands,
             producer=self.producer,
             convention=conv.note,
-            filament_mm=total,
-            filament_mm_per_tool=mat.per_tool_mm(pushed=True),
-            filament_g=grams(total, diameter, density),
+            material_mm=total,
+            material_mm_per_tool=mat.per_tool_mm(pushed=True),
+            material_g=grams(total, diameter, density),
             diameter_mm=diameter,
             density_g_cm3=density,
             producer_count_mm=counted,
@@ -225,9 +228,9 @@ class Analyzer:
             other_s=tl.other_s,
             bounds=tl.bounds(working=True),
             bounds_all_moves=tl.bounds(working=False),
-            laser_on_s=tl.beam_s() if self.kind in ("laser", "") else 0.0,
-            laser_on_mm=self.core.beam_mm if self.kind in ("laser", "") else 0.0,
-            laser_full_power_s=tl.beam_full_power_s() if self.kind in ("laser", "") else 0.0,
+            beam_on_s=tl.beam_s() if self.kind in ("laser", "") else 0.0,
+            beam_on_mm=self.core.beam_mm if self.kind in ("laser", "") else 0.0,
+            beam_full_power_s=tl.beam_full_power_s() if self.kind in ("laser", "") else 0.0,
             spindle_on_s=tl.spindle_s() if self.kind in ("mill", "") else 0.0,
             cutting_mm=self.core.cut_mm,
             rapid_mm=self.core.rapid_mm,
@@ -277,10 +280,10 @@ class Analyzer:
             density /= 1000
         return diameter, density
 
-    def _fit(self, bounds: dict | None) -> list[str]:
+    def _fit(self, bounds: dict[str, list[float]] | None) -> list[str]:
         """Moves outside the machine's volume (printers), or a job larger than it (mills, lasers:
         their work offsets are set at the machine, so only the size can be checked here)."""
-        problems = []
+        problems: list[str] = []
         if not bounds:
             return problems
         for axis, (lo, hi) in self.volume.items():
@@ -295,7 +298,7 @@ class Analyzer:
         return problems
 
 
-def analyze_file(path: str | Path, **kw) -> Analysis:
+def analyze_file(path: str | Path, **kw: Any) -> Analysis:
     """Analyse a whole file, reading it as a stream (constant memory whatever its size).
 
     Without given limits, the slicer's own machine limits (from its configuration block) are used.
@@ -332,7 +335,7 @@ def limits_from_slicer(path: str | Path, base: Limits | None = None) -> Limits:
     return limits
 
 
-def analyzer_for(profile, name: str = "<stream>", path: str | Path | None = None) -> Analyzer:
+def analyzer_for(profile: Profile, name: str = "<stream>", path: str | Path | None = None) -> Analyzer:
     """An analyzer set up for a machine profile: its limits (else the slicer's), heating, policy, volume."""
     m = profile.motion
     base = limits_from_slicer(path) if path is not None else Limits()
@@ -384,7 +387,7 @@ def material_from_file(path: str | Path) -> dict[str, float]:
     return found
 
 
-def analyze_path(path: str | Path, profile=None) -> Analysis:
+def analyze_path(path: str | Path, profile: Profile | None = None) -> Analysis:
     """Analyse a file for a machine profile (or with the slicer's own limits when there is none)."""
     if profile is None:
         return analyze_file(path)

@@ -50,10 +50,10 @@ class MaterialCounter:
                 core.set_e_pos(e or 0.0)
         elif code[:1] == "T" and code[1:].isdigit():
             self._select(int(code[1:]))
-        elif code == "M221" and p.get("S") is not None:
-            tool = tool_number(p["T"]) if p.get("T") is not None else core.tool
+        elif code == "M221" and (s := p.get("S")) is not None:
+            tool = tool_number(t) if (t := p.get("T")) is not None else core.tool
             if 0 <= tool < MAX_TOOLS:
-                core.set_flow(tool, max(p["S"], 0.0) / 100.0)
+                core.set_flow(tool, max(s, 0.0) / 100.0)
             else:
                 self.tools_out_of_range += 1
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ LIMIT_KEYS = {
 CONFIG_LINE = re.compile(r"^; (machine_\w+) = ([-\d.]+)", re.M)
 
 
-def slicer_limits(path) -> dict[str, tuple[str, str | None, float]]:
+def slicer_limits(path: str | Path) -> dict[str, tuple[str, str | None, float]]:
     """The machine limits a slicer wrote into its configuration block at the end of a file.
 
     PrusaSlicer, SuperSlicer, OrcaSlicer and BambuStudio estimate with these even when they do not
@@ -136,7 +137,7 @@ STATED_TIME = re.compile(
 )
 
 
-def stated_time(path) -> float | None:
+def stated_time(path: str | Path) -> float | None:
     """The print time a PrusaSlicer-family slicer states at the end of its file (normal mode), in s."""
     try:
         with open(path, "rb") as f:

@@ -11,13 +11,11 @@ from dataclasses import dataclass
 
 from ._core import BEAM, POWER_SHIFT, SPINDLE, Core
 from .lexer import Command, tool_number
-from .motion import Limits
+from .motion import AXES, Limits
 
 INCH = 25.4
 MOTIONS = {"G0": 0, "G1": 1, "G2": 2, "G3": 3}
 SPINDLE_MODES = {"M3": 3, "M4": 4}
-AXIS_LIMIT = {"M203": 0, "M201": 1}  # Core.set_axis_limit rows: max feedrate, max acceleration, jerk
-JERK = 2
 
 
 @dataclass
@@ -77,7 +75,7 @@ class Timeline:
         laser_max_s: float = 1000.0,
     ) -> None:
         self.core = core
-        core.set_limits(*(limits or Limits()).as_tuple())  # the file's M201-M205 change them in the core
+        core.set_limits(limits or Limits())  # the file's M201-M205 change them in the core
         core.grbl = grbl_dialect
         core.laser_max_s = laser_max_s
         self.heat = heat or HeatModel()
@@ -130,8 +128,8 @@ class Timeline:
                 self._modal(code, cmd)
         if motion is None and not cmd.name and (set(p) & {"X", "Y", "Z", "E", "I", "J"}):
             motion = core.motion  # modal words alone move with the last motion command
-        if p.get("F"):
-            core.feed = p["F"] * (INCH if core.inches else 1.0) / 60.0
+        if f := p.get("F"):
+            core.set_feed_word(f)
         power = p.get("S")
         if power is not None and (motion is not None or not cmd.name):  # `G1 X1 S800`, `S90`
             core.spindle = power
@@ -148,28 +146,29 @@ class Timeline:
         elif code == "G92":
             pos, offset = core.pos, list(core.offset)
             for i, a in enumerate("XYZ"):
-                if p.get(a) is not None:
-                    offset[i] = pos[i] - self._mm(p[a])
-            core.offset = (0.0, 0.0, 0.0) if not p else tuple(offset)
+                if (v := p.get(a)) is not None:
+                    offset[i] = pos[i] - self._mm(v)
+            core.offset = (0.0, 0.0, 0.0) if not p else (offset[0], offset[1], offset[2])
         elif code == "G4":
             self._wait(self._dwell(cmd), "dwell")
         elif code == "G28":
             self._wait(self.heat.home_s, "other")
-            core.pos = tuple(0.0 if (not p or a in p) else v for a, v in zip("XYZ", core.pos, strict=True))
+            x, y, z = (0.0 if (not p or a in p) else v for a, v in zip("XYZ", core.pos, strict=True))
+            core.pos = (x, y, z)
         elif code in ("M104", "M109", "M140", "M190"):
             self._temperature(code, cmd)
         elif code in SPINDLE_MODES:
             core.spindle_mode = SPINDLE_MODES[code]
-            if p.get("S") is not None:
-                core.spindle = p["S"]
+            if (s := p.get("S")) is not None:
+                core.spindle = s
         elif code == "M5":
             core.spindle_mode = 0
         elif code in ("M201", "M203", "M204", "M205", "M220"):
             self._limits(code, p)
         elif code[:1] == "T" and code[1:].isdigit() and int(code[1:]) not in self.tools_used:
             self.tools_used.append(int(code[1:]))
-        elif code == "M6" and p.get("T") is not None:
-            tool = tool_number(p["T"])
+        elif code == "M6" and (t := p.get("T")) is not None:
+            tool = tool_number(t)
             if tool >= 0 and tool not in self.tools_used:
                 self.tools_used.append(tool)
 
@@ -209,36 +208,37 @@ class Timeline:
         if code in ("M109", "M190"):
             self._wait(heater.wait(now, both_ways), "heating")
 
-    def _limits(self, code: str, p: dict) -> None:
+    def _limits(self, code: str, words: dict[str, float | None]) -> None:
         """In-file machine limits, as the firmware takes them (straight into the planner)."""
         core = self.core
+        p = {k: v for k, v in words.items() if v is not None}  # a bare letter sets nothing
         if code in ("M201", "M203"):
-            which = AXIS_LIMIT[code]
-            for i, a in enumerate("XYZE"):
+            setter = core.set_max_accel if code == "M201" else core.set_max_feedrate
+            for a in AXES:
                 if p.get(a):
-                    core.set_axis_limit(which, i, p[a])
+                    setter(a, p[a])
         elif code == "M204":
-            if p.get("S") is not None:  # legacy form: one acceleration for printing and travel
+            if "S" in p:  # legacy form: one acceleration for printing and travel
                 core.accel = _capped(p["S"], core.max_accel_extruding)
                 core.travel_accel = _capped(p["S"], core.max_accel_travel)
-                if p.get("T") is not None:
+                if "T" in p:
                     core.retract_accel = p["T"]
             else:
-                if p.get("P") is not None:
+                if "P" in p:
                     core.accel = _capped(p["P"], core.max_accel_extruding)
-                if p.get("R") is not None:
+                if "R" in p:
                     core.retract_accel = p["R"]
-                if p.get("T") is not None:
+                if "T" in p:
                     core.travel_accel = _capped(p["T"], core.max_accel_travel)
         elif code == "M205":
-            for i, a in enumerate("XYZE"):
-                if p.get(a) is not None:
-                    core.set_axis_limit(JERK, i, p[a])
-            if p.get("S") is not None:
+            for a in AXES:
+                if a in p:
+                    core.set_jerk(a, p[a])
+            if "S" in p:
                 core.min_feedrate = p["S"]
-            if p.get("T") is not None:
+            if "T" in p:
                 core.min_travel_feedrate = p["T"]
-            if p.get("J") is not None:
+            if "J" in p:
                 core.junction_deviation = p["J"]
         elif code == "M220" and p.get("S"):
             core.feed_factor = p["S"] / 100.0

@@ -23,7 +23,7 @@ def one_input(data: bytes) -> None:
         result = analyzer.result()
     except GcodeError:
         return
-    assert result.estimated_s >= 0 and result.filament_mm >= 0
+    assert result.estimated_s >= 0 and result.material_mm >= 0
     core = Core()  # the compiled path on raw bytes too (it reads str or bytes)
     for raw in data.split(b"\n"):
         core.line(raw)

@@ -33,14 +33,14 @@ def test_time_matches_prusaslicer_normal_mode_median_3_worst_8_percent():
 
 def test_laser_beam_time_counts_only_burning_moves_and_weights_power():
     a = analyze_path(DATA / "corpus" / "inkscape-lasertools_trisquel.gcode", load_profile("fluidnc"))
-    assert 0 < a.laser_on_s < a.moving_s
-    assert a.laser_full_power_s < 0.2 * a.laser_on_s  # most of the beam time is S90 of 1000, or S1
-    assert a.spindle_on_s == 0 and a.filament_mm == 0
+    assert 0 < a.beam_on_s < a.moving_s
+    assert a.beam_full_power_s < 0.2 * a.beam_on_s  # most of the beam time is S90 of 1000, or S1
+    assert a.spindle_on_s == 0 and a.material_mm == 0
 
 
 def test_mill_spindle_time_tools_and_cut_vs_rapid():
     a = analyze_path(DATA / "corpus" / "fusion360_grbl_wall.nc", load_profile("grbl-1.1"))
-    assert a.spindle_on_s > 0.9 * a.moving_s and a.laser_on_s == 0
+    assert a.spindle_on_s > 0.9 * a.moving_s and a.beam_on_s == 0
     assert a.tools == [1] and a.cutting_mm > a.rapid_mm > 0
 
 

@@ -16,7 +16,7 @@ from afn_agent.gcode.policy import Policy
 def Planner(limits: Limits) -> Core:
     """The compiled planner alone, with these limits."""
     core = Core()
-    core.set_limits(*limits.as_tuple())
+    core.set_limits(limits)
     return core
 
 
@@ -112,8 +112,8 @@ def test_in_file_limits_change_the_estimate():
 
 def test_laser_beam_is_never_on_in_rapids():
     r = run("M4 S500\nG0 X50 F3000\nG1 X100 F600\nM5", kind="laser", grbl=True).result()
-    assert r.laser_on_mm == pytest.approx(50) and r.rapid_mm == pytest.approx(50)
-    assert r.laser_full_power_s == pytest.approx(r.laser_on_s * 0.5, rel=1e-6)
+    assert r.beam_on_mm == pytest.approx(50) and r.rapid_mm == pytest.approx(50)
+    assert r.beam_full_power_s == pytest.approx(r.beam_on_s * 0.5, rel=1e-6)
 
 
 def test_policy_patterns():
@@ -157,7 +157,7 @@ def test_any_input_gives_a_result(lines):
     for line in lines:
         a.feed_line(line + "\n")
     r = a.result()
-    for value in (r.estimated_s, r.moving_s, r.dwell_s, r.heating_s, r.filament_mm, r.laser_on_s):
+    for value in (r.estimated_s, r.moving_s, r.dwell_s, r.heating_s, r.material_mm, r.beam_on_s):
         assert math.isfinite(value) and value >= 0
 
 
