@@ -7,8 +7,10 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from .firmware.profile import ProfileError, available_profiles, load_profile
+from .gcode.analyzer import Analysis
 from .machine.worker import JobResult, Machine
 
 
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         from .ledger import LedgerError
 
         try:
-            return args.handler(args)
+            return int(args.handler(args))
         except LedgerError as exc:  # a ledger that is not whole: say which file and what to do
             print(f"afn-agent: {exc}", file=sys.stderr)
             return 2
@@ -91,17 +93,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _analysis_json(a) -> dict:
+def _analysis_json(a: Analysis) -> dict[str, Any]:
     return {
         "file": a.file,
         "producer": a.producer,
         "lines": a.lines,
         "commands": a.commands,
-        "filament_mm": {
-            "total": round(a.filament_mm, 2),
-            "per_tool": {str(k): round(v, 2) for k, v in a.filament_mm_per_tool.items()},
+        "material_mm": {
+            "total": round(a.material_mm, 2),
+            "per_tool": {str(k): round(v, 2) for k, v in a.material_mm_per_tool.items()},
         },
-        "filament_g": round(a.filament_g, 2),
+        "material_g": round(a.material_g, 2),
         "diameter_mm": a.diameter_mm,
         "density_g_cm3": a.density_g_cm3,
         "producer_count_mm": round(a.producer_count_mm, 2),
@@ -115,9 +117,9 @@ def _analysis_json(a) -> dict:
         },
         "bounds": a.bounds,
         "bounds_all_moves": a.bounds_all_moves,
-        "laser_on_s": round(a.laser_on_s, 1),
-        "laser_on_mm": round(a.laser_on_mm, 1),
-        "laser_full_power_s": round(a.laser_full_power_s, 1),
+        "beam_on_s": round(a.beam_on_s, 1),
+        "beam_on_mm": round(a.beam_on_mm, 1),
+        "beam_full_power_s": round(a.beam_full_power_s, 1),
         "spindle_on_s": round(a.spindle_on_s, 1),
         "cutting_mm": round(a.cutting_mm, 1),
         "rapid_mm": round(a.rapid_mm, 1),
@@ -136,20 +138,20 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _analysis_text(o: dict) -> str:
+def _analysis_text(o: dict[str, Any]) -> str:
     split = o["time_split_s"]
     lines = [
         f"{o['file']} ({o['producer']}, {o['lines']} lines)",
         f"  time      {_hms(o['estimated_s'])}  (moving {_hms(split['moving'])}, "
         f"heating {_hms(split['heating'])}, dwell {_hms(split['dwell'])}, other {_hms(split['other'])})",
     ]
-    if o["filament_mm"]["total"]:
-        per_tool = ", ".join(f"T{k} {v:.0f} mm" for k, v in o["filament_mm"]["per_tool"].items())
-        lines.append(f"  filament  {o['filament_mm']['total']:.0f} mm, {o['filament_g']:.1f} g ({per_tool})")
-    if o["laser_on_s"]:
+    if o["material_mm"]["total"]:
+        per_tool = ", ".join(f"T{k} {v:.0f} mm" for k, v in o["material_mm"]["per_tool"].items())
+        lines.append(f"  filament  {o['material_mm']['total']:.0f} mm, {o['material_g']:.1f} g ({per_tool})")
+    if o["beam_on_s"]:
         lines.append(
-            f"  laser     beam on {_hms(o['laser_on_s'])} over {o['laser_on_mm']:.0f} mm "
-            f"({_hms(o['laser_full_power_s'])} at full power)"
+            f"  laser     beam on {_hms(o['beam_on_s'])} over {o['beam_on_mm']:.0f} mm "
+            f"({_hms(o['beam_full_power_s'])} at full power)"
         )
     if o["spindle_on_s"]:
         lines.append(
@@ -208,7 +210,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 def _run_job(machine: Machine, path: str, show: bool) -> JobResult:
     interrupts = 0
 
-    def on_sigint(*_):
+    def on_sigint(*_: object) -> None:
         nonlocal interrupts
         interrupts += 1
         if interrupts == 1:
@@ -230,7 +232,7 @@ def _run_job(machine: Machine, path: str, show: bool) -> JobResult:
         signal.signal(signal.SIGINT, old)
 
 
-def _bar(snap: dict) -> None:
+def _bar(snap: dict[str, Any]) -> None:
     frac = snap["progress"]
     width = 30
     filled = int(frac * width)
@@ -243,7 +245,7 @@ def _bar(snap: dict) -> None:
     sys.stderr.flush()
 
 
-def _result_json(r: JobResult, baud: int) -> dict:
+def _result_json(r: JobResult, baud: int) -> dict[str, Any]:
     secs = max(r.seconds, 1e-9)
     return {
         "outcome": r.outcome,

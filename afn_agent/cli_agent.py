@@ -9,11 +9,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import ConfigError, load_config
+from .access.decide import AccessPolicy
+from .access.directory import Directory
+from .config import AgentConfig, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("run", help="run the agent: machines, ledger, bus (foreground; systemd runs this)")
     r.add_argument("--config", required=True, help="agent TOML file, e.g. /etc/afn-agent/agent.toml")
     r.add_argument("--log-level", default="INFO")
@@ -92,7 +98,7 @@ def until_signal() -> threading.Event:
     return stop
 
 
-def _config(path: str):
+def _config(path: str) -> AgentConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -172,7 +178,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .app import Agent
+    from .agent import Agent
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -200,8 +206,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_add(args: argparse.Namespace) -> int:
-    from .app import open_ledger
-    from .spool import JobRefused, submit
+    from .agent import open_ledger
+    from .intake import JobRefused, submit
 
     cfg = _config(args.config)
     ledger = open_ledger(cfg)
@@ -218,7 +224,7 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
-    from .app import open_ledger
+    from .agent import open_ledger
 
     cfg = _config(args.config)
     for job in open_ledger(cfg).jobs(args.machine):
@@ -228,7 +234,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_export(args: argparse.Namespace) -> int:
-    from .app import open_ledger
+    from .agent import open_ledger
     from .ledger.export import export, parse_day
 
     cfg = _config(args.config)
@@ -242,10 +248,8 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _access(cfg):
-    from .access.decide import AccessPolicy
-    from .access.directory import Directory
-    from .app import open_ledger
+def _access(cfg: AgentConfig) -> tuple[Ledger, Directory, AccessPolicy]:
+    from .agent import open_ledger
 
     if cfg.access is None:
         print(
@@ -298,7 +302,7 @@ def cmd_members_check(args: argparse.Namespace) -> int:
         return 2
     row = ledger.machine(machine.id) or {}
     estimate = args.job_minutes * 60 if args.job_minutes is not None else None
-    badge = badge_hash(cfg.access.badge_secret, args.badge)
+    badge = badge_hash(directory.secret, args.badge)
     locked = bool(row.get("locked"))
     decision = decide(
         directory, policy, machine.id, machine.machine_class, badge, utc_now(), locked, estimate

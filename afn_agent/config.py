@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
@@ -137,12 +138,25 @@ class AgentConfig:
     def spool_dir(self) -> Path:
         return self.data_dir / "jobs"
 
+    def find(self, machine_id: str) -> MachineConfig | None:
+        return next((m for m in self.machines if m.id == machine_id), None)
+
     def machine(self, machine_id: str) -> MachineConfig:
-        for m in self.machines:
-            if m.id == machine_id:
-                return m
+        if (m := self.find(machine_id)) is not None:
+            return m
         known = ", ".join(m.id for m in self.machines)
         raise ConfigError(f"{self.path}: no machine {machine_id!r} (configured: {known})")
+
+    def api_config(self) -> ApiConfig:
+        """The [api] table, for the code that runs only when there is one."""
+        if self.api is None:
+            raise ConfigError(f"{self.path}: no [api] table")
+        return self.api
+
+    def tariff_for(self, machine_id: str) -> Tariff:
+        """The tariff a machine's jobs are priced by: the one place that looks it up."""
+        m = self.find(machine_id)
+        return self.tariffs[m.tariff if m else "default"]
 
 
 class _Table:
@@ -151,10 +165,16 @@ class _Table:
     def __init__(self, data: Any, where: str, file: Path) -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"{file}: [{where}] must be a table")
-        self.data, self.where, self.file, self.seen = data, where, file, set()
+        self.data, self.where, self.file = data, where, file
+        self.seen: set[str] = set()
 
     def get(
-        self, key: str, kind: type | tuple[type, ...], default: Any = ..., check=None, hint: str = ""
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        check: Callable[[Any], Any] | None = None,
+        hint: str = "",
     ) -> Any:
         self.seen.add(key)
         if key not in self.data:

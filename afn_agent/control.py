@@ -1,18 +1,24 @@
 """What people do to machines through the agent (cancel, lock, confirm, release, badge) and what they
-see of them (status, telemetry, figures so far): the agent's public face, used by the API, the bus and
-the kiosk. A mixin of `Agent`, which holds the state these methods read."""
+see of them (status, telemetry, figures so far): the agent's public face, used by the API, the bus,
+the kiosk and the guards. It owns nothing: it reads the pump's copies and the ledger, and posts to
+the machines."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .errors import Conflict
-from .ledger import JobClock
+from .access.decide import Decision
+from .access.service import Access
+from .config import AgentConfig
+from .errors import Conflict, NotFound
+from .ledger import Ledger
+from .machine.events import MachineState
+from .machine.worker import Machine
+from .publisher import Publisher
 
 
 class BookingOverrun(Conflict):
@@ -21,26 +27,35 @@ class BookingOverrun(Conflict):
     code = "job_overruns_booking"
 
 
-@dataclass
-class RunningJob:
-    """A job on a machine, as the pump tracks it between checkpoints."""
+class Jobs(Protocol):
+    """What Control needs of the job pump, the owner of running jobs and alarms."""
 
-    job_id: str
-    clock: JobClock
-    used: dict[str, Any] = field(default_factory=dict)
-    last_checkpoint: float = 0.0
-    cancelled_by: str = ""
+    def job_id(self, machine_id: str) -> str | None: ...
+    def used(self, machine_id: str) -> dict[str, Any]: ...
+    def figures(self, machine_id: str) -> dict[str, Any] | None: ...
+    def alarms_of(self, machine_id: str) -> list[dict[str, Any]]: ...
+    def mark_cancelled(self, machine_id: str, actor: str) -> bool: ...
+    def lock_machine(self, machine_id: str, reason: str) -> bool: ...
 
 
-class AgentControl:
+class Control:
+    def __init__(
+        self,
+        config: AgentConfig,
+        ledger: Ledger,
+        machines: dict[str, Machine],
+        pump: Jobs,
+        publisher: Publisher,
+        access: Access | None,
+    ) -> None:
+        self.config, self.ledger, self.machines = config, ledger, machines
+        self.pump, self.publisher, self.access = pump, publisher, access
+
     # ---- commands from people ---------------------------------------------------------------------
     def cancel(self, machine_id: str, actor: str) -> bool:
         """Cancel the running job; who asked decides the stop type (member or manager)."""
-        with self._lock:
-            run = self.running.get(machine_id)
-            if run is None:
-                return False
-            run.cancelled_by = actor
+        if not self.pump.mark_cancelled(machine_id, actor):
+            return False
         self.machines[machine_id].cancel(actor)
         return True
 
@@ -53,19 +68,17 @@ class AgentControl:
         role = "member" if actor == "member" else "manager"  # the API says "member" for a member's own job
         if name == "estop":
             machine.emergency_stop(actor)
-            with self._lock:
-                if machine_id in self.running:
-                    self.running[machine_id].cancelled_by = role
+            self.pump.mark_cancelled(machine_id, role)
             return "done", "emergency stop sent"
         if name == "cancel":
             return ("done", "cancelling") if self.cancel(machine_id, role) else ("refused", "no_job")
         if name == "pause":
-            if machine.state != "printing":
+            if machine.state != MachineState.PRINTING:
                 return "refused", "not_printing"
             machine.pause()
             return "done", "pausing"
         if name == "resume":
-            if machine.state != "paused":
+            if machine.state != MachineState.PAUSED:
                 return "refused", "not_paused"
             machine.resume()
             return "done", "resuming"
@@ -83,55 +96,46 @@ class AgentControl:
 
     def lock(self, machine_id: str, actor: str, reason: str) -> str:
         """Maintenance lock-out: at once when idle, else when the running job ends. Kept in the ledger."""
-        with self._lock:
-            busy = machine_id in self.running
-            self.ledger.set_machine(
-                machine_id, lock_reason=reason, **({"lock_pending": 1} if busy else {"locked": 1})
-            )
+        busy = self.pump.lock_machine(machine_id, reason)
         self.ledger.audit(actor, "lock", "pending" if busy else "locked", machine_id, reason=reason)
-        self.publish_event(machine_id, "lock", {"by": actor, "reason": reason, "pending": busy})
-        if self.bus is not None:
-            self.bus.status_changed(machine_id)
+        self.publisher.event(machine_id, "lock", {"by": actor, "reason": reason, "pending": busy})
+        self.publisher.status_changed(machine_id)
         return "locked when the running job ends" if busy else "locked"
 
     def unlock(self, machine_id: str, actor: str) -> str:
         self.ledger.set_machine(machine_id, locked=0, lock_pending=0, lock_reason=None)
         self.ledger.audit(actor, "unlock", "unlocked", machine_id)
-        self.publish_event(machine_id, "unlock", {"by": actor})
-        if self.bus is not None:
-            self.bus.status_changed(machine_id)
+        self.publisher.event(machine_id, "unlock", {"by": actor})
+        self.publisher.status_changed(machine_id)
         return "unlocked"
 
     def job_figures(self, machine_id: str) -> dict[str, Any] | None:
         """The running job's time split and material so far, and its price so far by the tariff."""
         from .ledger.tariff import price, quantities
 
-        with self._lock:
-            run = self.running.get(machine_id)
-            if run is None:
-                return None
-            m = self._machine_config(machine_id)
-            figures = figures_of(run, time.monotonic(), m.material if m else "filament")
-        tariff = self.config.tariffs[m.tariff] if m else self.config.tariffs["default"]
+        figures = self.pump.figures(machine_id)
+        if figures is None:
+            return None
+        tariff = self.config.tariff_for(machine_id)
         figures["price_so_far"] = str(price(tariff, quantities(figures), "done_part"))
         figures["currency"] = tariff.currency
         return figures
 
     def running_job(self, machine_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            run = self.running.get(machine_id)
-        return self.ledger.job(run.job_id) if run else None
+        job_id = self.pump.job_id(machine_id)
+        return self.ledger.job(job_id) if job_id else None
 
     def release_job(self, job_id: str, actor: str, manager: bool = False) -> None:
         """A held job may run now: inside the machine's current session, or on a manager's word.
         A member's job that would run past the session's end raises BookingOverrun with the reason."""
-        job = self.ledger.job(job_id)
-        session = self.access.sessions.current(job["machine_id"]) if self.access else None
-        if session is not None and not manager:
-            why = self.access.sessions.overrun(job["machine_id"], job)
+        job = self.job(job_id)
+        sessions = self.access.sessions if self.access else None
+        session = sessions.current(job["machine_id"]) if sessions else None
+        if sessions is not None and session is not None and not manager:
+            why = sessions.overrun(job["machine_id"], job)
             if why:
                 raise BookingOverrun(why)
-            self.access.sessions.join(session, job)
+            sessions.join(session, job)
         else:
             self.ledger.release(
                 job_id, f"started by {actor}", session["id"] if session else None, actor if manager else None
@@ -141,7 +145,7 @@ class AgentControl:
     def remove_job(self, job_id: str, actor: str) -> None:
         """Take a waiting job out, and its file. On a full disk the file goes first: the space it frees
         lets the ledger record the removal (a manager's DELETE is how a full spool is emptied)."""
-        job = self.ledger.job(job_id)
+        job = self.job(job_id)
         try:
             self.ledger.withdraw(job_id, f"removed by {actor}")
         except sqlite3.OperationalError as exc:
@@ -153,6 +157,13 @@ class AgentControl:
         self.ledger.file_removed(job_id)
         self.ledger.audit(actor, "job-remove", "removed", job["machine_id"], job_id)
 
+    def job(self, job_id: str) -> dict[str, Any]:
+        """A job from the ledger, or NotFound (404)."""
+        job = self.ledger.job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
     def confirm(self, machine_id: str, actor: str) -> bool:
         """A person has checked the machine (bed cleared, or after a crash recovery): it may run again."""
         row = self.ledger.machine(machine_id)
@@ -160,46 +171,25 @@ class AgentControl:
             return False
         self.ledger.set_machine(machine_id, needs_confirmation=None)
         self.ledger.audit(actor, "confirm", row["needs_confirmation"], machine_id)
-        self.publish_event(machine_id, "confirmed", {"by": actor, "what": row["needs_confirmation"]})
-        if self.bus is not None:
-            self.bus.status_changed(machine_id)
+        self.publisher.event(machine_id, "confirmed", {"by": actor, "what": row["needs_confirmation"]})
+        self.publisher.status_changed(machine_id)
         return True
 
-    def badge(self, machine_id: str, uid: str) -> Any:
+    def badge(self, machine_id: str, uid: str) -> Decision:
         """A badge read at a machine (reader thread, kiosk or demo): the access decision."""
         if self.access is None:
             raise RuntimeError("no [access] in the configuration")
         decision = self.access.badge_uid(machine_id, uid)
-        if self.bus is not None:
-            self.bus.status_changed(machine_id)
+        self.publisher.status_changed(machine_id)
         return decision
-
-    def _access_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
-        if machine_id == "_directory":  # not a machine's: the audit log keeps it
-            self.ledger.audit("agent", kind, data.get("reason", "ok"), None, None, **data)
-            return
-        self.publish_event(machine_id, kind, data)
-
-    def _apply_pending_lock(self, machine_id: str) -> None:
-        row = self.ledger.machine(machine_id)
-        if row and row["lock_pending"]:
-            self.ledger.set_machine(machine_id, locked=1, lock_pending=0)
-            self.publish_event(
-                machine_id, "lock", {"by": "agent", "reason": row["lock_reason"], "pending": False}
-            )
-
-    def _blocked(self, machine_id: str) -> bool:
-        row = self.ledger.machine(machine_id)
-        return bool(row and (row["locked"] or row["needs_confirmation"]))
 
     def status(self, machine_id: str) -> dict[str, Any]:
         """The retained status of a machine: state, who, what job, progress, ETA, alarms (no badge UID)."""
         machine = self.machines[machine_id]
         row = self.ledger.machine(machine_id) or {}
-        with self._lock:
-            run = self.running.get(machine_id)
-            job = self.ledger.job(run.job_id) if run else None
-            used = dict(run.used) if run else {}
+        job_id = self.pump.job_id(machine_id)
+        job = self.ledger.job(job_id) if job_id else None
+        used = self.pump.used(machine_id)
         out: dict[str, Any] = {
             "machine": machine_id,
             "agent": self.config.agent_id,
@@ -209,7 +199,7 @@ class AgentControl:
             "lock_pending": bool(row.get("lock_pending")),
             "lock_reason": row.get("lock_reason"),
             "needs_confirmation": row.get("needs_confirmation"),
-            "alarms": self.alarms.get(machine_id, []),
+            "alarms": self.pump.alarms_of(machine_id),
             "session": self._session_status(machine_id),
             "job": None,
             "t": time.time(),
@@ -248,20 +238,3 @@ class AgentControl:
         out = {k: snap[k] for k in keys}
         out["t"] = time.time()
         return out
-
-
-def figures_of(run: RunningJob, now: float, material: str = "filament") -> dict[str, Any]:
-    """A checkpoint: the time split as of now and what the acknowledged lines used."""
-    figures = run.clock.split(now)
-    used = run.used
-    figures.update(
-        material_per_tool=used.get("material_per_tool", {}),
-        material_mm=used.get("material_mm", 0.0),
-        material_g=used.get("material_g", 0.0),
-        material_kind=material,
-        beam_on_s=used.get("beam_on_s", 0.0),
-        spindle_on_s=used.get("spindle_on_s", 0.0),
-        done_fraction=used.get("done_fraction", 0.0),
-        lines=used.get("lines", 0),
-    )
-    return figures

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,19 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .access.directory import badge_hash
-from .app import Agent
+from .agent import Agent
 from .config import BrokerConfig, load_config
 from .fleet.service import Fleet, FleetConfig
+from .intake import submit
 from .sim.jobs import circle_gcode
 from .sim.run import SimProcess
-from .spool import submit
 
 SITE = "demolab"
 BADGE_SECRET = "demo-lab-badge-secret-0123456789"
 COMMAND_SECRET = "demo-lab-command-secret-0123456789"
-MEMBERS = {  # badge UID -> member (the booking system's view; the agents only ever see keyed hashes)
+MEMBERS: dict[
+    str, dict[str, Any]
+] = {  # badge UID -> member (the booking system's view; the agents only ever see keyed hashes)
     "0A00A1A1A1": {
         "id": "ana",
         "name": "Ana Moreau",
@@ -108,7 +111,7 @@ class Booking:
         ).wait_for_publish(5)
         return self
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.traffic.append(msg.topic.encode() + b" " + msg.payload)
         if msg.topic.endswith("/usage"):
             record = json.loads(msg.payload)
@@ -123,10 +126,10 @@ class Booking:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def start_broker(work: Path) -> tuple[subprocess.Popen | None, int]:
+def start_broker(work: Path) -> tuple[subprocess.Popen[bytes] | None, int]:
     """An open Mosquitto on a free loopback port (the demo, the benchmarks); None when not installed."""
     exe = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
@@ -151,14 +154,14 @@ def start_broker(work: Path) -> tuple[subprocess.Popen | None, int]:
 
 
 class Lab:
-    def __init__(self, fast: bool, out=print) -> None:
+    def __init__(self, fast: bool, out: Callable[[str], None] = print) -> None:
         self.fast = fast
         self.say = out
         self.work = Path(tempfile.mkdtemp(prefix="afn-demo-"))
         self.speed = 25 if fast else 6
         self.sims: dict[str, SimProcess] = {}
         self.agents: list[Agent] = []
-        self.broker: subprocess.Popen | None = None
+        self.broker: subprocess.Popen[bytes] | None = None
         self.booking: Booking | None = None
         self.fleet: Fleet | None = None
 
@@ -217,7 +220,10 @@ class Lab:
                 }
                 agent.access.directory.apply_snapshot(snapshot, "demo")
         deadline = time.monotonic() + 10
-        while any(a.access.directory.meta() is None for a in self.agents) and time.monotonic() < deadline:
+        while (
+            any(a.access and a.access.directory.meta() is None for a in self.agents)
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
 
     def _machine(self, mid: str, cls: str, profile: str, tariff: str) -> str:
@@ -249,7 +255,7 @@ class Lab:
     # ---- the afternoon --------------------------------------------------------------------------------
     def badge(self, machine: str, member: str) -> dict[str, Any]:
         agent = self.agent_of(machine)
-        decision = agent.badge(machine, UID[member]).public()
+        decision = agent.control.badge(machine, UID[member]).public()
         self.say(
             f"  {member:>4} badges at {machine}: {decision['code']}"
             + (f" ({decision['detail']})" if decision["detail"] else "")
@@ -257,7 +263,7 @@ class Lab:
         time.sleep(0.4)  # past the reader's debounce before the next card
         return decision
 
-    def job(self, machine: str, member: str | None, name: str, segments: int, **kw) -> str:
+    def job(self, machine: str, member: str | None, name: str, segments: int, **kw: Any) -> str:
         agent = self.agent_of(machine)
         flavour = {"mill-1": "grbl", "laser-1": "laser"}.get(machine, "marlin")
         seg = min(0.5, 150 / segments)
@@ -311,7 +317,7 @@ class Lab:
         deadline = time.monotonic() + 60
         while agent.machines["printer-1"].snapshot()["progress"] < 0.1 and time.monotonic() < deadline:
             time.sleep(0.1)
-        agent.cancel("printer-1", "member")
+        agent.control.cancel("printer-1", "member")
         self._summary_line(self.wait("printer-1"))
         self.say("\n6. Printer-2 goes into thermal runaway under Léa's print")
         self.job("printer-2", "lea", "gear.gcode", 3000)

@@ -1,7 +1,7 @@
 """One error family: every refusal the agent makes carries the HTTP status it maps to and a reason code
 that a client can branch on (the sentence is for people, the code for programs).
 
-The API has one handler for the family (api/app.py). Before it, routes caught any ValueError and called
+The API has one handler for the family (api/server.py). Before it, routes caught any ValueError and called
 it `job_overruns_booking`, an illegal job transition included.
 """
 
@@ -42,3 +42,10 @@ class StorageUnavailable(AfnError):
 
     status = 507
     code = "storage-full"
+
+
+class NotFound(AfnError, LookupError):
+    """No such machine or job."""
+
+    status = 404
+    code = "not_found"

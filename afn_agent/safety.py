@@ -6,11 +6,19 @@ state live with the machine thread (they act on the serial link); these act on t
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .config import AgentConfig
+from .ledger import Ledger
 from .ledger.usage import parse_iso, utc_now
+from .machine.events import MachineState
+from .machine.worker import Machine
+from .publisher import Publisher
+
+if TYPE_CHECKING:
+    from .access.service import Access
 
 log = logging.getLogger("afn_agent.safety")
 
@@ -46,7 +54,7 @@ class GpioInterlock:
         return high if self.active_high else not high
 
 
-def make_interlock(spec: str):
+def make_interlock(spec: str) -> SimInterlock | GpioInterlock:
     """`sim` or `gpio:<chip>:<line>[:active_high]`."""
     if spec == "sim":
         return SimInterlock()
@@ -54,17 +62,33 @@ def make_interlock(spec: str):
     return GpioInterlock(parts[1], int(parts[2]), len(parts) > 3 and parts[3] == "active_high")
 
 
-class Guards:
-    """Checked by the agent's pump about once a second; each guard acts at most once per cause."""
+class JobsView(Protocol):
+    """What the guards need of the pump."""
 
-    def __init__(self, agent) -> None:
-        self.agent = agent
-        self.interlocks = {m.id: make_interlock(m.interlock) for m in agent.config.machines if m.interlock}
+    def running_ids(self) -> frozenset[str]: ...
+    def raise_alarm(self, machine_id: str, kind: str, data: dict[str, Any]) -> None: ...
+
+
+class Guards:
+    """Checked by the pump's thread about once a second; each guard acts at most once per cause."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        machines: Mapping[str, Machine],
+        jobs: JobsView,
+        publisher: Publisher,
+        ledger: Ledger,
+        access: Access | None,
+        cancel: Callable[[str, str], bool],
+    ) -> None:
+        self.config, self.machines, self.jobs, self.publisher = config, machines, jobs, publisher
+        self.ledger, self.access, self.cancel = ledger, access, cancel
+        self.interlocks = {m.id: make_interlock(m.interlock) for m in config.machines if m.interlock}
         self.open: dict[str, bool] = dict.fromkeys(self.interlocks, False)
-        self.activity: dict[str, float] = {m.id: time.monotonic() for m in agent.config.machines}
+        self.activity: dict[str, float] = {m.id: time.monotonic() for m in config.machines}
         self.warned: set[str] = set()
         self.acted: set[str] = set()
-        self._lock = threading.Lock()
 
     def touch(self, machine_id: str) -> None:
         self.activity[machine_id] = time.monotonic()
@@ -74,11 +98,12 @@ class Guards:
         return self.open.get(machine_id, False)
 
     def check(self, now: float) -> None:
-        with self._lock:
-            for machine_id in self.interlocks:
-                self._interlock(machine_id)
-            for machine_id in self.agent.machines:
-                self._idle_heat(machine_id, now)
+        running = self.jobs.running_ids()
+        for machine_id in self.interlocks:
+            self._interlock(machine_id)
+        for machine_id in self.machines:
+            self._idle_heat(machine_id, machine_id in running, now)
+            if machine_id in running:
                 self._session_limit(machine_id)
 
     def _interlock(self, machine_id: str) -> None:
@@ -90,67 +115,61 @@ class Guards:
         if is_open == self.open[machine_id]:
             return
         self.open[machine_id] = is_open
-        machine = self.agent.machines[machine_id]
+        machine = self.machines[machine_id]
         if is_open:
-            held = machine.state == "printing"
+            held = machine.state == MachineState.PRINTING
             if held:
-                if machine.profile.protocol == "grbl":
-                    machine.realtime("door")  # safety door: hold, spindle and laser off at once
-                else:
-                    machine.pause()
-            self.agent.raise_alarm(machine_id, "interlock-open", {"held": held, "meaning": "interlock open"})
+                machine.interlock_hold()
+            self.jobs.raise_alarm(machine_id, "interlock-open", {"held": held, "meaning": "interlock open"})
         else:
-            self.agent.publish_event(machine_id, "interlock-closed", {"resume": "a person resumes the job"})
+            self.publisher.event(machine_id, "interlock-closed", {"resume": "a person resumes the job"})
 
-    def _idle_heat(self, machine_id: str, now: float) -> None:
-        machine = self.agent.machines[machine_id]
+    def _idle_heat(self, machine_id: str, running: bool, now: float) -> None:
+        machine = self.machines[machine_id]
         heaters_off = machine.profile.scripts.heaters_off
-        if not heaters_off or machine.state != "idle" or machine_id in self.agent.running:
-            self.activity[machine_id] = now if machine_id in self.agent.running else self.activity[machine_id]
+        if running:
+            self.activity[machine_id] = now
+        if not heaters_off or machine.state != MachineState.IDLE or running:
             return
         if not any(target > 0 for _, target in machine.temperatures.values()):
             return
-        if now - self.activity[machine_id] < self.agent.config.safety.idle_heat_s:
+        idle_s = self.config.safety.idle_heat_s
+        if now - self.activity.get(machine_id, now) < idle_s:
             return
         self.activity[machine_id] = now  # once per idle spell
         machine.run_script("heaters-off", heaters_off)
-        idle_min = self.agent.config.safety.idle_heat_s / 60
-        self.agent.publish_event(
-            machine_id, "idle-heat-off", {"idle_min": round(idle_min, 1), "lines": list(heaters_off)}
-        )
-        self.agent.ledger.audit("agent", "idle-heat-off", "sent", machine_id)
+        data = {"idle_min": round(idle_s / 60, 1), "lines": list(heaters_off)}
+        self.publisher.event(machine_id, "idle-heat-off", data)
+        self.ledger.audit("agent", "idle-heat-off", "sent", machine_id)
 
     def _session_limit(self, machine_id: str) -> None:
-        access = self.agent.access
-        if access is None or machine_id not in self.agent.running:
+        if self.access is None:
             return
-        session = access.sessions.current(machine_id)
+        session = self.access.sessions.current(machine_id)
         if session is None or not session["allowed_until"]:
             return
         until = parse_iso(session["allowed_until"])
         left = (until - utc_now()).total_seconds()
-        warn = self.agent.config.safety.session_warn_s
         key = session["id"]
-        if left <= warn and key not in self.warned:
+        policy = self.config.machine(machine_id).session_end
+        if left <= self.config.safety.session_warn_s and key not in self.warned:
             self.warned.add(key)
-            policy = self.agent._machine_config(machine_id).session_end
             data: dict[str, Any] = {
                 "minutes_left": round(left / 60, 1),
                 "then": policy,
                 "until": session["allowed_until"],
             }
-            self.agent.publish_event(machine_id, "session-ending", data)
+            self.publisher.event(machine_id, "session-ending", data)
         if left <= 0 and key not in self.acted:
             self.acted.add(key)
-            self._end_of_session(machine_id, session)
+            self._end_of_session(machine_id, session, policy)
 
-    def _end_of_session(self, machine_id: str, session: dict[str, Any]) -> None:
-        policy = self.agent._machine_config(machine_id).session_end
+    def _end_of_session(self, machine_id: str, session: dict[str, Any], policy: str) -> None:
         if policy == "pause":
-            self.agent.machines[machine_id].pause()
+            self.machines[machine_id].pause()
         elif policy == "stop":
-            self.agent.cancel(machine_id, "session-end")
-        self.agent.publish_event(
+            self.cancel(machine_id, "session-end")
+        self.publisher.event(
             machine_id, "session-ended", {"action": policy, "member_id": session["member_id"]}
         )
-        self.agent.ledger.audit("agent", "session-end", policy, machine_id, session["id"])
+        self.ledger.audit("agent", "session-end", policy, machine_id, session["id"])

@@ -27,11 +27,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from afn_agent.app import open_ledger  # noqa: E402
+from afn_agent.agent import open_ledger  # noqa: E402
 from afn_agent.config import load_config  # noqa: E402
 from afn_agent.demo import start_broker  # noqa: E402
+from afn_agent.intake import submit  # noqa: E402
 from afn_agent.sim.run import SimProcess  # noqa: E402
-from afn_agent.spool import submit  # noqa: E402
 
 
 def raster(path: Path, lines: int) -> Path:

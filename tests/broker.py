@@ -140,7 +140,7 @@ class Broker:
                            check=True, capture_output=True)  # fmt: skip
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGHUP)  # Mosquitto rereads its password and ACL files
-                time.sleep(0.3)
+                time.sleep(0.3)  # real time: Mosquitto rereads its files (no signal back)
         return alias
 
     def stop(self) -> None:

@@ -35,7 +35,7 @@ def one_machine(tmp_path, start_sim):
     """one_machine(machine_id, kind="marlin", profile=None, safety="", extra_machine=None, **sim_options)
     -> (agent, sim): one simulated machine behind a started agent (printer: marlin2; GRBL: a fluidnc
     laser), `safety` TOML appended to its config; the agents are stopped at teardown."""
-    from afn_agent.app import Agent
+    from afn_agent.agent import Agent
     from afn_agent.config import load_config
     from tests.helpers import write_config
 

@@ -44,6 +44,11 @@ class Decision:
     def allowed(self) -> bool:
         return self.code == "allowed"
 
+    @property
+    def member_id(self) -> str:
+        """The member decided about ('' for an unknown badge)."""
+        return self.member.id if self.member else ""
+
     def public(self) -> dict[str, Any]:
         """What may be shown and published: never the badge, only the member's id and name."""
         return {

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import io
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -118,7 +119,7 @@ class Directory:
         bookings = [_booking_entry(b, i) for i, b in enumerate(_list(snap, "bookings", required=False))]
         meta = self.meta()
         if meta and meta["version"] > version:
-            return meta["version"]
+            return int(meta["version"])
         with self.ledger.tx() as c:
             for table in ("badges", "trainings", "members", "bookings"):
                 c.execute(f"DELETE FROM {table}")
@@ -163,7 +164,7 @@ def _version(doc: Any, what: str) -> int:
     return v
 
 
-def _list(doc: dict, key: str, required: bool = True, where: str = "") -> list:
+def _list(doc: dict[str, Any], key: str, required: bool = True, where: str = "") -> list[Any]:
     name = f"{where}.{key}" if where else key
     if key not in doc:
         if required:
@@ -171,7 +172,8 @@ def _list(doc: dict, key: str, required: bool = True, where: str = "") -> list:
         return []
     if not isinstance(doc[key], list):
         raise DirectoryError(f"{name}: expected a list")
-    return doc[key]
+    items: list[Any] = doc[key]
+    return items
 
 
 def _member_entry(m: Any, index: int, secret: str) -> dict[str, Any]:
@@ -236,7 +238,7 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _insert_member(c, entry: dict[str, Any]) -> None:
+def _insert_member(c: sqlite3.Connection, entry: dict[str, Any]) -> None:
     c.execute(
         "INSERT INTO members VALUES(?,?,?,?)", (entry["id"], entry["name"], entry["roles"], entry["active"])
     )
@@ -246,7 +248,7 @@ def _insert_member(c, entry: dict[str, Any]) -> None:
         c.execute("INSERT OR REPLACE INTO trainings VALUES(?,?,?,?,?)", (entry["id"], *t))
 
 
-def _set_meta(c, version: int, source: str) -> None:
+def _set_meta(c: sqlite3.Connection, version: int, source: str) -> None:
     c.execute("INSERT OR REPLACE INTO directory_meta VALUES(1,?,?,?)", (version, iso(utc_now()), source))
 
 
@@ -283,6 +285,9 @@ def load_snapshot_file(path: str, version: int) -> dict[str, Any]:
     if path.endswith(".csv"):
         return snapshot_from_csv(text, version)
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except ValueError as exc:
         raise DirectoryError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise DirectoryError(f"{path}: expected a JSON object")
+    return doc

@@ -16,7 +16,10 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import serial
 
 EV_KEY = 1
 KEY_PRESS = 1
@@ -76,7 +79,7 @@ class Em4100Decoder:
 
     def feed(self, data: bytes) -> list[str]:
         self.buf += data
-        out = []
+        out: list[str] = []
         while True:
             if self.buf[:1] == b"\x02":
                 end = self.buf.find(b"\x03")
@@ -159,7 +162,7 @@ class UartReader:
     def __init__(self, port: str, baud: int = 9600) -> None:
         self.name = port
         self.port, self.baud = port, baud
-        self.serial = None
+        self.serial: serial.Serial | None = None
         self.decoder = Em4100Decoder()
 
     def open(self) -> None:
@@ -168,6 +171,8 @@ class UartReader:
         self.serial = serial.Serial(self.port, self.baud, timeout=0)
 
     def read(self, timeout: float) -> list[str]:
+        if self.serial is None:
+            raise OSError("reader not open")
         ready, _, _ = select.select([self.serial.fileno()], [], [], timeout)
         if not ready:
             return []
@@ -190,7 +195,7 @@ class PcscReader:
     def __init__(self, reader_name: str = "") -> None:
         self.name = reader_name or "pcsc"
         self.reader_name = reader_name
-        self.reader = None
+        self.reader: Any = None  # a pyscard reader
         self.last = ""
 
     def open(self) -> None:
@@ -261,7 +266,7 @@ class ReaderLoop:
     def __init__(
         self,
         reader: Reader,
-        on_badge: Callable[[str], None],
+        on_badge: Callable[[str], object],
         on_state: Callable[[str, str], None] = lambda state, why: None,
         debounce_s: float = 2.0,
         reopen_s: float = 2.0,

@@ -5,6 +5,7 @@ A raw badge UID exists only between a reader and `badge_uid()`, which hashes it 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -66,8 +67,8 @@ class Access:
             if m.reader:
                 loop = ReaderLoop(
                     make_reader(m.reader),
-                    lambda uid, mid=m.id: self.badge_uid(mid, uid),
-                    lambda state, why, mid=m.id: self.emit(mid, "reader-" + state, {"reason": why}),
+                    functools.partial(self.badge_uid, m.id),
+                    functools.partial(self._reader_state, m.id),
                     debounce_s=self.settings.debounce_s,
                 )
                 self.readers[m.id] = loop.start()
@@ -121,7 +122,7 @@ class Access:
         try:
             doc = self._get(f"{self.settings.sync_url}?version={version}", opener)
             if "delta" in doc and self.directory.apply_delta(doc["delta"], "http"):
-                return doc["delta"]["version"]
+                return int(doc["delta"]["version"])
             if "snapshot" not in doc and "members" not in doc:  # a delta we cannot use: ask for all
                 doc = self._get(f"{self.settings.sync_url}?version=0", opener)
             version = self.directory.apply_snapshot(doc.get("snapshot", doc), "http")
@@ -131,12 +132,18 @@ class Access:
             return None
         return version
 
+    def _reader_state(self, machine_id: str, state: str, why: str) -> None:
+        self.emit(machine_id, "reader-" + state, {"reason": why})
+
     def _get(self, url: str, opener: Callable[..., Any]) -> dict[str, Any]:
         req = urllib.request.Request(url, headers={"Accept": "application/json"})
         if self.settings.sync_token:
             req.add_header("Authorization", f"Bearer {self.settings.sync_token}")
         with opener(req, timeout=20) as resp:
-            return json.loads(resp.read())
+            doc = json.loads(resp.read())
+        if not isinstance(doc, dict):
+            raise ValueError("the directory answered something other than a JSON object")
+        return doc
 
     def _sync_loop(self) -> None:
         while not self._stop.is_set():

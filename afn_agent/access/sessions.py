@@ -81,7 +81,7 @@ class Sessions:
             decision = self._decide(machine_id, badge, now)
             if decision.code == "supervisor_required":
                 self.pending[machine_id] = Pending(
-                    decision.member.id, badge, now + timedelta(seconds=self.policy.supervisor_window_s)
+                    decision.member_id, badge, now + timedelta(seconds=self.policy.supervisor_window_s)
                 )
                 return self._record(machine_id, decision, "waiting-supervisor")
             if decision.allowed:
@@ -102,10 +102,10 @@ class Sessions:
         trainer = self.directory.member_by_badge(trainer_badge)
         machine_class = self.classes[machine_id]
         t = trainer.trainings.get(machine_class) if trainer else None
-        qualified = trainer and (
-            trainer.has_role("manager") or (trainer.has_role("trainer") and t and not t.supervised)
+        qualified = trainer is not None and (
+            trainer.has_role("manager") or bool(trainer.has_role("trainer") and t and not t.supervised)
         )
-        if not qualified:
+        if trainer is None or not qualified:
             refused = Decision(
                 "supervisor_required", trainer, detail="that badge cannot supervise this machine"
             )
@@ -124,7 +124,7 @@ class Sessions:
             c.execute(
                 "INSERT INTO sessions(id, machine_id, member_id, supervisor_id, booking_id, opened_at, "
                 "allowed_until) VALUES(?,?,?,?,?,?,?)",
-                (session_id, machine_id, decision.member.id, supervisor, decision.booking_id, iso(now),
+                (session_id, machine_id, decision.member_id, supervisor, decision.booking_id, iso(now),
                  iso(decision.allowed_until) if decision.allowed_until else None),
             )  # fmt: skip
         self.last_activity[machine_id] = now
@@ -237,7 +237,7 @@ class Sessions:
 
     def _record(self, machine_id: str, decision: Decision, action: str, **extra: Any) -> Decision:
         data = {**decision.public(), "action": action, **extra}
-        actor = decision.member.id if decision.member else "unknown"
+        actor = decision.member_id if decision.member else "unknown"
         self.ledger.audit(actor, "badge", decision.code, machine_id, action, **data)
         self.emit(machine_id, "badge", data)
         return decision

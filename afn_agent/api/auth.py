@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import HTTPException, Request
 
@@ -61,7 +62,7 @@ class Authenticator:
             self._tokens[key_hash(token)] = (caller, time.monotonic() + SESSION_TOKEN_S)
         return token
 
-    def token_for_session(self, machine_id: str, session: dict) -> str:
+    def token_for_session(self, machine_id: str, session: dict[str, Any]) -> str:
         """The kiosk's token for the open session, minted once per session."""
         with self._lock:
             token = self._by_session.get(session["id"])

@@ -9,11 +9,14 @@ every state-changing act that goes through (`Gate.record`).
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
 
 from .auth import Authenticator, Caller
+
+if TYPE_CHECKING:
+    from ..agent import Agent
 
 
 class Act(Enum):
@@ -55,7 +58,7 @@ OWNED = frozenset({Act.CONTROL, Act.RELEASE, Act.REMOVE})  # on one job: its own
 class Gate:
     """The one authorisation function (`allow`) and the audit of what it let through (`record`)."""
 
-    def __init__(self, agent, auth: Authenticator) -> None:
+    def __init__(self, agent: Agent, auth: Authenticator) -> None:
         self.agent, self.auth = agent, auth
 
     def allow(
@@ -136,7 +139,7 @@ class Gate:
         if not caller.may_use(job["machine_id"]):
             return False
         if caller.role == "session" or (caller.role == "slicer" and caller.member):
-            return job["member_id"] == caller.member
+            return bool(job["member_id"] == caller.member)
         return True
 
     def may_name(self, caller: Caller, member_id: str | None) -> bool:

@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import json
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 
 class BodyLimit:
-    def __init__(self, app, limit_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
         self.app = app
         self.limit = limit_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await _refuse(send, self.limit)
+            await _refuse(send, self.limit)
+            return
         seen = 0
         over = False
         started = False
 
-        async def counted():
+        async def counted() -> Message:
             nonlocal seen, over
             if over:
                 return {"type": "http.disconnect"}
@@ -37,7 +41,7 @@ class BodyLimit:
                     return {"type": "http.disconnect"}
             return message
 
-        async def guarded_send(message):
+        async def guarded_send(message: Message) -> None:
             nonlocal started
             if over:
                 return  # the application's answer to a body it never got whole: ours goes instead
@@ -53,7 +57,7 @@ class BodyLimit:
             await _refuse(send, self.limit)
 
 
-async def _refuse(send, limit: int) -> None:
+async def _refuse(send: Send, limit: int) -> None:
     body = json.dumps({"error": f"request body larger than {limit // 1_000_000} MB"}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"connection", b"close")]  # fmt: skip

@@ -115,7 +115,7 @@ class GuardedH11(H11Protocol):
     last_data = 0.0
     admitted = False  # refused connections never reach uvicorn's own bookkeeping
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         peer = transport.get_extra_info("peername")
         self.client_key = str(peer[0]) if peer else "?"
         if not self.guard.admit(self, self.client_key):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
@@ -15,6 +16,9 @@ from ..ledger.usage import parse_iso, utc_now
 from .auth import Authenticator
 from .authz import Act, Gate
 from .native import job_view
+
+if TYPE_CHECKING:
+    from ..agent import Agent
 
 STATIC = Path(__file__).with_name("kiosk")
 DECISION_SHOWN_S = 60
@@ -34,11 +38,11 @@ REASONS = {
 
 
 def words(decision: dict[str, Any]) -> str:
-    template = REASONS.get(decision.get("code", ""), decision.get("detail") or decision.get("code", ""))
+    template = str(REASONS.get(decision.get("code", ""), decision.get("detail") or decision.get("code", "")))
     return template.format(name=decision.get("member_name") or "member", detail=decision.get("detail", ""))
 
 
-def build(agent, auth: Authenticator, default_machine: str) -> APIRouter:
+def build(agent: Agent, auth: Authenticator, default_machine: str) -> APIRouter:
     r = APIRouter(tags=["kiosk"])
 
     gate = Gate(agent, auth)
@@ -73,7 +77,7 @@ def build(agent, auth: Authenticator, default_machine: str) -> APIRouter:
         if machine_id not in agent.machines:
             raise HTTPException(404, f"no machine {machine_id!r}")
 
-        async def events():
+        async def events() -> AsyncIterator[str]:
             last, beat = None, time.monotonic()
             while not await request.is_disconnected():
                 view = await asyncio.to_thread(kiosk_view, agent, auth, machine_id, caller.role == "kiosk")
@@ -93,8 +97,8 @@ def build(agent, auth: Authenticator, default_machine: str) -> APIRouter:
     return r
 
 
-def kiosk_view(agent, auth: Authenticator, machine_id: str, with_token: bool) -> dict[str, Any]:
-    status = agent.status(machine_id)
+def kiosk_view(agent: Agent, auth: Authenticator, machine_id: str, with_token: bool) -> dict[str, Any]:
+    status = agent.control.status(machine_id)
     session = status.get("session")
     member = session["member_id"] if session else None
     waiting = [
@@ -102,8 +106,8 @@ def kiosk_view(agent, auth: Authenticator, machine_id: str, with_token: bool) ->
         for j in agent.ledger.jobs(machine_id, ("held", "queued"))
         if member and j["member_id"] in (member, None)
     ]
-    running = agent.running_job(machine_id)
-    figures = agent.job_figures(machine_id)
+    running = agent.control.running_job(machine_id)
+    figures = agent.control.job_figures(machine_id)
     view: dict[str, Any] = {
         "machine": machine_id,
         "state": status["state"],
@@ -125,12 +129,13 @@ def kiosk_view(agent, auth: Authenticator, machine_id: str, with_token: bool) ->
             "price_so_far": figures["price_so_far"] if figures else None,
             "currency": figures["currency"] if figures else None,
         }
-    if with_token and session is not None and (raw := agent.access.sessions.current(machine_id)) is not None:
+    access = agent.access
+    if with_token and session is not None and access and (raw := access.sessions.current(machine_id)):
         view["token"] = auth.token_for_session(machine_id, raw)
     return view
 
 
-def _last_decision(agent, machine_id: str) -> dict[str, Any] | None:
+def _last_decision(agent: Agent, machine_id: str) -> dict[str, Any] | None:
     for row in agent.ledger.audit_log(machine_id, 20):
         if row["action"] != "badge":
             continue

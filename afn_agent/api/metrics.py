@@ -5,9 +5,15 @@ Per machine, never per member: a member's activity is in the ledger, where acces
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..agent import Agent
 
 STATES = ("disconnected", "connecting", "idle", "printing", "paused", "resetting", "alarm", "fault")
 TOTALS = (  # (metric, help, JSON path in the usage record)
@@ -23,10 +29,10 @@ TOTALS = (  # (metric, help, JSON path in the usage record)
 
 
 class AgentCollector(Collector):
-    def __init__(self, agent) -> None:
+    def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         agent = self.agent
         state = GaugeMetricFamily(
             "afn_machine_state", "1 for the machine's current state.", labels=["machine", "state"]
@@ -83,7 +89,7 @@ class AgentCollector(Collector):
             restarts.add_metric([], agent.bus.network_restarts)
         yield from (outbox, undelivered, mqtt, restarts)
 
-    def _ledger_totals(self):
+    def _ledger_totals(self) -> Iterator[Metric]:
         conn = self.agent.ledger.conn
         jobs = CounterMetricFamily("afn_jobs", "Jobs ended, by outcome.", labels=["machine", "outcome"])
         for machine_id, outcome, n in conn.execute(
@@ -111,7 +117,7 @@ def _total(path: str) -> str:
     return f"{expr} / {divisor}" if divisor else expr
 
 
-def registry_for(agent) -> CollectorRegistry:
+def registry_for(agent: Agent) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(AgentCollector(agent))
     return registry

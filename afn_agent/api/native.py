@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from ..spool import JobRefused, SpoolFull, submit
+from ..intake import JobRefused, SpoolFull, submit
 from . import uploads
 from .auth import Authenticator, Caller
 from .authz import Act, Gate
+
+if TYPE_CHECKING:
+    from ..agent import Agent
 
 
 class Position(BaseModel):
@@ -66,7 +70,7 @@ def status_view(gate: Gate, caller: Caller, status: dict[str, Any]) -> dict[str,
     return out
 
 
-def build(agent, auth: Authenticator) -> APIRouter:
+def build(agent: Agent, auth: Authenticator) -> APIRouter:
     r = APIRouter(prefix="/v1")
     gate = Gate(agent, auth)
     spool = agent.config.spool_dir
@@ -95,15 +99,17 @@ def build(agent, auth: Authenticator) -> APIRouter:
     @r.get("/machines", tags=["machines"])
     def machines(request: Request) -> list[dict[str, Any]]:
         caller = gate.allow(request, Act.READ)
-        return [status_view(gate, caller, agent.status(m)) for m in agent.machines if caller.may_use(m)]
+        return [
+            status_view(gate, caller, agent.control.status(m)) for m in agent.machines if caller.may_use(m)
+        ]
 
     @r.get("/machines/{machine_id}", tags=["machines"])
     def machine(machine_id: str, request: Request) -> dict[str, Any]:
         caller = gate.allow(request, Act.READ, machine=machine_id)
         machine_or_404(machine_id)
         return {
-            **status_view(gate, caller, agent.status(machine_id)),
-            "telemetry": agent.telemetry(machine_id),
+            **status_view(gate, caller, agent.control.status(machine_id)),
+            "telemetry": agent.control.telemetry(machine_id),
         }
 
     @r.get("/jobs", tags=["jobs"])
@@ -140,7 +146,7 @@ def build(agent, auth: Authenticator) -> APIRouter:
         caller, found = gate.allow_job(request, Act.REMOVE, job_id, action="job-remove")
         if found["state"] not in ("queued", "held"):
             raise HTTPException(409, f"job is {found['state']}; cancel it on the machine instead")
-        agent.remove_job(job_id, caller.name)
+        agent.control.remove_job(job_id, caller.name)
 
     @r.post("/jobs/{job_id}/move", tags=["jobs"])
     def move(job_id: str, body: Position, request: Request) -> dict[str, Any]:
@@ -157,16 +163,18 @@ def build(agent, auth: Authenticator) -> APIRouter:
         caller, found = gate.allow_job(request, Act.RELEASE, job_id, action="job-release")
         if found["state"] != "held":
             raise HTTPException(409, f"job is {found['state']}, not held")
-        agent.release_job(job_id, caller.name, manager=caller.role == "manager")  # AfnError: the handler
+        agent.control.release_job(
+            job_id, caller.name, manager=caller.role == "manager"
+        )  # AfnError: the handler
         return view(caller, job_or_404(job_id))
 
     def control(machine_id: str, request: Request, action: str) -> dict[str, Any]:
         machine_or_404(machine_id)
-        caller = gate.allow(request, Act.CONTROL, machine=machine_id, job=agent.running_job(machine_id),
-                            action=action)  # fmt: skip
+        job = agent.control.running_job(machine_id)
+        caller = gate.allow(request, Act.CONTROL, machine=machine_id, job=job, action=action)
         return run_command(agent, gate, caller, machine_id, action)
 
-    def control_route(action: str):
+    def control_route(action: str) -> Callable[[str, Request], dict[str, Any]]:
         def route(machine_id: str, request: Request) -> dict[str, Any]:
             return control(machine_id, request, action)
 
@@ -188,25 +196,27 @@ def build(agent, auth: Authenticator) -> APIRouter:
     def lock(machine_id: str, body: LockBody, request: Request) -> dict[str, Any]:
         caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="lock")
         machine_or_404(machine_id)
-        return {"result": agent.lock(machine_id, caller.name, body.reason)}
+        return {"result": agent.control.lock(machine_id, caller.name, body.reason)}
 
     @r.post("/machines/{machine_id}/unlock", tags=["control"])
     def unlock(machine_id: str, request: Request) -> dict[str, Any]:
         caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="unlock")
         machine_or_404(machine_id)
-        return {"result": agent.unlock(machine_id, caller.name)}
+        return {"result": agent.control.unlock(machine_id, caller.name)}
 
     @r.post("/machines/{machine_id}/confirm", tags=["control"])
     def confirm(machine_id: str, request: Request) -> dict[str, Any]:
         """A person confirms the machine is ready (bed cleared, checked after a crash)."""
         caller = gate.allow(request, Act.CONFIRM, machine=machine_id, action="confirm")
         machine_or_404(machine_id)
-        if not agent.confirm(machine_id, caller.name):
+        if not agent.control.confirm(machine_id, caller.name):
             raise HTTPException(409, "nothing to confirm")
         return {"result": "confirmed"}
 
     @r.get("/sessions", tags=["access"])
-    def sessions(request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)):
+    def sessions(
+        request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
         caller = gate.allow(request, Act.OVERSEE)
         if machine is None and caller.machines:
             raise HTTPException(403, "this key may see only its machines' sessions: name one (?machine=)")
@@ -221,7 +231,7 @@ def build(agent, auth: Authenticator) -> APIRouter:
     @r.get("/usage", tags=["usage"])
     def usage(
         request: Request, after: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(100, ge=1, le=1000)
-    ):
+    ) -> dict[str, Any]:
         """Usage records after a cursor, oldest first; pass `next` back as `after`."""
         gate.allow(request, Act.USAGE)
         rows = agent.ledger.usage_after(after, limit)
@@ -260,7 +270,9 @@ def build(agent, auth: Authenticator) -> APIRouter:
         raise HTTPException(422, "send {'snapshot': …} or {'delta': …}")
 
     @r.get("/audit", tags=["access"])
-    def audit(request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)):
+    def audit(
+        request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
         caller = gate.allow(request, Act.OVERSEE, machine=machine)
         if machine is None and caller.machines:
             raise HTTPException(403, "this key may see only its machines' audit: name one (?machine=)")
@@ -269,11 +281,13 @@ def build(agent, auth: Authenticator) -> APIRouter:
     return r
 
 
-def run_command(agent, gate: Gate, caller: Caller, machine_id: str, action: str) -> dict[str, Any]:
+def run_command(agent: Agent, gate: Gate, caller: Caller, machine_id: str, action: str) -> dict[str, Any]:
     """Pause, resume, cancel or stop, for a caller the gate let through; audited either way."""
     actor = "manager" if caller.role == "manager" else "member"
-    result, detail = agent.command({"machine": machine_id, "actor": actor, "command": action, "args": {}})
-    gate.record(caller, action, result, machine_id, agent.running_job(machine_id), detail=detail)
+    result, detail = agent.control.command(
+        {"machine": machine_id, "actor": actor, "command": action, "args": {}}
+    )
+    gate.record(caller, action, result, machine_id, agent.control.running_job(machine_id), detail=detail)
     if result != "done":
         raise HTTPException(409, detail)
     return {"result": result, "detail": detail}
@@ -290,7 +304,7 @@ def _analyses() -> anyio.CapacityLimiter:
 
 
 async def _submit(
-    agent,
+    agent: Agent,
     file: UploadFile,
     machine: str,
     caller: Caller,
@@ -299,7 +313,7 @@ async def _submit(
     held: bool | None,
     source: str = "upload",
 ) -> dict[str, Any]:
-    limit = int(agent.config.api.max_upload_mb * 1_000_000)
+    limit = int(agent.config.api_config().max_upload_mb * 1_000_000)
     tmp, name = await uploads.receive(file, agent.config.spool_dir, limit, agent.config.spool.min_free_mb)
     take_in = functools.partial(
         submit, agent.config, agent.ledger, machine, tmp, source, name, held,
@@ -314,5 +328,5 @@ async def _submit(
     finally:
         tmp.unlink(missing_ok=True)
     agent.ledger.audit(caller.name, "upload", "queued", machine, job_id, name=name, member=owner)
-    job = agent.ledger.job(job_id)
+    job = agent.control.job(job_id)
     return {**job_view(job, agent.config.spool_dir), "quote": quote.get("quote"), "analysis": quote}

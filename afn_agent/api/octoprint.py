@@ -8,7 +8,7 @@ their owner's badge at the machine, as the fab-lab flow wants; nothing prints fr
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
@@ -17,6 +17,9 @@ from .. import __version__
 from .auth import Authenticator, Caller
 from .authz import Act, Gate
 from .native import _submit, run_command
+
+if TYPE_CHECKING:
+    from ..agent import Agent
 
 OCTOPRINT_VERSION = "1.10.2"
 STATE_TEXT = {
@@ -32,7 +35,7 @@ STATE_TEXT = {
 COMMANDS: dict[Any, str] = {"cancel": "cancel", ("pause", "pause"): "pause", ("pause", "resume"): "resume"}
 
 
-def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter:
+def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter:
     r = APIRouter(prefix=prefix, tags=["octoprint"])
 
     gate = Gate(agent, auth)
@@ -151,8 +154,8 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
     def job(request: Request) -> dict[str, Any]:
         caller = who(request)
         m = agent.machines[machine_id]
-        status = agent.status(machine_id)
-        running = agent.running_job(machine_id)
+        status = agent.control.status(machine_id)
+        running = agent.control.running_job(machine_id)
         if running is None:
             return {
                 "job": {
@@ -172,7 +175,7 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
             }
         estimate = json.loads(running["estimate_json"] or "{}")
         progress = status["job"]["progress"] if status["job"] else 0.0
-        figures = agent.job_figures(machine_id)
+        figures = agent.control.job_figures(machine_id)
         elapsed = figures["total_s"] if figures else 0.0
         return {
             "job": {
@@ -211,7 +214,7 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
             raise HTTPException(
                 400, "command must be start, cancel or pause (action pause, resume or toggle)"
             )
-        caller = who(request, Act.CONTROL, job=agent.running_job(machine_id), action=name)
+        caller = who(request, Act.CONTROL, job=agent.control.running_job(machine_id), action=name)
         run_command(agent, gate, caller, machine_id, name)
         return Response(status_code=204)
 
@@ -224,7 +227,9 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
             raise HTTPException(409, "no job waiting to start on this machine")
         caller = who(request, Act.RELEASE, job=mine, action="job-release")  # refused: none is theirs
         assert mine is not None  # a manager owns every job; anyone else was refused above
-        agent.release_job(mine["id"], caller.name, manager=caller.role == "manager")  # AfnError: the handler
+        agent.control.release_job(
+            mine["id"], caller.name, manager=caller.role == "manager"
+        )  # AfnError: the handler
         return Response(status_code=204)
 
     @r.get("/api/files")
@@ -260,7 +265,7 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
             )
         owner = caller.member
         entry = await _submit(agent, file, machine_id, caller, owner, None, held=None)
-        job = agent.ledger.job(entry["id"])
+        job = agent.control.job(entry["id"])
         location = f"{request.base_url}{prefix.lstrip('/')}{'/' if prefix else ''}api/files/local/{job['id']}"
         response.headers["Location"] = location
         return {
@@ -287,7 +292,7 @@ def build(agent, auth: Authenticator, machine_id: str, prefix: str) -> APIRouter
     return r
 
 
-def _profile(agent, machine_id: str) -> dict[str, Any]:
+def _profile(agent: Agent, machine_id: str) -> dict[str, Any]:
     profile = agent.machines[machine_id].profile
     vol = profile.volume.axes
     size = {k: (vol[k][1] - vol[k][0]) if k in vol else 0 for k in ("x", "y", "z")}
@@ -331,7 +336,7 @@ def _file_entry(request: Request, prefix: str, job: dict[str, Any]) -> dict[str,
     }
 
 
-def _free(agent) -> int:
+def _free(agent: Agent) -> int:
     import shutil
 
     return shutil.disk_usage(

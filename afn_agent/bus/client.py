@@ -148,13 +148,14 @@ class Bus:
                 self._stop.wait(1.0)
 
     def _connect(self) -> None:
-        props = None
-        if self.protocol == mqtt.MQTTv5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            props.MaximumPacketSize = MAX_PACKET  # the broker drops anything larger meant for us
-        kw = {"clean_start": False, "properties": props} if self.protocol == mqtt.MQTTv5 else {}
-        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s, **kw)
+        host, port, keepalive = self.config.host, self.config.port, self.config.keepalive_s
+        if self.protocol != mqtt.MQTTv5:
+            self.client.connect_async(host, port, keepalive)
+            return
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.MaximumPacketSize = MAX_PACKET  # the broker drops anything larger meant for us
+        self.client.connect_async(host, port, keepalive, clean_start=False, properties=props)
 
     def stop(self) -> None:
         """Say offline (retained), then disconnect cleanly: the last will is for crashes only."""
@@ -177,7 +178,9 @@ class Bus:
             {"agent": self.agent_id, "state": state, "machines": self.machine_ids, "t": time.time()}
         )
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             fallback = self.config.protocol == "auto" and self.protocol == mqtt.MQTTv5
@@ -214,17 +217,21 @@ class Bus:
         self._connect()
         old.disconnect()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
         self.connected.clear()
         if not self._stop.is_set():
             log.warning("disconnected from the broker (%s); retrying", reason_code)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
+    ) -> None:
         """A PUBACK: let the pump record it. Nothing here may take a lock: paho holds its own while it
         calls us, and publish() takes the same one (a deadlock found by bench/mqtt.py)."""
         self._wake.set()
 
-    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         """Runs in paho's network thread: nothing may escape from here, or that thread dies silently
         and the agent stops hearing commands and acks while still saying it is connected."""
         try:
@@ -241,7 +248,7 @@ class Bus:
         if msg.topic in (self.topics.directory(), self.topics.directory_delta()):
             if self.on_directory is not None:
                 self.on_directory(
-                    "snapshot" if msg.topic == self.topics.directory() else "delta", msg.payload
+                    "snapshot" if msg.topic == self.topics.directory() else "delta", bytes(msg.payload)
                 )
             return
         where = self.topics.parse(msg.topic)
@@ -249,9 +256,9 @@ class Bus:
             return
         machine, leaf = where
         if leaf == t.USAGE_ACK:
-            self._on_ack(msg.payload)
+            self._on_ack(bytes(msg.payload))
         elif leaf == t.COMMAND:
-            self._on_command_message(machine, msg.payload)
+            self._on_command_message(machine, bytes(msg.payload))
 
     def _on_ack(self, payload: bytes) -> None:
         try:

@@ -4,11 +4,13 @@ devices with state, progress, job, member and lock sensors, without configuring 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .topics import STATUS, Topics
 
 PREFIX = "homeassistant"
-SENSORS = (  # (component, object id, name, value template, extra fields)
+# (component, object id, name, value template, extra fields)
+SENSORS: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
     ("sensor", "state", "State", "{{ value_json.state }}", {}),
     ("sensor", "progress", "Progress",
      "{{ ((value_json.job.progress if value_json.job else 0) * 100) | round(1) }}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,14 @@ class _Reader:
     def where(self, key: str) -> str:
         return f"{self.source}: [{self.section}].{key}" if self.section else f"{self.source}: {key}"
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any, check=None, expect: str = "") -> Any:
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any,
+        check: Callable[[Any], Any] | None = None,
+        expect: str = "",
+    ) -> Any:
         self.seen.add(key)
         if key not in self.data:
             return default
@@ -322,11 +330,14 @@ def parse_profile(data: dict[str, Any], source: str = "<memory>") -> Profile:
 
 
 def _motion(r: _Reader) -> Motion:
-    def four(key: str):
+    def four(key: str) -> tuple[float, float, float, float] | None:
         v = r.get(key, list, None, expect="[x, y, z, e]")
-        if v is not None and (len(v) != 4 or not all(isinstance(x, int | float) and x > 0 for x in v)):
+        if v is None:
+            return None
+        if len(v) != 4 or not all(isinstance(x, int | float) and x > 0 for x in v):
             raise ProfileError(f"{r.where(key)}: expected four positive numbers [x, y, z, e], got {v!r}")
-        return tuple(float(x) for x in v) if v is not None else None
+        x, y, z, e = (float(x) for x in v)
+        return x, y, z, e
 
     positive = (lambda v: v > 0), "a positive number"
     m = Motion(

@@ -14,6 +14,7 @@ import secrets
 import ssl
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,12 @@ class Fleet:
         c.reconnect_delay_set(1, 30)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
-        c.on_message = lambda client, userdata, msg: self.state.on_message(msg.topic, msg.payload)
+        c.on_message = lambda client, userdata, msg: self.state.on_message(msg.topic, bytes(msg.payload))
         return c
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
         if reason_code.is_failure:
             return
         client.subscribe(f"{self.topics.prefix}/{self.topics.site}/#", qos=1)
@@ -169,7 +172,7 @@ class Fleet:
 
         @app.get("/api/stream")
         async def stream(request: Request) -> StreamingResponse:
-            async def events():
+            async def events() -> AsyncIterator[str]:
                 snap = self.state.snapshot()
                 version = snap["version"]
                 yield f"event: snapshot\ndata: {json.dumps(snap)}\n\n"
@@ -208,7 +211,7 @@ class Fleet:
                 raise HTTPException(404, f"no machine {machine_id!r} on the bus")
             if not self.config.command_secret:
                 raise HTTPException(409, "this dashboard has no command_secret")
-            args = {"reason": body.reason} if body.command == "lock" else {}
+            args: dict[str, Any] = {"reason": body.reason} if body.command == "lock" else {}
             token = sign(self.config.command_secret, body.command, machine_id, name, **args)
             info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
             return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "nonce": token["nonce"]}

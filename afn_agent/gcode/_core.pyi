@@ -6,7 +6,9 @@
 # Counters the core keeps are read-only; modal state that Python's reading of a line changes is
 # writable (the `_modal` code in timeline.py and material.py).
 
-from typing import Protocol, TypedDict
+from typing import TypedDict
+
+from .motion import Limits
 
 MAX_TOOLS: int
 BEAM: int
@@ -20,21 +22,6 @@ class _Defaults(TypedDict):
     accel: float
 
 DEFAULT_LIMITS: _Defaults
-
-class LimitsLike(Protocol):
-    """What `Core.set_limits` reads, by name (motion.Limits)."""
-
-    max_feedrate: dict[str, float]  # per axis X Y Z E
-    max_accel: dict[str, float]
-    jerk: dict[str, float]
-    accel: float
-    retract_accel: float
-    travel_accel: float
-    max_accel_extruding: float
-    max_accel_travel: float
-    min_feedrate: float
-    min_travel_feedrate: float
-    junction_deviation: float
 
 def trapezoid_time(distance: float, entry: float, cruise: float, exit: float, accel: float, /) -> float: ...
 
@@ -108,7 +95,7 @@ class Core:
     ) -> None: ...
     def plan(self, dx: float, dy: float, dz: float, de: float, feed: float, tag: int = 0, /) -> float: ...
     def flush(self) -> None: ...
-    def set_limits(self, limits: LimitsLike, /) -> None: ...
+    def set_limits(self, limits: Limits, /) -> None: ...  # read by field name
     def set_max_feedrate(self, axis: str, value: float, /) -> None: ...  # M203
     def set_max_accel(self, axis: str, value: float, /) -> None: ...  # M201
     def set_jerk(self, axis: str, value: float, /) -> None: ...  # M205 X Y Z E

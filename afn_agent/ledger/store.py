@@ -221,7 +221,8 @@ class Ledger:
             job = self._locked_job(c, job_id)
             old = c.execute("SELECT record_json FROM usage_records WHERE job_id=?", (job_id,)).fetchone()
             if old:
-                return json.loads(old[0])
+                record: dict[str, Any] = json.loads(old[0])
+                return record
             check_transition(job_id, job["state"], outcome)
             record = build_record(
                 record_id_for(self.site, job_id),
@@ -348,9 +349,8 @@ class Ledger:
         return n > 0
 
     def undelivered(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM usage_records WHERE delivered_at IS NULL").fetchone()[
-            0
-        ]
+        sql = "SELECT COUNT(*) FROM usage_records WHERE delivered_at IS NULL"
+        return int(self.conn.execute(sql).fetchone()[0])
 
     # ---- outbox -----------------------------------------------------------------------------------
     def outbox_add(self, kind: str, machine_id: str, payload: dict[str, Any]) -> int:
@@ -400,7 +400,7 @@ class Ledger:
             c.execute("UPDATE outbox SET next_try=0 WHERE acked_at IS NULL")
 
     def outbox_pending(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0]
+        return int(self.conn.execute("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0])
 
     # ---- command nonces ---------------------------------------------------------------------------
     def use_nonce(self, nonce: str, expires: float) -> bool:

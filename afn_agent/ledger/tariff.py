@@ -141,4 +141,5 @@ def price(tariff: Tariff, qty: dict[str, str], basis: str) -> Decimal:
 
 def _cents(rounding: Decimal) -> Decimal:
     """Prices are written with at least two decimals (1.00, not 1.0), more when the step needs them."""
-    return rounding if rounding.as_tuple().exponent < -2 else Decimal("0.01")
+    exponent = rounding.as_tuple().exponent
+    return rounding if isinstance(exponent, int) and exponent < -2 else Decimal("0.01")

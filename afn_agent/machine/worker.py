@@ -161,7 +161,7 @@ class Machine:
             "job": job.path if job else None,
             "progress": job.progress() if job else 0.0,
             "lines_acked": job.acked_lines if job else 0,
-            "filament_mm_used": job.last_used.get("material_mm", 0.0) if job else 0.0,
+            "material_mm_used": job.last_used.get("material_mm", 0.0) if job else 0.0,
             "temperatures": dict(self.temperatures),
             "position": dict(self.position),
             "grbl_state": self.grbl_state,

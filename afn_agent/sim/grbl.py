@@ -292,7 +292,7 @@ class GrblSim(SimFirmware):
             return fixed
         dist = sum((a - b) ** 2 for a, b in zip(self.pos, before, strict=True)) ** 0.5
         feed = float(self.settings.get("110", "500")) if motion == "0" else self.feed
-        return max(fixed, dist / max(feed, 1e-6) * 60)
+        return float(max(fixed, dist / max(feed, 1e-6) * 60))
 
     def _target(self, axes: dict[str, float]) -> None:
         for i, k in enumerate("XYZ"):

@@ -211,7 +211,7 @@ class MarlinSim(SimFirmware):
             return self._block(cmd, t, self.scaled(1.5), "home")
         if w in ("M109", "M190"):
             heater = self.heaters["T" if w == "M109" else "B"]
-            target = _param(cmd.text, "S", None)
+            target = _word(cmd.text, "S")
             if target is None:
                 target = _param(cmd.text, "R", heater.target)
             heater.set(min(target, MAX_TARGET[w]), t)
@@ -362,13 +362,18 @@ def _command_of(line: bytes) -> tuple[str, str]:
     return text, word
 
 
-def _param(text: str, letter: str, default):
+def _word(text: str, letter: str) -> float | None:
     for k, v in WORD_RE.findall(text.upper().split(None, 1)[-1] if " " in text else ""):
         if k == letter:
             return float(v)
-    return default
+    return None
+
+
+def _param(text: str, letter: str, default: float) -> float:
+    v = _word(text, letter)
+    return default if v is None else v
 
 
 def _dwell(text: str) -> float:
-    p = _param(text, "P", None)
+    p = _word(text, "P")
     return p / 1000 if p is not None else _param(text, "S", 0.0)

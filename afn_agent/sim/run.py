@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from .core import SimFirmware, SimOptions
 from .grbl import GrblSim
@@ -71,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> SimOptions:
-    values = dict(DEFAULTS[args.kind])
+    values: dict[str, Any] = dict(DEFAULTS[args.kind])
     for f in fields(SimOptions):
         v = getattr(args, f.name)
         if v is not None:
@@ -91,14 +92,14 @@ def main(args: argparse.Namespace) -> int:
 class SimProcess:
     """A simulator in its own process (its own GIL, as a real firmware has its own CPU)."""
 
-    def __init__(self, kind: str, workdir: str | Path | None = None, **options) -> None:
+    def __init__(self, kind: str, workdir: str | Path | None = None, **options: Any) -> None:
         self.kind = kind
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="afn-sim-"))
         self.link = self.dir / f"{kind}.tty"
         self.stats_path = self.dir / f"{kind}.stats.json"
         self.log_path = self.dir / f"{kind}.log"
         self.options = {"stats": str(self.stats_path), "log": str(self.log_path), **options}
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> SimProcess:
         cmd = [sys.executable, "-m", "afn_agent.sim", self.kind, "--link", str(self.link)]
@@ -119,7 +120,7 @@ class SimProcess:
             time.sleep(0.01)
         return self
 
-    def stop(self) -> dict:
+    def stop(self) -> dict[str, Any]:
         """Stop it and return its counters."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -129,7 +130,8 @@ class SimProcess:
                 self.proc.kill()
                 self.proc.wait()
         try:
-            return json.loads(self.stats_path.read_text())
+            stats: dict[str, Any] = json.loads(self.stats_path.read_text())
+            return stats
         except (OSError, ValueError):
             return {}
 
@@ -137,10 +139,10 @@ class SimProcess:
         """The (label, command) lines the firmware executed, in order."""
         if not self.log_path.exists():
             return []
-        return [tuple(x.split("\t", 1)) for x in self.log_path.read_text().splitlines()]
+        return [(a, b) for a, _, b in (x.partition("\t") for x in self.log_path.read_text().splitlines())]
 
     def __enter__(self) -> SimProcess:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

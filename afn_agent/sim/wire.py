@@ -11,6 +11,7 @@ import os
 import tty
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 BITS_PER_BYTE = 10  # start bit, 8 data bits, stop bit
 
@@ -22,7 +23,7 @@ class Wire:
         self.byte_time = BITS_PER_BYTE / baud
         self.latency = latency_s
         self.free_at = 0.0
-        self._chunks: deque[list] = deque()  # [start_time, data, delivered]
+        self._chunks: deque[list[Any]] = deque()  # [start_time, data, delivered]
         self.busy_time = 0.0
 
     def push(self, data: bytes, t: float) -> None:
@@ -39,7 +40,7 @@ class Wire:
         if not self._chunks:
             return float("inf")
         start, _, done = self._chunks[0]
-        return start + (done + 1) * self.byte_time + self.latency
+        return float(start + (done + 1) * self.byte_time + self.latency)
 
     def take_one(self) -> tuple[int, float]:
         """Pop the next byte with its arrival time (call only when next_arrival() is finite)."""

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.config import load_config
 from afn_agent.sim.jobs import circle_gcode
 from tests.helpers import KEYS, api_table, wait_for, write_config
@@ -33,7 +33,7 @@ def scoped_keys() -> str:
 
 
 @pytest.fixture
-def lab(tmp_path, start_sim):
+def two_printers(tmp_path, start_sim):
     sims = [start_sim("marlin", speed=2), start_sim("marlin", speed=10)]
     machines = [
         {"id": f"printer-{i}", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
@@ -73,11 +73,11 @@ def refused_rows(agent, action: str) -> list[dict]:
     ]
 
 
-def test_nobody_but_the_owner_or_a_manager_acts_on_a_job_through_any_route(lab, tmp_path):
-    agent, url = lab
+def test_nobody_but_the_owner_or_a_manager_acts_on_a_job_through_any_route(two_printers, tmp_path):
+    agent, url = two_printers
     running = upload(url, KEYS["ana-slicer"], tmp_path, "ana-run.gcode", segments=4000)
     read_badge(agent, "ana")  # her held job starts on badge-in
-    wait_for(lambda: agent.running_job("printer-1") is not None, 15, "Ana's job running")
+    wait_for(lambda: agent.control.running_job("printer-1") is not None, 15, "Ana's job running")
     ana_token = requests.get(f"{url}/v1/kiosk/printer-1").json()["token"]  # the kiosk is on loopback
     read_badge(agent, "ana")  # badge out: the job goes on
     read_badge(agent, "tom")
@@ -117,8 +117,8 @@ def test_nobody_but_the_owner_or_a_manager_acts_on_a_job_through_any_route(lab, 
     assert done and done[0]["actor"] == "manager-max" and done[0]["subject"] == running["id"]
 
 
-def test_keys_scoped_to_a_machine_and_members_read_only_what_is_theirs(lab, tmp_path):
-    agent, url = lab
+def test_keys_scoped_to_a_machine_and_members_read_only_what_is_theirs(two_printers, tmp_path):
+    agent, url = two_printers
     ana_job = upload(url, KEYS["ana-slicer"], tmp_path, "ana.gcode")
     anon_job = upload(url, KEYS["slicer"], tmp_path, "anon.gcode", machine="printer-2")  # (on printer-1
     # an unowned upload becomes the member's who badges in next)
@@ -163,8 +163,8 @@ def test_keys_scoped_to_a_machine_and_members_read_only_what_is_theirs(lab, tmp_
     assert manager["session"]["member_id"] == "ana"
 
 
-def test_a_fault_reason_never_shows_the_spool_path(lab, tmp_path):
-    agent, url = lab
+def test_a_fault_reason_never_shows_the_spool_path(two_printers, tmp_path):
+    agent, url = two_printers
     job = upload(url, KEYS["manager"], tmp_path, "gone.gcode", machine="printer-2")
     spooled = agent.ledger.job(job["id"])["path"]
     with agent.ledger.tx() as c:
@@ -174,9 +174,9 @@ def test_a_fault_reason_never_shows_the_spool_path(lab, tmp_path):
     time.sleep(0)
 
 
-def test_every_route_that_touches_printer_1_refuses_a_key_scoped_to_printer_2(lab, tmp_path):
+def test_every_route_that_touches_printer_1_refuses_a_key_scoped_to_printer_2(two_printers, tmp_path):
     """Enumerated from the app's own OpenAPI description, so a route added later is covered too."""
-    agent, url = lab
+    agent, url = two_printers
     job = upload(url, KEYS["manager"], tmp_path, "p1.gcode")
     app = agent.api.server.config.app.app  # BodyLimit around the FastAPI app
     before = len(agent.ledger.audit_log(None, 10000))

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.config import load_config
 from afn_agent.sim.jobs import circle_gcode
 from tests.helpers import KEYS, api_table, wait_for, write_config
@@ -112,10 +112,10 @@ def test_quotas_spool_cleanup_and_a_full_disk_keep_every_thread_and_session_soun
         )
         # the disk is given back: badge in and badge out work, sessions stay consistent
         filler.unlink()
-        time.sleep(0.3)
+        time.sleep(0.3)  # real time: the reader debounce of the last read passes
         agent.access.sim_reader("printer-1").present(UIDS["ana"])
         wait_for(lambda: agent.access.sessions.current("printer-1") is not None, 5, "ana's session")
-        time.sleep(0.4)
+        time.sleep(0.4)  # real time: past the reader debounce, the same card is a new read
         agent.access.sim_reader("printer-1").present(UIDS["ana"])
         wait_for(lambda: agent.access.sessions.current("printer-1") is None, 5, "ana's badge-out")
         assert requests.get(f"{url}/health", timeout=5).json()["ok"]
@@ -132,11 +132,11 @@ def test_a_disk_that_fills_during_a_job_loses_no_record(small_disk, tmp_path, st
     agent = Agent(load_config(path)).start()
     try:
         assert agent.machines["printer-1"].wait_ready(15)
-        from afn_agent.spool import submit
+        from afn_agent.intake import submit
 
         job_id, _ = submit(agent.config, agent.ledger, "printer-1",
                            circle_gcode(tmp_path / "j.gcode", 1500, 0.1, centre=(110, 110)), "cli")  # fmt: skip
-        wait_for(lambda: agent.running_job("printer-1") is not None, 15, "running")
+        wait_for(lambda: agent.control.running_job("printer-1") is not None, 15, "running")
         filler = small_disk / "filler"
         fill(filler)
         wait_for(lambda: agent.ledger_error, 15, "the ledger cannot be written, and the agent says so")
@@ -145,6 +145,6 @@ def test_a_disk_that_fills_during_a_job_loses_no_record(small_disk, tmp_path, st
         filler.unlink()
         wait_for(lambda: agent.ledger.job(job_id)["state"] == "completed", 15, "recorded once there is room")
         assert len(agent.ledger.usage_after()) == 1 and not agent.ledger_error
-        assert agent._pump_thread.is_alive()
+        assert agent.pump.is_alive()
     finally:
         agent.stop()

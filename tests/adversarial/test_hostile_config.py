@@ -94,7 +94,7 @@ def test_run_waits_for_a_missing_port_only_when_told(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "afn_agent", "run", "--wait-for-ports", "--config", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        time.sleep(3)
+        time.sleep(3)  # real time: an agent that gave up on the missing port would have exited
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
     finally:
         proc.terminate()

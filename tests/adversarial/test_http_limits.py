@@ -13,8 +13,8 @@ import time
 import requests
 
 from afn_agent.api.guard import connection_ceiling
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 from tests.helpers import api_table, wait_for
 
 LIMITS = "max_connections = 60\nmax_connections_per_client = 20\nheader_timeout_s = 2\nbody_timeout_s = 2\n"
@@ -71,7 +71,7 @@ def test_idle_and_slow_clients_are_capped_and_timed_out_while_a_job_runs(one_mac
     stalled = attacker(
         "127.0.0.9", port, 1, b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"
     )
-    time.sleep(0.5)
+    time.sleep(0.5)  # real time: the attackers' connections reach the server
     assert len(guard.open) <= guard.max_total - 8, "remote clients leave the local reserve free"
     assert max(guard.per_client.values()) <= 20
     server_side = fds() - before - len(socks) - len(stalled)  # the attackers' ends are in this process too

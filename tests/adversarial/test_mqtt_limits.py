@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.bus.tokens import sign
 from afn_agent.config import load_config
 from tests.broker import Client, password
@@ -58,7 +58,7 @@ def test_another_users_password_with_the_agents_client_id_cannot_take_its_sessio
         thief.username_pw_set("booking", password("booking"))
         thief.connect("127.0.0.1", broker.port, 10)
         thief.loop_start()
-        time.sleep(0.4)  # the broker acts on the CONNECT within this (it kicked the agent at once before)
+        time.sleep(0.4)  # real time: the broker acts on the CONNECT within this (it kicked the agent at once before)
         drops.append(not agent.bus.connected.is_set())
         thief.disconnect()
         thief.loop_stop()
@@ -69,7 +69,7 @@ def test_another_users_password_with_the_agents_client_id_cannot_take_its_sessio
 
 def test_payloads_beyond_the_broker_limit_never_reach_the_agent(agent, broker, tmp_path):
     big = tmp_path / "big.json"
-    time.sleep(1.0)  # the agent settled: its memory is measured from here
+    time.sleep(1.0)  # real time: the agent settled: its memory is measured from here
     before = rss_mb()
     for size_mb in (50, 50, 50, 3):
         big.write_bytes(b"[" + b"1," * (size_mb << 19) + b"1]")
@@ -86,7 +86,7 @@ def test_payloads_beyond_the_broker_limit_never_reach_the_agent(agent, broker, t
         booking.client.publish("afn/v1/fablab/_directory/delta", b"x" * 1_500_000, qos=1).wait_for_publish(5)
     finally:
         booking.close()
-    time.sleep(1.0)  # what the broker would deliver arrives within this
+    time.sleep(1.0)  # real time: what the broker would deliver arrives within this
     grew = rss_mb() - before
     assert grew < 30, f"RSS grew {grew:.0f} MB"
     assert agent.bus.up and agent.bus.network_restarts == 0

@@ -12,8 +12,8 @@ from afn_agent.firmware.profile import load_profile
 from afn_agent.gcode.analyzer import analyzer_for
 from afn_agent.gcode.lexer import lex
 from afn_agent.gcode.policy import Policy
+from afn_agent.intake import JobRefused, submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import JobRefused, submit
 
 MARLIN = load_profile("marlin2")
 

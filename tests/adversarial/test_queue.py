@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 from tests.helpers import wait_for
-from tests.integration.test_access import lab, read_badge  # noqa: F401  (the fixture)
+from tests.integration.test_access import badge_printer, read_badge  # noqa: F401  (the fixture)
 
 
 def job(agent, tmp_path, name: str, member: str) -> str:
@@ -21,13 +21,13 @@ def held_events(agent) -> list[dict]:
     return [json.loads(r["detail_json"]) | {"job": r["subject"]} for r in rows]
 
 
-def test_a_job_released_outside_its_owners_session_does_not_block_the_next(lab, tmp_path):  # noqa: F811
-    agent = lab()
+def test_a_job_released_outside_its_owners_session_does_not_block_the_next(badge_printer, tmp_path):  # noqa: F811
+    agent = badge_printer()
     ana = job(agent, tmp_path, "ana", "ana")
     agent.ledger.release(ana, "released with no session open")  # as a stale kiosk or a script could
     read_badge(agent, "tom")
     tom = job(agent, tmp_path, "tom", "tom")
-    agent.release_job(tom, "session:tom")
+    agent.control.release_job(tom, "session:tom")
     wait_for(lambda: agent.ledger.job(tom)["state"] == "completed", 60, "Tom's job ran")
     assert agent.ledger.job(ana)["state"] == "held"
     assert [e["job"] for e in held_events(agent)] == [ana] and "owner" in held_events(agent)[0]["reason"]
@@ -36,20 +36,20 @@ def test_a_job_released_outside_its_owners_session_does_not_block_the_next(lab, 
     wait_for(lambda: agent.ledger.job(ana)["state"] == "completed", 60, "Ana's job ran in her session")
 
 
-def test_start_before_the_bed_clear_confirmation_then_badge_out(lab, tmp_path):  # noqa: F811
-    agent = lab(machine_extra={"confirm_clear": True})
+def test_start_before_the_bed_clear_confirmation_then_badge_out(badge_printer, tmp_path):  # noqa: F811
+    agent = badge_printer(machine_extra={"confirm_clear": True})
     read_badge(agent, "ana")
     first = job(agent, tmp_path, "first", "ana")
-    agent.release_job(first, "session:ana")
+    agent.control.release_job(first, "session:ana")
     wait_for(lambda: agent.ledger.job(first)["state"] == "completed", 60, "the first job")
     second = job(agent, tmp_path, "second", "ana")
-    agent.release_job(second, "session:ana")  # Start pressed, but the bed is not confirmed clear
+    agent.control.release_job(second, "session:ana")  # Start pressed, but the bed is not confirmed clear
     assert agent.ledger.job(second)["state"] == "queued"
     read_badge(agent, "ana")  # and she leaves
     read_badge(agent, "tom")
-    assert agent.confirm("printer-1", "session:tom")
+    assert agent.control.confirm("printer-1", "session:tom")
     tom = job(agent, tmp_path, "tom", "tom")
-    agent.release_job(tom, "session:tom")
+    agent.control.release_job(tom, "session:tom")
     wait_for(lambda: agent.ledger.job(tom)["state"] == "completed", 60, "Tom's job ran")
     assert agent.ledger.job(second)["state"] == "held"
     assert [e["job"] for e in held_events(agent)] == [second]

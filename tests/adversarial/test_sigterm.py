@@ -8,11 +8,11 @@ import json
 import signal
 import time
 
-from afn_agent.app import open_ledger
+from afn_agent.agent import open_ledger
 from afn_agent.config import load_config
 from afn_agent.gcode.lexer import wire_text
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 from tests.helpers import wait_for, write_config
 from tests.integration.test_agent_crash import executed_filament, run_agent
 
@@ -30,7 +30,7 @@ def test_sigterm_mid_job_bills_what_the_firmware_answered(tmp_path, start_sim):
         agent = run_agent(config, log)
         try:
             wait_for(lambda: ledger.job(job_id)["state"] == "running", 60, "running")
-            time.sleep(2.6)  # between two progress reports and two checkpoints
+            time.sleep(2.6)  # real time: between two progress reports and two checkpoints
             agent.send_signal(signal.SIGTERM)
             assert agent.wait(30) == 0
         finally:

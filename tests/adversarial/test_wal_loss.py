@@ -9,9 +9,9 @@ import json
 import sqlite3
 import time
 
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.config import load_config
-from afn_agent.spool import submit
+from afn_agent.intake import submit
 from tests.faults.test_delivery_faults import Booking, config, small
 from tests.helpers import wait_for
 
@@ -46,9 +46,9 @@ def test_a_lost_wal_tail_after_delivery_never_makes_a_second_bill(tmp_path, brok
         wait_for(agent.bus.connected.is_set, 10, "the broker")
         for n in range(3):
             jobs.append(submit(cfg, agent.ledger, "printer-1", small(tmp_path, n, 1500), "cli")[0])
-            wait_for(lambda: agent.running_job("printer-1") is not None, 15, "running")
+            wait_for(lambda: agent.control.running_job("printer-1") is not None, 15, "running")
             if n == 2:
-                time.sleep(1.5)  # a checkpoint or two
+                time.sleep(1.5)  # real time: a checkpoint or two
                 snapshot_ledger(cfg.ledger_path, tmp_path / "mid-job.sqlite3")
             assert agent.wait_idle("printer-1", 90)
         wait_for(lambda: agent.ledger.undelivered() == 0 and len(stored) == 3, 30, "three records stored")

@@ -11,11 +11,11 @@ import subprocess
 import sys
 import time
 
-from afn_agent.app import Agent, open_ledger
+from afn_agent.agent import Agent, open_ledger
 from afn_agent.bus.tokens import sign
 from afn_agent.config import load_config
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 from tests.broker import Client, password
 from tests.helpers import wait_for, write_config
 
@@ -70,7 +70,7 @@ def test_network_partition_during_a_job_and_booking_system_down(tmp_path, broker
         booking.client.close()  # and the booking system is down when the network comes back
         broker.start()
         wait_for(agent.bus.connected.is_set, 30, "reconnection")
-        time.sleep(3.0)
+        time.sleep(3.0)  # real time: records re-sent meanwhile must stay unacknowledged
         assert agent.ledger.undelivered() == 2, "nothing is acknowledged while the booking system is away"
         booking = Booking(broker)  # back: its persistent session kept what came meanwhile
         wait_for(lambda: agent.ledger.undelivered() == 0, 60, "every record acknowledged")
@@ -101,7 +101,7 @@ def test_kill_9_at_random_points_bills_every_job_once(tmp_path, broker, start_si
     fleet = Client(broker, "fleet")
 
     def confirm():  # after each crash a person checks the printer and confirms (a signed command)
-        time.sleep(0.3)
+        time.sleep(0.3)  # real time: the restarted agent subscribes to its commands (no signal outside it)
         fleet.client.publish("afn/v1/fablab/printer-1/command", json.dumps(sign(SECRET, "confirm", "printer-1", "max")),
                              qos=1)  # fmt: skip
 
@@ -172,8 +172,8 @@ def test_hostile_mqtt_payloads_and_a_badge_flood(tmp_path, broker, start_sim):
             client.client.publish(topic, payload, qos=0)
 
         fuzz()
-        time.sleep(1.0)
-        assert agent.bus.connected.is_set() and agent._pump_thread.is_alive()
+        time.sleep(1.0)  # real time: the broker delivers what it let through
+        assert agent.bus.connected.is_set() and agent.pump.is_alive()
         assert agent.ledger.machine("printer-1")["locked"] == 0, "no command got through"
         assert agent.access.directory.meta()["version"] == 3, "no garbage directory was taken"
         refused = [a for a in agent.ledger.audit_log("printer-1", 1000) if a["action"].startswith("command:")]

@@ -7,18 +7,18 @@ import time
 
 import pytest
 
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.config import load_config
 from afn_agent.firmware.profile import load_profile
 from afn_agent.gcode.analyzer import analyze_path
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
-from tests.helpers import write_config
+from tests.helpers import wait_for, write_config
 
 
 @pytest.fixture
-def lab(one_machine):
-    """lab(**sim_options) -> (agent, sim): one simulated Marlin printer behind a started agent."""
+def marlin_p1(one_machine):
+    """marlin_p1(**sim_options) -> (agent, sim): one simulated Marlin printer behind a started agent."""
     return lambda **sim_options: one_machine("p1", **sim_options)
 
 
@@ -33,22 +33,22 @@ def one_record_per_job(agent) -> list[dict]:
     return records
 
 
-def test_corrupted_lines_and_lost_oks_bill_exactly_what_the_file_says(lab, tmp_path):
-    agent, sim = lab(corrupt=0.01, lost_ok=0.01, seed=7)
+def test_corrupted_lines_and_lost_oks_bill_exactly_what_the_file_says(marlin_p1, tmp_path):
+    agent, sim = marlin_p1(corrupt=0.01, lost_ok=0.01, seed=7)
     path = job(tmp_path, segments=4000)
     submit(agent.config, agent.ledger, "p1", path, "cli")
     assert agent.wait_idle("p1", 120)
     (rec,) = one_record_per_job(agent)
     assert rec["job"]["outcome"] == "completed"
     assert rec["material_total"]["mm"] == pytest.approx(
-        analyze_path(path, load_profile("marlin2")).filament_mm, rel=1e-9
+        analyze_path(path, load_profile("marlin2")).material_mm, rel=1e-9
     )
     stats = sim.stop()
     assert stats["lines_corrupted"] > 10 and stats["oks_lost"] > 10, stats
 
 
-def test_printer_reset_mid_job(lab, tmp_path):
-    agent, _sim = lab(reset_at=800)
+def test_printer_reset_mid_job(marlin_p1, tmp_path):
+    agent, _sim = marlin_p1(reset_at=800)
     submit(agent.config, agent.ledger, "p1", job(tmp_path), "cli")
     assert agent.wait_idle("p1", 60)
     (rec,) = one_record_per_job(agent)
@@ -58,14 +58,14 @@ def test_printer_reset_mid_job(lab, tmp_path):
         time.sleep(0.1)
         if agent.machines["p1"].state == "fault":
             agent.machines["p1"].reconnect()  # a person resets the printer's connection
-            time.sleep(1.0)
+            wait_for(lambda: agent.machines["p1"].state != "fault", 5, "the reconnection under way")
     submit(agent.config, agent.ledger, "p1", job(tmp_path, 1, 300), "cli")
     assert agent.wait_idle("p1", 60)
     assert [r["job"]["outcome"] for r in one_record_per_job(agent)] == ["failed", "completed"]
 
 
-def test_usb_unplug_and_replug(lab, tmp_path):
-    agent, _sim = lab(disconnect_at=700, replug_s=1.5)
+def test_usb_unplug_and_replug(marlin_p1, tmp_path):
+    agent, _sim = marlin_p1(disconnect_at=700, replug_s=1.5)
     submit(agent.config, agent.ledger, "p1", job(tmp_path), "cli")
     assert agent.wait_idle("p1", 60)
     (rec,) = one_record_per_job(agent)
@@ -109,14 +109,14 @@ def test_disk_full_while_writing_the_ledger(tmp_path, start_sim):
             while not agent.ledger_error and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert "full" in agent.ledger_error or "disk" in agent.ledger_error, agent.ledger_error
-            assert agent._pump_thread.is_alive()
+            assert agent.pump.is_alive()
             filler.unlink()  # room again
             deadline = time.monotonic() + 30
             while not agent.ledger.usage_after() and time.monotonic() < deadline:
                 time.sleep(0.1)
             (rec,) = one_record_per_job(agent)
             assert rec["job"]["outcome"] == "completed"
-            time.sleep(1.5)
+            time.sleep(1.5)  # real time: a pump retry after the disk came back
             assert agent.ledger_error == ""
             assert agent.ledger.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         finally:

@@ -13,11 +13,11 @@ from typing import ClassVar
 import pytest
 
 from afn_agent.access.directory import badge_hash
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.config import load_config
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
-from tests.helpers import write_config
+from tests.helpers import wait_for, write_config
 
 SECRET = "site-badge-secret-0123456789"
 NOW = datetime.now(UTC)
@@ -55,7 +55,7 @@ def booking(bid, member, start_h, end_h, machine="printer-1"):
 
 
 @pytest.fixture
-def lab(tmp_path, start_sim):
+def badge_printer(tmp_path, start_sim):
     agents = []
 
     def make(access_extra: str = "", machine_extra: dict | None = None, snap=None):
@@ -82,21 +82,20 @@ def lab(tmp_path, start_sim):
 def read_badge(agent, who_or_uid: str, machine="printer-1") -> dict:
     """Hold a card to the machine's (simulated) reader; the audit row of the decision."""
     uid = UIDS.get(who_or_uid, who_or_uid)
-    before = len(agent.ledger.audit_log(machine, 1000))
+
+    def badge_rows() -> list[dict]:
+        return [r for r in agent.ledger.audit_log(machine, 1000) if r["action"] == "badge"]
+
+    before = len(badge_rows())
     agent.access.sim_reader(machine).present(uid)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        rows = [r for r in agent.ledger.audit_log(machine, 1000) if r["action"] == "badge"]
-        if len(agent.ledger.audit_log(machine, 1000)) > before and rows:
-            time.sleep(0.3)  # a repeat of the same card inside the debounce is not a new read
-            return {**rows[0], **json.loads(rows[0]["detail_json"])}
-        time.sleep(0.02)
-    raise AssertionError("no decision")
+    rows = wait_for(lambda: len(rows := badge_rows()) > before and rows, 5, "a badge decision")
+    time.sleep(0.3)  # real time: a repeat of the same card inside the debounce is not a new read
+    return {**rows[0], **json.loads(rows[0]["detail_json"])}
 
 
-def test_allowed_opens_a_session_until_the_next_booking(lab):
+def test_allowed_opens_a_session_until_the_next_booking(badge_printer):
     bob = booking("b1", "bob", 2, 3)
-    agent = lab(snap=snapshot(bookings=[bob]))
+    agent = badge_printer(snap=snapshot(bookings=[bob]))
     d = read_badge(agent, "ana")
     assert (d["result"], d["action"], d["member_name"]) == ("allowed", "opened", "Ana")
     session = agent.access.sessions.current("printer-1")
@@ -112,19 +111,19 @@ def test_allowed_opens_a_session_until_the_next_booking(lab):
 @pytest.mark.parametrize(
     ("who", "code"), [("zed", "unknown_badge"), ("bob", "not_trained"), ("cid", "training_expired")]
 )
-def test_refusals(lab, who, code):
-    agent = lab()
+def test_refusals(badge_printer, who, code):
+    agent = badge_printer()
     d = read_badge(agent, who)
     assert (d["result"], d["action"]) == (code, "refused")
     assert agent.access.sessions.current("printer-1") is None
 
 
-def test_grace_period_allows_an_expired_training(lab):
-    assert read_badge(lab(), "dan")["result"] == "allowed"
+def test_grace_period_allows_an_expired_training(badge_printer):
+    assert read_badge(badge_printer(), "dan")["result"] == "allowed"
 
 
-def test_supervised_first_use_needs_a_trainer_badge(lab):
-    agent = lab()
+def test_supervised_first_use_needs_a_trainer_badge(badge_printer):
+    agent = badge_printer()
     d = read_badge(agent, "eve")
     assert (d["result"], d["action"]) == ("supervisor_required", "waiting-supervisor")
     refused = read_badge(agent, "ana")  # a member is no supervisor
@@ -134,65 +133,62 @@ def test_supervised_first_use_needs_a_trainer_badge(lab):
     assert agent.access.sessions.current("printer-1")["supervisor_id"] == "tom"
 
 
-def test_supervision_window_expires(lab):
-    agent = lab()
+def test_supervision_window_expires(badge_printer):
+    agent = badge_printer()
     read_badge(agent, "eve")
-    time.sleep(6.5)  # supervisor_window_s = 5, checked by the agent's idle pass every second
+    time.sleep(6.5)  # real time: supervisor_window_s = 5 must pass (the idle pass checks every second)
     d = read_badge(agent, "tom")
     assert d["member_id"] == "tom" and d["action"] == "opened", "tom opens his own session, not eve's"
 
 
-def test_booked_by_other(lab):
-    agent = lab(snap=snapshot(bookings=[booking("b1", "ana", -0.5, 1)]))
+def test_booked_by_other(badge_printer):
+    agent = badge_printer(snap=snapshot(bookings=[booking("b1", "ana", -0.5, 1)]))
     assert read_badge(agent, "dan")["result"] == "booked_by_other"
     assert read_badge(agent, "ana")["result"] == "allowed"
     assert agent.access.sessions.current("printer-1")["booking_id"] == "b1"
 
 
-def test_booking_required(lab):
-    agent = lab(
+def test_booking_required(badge_printer):
+    agent = badge_printer(
         machine_extra={"booking_required": True}, snap=snapshot(bookings=[booking("b2", "dan", -0.1, 1)])
     )
     assert read_badge(agent, "ana")["result"] in ("booking_required", "booked_by_other")
     assert read_badge(agent, "dan")["result"] == "allowed"
 
 
-def test_booking_required_without_any_booking(lab):
-    agent = lab(machine_extra={"booking_required": True})
+def test_booking_required_without_any_booking(badge_printer):
+    agent = badge_printer(machine_extra={"booking_required": True})
     assert read_badge(agent, "ana")["result"] == "booking_required"
     assert read_badge(agent, "max")["result"] == "allowed", "managers need no booking"
 
 
-def test_outside_opening_hours(lab):
+def test_outside_opening_hours(badge_printer):
     local = datetime.now().astimezone()
     window = '"01:00-01:30"' if local.hour >= 12 else '"22:00-22:30"'
     days = "".join(f"{d} = {window}\n" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"))
-    agent = lab(access_extra="[access.opening_hours]\n" + days)
+    agent = badge_printer(access_extra="[access.opening_hours]\n" + days)
     assert read_badge(agent, "ana")["result"] == "outside_opening_hours"
     assert read_badge(agent, "max")["result"] == "allowed"
 
 
-def test_machine_locked_and_lock_waits_for_the_running_job(lab, tmp_path):
-    agent = lab()
-    agent.lock("printer-1", "max", "nozzle change")
+def test_machine_locked_and_lock_waits_for_the_running_job(badge_printer, tmp_path):
+    agent = badge_printer()
+    agent.control.lock("printer-1", "max", "nozzle change")
     assert read_badge(agent, "ana")["result"] == "machine_locked"
-    agent.unlock("printer-1", "max")
+    agent.control.unlock("printer-1", "max")
     assert read_badge(agent, "ana")["action"] == "opened"
     job = circle_gcode(tmp_path / "j.gcode", 3000, 0.05, centre=(110, 110))
     submit(agent.config, agent.ledger, "printer-1", job, "upload", held=True, member_id="ana")
-    deadline = time.monotonic() + 10
-    while agent.machines["printer-1"].state != "printing" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert agent.lock("printer-1", "max", "belt") == "locked when the running job ends"
+    wait_for(lambda: agent.machines["printer-1"].state == "printing", 10, "the job printing")
+    assert agent.control.lock("printer-1", "max", "belt") == "locked when the running job ends"
     assert agent.ledger.machine("printer-1")["locked"] == 0
     assert agent.wait_idle("printer-1", 60)
-    time.sleep(0.3)
-    assert agent.ledger.machine("printer-1")["locked"] == 1
+    assert agent.ledger.machine("printer-1")["locked"] == 1  # applied with the job's end, under one lock
     assert agent.ledger.jobs("printer-1")[0]["state"] == "completed"
 
 
-def test_job_overruns_the_next_booking(lab, tmp_path):
-    agent = lab(snap=snapshot(bookings=[booking("b3", "bob", 0.25, 1)]))  # free for 15 minutes
+def test_job_overruns_the_next_booking(badge_printer, tmp_path):
+    agent = badge_printer(snap=snapshot(bookings=[booking("b3", "bob", 0.25, 1)]))  # free for 15 minutes
     heavy = circle_gcode(
         tmp_path / "long.gcode", 30000, 0.02, centre=(110, 110), feed=30
     )  # 600 mm at 0.5 mm/s
@@ -203,8 +199,8 @@ def test_job_overruns_the_next_booking(lab, tmp_path):
     assert agent.ledger.jobs("printer-1")[0]["state"] == "held", "the job does not start"
 
 
-def test_cache_too_old_and_managers_pass(lab):
-    agent = lab()
+def test_cache_too_old_and_managers_pass(badge_printer):
+    agent = badge_printer()
     with agent.ledger.tx() as c:
         c.execute(
             "UPDATE directory_meta SET synced_at=?",
@@ -215,16 +211,16 @@ def test_cache_too_old_and_managers_pass(lab):
     assert read_badge(agent, "max")["result"] == "allowed"
 
 
-def test_held_upload_runs_only_after_its_owner_badges_in(lab, tmp_path):
-    agent = lab()
+def test_held_upload_runs_only_after_its_owner_badges_in(badge_printer, tmp_path):
+    agent = badge_printer()
     job = circle_gcode(tmp_path / "j.gcode", 200, 0.5, centre=(110, 110))
     job_id, _ = submit(
         agent.config, agent.ledger, "printer-1", job, "upload", member_id="ana"
     )  # held: config
-    time.sleep(0.8)
+    time.sleep(0.8)  # real time: a few dispatch passes (every 0.25 s) that must not start it
     assert agent.ledger.job(job_id)["state"] == "held"
     assert read_badge(agent, "dan")["action"] == "opened"  # someone else's session does not release it
-    time.sleep(0.8)
+    time.sleep(0.8)  # real time: the same, inside dan's session
     assert agent.ledger.job(job_id)["state"] == "held"
     read_badge(agent, "dan")  # badge out
     assert read_badge(agent, "ana")["action"] == "opened"
@@ -261,13 +257,13 @@ class Booking(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_offline_cache_then_sync_then_revocation(lab):
+def test_offline_cache_then_sync_then_revocation(badge_printer):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Booking)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Booking.doc, Booking.full, Booking.hits = None, None, []
     url = f"http://127.0.0.1:{server.server_address[1]}/directory"
     try:
-        agent = lab(access_extra=f'sync_url = "{url}"\nsync_token = "tok-123"\nsync_every_s = 5\n')
+        agent = badge_printer(access_extra=f'sync_url = "{url}"\nsync_token = "tok-123"\nsync_every_s = 5\n')
         # the booking system is down: the cached directory decides
         assert agent.access.sync_now() is None
         assert read_badge(agent, "ana")["result"] == "allowed"

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from afn_agent.app import open_ledger
+from afn_agent.agent import open_ledger
 from afn_agent.config import load_config
 from afn_agent.gcode.analyzer import Analyzer
 from afn_agent.gcode.lexer import lex
+from afn_agent.intake import submit
 from afn_agent.ledger.usage import parse_iso, reprice
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 from tests.helpers import wait_for, write_config
 
 
@@ -56,7 +56,7 @@ def test_kill_9_mid_job_bills_one_interrupted_record(tmp_path, start_sim, kill_i
             return ledger.job(job_id)["state"] == kill_in and (kill_in == "heating" or heated)
 
         wait_for(there, 60, f"job {kill_in}")
-        time.sleep(3.3)  # past a few checkpoints, between two of them
+        time.sleep(3.3)  # real time: past a few checkpoints, between two of them
         assert ledger.job(job_id)["state"] == kill_in
         agent.send_signal(signal.SIGKILL)
         killed_at = time.time()
@@ -65,7 +65,7 @@ def test_kill_9_mid_job_bills_one_interrupted_record(tmp_path, start_sim, kill_i
         if agent.poll() is None:
             agent.kill()
     started = parse_iso(ledger.job(job_id)["started_at"]).timestamp()
-    time.sleep(0.5)  # the firmware finishes what it had buffered (a few lines)
+    time.sleep(0.5)  # real time: the firmware finishes what it had buffered (a few lines)
     sim.stop()  # flushes its log of executed commands; recovery needs no machine
     truth_s = killed_at - started
     truth_mm = executed_filament(sim)
@@ -75,7 +75,7 @@ def test_kill_9_mid_job_bills_one_interrupted_record(tmp_path, start_sim, kill_i
     agent = run_agent(config, (tmp_path / "agent2.log").open("w"), "--wait-for-ports")
     try:
         recs = wait_for(lambda: ledger.usage_after(), 20, "the interrupted record")
-        time.sleep(1.0)
+        time.sleep(1.0)  # real time: a second record, if there were one, would follow within this
         recs = ledger.usage_after()
     finally:
         agent.send_signal(signal.SIGTERM)
@@ -100,7 +100,7 @@ def test_kill_9_mid_job_bills_one_interrupted_record(tmp_path, start_sim, kill_i
     assert rec["price"] == reprice(rec)
     # a third start finds nothing left to close: billed once
     agent = run_agent(config, (tmp_path / "agent3.log").open("w"), "--wait-for-ports")
-    time.sleep(2.0)
+    time.sleep(2.0)  # real time: the third start and its recovery pass (which must find nothing)
     agent.send_signal(signal.SIGTERM)
     agent.wait(20)
     assert len(ledger.usage_after()) == 1

@@ -10,14 +10,15 @@ import pytest
 
 from afn_agent.firmware.profile import load_profile
 from afn_agent.gcode.analyzer import analyze_path
+from afn_agent.intake import submit
 from afn_agent.ledger.usage import SCHEMA_FILE, reprice
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
+from tests.helpers import under_way, wait_for
 
 
 @pytest.fixture
-def lab(one_machine):
-    """lab(**sim_options) -> agent: one simulated Marlin printer behind a started agent."""
+def printer_agent(one_machine):
+    """printer_agent(**sim_options) -> agent: one simulated Marlin printer behind a started agent."""
     return lambda **sim_options: one_machine("printer-1", extra_machine={"material": "PLA"}, **sim_options)[0]
 
 
@@ -29,8 +30,8 @@ def records(agent):
     return [r for _, r in agent.ledger.usage_after(0, 1000)]
 
 
-def test_completed_job_is_billed_from_acknowledged_lines(lab, tmp_path):
-    agent = lab()
+def test_completed_job_is_billed_from_acknowledged_lines(printer_agent, tmp_path):
+    agent = printer_agent()
     path = job_file(tmp_path)
     job_id, quote = submit(agent.config, agent.ledger, "printer-1", path, "test", member_id="m-1")
     assert agent.wait_idle("printer-1", 60)
@@ -38,7 +39,7 @@ def test_completed_job_is_billed_from_acknowledged_lines(lab, tmp_path):
     a = analyze_path(path, load_profile("marlin2"))
     assert rec["job"]["outcome"] == "completed" and rec["job"]["stop_type"] == "normal"
     assert rec["member_id"] == "m-1" and rec["job"]["id"] == job_id
-    assert rec["material_total"]["mm"] == pytest.approx(a.filament_mm, rel=1e-6)
+    assert rec["material_total"]["mm"] == pytest.approx(a.material_mm, rel=1e-6)
     assert rec["material"][0]["kind"] == "PLA"
     t = rec["time_s"]
     assert t["heating_s"] > 1.0, "the M190/M109 waits are heating time"
@@ -56,18 +57,15 @@ def test_completed_job_is_billed_from_acknowledged_lines(lab, tmp_path):
     assert quote["quote"]["currency"] == "EUR"
 
 
-def test_paused_time_is_its_own_bucket(lab, tmp_path):
-    agent = lab()
+def test_paused_time_is_its_own_bucket(printer_agent, tmp_path):
+    agent = printer_agent()
     submit(
         agent.config, agent.ledger, "printer-1", job_file(tmp_path, 4000, heat=None), "test", member_id="m-1"
     )
     machine = agent.machines["printer-1"]
-    deadline = time.monotonic() + 10
-    while machine.state != "printing" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5)
+    under_way(machine, 50)
     machine.pause()
-    time.sleep(2.0)
+    time.sleep(2.0)  # real time: the paused time this test measures
     machine.resume()
     assert agent.wait_idle("printer-1", 60)
     (rec,) = records(agent)
@@ -76,25 +74,25 @@ def test_paused_time_is_its_own_bucket(lab, tmp_path):
     assert rec["billing"]["quantities"]["paused_min"] != "0.0000"
 
 
-def test_member_cancel_is_billed_for_the_part_done(lab, tmp_path):
-    agent = lab()
+def test_member_cancel_is_billed_for_the_part_done(printer_agent, tmp_path):
+    agent = printer_agent()
     path = job_file(tmp_path, 6000, heat=None)
     submit(agent.config, agent.ledger, "printer-1", path, "test", member_id="m-2")
     deadline = time.monotonic() + 10
     while agent.machines["printer-1"].snapshot()["progress"] < 0.2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert agent.cancel("printer-1", "member")
+    assert agent.control.cancel("printer-1", "member")
     assert agent.wait_idle("printer-1", 30)
     (rec,) = records(agent)
     assert rec["job"]["outcome"] == "cancelled" and rec["job"]["stop_type"] == "cancelled"
     assert rec["billing"]["basis"] == "done_part"
-    full = analyze_path(path, load_profile("marlin2")).filament_mm
+    full = analyze_path(path, load_profile("marlin2")).material_mm
     assert 0.15 * full < rec["material_total"]["mm"] < 0.9 * full
     assert 0.15 < rec["job"]["done_fraction"] < 0.9
 
 
-def test_machine_fault_is_not_charged_by_policy(lab, tmp_path):
-    agent = lab(thermal_runaway_at=400)
+def test_machine_fault_is_not_charged_by_policy(printer_agent, tmp_path):
+    agent = printer_agent(thermal_runaway_at=400)
     submit(
         agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-3"
     )
@@ -107,8 +105,32 @@ def test_machine_fault_is_not_charged_by_policy(lab, tmp_path):
     assert any(e["type"] == "fault" for e in events)
 
 
-def test_unplugged_printer_ends_the_job_offline(lab, tmp_path):
-    agent = lab(disconnect_at=300)
+def test_a_fault_keeps_its_reason_in_the_status(printer_agent, tmp_path):
+    """The job's end must not clear the fault that ended it: the retained status says why."""
+    agent = printer_agent(thermal_runaway_at=400)
+    submit(
+        agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-3"
+    )
+    assert agent.wait_idle("printer-1", 30)
+    status = wait_for(lambda: (s := agent.control.status("printer-1"))["state"] == "fault" and s, 5, "the fault state")
+    assert [a["type"] for a in status["alarms"]] == ["fault"], status["alarms"]
+    assert "runaway" in status["alarms"][0]["reason"].lower()
+
+
+def test_an_unplugged_printer_keeps_link_lost_in_the_status(printer_agent, tmp_path):
+    agent = printer_agent(disconnect_at=300)
+    submit(
+        agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-4"
+    )
+    assert agent.wait_idle("printer-1", 30)
+    status = wait_for(
+        lambda: (s := agent.control.status("printer-1"))["state"] != "printing" and s, 5, "the job's end"
+    )
+    assert "link-lost" in [a["type"] for a in status["alarms"]], status
+
+
+def test_unplugged_printer_ends_the_job_offline(printer_agent, tmp_path):
+    agent = printer_agent(disconnect_at=300)
     submit(
         agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-4"
     )
@@ -118,14 +140,14 @@ def test_unplugged_printer_ends_the_job_offline(lab, tmp_path):
     assert 0 < rec["job"]["lines_acknowledged"] < 2000
 
 
-def test_locked_machine_takes_no_job_until_unlocked(lab, tmp_path):
-    agent = lab()
-    agent.lock("printer-1", "manager-1", "nozzle change")
+def test_locked_machine_takes_no_job_until_unlocked(printer_agent, tmp_path):
+    agent = printer_agent()
+    agent.control.lock("printer-1", "manager-1", "nozzle change")
     submit(
         agent.config, agent.ledger, "printer-1", job_file(tmp_path, 200, heat=None), "test", member_id="m-5"
     )
-    time.sleep(1.0)
+    time.sleep(1.0)  # real time: four dispatch passes that must not start it
     assert agent.ledger.jobs("printer-1")[0]["state"] == "queued"
-    agent.unlock("printer-1", "manager-1")
+    agent.control.unlock("printer-1", "manager-1")
     assert agent.wait_idle("printer-1", 30)
     assert agent.ledger.jobs("printer-1")[0]["state"] == "completed"

@@ -7,16 +7,16 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from afn_agent.api.app import create_app
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
+from afn_agent.api.server import create_app
 from afn_agent.config import load_config
 from afn_agent.sim.jobs import circle_gcode
-from tests.helpers import KEYS, api_table, write_config
+from tests.helpers import KEYS, api_table, wait_for, write_config
 from tests.integration.test_access import SECRET, UIDS, read_badge, snapshot
 
 
 @pytest.fixture
-def lab(tmp_path, start_sim):
+def api_printer(tmp_path, start_sim):
     agents = []
 
     def make(max_upload_mb: float = 50.0, **machine_extra):
@@ -46,8 +46,8 @@ def gcode(tmp_path, segments=200, name="part.gcode") -> tuple[str, bytes, str]:
     return (name, path.read_bytes(), "application/octet-stream")
 
 
-def test_roles(lab):
-    agent, c = lab()
+def test_roles(api_printer):
+    agent, c = api_printer()
     assert c.get("/v1/machines").status_code == 401  # the test client is not on loopback: no kiosk role
     assert c.get("/v1/machines", headers={"X-Api-Key": "nope"}).status_code == 403
     assert c.get("/v1/machines", headers=key("slicer")).status_code == 200
@@ -72,8 +72,8 @@ def test_roles(lab):
         ("part.gcode", b"G28\nG1 X900 Y10 F3000\n", 422, "X goes from"),
     ],
 )
-def test_hostile_uploads_are_refused_with_a_reason(lab, name, body, status, message):
-    agent, c = lab()
+def test_hostile_uploads_are_refused_with_a_reason(api_printer, name, body, status, message):
+    agent, c = api_printer()
     r = c.post("/v1/jobs", headers=key("slicer"), data={"machine": "printer-1"}, files={"file": (name, body)})
     assert r.status_code == status and message in r.json()["error"]
     assert agent.ledger.jobs() == []
@@ -82,8 +82,8 @@ def test_hostile_uploads_are_refused_with_a_reason(lab, name, body, status, mess
     )
 
 
-def test_upload_size_limit_and_path_traversal(lab, tmp_path):
-    agent, c = lab(max_upload_mb=0.05)
+def test_upload_size_limit_and_path_traversal(api_printer, tmp_path):
+    agent, c = api_printer(max_upload_mb=0.05)
     big = b"G1 X10 Y10 E0.1\n" * 10_000  # 160 kB
     r = c.post(
         "/v1/jobs", headers=key("slicer"), data={"machine": "printer-1"}, files={"file": ("big.gcode", big)}
@@ -97,8 +97,8 @@ def test_upload_size_limit_and_path_traversal(lab, tmp_path):
     assert len(stored) == 1 and stored[0].parent == agent.config.spool_dir
 
 
-def test_held_upload_flow_to_usage_pull_and_ack(lab, tmp_path):
-    agent, c = lab()
+def test_held_upload_flow_to_usage_pull_and_ack(api_printer, tmp_path):
+    agent, c = api_printer()
     r = c.post("/api/files/local", headers=key("ana-slicer"), data={"print": "true", "path": ""},
                files={"file": gcode(tmp_path)})  # fmt: skip
     assert r.status_code == 201
@@ -107,7 +107,7 @@ def test_held_upload_flow_to_usage_pull_and_ack(lab, tmp_path):
     assert body["effectivePrint"] is False and agent.ledger.job(job_id)["state"] == "held"
     assert r.headers["location"].endswith(f"/api/files/local/{job_id}")
     assert float(body["files"]["local"]["afn"]["quote"]["price"]) >= 0.5  # the tariff's minimum
-    time.sleep(0.6)
+    time.sleep(0.6)  # real time: dispatch passes that must not start it
     assert agent.ledger.job(job_id)["state"] == "held", "nobody badged in"
     assert read_badge(agent, "ana")["action"] == "opened"
     assert agent.wait_idle("printer-1", 30)
@@ -120,8 +120,8 @@ def test_held_upload_flow_to_usage_pull_and_ack(lab, tmp_path):
     assert agent.ledger.undelivered() == 0
 
 
-def test_queue_list_move_delete(lab, tmp_path):
-    agent, c = lab()
+def test_queue_list_move_delete(api_printer, tmp_path):
+    agent, c = api_printer()
     ids = []
     for n in range(3):
         r = c.post("/v1/jobs", headers=key("manager"), data={"machine": "printer-1", "member": "ana"},
@@ -145,18 +145,16 @@ def test_queue_list_move_delete(lab, tmp_path):
     assert quote["time_s"] > 0 and quote["quote"]["currency"] == "EUR"
 
 
-def test_start_and_control_need_the_owner_or_a_manager(lab, tmp_path):
-    agent, c = lab()
+def test_start_and_control_need_the_owner_or_a_manager(api_printer, tmp_path):
+    agent, c = api_printer()
     r = c.post("/v1/jobs", headers=key("ana-slicer"), data={"machine": "printer-1"},
                files={"file": gcode(tmp_path, segments=4000)})  # fmt: skip
     job_id = r.json()["id"]
     assert c.post(f"/v1/jobs/{job_id}/start", headers=key("slicer")).status_code == 403
     assert c.post(f"/v1/jobs/{job_id}/start", headers=key("manager")).status_code == 200
-    deadline = time.monotonic() + 10
-    while agent.machines["printer-1"].state != "printing" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: agent.machines["printer-1"].state == "printing", 10, "the job printing")
     assert c.post("/v1/machines/printer-1/pause", headers=key("manager")).status_code == 200
-    time.sleep(0.5)
+    wait_for(lambda: agent.machines["printer-1"].state == "paused", 5, "the job paused")
     assert c.post("/v1/machines/printer-1/pause", headers=key("manager")).status_code == 409
     assert c.post("/v1/machines/printer-1/cancel", headers=key("manager")).status_code == 200
     assert agent.wait_idle("printer-1", 30)
@@ -164,8 +162,8 @@ def test_start_and_control_need_the_owner_or_a_manager(lab, tmp_path):
     assert rec["job"]["stop_type"] == "admin" and rec["price"] == "0.00"  # tariff: admin cancels are free
 
 
-def test_directory_push_by_the_booking_system(lab):
-    agent, c = lab()
+def test_directory_push_by_the_booking_system(api_printer):
+    agent, c = api_printer()
     snap = snapshot(version=5)
     snap["members"] = [m for m in snap["members"] if m["id"] != "ana"]
     assert c.post("/v1/directory", headers=key("booking"), json={"snapshot": snap}).json() == {"version": 5}
@@ -178,27 +176,27 @@ def test_directory_push_by_the_booking_system(lab):
     assert UIDS  # the same directory as the access tests
 
 
-def test_one_error_family_each_refusal_with_its_own_reason_code(lab, tmp_path, monkeypatch):
+def test_one_error_family_each_refusal_with_its_own_reason_code(api_printer, tmp_path, monkeypatch):
     """An illegal job transition used to be reported as `job_overruns_booking` (any ValueError was)."""
     from afn_agent import control
     from afn_agent.ledger.states import IllegalTransition
 
     BookingOverrun = getattr(control, "BookingOverrun", ValueError)  # (what the code before raised)
 
-    agent, c = lab()
+    agent, c = api_printer()
     name, body, ctype = gcode(tmp_path)
     job = c.post(
         "/v1/jobs", headers=key("manager"), data={"machine": "printer-1"}, files={"file": (name, body, ctype)}
     )
     job_id = job.json()["id"]
-    agent.lock("printer-1", "manager-max", "keep the job held")
+    agent.control.lock("printer-1", "manager-max", "keep the job held")
     for raised, code in ((IllegalTransition("job x: held -> starting is not allowed"), "illegal-transition"),
                          (BookingOverrun("free for 14 min, the job needs 30"), "job_overruns_booking")):  # fmt: skip
 
         def release(*args, exc=raised, **kw):
             raise exc
 
-        monkeypatch.setattr(agent, "release_job", release)
+        monkeypatch.setattr(agent.control, "release_job", release)
         for path in (f"/v1/jobs/{job_id}/start", "/octoprint/printer-1/api/job"):
             r = c.post(path, headers=key("manager"), json={"command": "start"})
             assert r.status_code == 409 and r.json()["code"] == code, (path, r.json())

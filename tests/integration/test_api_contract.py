@@ -10,8 +10,8 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 
-from afn_agent.api.app import create_app
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
+from afn_agent.api.server import create_app
 from afn_agent.config import load_config
 from afn_agent.sim.run import SimProcess
 from tests.helpers import KEYS, api_table, write_config

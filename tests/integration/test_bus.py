@@ -14,13 +14,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from afn_agent.app import Agent, open_ledger
+from afn_agent.agent import Agent, open_ledger
 from afn_agent.bus import client as bus_client
 from afn_agent.bus.tokens import sign
 from afn_agent.config import load_config
+from afn_agent.intake import submit
 from afn_agent.ledger.usage import SCHEMA_FILE as USAGE_SCHEMA
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 from tests.broker import Client, password
 from tests.helpers import wait_for, write_config
 
@@ -122,7 +122,7 @@ def test_telemetry_is_rate_limited(tmp_path, broker, printers):
     try:
         assert agent.machines["printer-1"].wait_ready(15)
         submit(cfg, agent.ledger, "printer-1", small_job(tmp_path, segments=6000), "test")
-        time.sleep(6.0)
+        time.sleep(6.0)  # real time: the window whose telemetry rate is measured
         for _, payload, _ in fleet.received("telemetry"):
             valid("telemetry", payload)
         times = [t for topic, t in fleet.arrivals if topic.endswith("telemetry")]
@@ -143,7 +143,7 @@ def test_commands_signed_expired_replayed_and_forged(tmp_path, broker, printers)
     topic = "afn/v1/fablab/printer-1/command"
     try:
         wait_for(agent.bus.connected.is_set, 10, "bus connection")
-        time.sleep(0.5)
+        time.sleep(0.5)  # real time: the agent's subscriptions are made once it is connected (no signal)
 
         def results() -> list[dict]:
             """Command results among the events (the machine's own events, e.g. connecting, come too)."""
@@ -184,7 +184,7 @@ def test_an_agent_cannot_write_another_agents_topics(broker):
     rogue.client.publish("afn/v1/fablab/printer-1/command", b"{}", qos=1).wait_for_publish(5)
     rogue.client.publish("afn/v1/fablab/printer-1/status", b'{"state": "own"}', qos=1).wait_for_publish(5)
     wait_for(lambda: fleet.received("printer-1/status"), 5, "the agent's own topic")
-    time.sleep(0.5)
+    time.sleep(0.5)  # real time: a rogue message the broker let through would arrive within this
     topics = {t for t, _, _ in fleet.received()}
     assert "afn/v1/fablab/mill-1/status" not in topics
     assert "afn/v1/fablab/printer-1/command" not in topics
@@ -225,7 +225,7 @@ def test_usage_survives_broker_outage_and_agent_kill_over_50_jobs(tmp_path, brok
         agent.send_signal(signal.SIGKILL)
         agent.wait(5)
         agent = run()
-        time.sleep(2.0)
+        time.sleep(2.0)  # real time: the restarted agent runs jobs with the broker still down
         broker.start()
         wait_for(lambda: ended() == 50, 120, "all 50 jobs")
         wait_for(lambda: ledger.undelivered() == 0, 60, "every record acknowledged")
@@ -347,7 +347,7 @@ def test_tls_with_a_client_certificate(tmp_path, printers):
             f'key_file = "{certs["client_key"]}"\n', ""))  # fmt: skip
         agent = Agent(load_config(plain)).start()
         try:
-            time.sleep(2.0)
+            time.sleep(2.0)  # real time: a handshake, if the broker allowed one, would be done
             assert not agent.bus.connected.is_set()
         finally:
             agent.stop()

@@ -128,8 +128,8 @@ def check_bills(demo: dict) -> None:
         }[machine]
         if outcome == "completed":
             a = analyze_path(work / r["job"]["name"], load_profile(profile))
-            assert r["material_total"]["mm"] == pytest.approx(a.filament_mm, abs=1e-3)
-            assert r["beam_on_s"] == pytest.approx(a.laser_on_s, rel=0.02, abs=0.05)
+            assert r["material_total"]["mm"] == pytest.approx(a.material_mm, abs=1e-3)
+            assert r["beam_on_s"] == pytest.approx(a.beam_on_s, rel=0.02, abs=0.05)
             assert r["spindle_on_s"] == pytest.approx(a.spindle_on_s, rel=0.02, abs=0.05)
     laser = records[("lea", "laser-1", "completed")]
     assert laser["beam_on_s"] > 0 and laser["tariff"]["per_beam_minute"] == "0.8"
@@ -161,11 +161,11 @@ def test_analyze_json_has_the_promised_fields():
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     for key in (
-        "filament_mm",
-        "filament_g",
+        "material_mm",
+        "material_g",
         "estimated_s",
         "bounds",
-        "laser_on_s",
+        "beam_on_s",
         "spindle_on_s",
         "lines",
         "warnings",
@@ -175,9 +175,9 @@ def test_analyze_json_has_the_promised_fields():
     assert out["producer_count_mm"] == 4282.06 and out["lines"] == 89383
     # its start G-code extrudes an 18 mm intro line, then sets M221 S95: the rest is pushed at 95 %
     assert (
-        out["filament_mm"]["total"]
+        out["material_mm"]["total"]
         == round(18 + (4282.06 - 18) * 0.95, 2)
-        == out["filament_mm"]["per_tool"]["0"]
+        == out["material_mm"]["per_tool"]["0"]
     )
 
 

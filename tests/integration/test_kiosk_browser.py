@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.config import load_config
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 from tests.helpers import api_table, write_config
 from tests.integration.test_access import SECRET, UIDS, snapshot
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.config import load_config
 from afn_agent.sim.jobs import circle_gcode
 from tests.helpers import KEYS, api_table, write_config

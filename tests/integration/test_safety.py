@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from afn_agent.app import open_ledger
+from afn_agent.agent import open_ledger
 from afn_agent.config import load_config
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 from tests.helpers import profile_file, wait_for, write_config
 
 
@@ -56,13 +56,13 @@ def test_kill_9_then_safe_state_first_and_confirmation_before_the_next_job(tmp_p
     proc = agent_process(config, (tmp_path / "a1.log").open("w"))
     try:
         wait_for(lambda: ledger.jobs(mid)[0]["state"] in ("running", "heating"), 30, "the job on the machine")
-        time.sleep(2.0)
+        time.sleep(2.0)  # real time: the job runs past a checkpoint before the crash
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
     finally:
         if proc.poll() is None:
             proc.kill()
-    time.sleep(1.0)  # the machine runs out what it had buffered; it stays powered, heaters and all
+    time.sleep(1.0)  # real time: the machine runs out what it had buffered; it stays powered, heaters and all
     mark = len(sim.executed())
     started = time.monotonic()
     proc = agent_process(config, (tmp_path / "a2.log").open("w"))
@@ -72,7 +72,7 @@ def test_kill_9_then_safe_state_first_and_confirmation_before_the_next_job(tmp_p
         assert took < 10, took
         assert ledger.machine(mid)["needs_confirmation"] == "crash-recovery"
         submit(cfg, ledger, mid, job, "cli")  # a new job must wait for a person
-        time.sleep(2.0)
+        time.sleep(2.0)  # real time: dispatch passes that must not start it
         assert ledger.jobs(mid, ("queued",)), "no job starts before a person confirms"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -93,14 +93,14 @@ def test_kill_9_then_safe_state_first_and_confirmation_before_the_next_job(tmp_p
 
 
 @pytest.fixture
-def lab(one_machine):
-    """lab(kind="marlin", profile=None, safety="", extra_machine=None, **sim_options) -> (agent, sim)."""
+def guarded_machine(one_machine):
+    """guarded_machine(kind="marlin", profile=None, safety="", extra_machine=None, **sim_options) -> (agent, sim)."""
     return lambda kind="marlin", **kw: one_machine("m1", kind, **kw)
 
 
-def test_stall_raises_an_alarm_then_the_safe_state(lab, tmp_path):
+def test_stall_raises_an_alarm_then_the_safe_state(guarded_machine, tmp_path):
     prof = profile_file(tmp_path, "marlin2", timeouts={"ok_s": 1.0, "probes": 2, "stall_grace_s": 2.0})
-    agent, _sim = lab(profile=prof, stall_at=300)
+    agent, _sim = guarded_machine(profile=prof, stall_at=300)
     submit(
         agent.config,
         agent.ledger,
@@ -119,8 +119,8 @@ def test_stall_raises_an_alarm_then_the_safe_state(lab, tmp_path):
     assert agent.machines["m1"].state == "fault", "a stalled machine waits for a person"
 
 
-def test_idle_heated_printer_is_cooled(lab, tmp_path):
-    agent, sim = lab(safety="\n[safety]\nidle_heat_s = 2\n")
+def test_idle_heated_printer_is_cooled(guarded_machine, tmp_path):
+    agent, sim = guarded_machine(safety="\n[safety]\nidle_heat_s = 2\n")
     job = tmp_path / "heat.gcode"
     job.write_text("M104 S200\nM140 S60\nG28\nG1 X10 Y10 F3000\n")  # ends with the heaters on
     submit(agent.config, agent.ledger, "m1", job, "cli")
@@ -133,15 +133,15 @@ def test_idle_heated_printer_is_cooled(lab, tmp_path):
     wait_for(lambda: "M140 S0" in [c for _, c in sim.executed()], 5, "the commands at the printer")
 
 
-def test_door_opened_mid_job_holds_the_laser_beam_off_and_does_not_resume(lab, tmp_path):
-    agent, _sim = lab(kind="grbl", door_at=400, door_open_s=1.0)
+def test_door_opened_mid_job_holds_the_laser_beam_off_and_does_not_resume(guarded_machine, tmp_path):
+    agent, _sim = guarded_machine(kind="grbl", door_at=400, door_open_s=1.0)
     job = circle_gcode(tmp_path / "cut.nc", 3000, 0.05, flavour="laser")
     submit(agent.config, agent.ledger, "m1", job, "cli")
     wait_for(lambda: events(agent, "door-open"), 20, "the door event")
     m = agent.machines["m1"]
     wait_for(lambda: m.state == "paused", 5, "the job held")
     wait_for(lambda: m.grbl_fields.get("FS", "").endswith(",0"), 5, "the beam off")
-    time.sleep(2.0)  # the door closed after 1 s
+    time.sleep(2.0)  # real time: the door closes after 1 s; nothing may resume meanwhile
     assert m.state == "paused" and not m.grbl_state.startswith("Run"), "closing the door resumes nothing"
     assert "Pn" not in m.grbl_fields
     m.resume()  # a person
@@ -150,11 +150,11 @@ def test_door_opened_mid_job_holds_the_laser_beam_off_and_does_not_resume(lab, t
     assert rec["job"]["outcome"] == "completed" and rec["time_s"]["paused_s"] >= 2.0
 
 
-def test_interlock_blocks_the_start_and_holds_mid_job(lab, tmp_path):
-    agent, _sim = lab(extra_machine={"interlock": "sim"})
+def test_interlock_blocks_the_start_and_holds_mid_job(guarded_machine, tmp_path):
+    agent, _sim = guarded_machine(extra_machine={"interlock": "sim"})
     lid = agent.guards.interlocks["m1"]
     lid.opened = True
-    time.sleep(1.2)
+    wait_for(lambda: agent.guards.blocked("m1"), 5, "the open lid seen")
     submit(
         agent.config,
         agent.ledger,
@@ -162,7 +162,7 @@ def test_interlock_blocks_the_start_and_holds_mid_job(lab, tmp_path):
         circle_gcode(tmp_path / "j.gcode", 4000, 0.03, centre=(110, 110)),
         "cli",
     )
-    time.sleep(1.0)
+    time.sleep(1.0)  # real time: dispatch passes that must not start it
     assert agent.ledger.jobs("m1")[0]["state"] == "queued", "no start with the lid open"
     lid.opened = False
     wait_for(lambda: agent.machines["m1"].state == "printing", 10, "the start once closed")
@@ -171,16 +171,17 @@ def test_interlock_blocks_the_start_and_holds_mid_job(lab, tmp_path):
     alarm = wait_for(lambda: events(agent, "interlock-open"), 5, "the alarm")[-1]
     assert alarm["held"] is True
     lid.opened = False
-    time.sleep(1.5)
+    wait_for(lambda: not agent.guards.blocked("m1"), 5, "the closed lid seen")
+    time.sleep(0.5)  # real time: a resume, if there were one, would have come
     assert agent.machines["m1"].state == "paused", "closing does not resume"
     agent.machines["m1"].resume()
     assert agent.wait_idle("m1", 30)
 
 
 @pytest.mark.parametrize("policy", ["pause", "stop"])
-def test_session_end_during_a_job_warns_then_acts(lab, tmp_path, policy):
+def test_session_end_during_a_job_warns_then_acts(guarded_machine, tmp_path, policy):
     secret = "site-badge-secret-0123456789"
-    agent, _sim = lab(extra_machine={"reader": "sim", "session_end": policy},
+    agent, _sim = guarded_machine(extra_machine={"reader": "sim", "session_end": policy},
                      safety=f'\n[safety]\nsession_warn_s = 3\n\n[access]\nbadge_secret = "{secret}"\n')  # fmt: skip
     now = datetime.now(UTC)
     agent.access.directory.apply_snapshot({"version": 1, "members": [
@@ -188,7 +189,7 @@ def test_session_end_during_a_job_warns_then_acts(lab, tmp_path, policy):
         {"id": "bob", "name": "Bob", "badges": ["0A00BBBBBB"], "trainings": [{"class": "fdm-printer"}]}],
         "bookings": [{"id": "next", "machine": "m1", "member": "bob", "start": (now + timedelta(seconds=6)).isoformat(),
                       "end": (now + timedelta(hours=1)).isoformat()}]}, "test")  # fmt: skip
-    assert agent.badge("m1", "0A00123456").allowed
+    assert agent.control.badge("m1", "0A00123456").allowed
     submit(agent.config, agent.ledger, "m1", circle_gcode(tmp_path / "j.gcode", 40000, 0.004, centre=(110, 110)), "cli",
            member_id="ana")  # fmt: skip
     warned = wait_for(lambda: events(agent, "session-ending"), 10, "the warning")[0]
@@ -197,7 +198,7 @@ def test_session_end_during_a_job_warns_then_acts(lab, tmp_path, policy):
     assert ended["action"] == policy
     if policy == "pause":
         wait_for(lambda: agent.machines["m1"].state == "paused", 5, "paused")
-        agent.cancel("m1", "member")
+        agent.control.cancel("m1", "member")
     assert agent.wait_idle("m1", 30)
     ((_, rec),) = agent.ledger.usage_after()
     assert rec["job"]["stop_type"] == ("permission" if policy == "stop" else "cancelled")

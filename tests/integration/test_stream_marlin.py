@@ -214,7 +214,7 @@ def test_a_cancelled_job_bills_only_what_was_acknowledged(start_sim, connect):
     sim = start_sim("marlin", speed=1000.0)
     m = connect(sim)
     m.start_job(path)
-    used_so_far = wait_for(lambda: m.snapshot()["filament_mm_used"], 10, "material used so far")
+    used_so_far = wait_for(lambda: m.snapshot()["material_mm_used"], 10, "material used so far")
     m.cancel("member")
     r = m.wait_job(30)
     assert r.outcome == "cancelled"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from afn_agent.app import Agent
+from afn_agent.agent import Agent
 from afn_agent.config import load_config
 from tests.helpers import write_config
 
@@ -54,12 +54,12 @@ def test_watchdog_is_fed_until_a_machine_thread_is_stuck(tmp_path, start_sim, no
         agent.stuck_s = 1.5
         fed = notify_socket(2.0).count("WATCHDOG=1")
         assert fed >= 3, "pinged about every 0.5 s while healthy"
-        agent.machines["p1"]._step = lambda: time.sleep(3600)  # the machine thread hangs (a blocked call)
+        agent.machines["p1"].loop._step = lambda: time.sleep(3600)  # real time: the machine thread hangs (a blocked call)
         notify_socket(2.5)  # the pings sent before the thread counted as stuck (1.5 s)
         assert notify_socket(2.0).count("WATCHDOG=1") == 0, "no ping while a machine thread is stuck"
         assert agent.watchdog.withheld >= 2
     finally:
-        agent.machines["p1"]._closing = True
+        agent.machines["p1"].loop.closing = True
         agent.stop()
 
 

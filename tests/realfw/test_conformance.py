@@ -109,13 +109,13 @@ def grbl_script(port: RawPort) -> list[str]:
     step(say(b"?", quiet=0.3))
     step(say(b"$I\n"))
     step(say(b"G1 X20 F600\n"))
-    time.sleep(0.3)
+    time.sleep(0.3)  # real time: the move is under way
     os.write(port.fd, b"!")  # grbl-sim may still report Run just after: when a hold shows is timing
     step([s for s in states_until("Hold:0") if s.startswith("Hold")])
     os.write(port.fd, b"~")
     step(states_until("Idle", 120)[-1:])
     step(say(b"G1 X80 F300\n"))
-    time.sleep(0.3)
+    time.sleep(0.3)  # real time: the move is under way
     step([t for t in say(b"\x18", quiet=1.0) if not t[0].isupper() or t.startswith("ALARM")])
     step(states_until("Alarm", 5))
     step(say(b"G0 X1\n") + say(b"$X\n"))
@@ -168,7 +168,8 @@ def heater_targets(port: RawPort) -> list[str]:
     out = []
     for command in ("M104 S450", "M140 S200", "M104 S0", "M140 S0"):
         port.talk(command.encode() + b"\n")
-        report = [line for line in port.talk(b"M105\n") if line.startswith("ok T:")]
+        answer = port.talk(b"M105\n", quiet=3.0, until=(b"ok T:",))  # a loaded machine answers late
+        report = [line for line in answer if line.startswith("ok T:")]
         out.append(" ".join(re.findall(r"[TB]:[\d.]+ /([\d.]+)", report[0])) if report else "no report")
     return out
 

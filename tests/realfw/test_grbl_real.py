@@ -116,7 +116,7 @@ def test_reconnect_after_a_reboot_then_every_answer_lands_on_its_line(real_fw, m
     wait_for(lambda: m.state in ("disconnected", "connecting"), 10, "the port to go")
     wait_for(lambda: m.state == "idle", 30, "idle again")
     m.realtime("reset")  # and a reset while connected: banner, then greeting again
-    time.sleep(1.0)
+    time.sleep(1.0)  # real time: the reset and its banner (idle before and after: no state to wait on)
     wait_for(lambda: m.state == "idle", 30, "idle again")
     path = zigzag(tmp_path / "z.gcode", 50)
     m.start_job(path)

@@ -40,7 +40,7 @@ def job_slice(ran: list[str], want: list[str]) -> list[str]:
 
 def filament_of(path) -> float:
     """What the quote's analyzer says the whole file extrudes."""
-    return analyze_path(path, load_profile("marlin2")).filament_mm
+    return analyze_path(path, load_profile("marlin2")).material_mm
 
 
 def running(m, path, lines: int = 50) -> None:
@@ -53,7 +53,7 @@ def test_ten_connects_cost_no_firmware_error_and_run_m115_once_each(real_fw, mac
     fw = marlin(real_fw)
     for i in range(10):
         m = machine_on(fw.link)
-        time.sleep(0.3)
+        time.sleep(0.3)  # real time: late answers to the greeting would show as errors within this
         assert (m.core.errors, m.core.resends) == (0, 0), f"connect {i}: {m.core.errors} errors"
         m.close()
     log = [command_text(x) for x in fw.executed()]
@@ -73,7 +73,7 @@ def test_long_job_runs_every_line_once_in_order_and_is_counted_once(real_fw, mac
     want = file_commands(path)
     assert job_slice(ran_numbered(fw), want)[: len(want)] == want
     assert r.lines == len(want)
-    assert r.filament_mm == pytest.approx(filament_of(path), abs=1e-6)
+    assert r.material_mm == pytest.approx(filament_of(path), abs=1e-6)
     assert (r.resends, r.errors) == (0, 0)
     assert fw.rx_dropped() == 0
 
@@ -97,7 +97,7 @@ def test_flipped_bytes_and_dropped_lines_every_line_executed_and_counted_once(
     assert job_slice(ran, want)[: len(want)] == want
     assert ran.count(want[-1]) == 1
     assert r.lines == len(want)
-    assert r.filament_mm == pytest.approx(filament_of(path), abs=1e-6)
+    assert r.material_mm == pytest.approx(filament_of(path), abs=1e-6)
     assert link.flipped > 0.008 * link.bytes and r.resends > 0  # (drops: ~5 a run, printed below)
     assert fw.rx_dropped() == 0
     print(f"seed {seed}: {link.flipped} of {link.bytes} bytes flipped, {link.dropped} lines dropped, "
@@ -130,9 +130,9 @@ def test_emergency_stop_halts_marlin_at_once(real_fw, machine_on, tmp_path):
     m.emergency_stop("test")
     r = m.wait_job(10)
     assert r is not None and r.outcome == "failed" and r.code == "emergency-stop", r
-    time.sleep(0.3)
+    time.sleep(0.3)  # real time: M112 reaches the firmware
     halted_at = len(fw.executed())  # the emergency parser kills Marlin from its RX thread: nothing more runs
-    time.sleep(1.5)
+    time.sleep(1.5)  # real time: a firmware still running would execute more within this
     assert len(fw.executed()) == halted_at < 3000
     assert m.state == "fault"
 

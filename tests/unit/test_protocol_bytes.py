@@ -34,3 +34,21 @@ def test_the_cores_give_the_out_of_band_bytes():
     assert marlin.emergency_stop() == MarlinProtocol.STOP_BYTES
     grbl = GrblProtocol(load_profile("grbl-1.1"), 0.0)
     assert grbl.emergency_stop() == GrblProtocol.STOP_BYTES
+
+
+# Which protocol a machine speaks is asked once, when its driver is chosen (machine/drivers.py). The
+# G-code dialect an analysis reads (gcode/) and the MQTT protocol version (bus/) are other questions.
+PROTOCOL_BRANCH = re.compile(r"isinstance\([^)]*(?:Marlin|Grbl)Protocol|\.protocol\s*[!=]=")
+BRANCH_ALLOWED = {("firmware",), ("sim",), ("gcode",), ("bus",), ("machine", "drivers.py")}
+
+
+def test_no_protocol_branch_outside_the_drivers():
+    found = []
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT).parts
+        if parts[:1] in BRANCH_ALLOWED or parts[:2] in BRANCH_ALLOWED:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if PROTOCOL_BRANCH.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -18,6 +18,7 @@ from afn_agent.access.readers import (
     SimReader,
     UartReader,
 )
+from tests.helpers import wait_for
 
 # a real RDM6300 frame: version 0x0A, card 0x00 0x12 0x34 0x56, checksum = XOR of the five
 CARD = bytes([0x0A, 0x00, 0x12, 0x34, 0x56])
@@ -91,18 +92,17 @@ def test_reader_loop_debounces_and_reopens():
     try:
         for _ in range(3):
             reader.present("CAFE01")
-        time.sleep(0.3)
+        wait_for(lambda: seen, 2, "the first read")
+        time.sleep(0.2)  # real time: the repeats inside the debounce would be seen within this
         assert seen == ["CAFE01"]
         reader.gone = True  # unplugged
-        time.sleep(0.5)
-        assert states[-1] == "lost"
+        wait_for(lambda: states and states[-1] == "lost", 2, "the reader lost")
         reader.gone = False
-        time.sleep(0.5)
-        assert states[-1] == "open"
-        time.sleep(0.3)
+        wait_for(lambda: states[-1] == "open", 2, "the reader reopened")
+        time.sleep(0.5)  # real time: past the 0.5 s debounce
         reader.present("CAFE01")  # past the debounce: a new read
         reader.present("BEEF02")
-        time.sleep(0.5)
+        wait_for(lambda: len(seen) == 3, 2, "both reads")
         assert seen == ["CAFE01", "CAFE01", "BEEF02"]
     finally:
         loop.stop()
@@ -132,7 +132,7 @@ def test_evdev_reader_on_a_uinput_device():
     if fd is None:
         pytest.skip("/dev/uinput is not available here (container without the uinput module)")
     try:
-        time.sleep(0.5)
+        time.sleep(0.5)  # real time: udev creates the event node (no signal here)
         path = next(
             f"/dev/input/{e}" for e in sorted(os.listdir("/dev/input"))
             if e.startswith("event") and "afn-test-badge-reader" in Path(f"/sys/class/input/{e}/device/name").read_text()

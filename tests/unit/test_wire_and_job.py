@@ -9,6 +9,7 @@ from afn_agent.machine.job import JobError, JobFile
 from afn_agent.sim.core import SimOptions
 from afn_agent.sim.marlin import MarlinSim
 from afn_agent.sim.wire import Wire
+from tests.helpers import wait_for
 
 
 def test_wire_paces_bytes_at_ten_bits_each_plus_latency():
@@ -30,7 +31,7 @@ def test_simulated_ring_drops_what_a_host_without_flow_control_pours_in(tmp_path
     try:
         for i in range(200):
             os.write(fd, f"G1 X{i} Y{i}\n".encode())
-        time.sleep(0.5)
+        wait_for(lambda: sim.stats.bytes_dropped > 0, 5, "bytes dropped by the ring")
     finally:
         sim.stop()
         time.sleep(0.1)
@@ -73,7 +74,7 @@ def test_simulator_stops_promptly_when_nobody_reads_its_replies(tmp_path):
     thread = sim.start_thread()
     fd = os.open(tmp_path / "m.tty", os.O_RDWR | os.O_NOCTTY)
     os.write(fd, b"M155 S1\n" + b"M105\n" * 2000)  # thousands of replies that nobody will read
-    time.sleep(1.0)
+    time.sleep(1.0)  # real time: the simulator fills the pty buffer with replies
     os.close(fd)
     t0 = time.monotonic()
     sim.stop()

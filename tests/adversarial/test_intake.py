@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from afn_agent.spool import submit
 
 
 def test_two_uploads_of_one_file_are_two_files_and_removing_one_keeps_the_other(one_machine, tmp_path):
@@ -16,9 +16,9 @@ def test_two_uploads_of_one_file_are_two_files_and_removing_one_keeps_the_other(
     second, _ = submit(agent.config, agent.ledger, "m1", src, "upload", held=True)
     p1, p2 = Path(agent.ledger.job(first)["path"]), Path(agent.ledger.job(second)["path"])
     assert p1 != p2 and p1.read_bytes() == p2.read_bytes()
-    agent.remove_job(first, "manager-ana")
+    agent.control.remove_job(first, "manager-ana")
     assert not p1.exists() and p2.exists()
-    agent.release_job(second, "manager-ana", manager=True)
+    agent.control.release_job(second, "manager-ana", manager=True)
     assert agent.wait_idle("m1", 60)
     job = agent.ledger.job(second)
     assert job["state"] == "completed", job

@@ -44,9 +44,9 @@ def estimate_of(a: Analysis) -> dict[str, Any]:
         "moving_s": round(a.moving_s, 3),
         "heating_s": round(a.heating_s, 3),
         "dwell_s": round(a.dwell_s + a.other_s, 3),
-        "material_mm": round(a.filament_mm, 3),
-        "material_g": round(a.filament_g, 3),
-        "beam_on_s": round(a.laser_on_s, 3),
+        "material_mm": round(a.material_mm, 3),
+        "material_g": round(a.material_g, 3),
+        "beam_on_s": round(a.beam_on_s, 3),
         "spindle_on_s": round(a.spindle_on_s, 3),
         "lines": a.lines,
         "producer": a.producer,
@@ -214,7 +214,7 @@ def submit(
         path.unlink(missing_ok=True)
         raise
     estimate = estimate_of(analysis)
-    priced = quote(estimate, config.tariffs[machine.tariff])
+    priced = quote(estimate, config.tariff_for(machine.id))
     estimate["quote"] = priced
     held = machine.hold_uploads if held is None else held
     job_id = ledger.add_job(machine_id, str(path), name or src.name, sha, size, source, estimate, held, **who)

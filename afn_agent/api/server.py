@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
@@ -21,6 +23,9 @@ from .body_limit import BodyLimit
 from .guard import Guard, connection_ceiling, guarded_protocol, raise_fd_limit
 from .metrics import registry_for
 
+if TYPE_CHECKING:
+    from ..agent import Agent
+
 HTTP_CODES = {
     400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found", 409: "conflict",
     413: "too-large", 415: "unsupported-type", 422: "invalid", 503: "unavailable", 507: "storage-full",
@@ -28,12 +33,13 @@ HTTP_CODES = {
 PUBLIC = ("/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
 
-def create_app(agent, guard: Guard | None = None) -> FastAPI:
-    cfg = agent.config.api
+def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
+    cfg = agent.config.api_config()
     auth = Authenticator(cfg)
     if agent.access is not None:
+        sessions = agent.access.sessions
         auth.session_open = lambda machine_id, session_id: bool(
-            (s := agent.access.sessions.current(machine_id)) and s["id"] == session_id
+            (s := sessions.current(machine_id)) and s["id"] == session_id
         )
     app = FastAPI(
         title="afn-agent",
@@ -45,7 +51,9 @@ def create_app(agent, guard: Guard | None = None) -> FastAPI:
     gate = Gate(agent, auth)
 
     @app.middleware("http")
-    async def authenticated_first(request: Request, call_next):
+    async def authenticated_first(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         """No anonymous caller gets past here (before any parsing); roles are checked per route."""
         path = request.url.path
         public = path in PUBLIC or path.startswith(("/kiosk/", "/kiosk-static/"))
@@ -84,7 +92,7 @@ def create_app(agent, guard: Guard | None = None) -> FastAPI:
         )
 
     @app.get("/health", tags=["health"])
-    def health() -> dict:
+    def health() -> dict[str, Any]:
         bus = agent.bus
         return {
             "ok": True,
@@ -122,8 +130,8 @@ def create_app(agent, guard: Guard | None = None) -> FastAPI:
 class ApiServer:
     """uvicorn in a thread of the agent process; `port` is the bound one (config port 0 picks one)."""
 
-    def __init__(self, agent) -> None:
-        cfg = agent.config.api
+    def __init__(self, agent: Agent) -> None:
+        cfg = agent.config.api_config()
         ceiling = connection_ceiling(cfg.max_connections, len(agent.machines), raise_fd_limit())
         self.guard = Guard(ceiling, min(cfg.max_connections_per_client, ceiling), cfg.header_timeout_s,
                            cfg.body_timeout_s)  # fmt: skip

@@ -1,0 +1,45 @@
+"""Where the agent's events go: the ledger's outbox first (never lost), then a nudge to the bus.
+
+One small object shared by the pump, the control surface, the guards and the access room, so none
+of them needs the others to say something happened.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from .ledger import Ledger
+
+
+class BusLink(Protocol):
+    """What the publisher needs of the MQTT bus."""
+
+    def wake(self) -> None: ...
+    def status_changed(self, machine_id: str) -> None: ...
+    def telemetry(self, machine_id: str, data: dict[str, Any]) -> None: ...
+
+
+class Publisher:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.bus: BusLink | None = None  # set once the bus is up
+
+    def event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
+        """An event on the events topic, through the outbox: written now, sent when the broker is up."""
+        payload = {"type": kind, "machine": machine_id, "t": time.time(), **data}
+        self.ledger.outbox_add("event", machine_id, payload)
+        if self.bus is not None:
+            self.bus.wake()
+
+    def status_changed(self, machine_id: str) -> None:
+        if self.bus is not None:
+            self.bus.status_changed(machine_id)
+
+    def telemetry(self, machine_id: str, data: dict[str, Any]) -> None:
+        if self.bus is not None:
+            self.bus.telemetry(machine_id, data)
+
+    def wake(self) -> None:
+        if self.bus is not None:
+            self.bus.wake()

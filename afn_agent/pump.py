@@ -1,0 +1,436 @@
+"""The job pump: the one owner of running jobs and of the machines' alarms.
+
+Its thread reads the machines' events, moves jobs along the state machine in the ledger, checkpoints
+them, ends them with a usage record, starts queued jobs on idle machines, and runs the guards. Other
+threads read through `running_ids`, `alarms_of` and `figures`, which hand out copies, and act through
+`mark_cancelled`; all under one plain lock the pump never holds while calling out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .access.sessions import Sessions
+from .config import AgentConfig
+from .intake import sweep
+from .ledger import JobClock, Ledger
+from .machine import events as me
+from .machine.events import JobResult, MachineEvent, MachineState
+from .machine.worker import Machine
+from .publisher import Publisher
+
+log = logging.getLogger("afn_agent")
+DISPATCH_EVERY_S = 0.25
+SPOOL_SWEEP_S = 60.0  # files of ended jobs past their retention leave the spool
+MANAGER_ACTORS = ("manager", "admin")
+ALARMS_KEPT = 5
+
+
+class Guarding(Protocol):
+    """What the pump needs of the guards (safety.py)."""
+
+    def check(self, now: float) -> None: ...
+    def blocked(self, machine_id: str) -> bool: ...
+    def touch(self, machine_id: str) -> None: ...
+
+
+@dataclass
+class RunningJob:
+    """A job on a machine, as the pump tracks it between checkpoints."""
+
+    job_id: str
+    clock: JobClock
+    used: dict[str, Any] = field(default_factory=dict)
+    last_checkpoint: float = 0.0
+    cancelled_by: str = ""
+
+
+def figures_of(run: RunningJob, now: float, material: str = "filament") -> dict[str, Any]:
+    """A checkpoint: the time split as of now and what the acknowledged lines used."""
+    figures: dict[str, Any] = dict(run.clock.split(now))
+    used = run.used
+    figures.update(
+        material_per_tool=used.get("material_per_tool", {}),
+        material_mm=used.get("material_mm", 0.0),
+        material_g=used.get("material_g", 0.0),
+        material_kind=material,
+        beam_on_s=used.get("beam_on_s", 0.0),
+        spindle_on_s=used.get("spindle_on_s", 0.0),
+        done_fraction=used.get("done_fraction", 0.0),
+        lines=used.get("lines", 0),
+    )
+    return figures
+
+
+def stop_type_for(result: JobResult, cancelled_by: str) -> tuple[str, str]:
+    """(outcome, stop type) of a job the machine ended; the ledger prices it by the stop type."""
+    if result.outcome == "completed":
+        return "completed", "normal"
+    if result.outcome == "cancelled":
+        if cancelled_by in MANAGER_ACTORS:
+            return "cancelled", "admin"
+        if cancelled_by == "session-end":
+            return "cancelled", "permission"
+        return "cancelled", "cancelled"
+    if result.code == "emergency-stop":
+        return "cancelled", "admin" if cancelled_by in MANAGER_ACTORS else "cancelled"
+    if result.code in ("link-lost", "reconnect"):
+        return "failed", "offline"
+    return "failed", "fault"
+
+
+class JobPump:
+    def __init__(
+        self,
+        config: AgentConfig,
+        ledger: Ledger,
+        machines: dict[str, Machine],
+        events: queue.Queue[MachineEvent],
+        publisher: Publisher,
+        sessions: Sessions | None,
+        telemetry: Callable[[str], dict[str, Any]],
+    ) -> None:
+        self.config, self.ledger, self.machines, self.events = config, ledger, machines, events
+        self.publisher, self.sessions, self.telemetry = publisher, sessions, telemetry
+        self.guards: Guarding | None = None
+        self.on_turn: Callable[[float], None] = lambda now: None  # the systemd watchdog's ping
+        self.ledger_error = ""
+        self._running: dict[str, RunningJob] = {}
+        self._alarms: dict[str, tuple[dict[str, Any], ...]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- any thread -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._pump, name="agent-pump", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def running_ids(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._running)
+
+    def busy(self, machine_id: str) -> bool:
+        """A job runs on the machine or waits in its queue."""
+        with self._lock:
+            return machine_id in self._running or self.ledger.next_queued(machine_id) is not None
+
+    def job_id(self, machine_id: str) -> str | None:
+        with self._lock:
+            run = self._running.get(machine_id)
+            return run.job_id if run else None
+
+    def used(self, machine_id: str) -> dict[str, Any]:
+        with self._lock:
+            run = self._running.get(machine_id)
+            return dict(run.used) if run else {}
+
+    def figures(self, machine_id: str) -> dict[str, Any] | None:
+        """The running job's time split and material so far (None when no job runs)."""
+        with self._lock:
+            run = self._running.get(machine_id)
+            return self._figures(machine_id, run, time.monotonic()) if run else None
+
+    def alarms_of(self, machine_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(a) for a in self._alarms.get(machine_id, ())]
+
+    def mark_cancelled(self, machine_id: str, actor: str) -> bool:
+        """Who asked for the running job's end decides its stop type; False if none runs."""
+        with self._lock:
+            run = self._running.get(machine_id)
+            if run is not None:
+                run.cancelled_by = actor
+            return run is not None
+
+    def lock_machine(self, machine_id: str, reason: str) -> bool:
+        """A maintenance lock: at once on an idle machine, else pending until its job ends (decided
+        under the lock the job's end takes, so a lock is never left pending on an idle machine)."""
+        with self._lock:
+            busy = machine_id in self._running
+            self.ledger.set_machine(
+                machine_id, lock_reason=reason, **({"lock_pending": 1} if busy else {"locked": 1})
+            )
+        return busy
+
+    def raise_alarm(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
+        """An alarm the agent itself detected (an interlock): kept in the status, sent on events."""
+        self._remember_alarm(machine_id, kind, data, time.time())
+        self.publisher.event(machine_id, kind, data)
+        self.publisher.status_changed(machine_id)
+
+    # ---- the pump thread --------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """One event at a time, ledger first. A ledger that cannot be written (disk full, I/O error) keeps
+        the event for a retry with its own time: nothing is billed from memory, nothing is dropped."""
+        ticks = {"dispatch": 0.0, "idle": 0.0, "spool": 0.0}
+        retry: deque[tuple[MachineEvent | None, float]] = deque()
+        while not self._stop.is_set():
+            if retry:
+                event, now = retry.popleft()
+            else:
+                try:
+                    event = self.events.get(timeout=DISPATCH_EVERY_S)
+                except queue.Empty:
+                    event = None
+                now = time.monotonic()
+            try:
+                self._turn(event, now, ticks)
+                self.ledger_error = ""
+            except sqlite3.OperationalError as exc:
+                if not self.ledger_error:
+                    log.error("ledger write failed (%s): events kept and retried", exc)
+                self.ledger_error = f"the ledger cannot be written: {exc}"
+                if event is not None:
+                    retry.appendleft((event, now))
+                self._stop.wait(1.0)
+
+    def _turn(self, event: MachineEvent | None, now: float, ticks: dict[str, float]) -> None:
+        if event is not None:
+            self.handle(event, now)
+        self._checkpoints(now)
+        if now >= ticks["dispatch"]:
+            ticks["dispatch"] = now + DISPATCH_EVERY_S
+            self._dispatch(now)
+        if now >= ticks["spool"]:
+            ticks["spool"] = now + SPOOL_SWEEP_S
+            sweep(self.config, self.ledger)
+        if now >= ticks["idle"]:
+            ticks["idle"] = now + 1.0
+            if self.sessions is not None:
+                self.sessions.close_idle(set(self.running_ids()))
+            if self.guards is not None:
+                self.guards.check(now)
+        self.on_turn(now)
+        if event is not None:
+            self._forward(event)
+
+    def _forward(self, event: MachineEvent) -> None:
+        """Events worth keeping go through the outbox; status and telemetry straight to the bus."""
+        if event.published:
+            self.publisher.event(event.machine, event.kind, event.payload())
+        if event.alarm:
+            self._remember_alarm(event.machine, event.kind, event.payload(), event.t)
+        elif isinstance(event, me.StateChanged) and event.state in (MachineState.IDLE, MachineState.PRINTING):
+            with self._lock:
+                self._alarms.pop(event.machine, None)
+        if isinstance(event, me.Telemetry | me.Progress):
+            self.publisher.telemetry(event.machine, self.telemetry(event.machine))
+        if event.status:
+            self.publisher.status_changed(event.machine)
+
+    def _remember_alarm(self, machine_id: str, kind: str, data: dict[str, Any], t: float) -> None:
+        with self._lock:
+            kept = (*self._alarms.get(machine_id, ()), {"type": kind, **data, "t": t})
+            self._alarms[machine_id] = kept[-ALARMS_KEPT:]
+
+    def handle(self, event: MachineEvent, now: float) -> None:
+        """A machine event for the job running there, if any: the job's state follows the machine's."""
+        run = self._running.get(event.machine)
+        if run is None:
+            return
+        if isinstance(event, me.Progress):
+            with self._lock:
+                run.used = event.used
+        elif isinstance(event, me.FirstLine) and run.clock.state == "starting":
+            self._move(
+                event.machine, run, "heating" if event.heating else "running", "first line answered", now
+            )
+        elif isinstance(event, me.Heating):
+            self._move(event.machine, run, "heating" if event.on else "running", "heat wait", now)
+        elif isinstance(event, me.StateChanged):
+            if event.state == MachineState.PAUSED:
+                self._move(event.machine, run, "paused", "paused", now)
+            elif event.state == MachineState.PRINTING and run.clock.state == "paused":
+                self._move(event.machine, run, "heating" if event.heating else "running", "resumed", now)
+        elif isinstance(event, me.JobFinished):
+            self._finish(event.machine, run, event.result, now)
+
+    def _move(self, machine_id: str, run: RunningJob, state: str, cause: str, now: float) -> None:
+        if run.clock.state == state:
+            return
+        if run.clock.state == "paused" and cause == "heat wait":
+            return  # a paused job stays paused whatever the heaters do
+        self.ledger.transition(run.job_id, state, cause)
+        with self._lock:
+            run.clock.move(state, now)
+        if state == "paused" or cause == "resumed":
+            self.publisher.event(machine_id, "job-" + cause, {"job_id": run.job_id})
+
+    def _checkpoints(self, now: float) -> None:
+        for machine_id, run in list(self._running.items()):
+            if now - run.last_checkpoint >= self.config.checkpoint_s:
+                run.last_checkpoint = now
+                self.ledger.checkpoint(run.job_id, self._figures(machine_id, run, now))
+
+    def _figures(self, machine_id: str, run: RunningJob, now: float) -> dict[str, Any]:
+        """A checkpoint of a running job (the pump thread, or a reader holding the lock)."""
+        m = self.config.find(machine_id)
+        return figures_of(run, now, m.material if m else "filament")
+
+    def _dispatch(self, now: float) -> None:
+        """Start the next queued job on every idle machine that has none running."""
+        for machine_id, machine in self.machines.items():
+            if machine_id in self._running or machine.state != MachineState.IDLE or self._blocked(machine_id):
+                continue
+            if self.guards is not None and self.guards.blocked(machine_id):
+                continue
+            if self.sessions is not None:
+                self.sessions.release_held(machine_id)
+            job = self._next_startable(machine_id)
+            if job is None:
+                continue
+            run = RunningJob(job["id"], JobClock("starting", now), last_checkpoint=now)
+            with self._lock:  # queued to running at once for readers (`busy`)
+                self.ledger.transition(job["id"], "starting", "dispatched to an idle machine")
+                self._running[machine_id] = run
+            self.ledger.checkpoint(job["id"], self._figures(machine_id, run, now))
+            machine.start_job(job["path"])
+            self.ledger.audit("agent", "job-start", "started", machine_id, job["id"], member=job["member_id"])
+            self.publisher.event(
+                machine_id, "job-started",
+                {"job_id": job["id"], "name": job["name"], "member_id": job["member_id"]},
+            )  # fmt: skip
+            log.info("job %s started on %s", job["id"], machine_id)
+
+    def _blocked(self, machine_id: str) -> bool:
+        row = self.ledger.machine(machine_id)
+        return bool(row and (row["locked"] or row["needs_confirmation"]))
+
+    def _next_startable(self, machine_id: str) -> dict[str, Any] | None:
+        """The first queued job that may start now. One that may not (its owner's session ended: it was
+        released outside it, or Start was pressed before a bed-clear confirmation and then the member
+        left) goes back to held, waiting for its owner's badge, and is reported: it must not block the
+        queue behind it."""
+        for job in self.ledger.jobs(machine_id, ("queued",)):  # next first
+            if self.sessions is None or self.sessions.may_start(machine_id, job):
+                return job
+            why = "its owner is not in a session at the machine; held until their badge"
+            self.ledger.transition(job["id"], "held", why)
+            self.ledger.audit(
+                "agent", "job-hold", "held", machine_id, job["id"], member=job["member_id"], reason=why
+            )
+            self.publisher.event(machine_id, "job-held", {"job_id": job["id"], "member_id": job["member_id"],
+                                                          "reason": why})  # fmt: skip
+            log.info("job %s on %s back to held: %s", job["id"], machine_id, why)
+        return None
+
+    def _finish(self, machine_id: str, run: RunningJob, result: JobResult, now: float) -> None:
+        outcome, stop_type = stop_type_for(result, run.cancelled_by or result.reason)
+        with self._lock:
+            if result.outcome == "completed" and run.clock.state == "starting":
+                run.clock.move("running", now)  # a job too short to report: its time was streaming
+            run.used = result.used or run.used
+        m = self.config.find(machine_id)
+        record = self._close(
+            machine_id, run.job_id, outcome, stop_type, result.reason, self._figures(machine_id, run, now)
+        )
+        with self._lock:
+            del self._running[machine_id]
+            locked = self._apply_pending_lock(machine_id)
+        if self.config.spool.keep_h == 0:
+            sweep(self.config, self.ledger)  # its file goes as the job ends
+        self.publisher.event(machine_id, "job-" + outcome, _record_summary(record))
+        if locked:
+            self.publisher.event(machine_id, "lock", {"by": "agent", "reason": locked, "pending": False})
+        if m and m.confirm_clear and outcome == "completed":
+            self.ledger.set_machine(machine_id, needs_confirmation="bed-clear")
+        if self.sessions is not None:
+            self.sessions.touch(machine_id)
+        if self.guards is not None:
+            self.guards.touch(machine_id)
+
+    def _close(
+        self,
+        machine_id: str,
+        job_id: str,
+        outcome: str,
+        stop_type: str,
+        reason: str,
+        figures: dict[str, Any],
+        replayed: bool = False,
+    ) -> dict[str, Any]:
+        """The job's end and its usage record, priced by the machine's tariff: one ledger transaction."""
+        m = self.config.find(machine_id)
+        return self.ledger.finish(
+            job_id, outcome, stop_type, reason, figures, self.config.tariff_for(machine_id),
+            m.machine_class if m else "unknown", replayed=replayed,
+        )  # fmt: skip
+
+    def _apply_pending_lock(self, machine_id: str) -> str:
+        """A lock asked for while the job ran takes effect now; returns its reason ('' if none)."""
+        row = self.ledger.machine(machine_id)
+        if not (row and row["lock_pending"]):
+            return ""
+        self.ledger.set_machine(machine_id, locked=1, lock_pending=0)
+        return str(row["lock_reason"])
+
+    # ---- start and stop (the pump thread is not running) ------------------------------------------
+    def recover(self) -> list[dict[str, Any]]:
+        """Jobs the ledger shows on a machine when the agent starts were cut off by a crash or power
+        loss: close each as interrupted, billed up to its last checkpoint, once."""
+        records = []
+        for job in self.ledger.live_jobs():
+            machine_id = job["machine_id"]
+            figures = json.loads(job["checkpoint_json"]) if job["checkpoint_json"] else {}
+            why = f"agent stopped while the job ran; billed to its last checkpoint ({job['checkpoint_at']})"
+            record = self._close(machine_id, job["id"], "interrupted", "offline", why, figures, replayed=True)
+            self.ledger.audit(
+                "agent", "job-interrupted", "closed", machine_id, job["id"], record_id=record["record_id"]
+            )
+            self.ledger.set_machine(machine_id, needs_confirmation="crash-recovery")
+            data = {"job_id": job["id"], "safe_state": "requested", "needs_confirmation": "crash-recovery"}
+            self.publisher.event(machine_id, "recovery", data)
+            records.append(record)
+            log.warning("job %s on %s closed as interrupted after a restart", job["id"], machine_id)
+        return records
+
+    def close_interrupted(self, reason: str) -> None:
+        """After the pump and the machines stopped: what the machine threads said last (a job that
+        ended, each closed job's last figures), then every job still running closed as interrupted.
+        A stopped agent once billed 328 lines of a job whose firmware had answered 739."""
+        now = time.monotonic()
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, me.Progress | me.JobFinished):
+                self.handle(event, now)
+        for machine_id, run in list(self._running.items()):
+            figures = self._figures(machine_id, run, now)
+            self._close(machine_id, run.job_id, "interrupted", "offline", reason, figures)
+            with self._lock:
+                del self._running[machine_id]
+            self.ledger.set_machine(machine_id, needs_confirmation="interrupted")
+
+
+def _record_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What the events topic says of an ended job (the full record goes on the usage topic)."""
+    return {
+        "job_id": record["job"]["id"],
+        "record_id": record["record_id"],
+        "outcome": record["job"]["outcome"],
+        "stop_type": record["job"]["stop_type"],
+        "reason": record["job"]["reason"],
+        "member_id": record["member_id"],
+        "price": record["price"],
+        "currency": record["currency"],
+    }
