@@ -11,11 +11,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .access.decide import AccessPolicy
-from .access.directory import Directory
 from .config import AgentConfig, ConfigError, load_config
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: the access room pulls in OpenSSL (hashlib), 4 MB of RSS
+    from .access.decide import AccessPolicy
+    from .access.directory import Directory
     from .ledger import Ledger
 
 
@@ -249,6 +249,8 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
 
 
 def _access(cfg: AgentConfig) -> tuple[Ledger, Directory, AccessPolicy]:
+    from .access.decide import AccessPolicy
+    from .access.directory import Directory
     from .agent import open_ledger
 
     if cfg.access is None:
