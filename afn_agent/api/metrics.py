@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..machine.events import MachineState
+
 if TYPE_CHECKING:
     from ..agent import Agent
 
-STATES = ("disconnected", "connecting", "idle", "printing", "paused", "resetting", "alarm", "fault")
 TOTALS = (  # (metric, help, JSON path in the usage record)
     ("afn_job_active_seconds", "Seconds jobs spent streaming (usage records).", "$.time_s.active_s"),
     ("afn_job_heating_seconds", "Seconds jobs spent waiting for heaters.", "$.time_s.heating_s"),
@@ -60,7 +61,7 @@ class AgentCollector(Collector):
         )
         for machine_id, m in agent.machines.items():
             snap = m.snapshot()
-            for s in STATES:
+            for s in MachineState:
                 state.add_metric([machine_id, s], 1.0 if m.state == s else 0.0)
             progress.add_metric([machine_id], snap["progress"])
             for heater, (actual, target) in snap["temperatures"].items():

@@ -14,6 +14,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Request, Response, Upl
 from fastapi.responses import JSONResponse
 
 from .. import __version__
+from ..machine.events import OFFLINE_STATES, STOPPED_STATES
 from .auth import Authenticator, Caller
 from .authz import Act, Gate
 from .native import _submit, run_command
@@ -119,7 +120,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
     def printer(request: Request) -> Any:
         who(request)
         m = agent.machines[machine_id]
-        if m.state in ("disconnected", "connecting"):
+        if m.state in OFFLINE_STATES:
             return JSONResponse({"error": "Printer is not operational"}, status_code=409)
         temps = {}
         for name, (actual, target) in m.temperatures.items():
@@ -130,7 +131,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
             )
             temps[key] = {"actual": actual, "target": target, "offset": 0}
         printing, paused = m.state == "printing", m.state == "paused"
-        error = m.state in ("alarm", "fault")
+        error = m.state in STOPPED_STATES
         flags = {
             "operational": not error,
             "printing": printing,
@@ -258,7 +259,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
         if (
             print is not None
             and print.lower() == "true"
-            and agent.machines[machine_id].state in ("alarm", "fault")
+            and agent.machines[machine_id].state in STOPPED_STATES
         ):
             raise HTTPException(
                 409, f"{machine_id} is in {agent.machines[machine_id].state}; it cannot print now"

@@ -184,7 +184,7 @@ class StallCleared(MachineEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class Warning(MachineEvent):
+class MachineWarning(MachineEvent):
     text: str
     line: int | None
     kind: ClassVar[str] = "warning"

@@ -413,7 +413,7 @@ class MachineLoop:
 
     def _on_warning(self, event: ev.FirmwareWarning, now: float) -> None:
         line = event.tag.line if isinstance(event.tag, JobPos) else None
-        self._emit(me.Warning, text=event.text, line=line)
+        self._emit(me.MachineWarning, text=event.text, line=line)
         job = self.job
         if job is None:
             return
