@@ -168,8 +168,11 @@ def heater_targets(port: RawPort) -> list[str]:
     out = []
     for command in ("M104 S450", "M140 S200", "M104 S0", "M140 S0"):
         port.talk(command.encode() + b"\n")
-        answer = port.talk(b"M105\n", quiet=3.0, until=(b"ok T:",))  # a loaded machine answers late
-        report = [line for line in answer if line.startswith("ok T:")]
+        report: list[str] = []
+        for _ in range(3):  # on a loaded machine the real firmware now and then leaves an M105 unanswered
+            answer = port.talk(b"M105\n", quiet=2.0, until=(b"ok T:",))
+            if report := [line for line in answer if line.startswith("ok T:")]:
+                break
         out.append(" ".join(re.findall(r"[TB]:[\d.]+ /([\d.]+)", report[0])) if report else "no report")
     return out
 
