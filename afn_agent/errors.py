@@ -48,4 +48,4 @@ class NotFound(AfnError, LookupError):
     """No such machine or job."""
 
     status = 404
-    code = "not_found"
+    code = "not-found"  # as every other 404 the API gives

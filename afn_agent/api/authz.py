@@ -82,9 +82,7 @@ class Gate:
         """`allow` on the job `job_id`, and that job: 404 if there is none, told only to a caller whose
         role may act at all."""
         caller = self._caller(request, act, action, None, job_id)
-        job = self.agent.ledger.job(job_id)
-        if job is None:
-            raise HTTPException(404, f"no job {job_id!r}")
+        job = self.agent.control.job(job_id)  # NotFound (404)
         self._check(caller, act, action, job["machine_id"], job)
         return caller, job
 

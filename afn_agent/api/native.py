@@ -80,10 +80,7 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
             raise HTTPException(404, f"no machine {machine_id!r}")
 
     def job_or_404(job_id: str) -> dict[str, Any]:
-        job = agent.ledger.job(job_id)
-        if job is None:
-            raise HTTPException(404, f"no job {job_id!r}")
-        return job
+        return agent.control.job(job_id)  # NotFound (404)
 
     def view(caller: Caller, job: dict[str, Any]) -> dict[str, Any]:
         return job_view(job, spool, gate.may_name(caller, job["member_id"]))

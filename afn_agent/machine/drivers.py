@@ -78,7 +78,7 @@ class Driver:
     def begin_job(self, check: bool) -> bool:
         """Mark the job started in the core, queue the profile's start script; True if in check mode."""
         self.core.begin_job()
-        self._send(self.profile.scripts.start)
+        self.send_script(self.profile.scripts.start)
         return False
 
     def end_job(self) -> None:
@@ -101,7 +101,7 @@ class Driver:
 
     def cancel_script(self, check: bool) -> None:
         self.core.discard_job()
-        self._send(self.profile.scripts.cancel)
+        self.send_script(self.profile.scripts.cancel)
         self.send_end(check)
 
     def emergency_stop(self) -> tuple[MachineState, bool]:
@@ -111,13 +111,13 @@ class Driver:
     def soft_reset(self) -> bytes:
         raise ValueError(f"{self.profile.name} cannot be reset by the host")
 
-    def unlock(self) -> bool:
-        return False
+    def unlock(self) -> None:
+        """After an alarm a person has dealt with; nothing to do where the firmware never locks."""
 
     def safe_state(self) -> Stop:
         """The profile's safe state on an idle machine."""
         script = self.profile.scripts.safe_state
-        self._send(script)
+        self.send_script(script)
         return Stop(b"", MachineState.IDLE, script)
 
     def stall_stop(self) -> Stop:
@@ -135,7 +135,8 @@ class Driver:
         """Before greeting a firmware that may be stuck in a heating wait: bytes that end it."""
         return b""
 
-    def _send(self, lines: tuple[str, ...] | list[str]) -> None:
+    def send_script(self, lines: tuple[str, ...] | list[str]) -> None:
+        """Host lines, ahead of the job's."""
         for line in lines:
             self.core.send(line, host=True)
 
@@ -153,10 +154,10 @@ class MarlinDriver(Driver):
         self.core.send("M105", END_MARK)
 
     def pause(self) -> None:
-        self._send(self.profile.scripts.pause)
+        self.send_script(self.profile.scripts.pause)
 
     def resume(self, restore: list[str]) -> bytes:
-        self._send((*self.profile.scripts.resume, *restore))
+        self.send_script((*self.profile.scripts.resume, *restore))
         return b""
 
     def cancel(self) -> bytes:
@@ -209,7 +210,7 @@ class GrblDriver(Driver):
         self.core.begin_job()
         if check:
             self.core.send("$C", host=True)
-        self._send(self.profile.scripts.start)
+        self.send_script(self.profile.scripts.start)
         return check
 
     def send_end(self, check: bool) -> None:
@@ -230,9 +231,8 @@ class GrblDriver(Driver):
     def soft_reset(self) -> bytes:
         return self.core.soft_reset()
 
-    def unlock(self) -> bool:
+    def unlock(self) -> None:
         self.core.unlock()
-        return True
 
     def safe_state(self) -> Stop:
         """Hold, then reset (spindle and laser off, planner emptied); the script after its banner."""

@@ -223,7 +223,7 @@ class MachineLoop:
             except queue.Empty:
                 break
         if act and self._safe_pending and self.m.state in (MachineState.IDLE, MachineState.ALARM):
-            self._cmd_safe(self._safe_pending)
+            self._safe_state_now(self._safe_pending)
 
     def _cmd_job(self, path: str, check: bool = False) -> None:
         if self.m.state != MachineState.IDLE:
@@ -310,26 +310,20 @@ class MachineLoop:
         self._finish("failed", f"emergency stop{' by ' + who if who else ''}", "emergency-stop", after)
         self._set_state(after)
 
-    def _cmd_safe(self, reason: str) -> None:
-        if self.m.state not in (MachineState.IDLE, MachineState.ALARM):
-            self._safe_pending = reason  # run once the firmware has answered the handshake
-            return
+    def _safe_state_now(self, reason: str) -> None:
+        """The profile's safe state; its callers have checked the machine is idle or in alarm."""
         self._safe_pending = ""
         stop = self.driver.safe_state()
         if stop.now:
             self.link.write(stop.now)
         if stop.after_reset:
-            self._after_reset = lambda: self._send_script(stop.after_reset)
+            self._after_reset = lambda: self.driver.send_script(stop.after_reset)
         self._emit(me.SafeState, reason=reason, actions=stop.actions)
 
     def _cmd_script(self, name: str, lines: tuple[str, ...]) -> None:
         if self.m.state == MachineState.IDLE and self.job is None:
-            self._send_script(lines)
+            self.driver.send_script(lines)
             self._emit(me.ScriptSent, name=name, lines=tuple(lines))
-
-    def _send_script(self, lines: tuple[str, ...]) -> None:
-        for line in lines:
-            self.driver.core.send(line, host=True)
 
     def _stall(self, now: float) -> None:
         """A job whose firmware went silent: alarm now, safe state after the profile's grace."""
@@ -384,7 +378,7 @@ class MachineLoop:
             self._set_state(MachineState.ALARM if self.driver.locked else MachineState.IDLE)
             self.ready.set()
             if self._safe_pending:
-                self._cmd_safe(self._safe_pending)
+                self._safe_state_now(self._safe_pending)
 
     def _on_reset(self, event: ev.FirmwareReset, now: float) -> None:
         self._emit(me.FirmwareReset, banner=event.banner, mid_job=event.mid_job)
