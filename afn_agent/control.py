@@ -36,6 +36,7 @@ class Jobs(Protocol):
     def alarms_of(self, machine_id: str) -> list[dict[str, Any]]: ...
     def mark_cancelled(self, machine_id: str, actor: str) -> bool: ...
     def lock_machine(self, machine_id: str, reason: str) -> bool: ...
+    def clear_alarms(self, machine_id: str, actor: str) -> int: ...
 
 
 class Control:
@@ -86,6 +87,8 @@ class Control:
             return "done", self.lock(machine_id, actor, str(cmd["args"].get("reason", "maintenance")))
         if name == "unlock":
             return "done", self.unlock(machine_id, actor)
+        if name == "clear-alarms":
+            return "done", f"{self.clear_alarms(machine_id, actor)} alarm(s) cleared"
         if name == "confirm":
             return (
                 ("done", "confirmed")
@@ -174,6 +177,16 @@ class Control:
         self.publisher.event(machine_id, "confirmed", {"by": actor, "what": row["needs_confirmation"]})
         self.publisher.status_changed(machine_id)
         return True
+
+    def clear_alarms(self, machine_id: str, actor: str) -> int:
+        """A person has read the machine's alarms and dealt with them: they leave its status (the ledger
+        keeps them, with who cleared them)."""
+        cleared = self.pump.clear_alarms(machine_id, actor)
+        self.ledger.audit(actor, "clear-alarms", "cleared", machine_id, count=cleared)
+        if cleared:
+            self.publisher.event(machine_id, "alarms-cleared", {"by": actor, "count": cleared})
+            self.publisher.status_changed(machine_id)
+        return cleared
 
     def badge(self, machine_id: str, uid: str) -> Decision:
         """A badge read at a machine (reader thread, kiosk or demo): the access decision."""

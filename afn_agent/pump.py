@@ -23,6 +23,7 @@ from .access.sessions import Sessions
 from .config import AgentConfig
 from .intake import sweep
 from .ledger import JobClock, Ledger
+from .ledger.alarms import SHOWN, AlarmBook
 from .machine import events as me
 from .machine.events import JobResult, MachineEvent, MachineState
 from .machine.worker import Machine
@@ -32,7 +33,6 @@ log = logging.getLogger("afn_agent")
 DISPATCH_EVERY_S = 0.25
 SPOOL_SWEEP_S = 60.0  # files of ended jobs past their retention leave the spool
 MANAGER_ACTORS = ("manager", "admin")
-ALARMS_KEPT = 5
 
 
 class Guarding(Protocol):
@@ -105,7 +105,8 @@ class JobPump:
         self.on_turn: Callable[[float], None] = lambda now: None  # the systemd watchdog's ping
         self.ledger_error = ""
         self._running: dict[str, RunningJob] = {}
-        self._alarms: dict[str, tuple[dict[str, Any], ...]] = {}
+        self.alarm_book = AlarmBook(ledger)
+        self._alarms: dict[str, tuple[dict[str, Any], ...]] = self.alarm_book.open()  # kept across restarts
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,10 +172,18 @@ class JobPump:
         return busy
 
     def raise_alarm(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
-        """An alarm the agent itself detected (an interlock): kept in the status, sent on events."""
+        """An alarm the agent itself detected (an interlock, a power switch): kept in the status until a
+        person clears it, sent on events."""
         self._remember_alarm(machine_id, kind, data, time.time())
         self.publisher.event(machine_id, kind, data)
         self.publisher.status_changed(machine_id)
+
+    def clear_alarms(self, machine_id: str, actor: str) -> int:
+        """A person has seen the machine's alarms; returns how many were open."""
+        with self._lock:
+            cleared = self.alarm_book.clear(machine_id, actor)
+            self._alarms.pop(machine_id, None)
+        return cleared
 
     # ---- the pump thread --------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -226,20 +235,18 @@ class JobPump:
         """Events worth keeping go through the outbox; status and telemetry straight to the bus."""
         if event.published:
             self.publisher.event(event.machine, event.kind, event.payload())
-        if event.alarm:
+        if event.alarm:  # kept until a person clears it, whatever the machine does next
             self._remember_alarm(event.machine, event.kind, event.payload(), event.t)
-        elif isinstance(event, me.StateChanged) and event.state in (MachineState.IDLE, MachineState.PRINTING):
-            with self._lock:
-                self._alarms.pop(event.machine, None)
         if isinstance(event, me.Telemetry | me.Progress):
             self.publisher.telemetry(event.machine, self.telemetry(event.machine))
         if event.status:
             self.publisher.status_changed(event.machine)
 
     def _remember_alarm(self, machine_id: str, kind: str, data: dict[str, Any], t: float) -> None:
+        """Ledger first: an alarm outlives the agent."""
         with self._lock:
-            kept = (*self._alarms.get(machine_id, ()), {"type": kind, **data, "t": t})
-            self._alarms[machine_id] = kept[-ALARMS_KEPT:]
+            alarm = self.alarm_book.add(machine_id, kind, data, t)
+            self._alarms[machine_id] = (*self._alarms.get(machine_id, ()), alarm)[-SHOWN:]
 
     def handle(self, event: MachineEvent, now: float) -> None:
         """A machine event for the job running there, if any: the job's state follows the machine's."""

@@ -210,6 +210,23 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
             raise HTTPException(409, "nothing to confirm")
         return {"result": "confirmed"}
 
+    @r.post("/machines/{machine_id}/alarms/clear", tags=["control"])
+    def clear_alarms(machine_id: str, request: Request) -> dict[str, Any]:
+        """A person has read the machine's alarms and dealt with them (a manager, the member at the
+        machine, the kiosk): they leave the status; the ledger keeps them with who cleared them."""
+        caller = gate.allow(request, Act.CONFIRM, machine=machine_id, action="clear-alarms")
+        machine_or_404(machine_id)
+        return {"cleared": agent.control.clear_alarms(machine_id, caller.name)}
+
+    @r.get("/machines/{machine_id}/alarms", tags=["machines"])
+    def alarm_history(
+        machine_id: str, request: Request, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
+        """The machine's alarms, newest first, cleared or not."""
+        gate.allow(request, Act.OVERSEE, machine=machine_id)
+        machine_or_404(machine_id)
+        return agent.pump.alarm_book.history(machine_id, limit)
+
     @r.get("/sessions", tags=["access"])
     def sessions(
         request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)

@@ -34,7 +34,7 @@ from .state import FleetState
 STATIC = Path(__file__).with_name("static")
 COOKIE = "afn_fleet"
 SIGN_IN_S = 12 * 3600
-COMMANDS = ("pause", "resume", "cancel", "lock", "unlock", "confirm", "estop")
+COMMANDS = ("pause", "resume", "cancel", "lock", "unlock", "confirm", "estop", "clear-alarms")
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE jobs ADD COLUMN submitted_by TEXT",
         "ALTER TABLE jobs ADD COLUMN file_removed_at TEXT",
     ),
+    (  # 6: alarms kept with their reason until a person clears them, across restarts
+        """CREATE TABLE alarms(
+            id INTEGER PRIMARY KEY AUTOINCREMENT, machine_id TEXT NOT NULL, kind TEXT NOT NULL,
+            data_json TEXT NOT NULL, raised_at TEXT NOT NULL, cleared_at TEXT, cleared_by TEXT)""",
+        "CREATE INDEX alarms_open ON alarms(machine_id, cleared_at)",
+    ),
 ]
 
 

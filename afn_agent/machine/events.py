@@ -60,7 +60,7 @@ class MachineEvent:
     t: float
     kind: ClassVar[str] = ""  # the name on the wire (events topic "type")
     published: ClassVar[bool] = False  # on the events topic, through the outbox (never lost)
-    alarm: ClassVar[bool] = False  # kept in the retained status until the machine is idle again
+    alarm: ClassVar[bool] = False  # kept (ledger, retained status) until a person clears it
     status: ClassVar[bool] = False  # the retained status changes
 
     def payload(self) -> dict[str, Any]:

@@ -114,11 +114,41 @@ def test_a_fault_keeps_its_reason_in_the_status(printer_agent, tmp_path):
     assert agent.wait_idle("printer-1", 30)
     status = wait_for(lambda: (s := agent.control.status("printer-1"))["state"] == "fault" and s, 5, "the fault state")
     assert [a["type"] for a in status["alarms"]] == ["fault"], status["alarms"]
-    assert "runaway" in status["alarms"][0]["reason"].lower()
+    alarm = status["alarms"][0]
+    assert "runaway" in alarm["reason"].lower() and alarm["code"] == "thermal-runaway"
+    assert alarm["text"]["en"].startswith("Thermal runaway") and alarm["text"]["fr"].startswith("Emballement")
+    assert abs(alarm["t"] - time.time()) < 60 and alarm["at"].endswith("Z")
+
+
+def test_an_alarm_outlives_a_restart_until_a_person_clears_it(printer_agent, tmp_path):
+    from afn_agent.agent import Agent
+    from afn_agent.config import load_config
+
+    agent = printer_agent(thermal_runaway_at=400)
+    submit(
+        agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-3"
+    )
+    assert agent.wait_idle("printer-1", 30)
+    wait_for(lambda: agent.control.status("printer-1")["alarms"], 5, "the fault's alarm")
+    before = agent.control.status("printer-1")["alarms"]
+    agent.stop()
+    again = Agent(load_config(agent.config.path), {"printer-1": agent.machines["printer-1"]})
+    try:
+        after = again.control.status("printer-1")["alarms"]
+        assert after == before, "the ledger holds the alarm across the restart"
+        assert again.control.clear_alarms("printer-1", "ana") == 1
+        assert again.control.status("printer-1")["alarms"] == []
+        (row,) = again.pump.alarm_book.history("printer-1")
+        assert row["cleared_by"] == "ana" and row["cleared_at"]
+        (audit,) = [a for a in again.ledger.audit_log("printer-1") if a["action"] == "clear-alarms"]
+        assert audit["actor"] == "ana" and json.loads(audit["detail_json"])["count"] == 1
+        assert again.control.clear_alarms("printer-1", "ana") == 0
+    finally:
+        again.ledger.close()
 
 
 def test_an_unplugged_printer_keeps_link_lost_in_the_status(printer_agent, tmp_path):
-    agent = printer_agent(disconnect_at=300)
+    agent = printer_agent(disconnect_at=300, replug_s=1.0)
     submit(
         agent.config, agent.ledger, "printer-1", job_file(tmp_path, 2000, heat=None), "test", member_id="m-4"
     )
@@ -127,6 +157,12 @@ def test_an_unplugged_printer_keeps_link_lost_in_the_status(printer_agent, tmp_p
         lambda: (s := agent.control.status("printer-1"))["state"] != "printing" and s, 5, "the job's end"
     )
     assert "link-lost" in [a["type"] for a in status["alarms"]], status
+    # plugged back in, the printer answers and the machine is idle: the reason stays until a person clears it
+    wait_for(lambda: agent.machines["printer-1"].state == "idle", 20, "idle after the printer came back")
+    assert agent.control.status("printer-1")["alarms"] == status["alarms"]
+    assert agent.control.command({"machine": "printer-1", "actor": "ana", "command": "clear-alarms",
+                                  "args": {}}) == ("done", "1 alarm(s) cleared")  # fmt: skip
+    assert agent.control.status("printer-1")["alarms"] == []
 
 
 def test_unplugged_printer_ends_the_job_offline(printer_agent, tmp_path):

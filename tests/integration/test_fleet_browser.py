@@ -97,10 +97,11 @@ def test_tiles_render_and_changes_show_within_a_second(fleet_lab):
     statuses[m] = {
         **statuses[m],
         "state": "fault",
-        "alarms": [{"type": "fault", "reason": "thermal runaway", "t": 1}],
+        "alarms": [{"id": 1, "type": "fault", "reason": "thermal runaway", "t": 1, "at": "1970-01-01T00:00:01Z",
+                    "text": {"en": "Thermal runaway: a heater did not behave", "fr": "Emballement thermique"}}],
     }
     bus_of(buses, m).status_changed(m)
-    page.wait_for_selector(f"#tile-{m} .alarm:has-text('thermal runaway')")
+    page.wait_for_selector(f"#tile-{m} .alarm:has-text('Thermal runaway: a heater')")
     page.select_option("#class-filter", "laser")
     lasers = sum(s["class"] == "laser" for s in statuses.values())
     assert page.locator(".tile:not(.hidden)").count() == lasers

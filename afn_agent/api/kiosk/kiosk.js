@@ -3,6 +3,8 @@
 "use strict";
 
 const machine = decodeURIComponent(location.pathname.split("/").pop());
+const lang = (new URLSearchParams(location.search).get("lang") || navigator.language || "en")
+  .toLowerCase().startsWith("fr") ? "fr" : "en";
 let token = null;
 let view = null;
 
@@ -52,9 +54,16 @@ function draw(v) {
       (v.session.supervisor_id ? " (supervised by " + v.session.supervisor_id + ")" : "") + ". Badge again to leave.";
   }
   show("alarms", v.alarms && v.alarms.length > 0);
-  if (v.alarms && v.alarms.length) {
-    const a = v.alarms[v.alarms.length - 1];
-    $("alarms").textContent = "Alarm: " + (a.meaning || a.reason || a.type);
+  const list = $("alarm-list");
+  list.textContent = "";
+  for (const a of (v.alarms || []).slice().reverse()) {  // newest first
+    const li = document.createElement("li");
+    const when = document.createElement("time");
+    when.dateTime = a.at;
+    when.textContent = new Date(a.t * 1000).toLocaleString(lang);
+    li.appendChild(when);
+    li.appendChild(document.createTextNode(" " + ((a.text && a.text[lang]) || a.type)));
+    list.appendChild(li);
   }
   show("confirm-box", !!v.needs_confirmation);
   $("confirm-text").textContent = v.needs_confirmation === "bed-clear"
@@ -75,8 +84,8 @@ function draw(v) {
     show("resume", v.state === "paused");
   }
 
-  const list = $("queue");
-  list.textContent = "";
+  const queue = $("queue");
+  queue.textContent = "";
   for (const job of v.queue) {
     const li = document.createElement("li");
     const q = job.quote || {};
@@ -96,7 +105,7 @@ function draw(v) {
       s.textContent = "waiting for the machine";
       li.appendChild(s);
     }
-    list.appendChild(li);
+    queue.appendChild(li);
   }
   show("queue-box", v.queue.length > 0);
 }
@@ -104,6 +113,7 @@ function draw(v) {
 $("pause").onclick = () => call("POST", "/v1/machines/" + machine + "/pause");
 $("resume").onclick = () => call("POST", "/v1/machines/" + machine + "/resume");
 $("cancel").onclick = () => { if (confirm("Cancel this job?")) call("POST", "/v1/machines/" + machine + "/cancel"); };
+$("clear-alarms").onclick = () => call("POST", "/v1/machines/" + machine + "/alarms/clear");
 $("confirm").onclick = () => call("POST", "/v1/machines/" + machine + "/confirm");
 
 function connect() {

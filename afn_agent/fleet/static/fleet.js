@@ -3,6 +3,8 @@
 
 const tiles = new Map();
 let manager = null;
+const lang = (new URLSearchParams(location.search).get("lang") || navigator.language || "en")
+  .toLowerCase().startsWith("fr") ? "fr" : "en";
 const usage = {};
 const $ = (id) => document.getElementById(id);
 
@@ -40,9 +42,11 @@ function drawMachine(s) {
   t.querySelector(".job").textContent = s.job ? s.job.name : "";
   t.querySelector(".fill").style.width = s.job ? Math.round(s.job.progress * 100) + "%" : "0";
   t.querySelector(".eta").textContent = s.job ? Math.round(s.job.progress * 100) + " % · " + hm(s.job.eta_s) + " left" : "";
-  const alarm = (s.alarms || []).slice(-1)[0];
-  t.querySelector(".alarm").textContent = alarm && s.state !== "idle" && s.state !== "printing"
-    ? "⚠ " + (alarm.meaning || alarm.reason || alarm.type) : (s.needs_confirmation ? "needs a person: " + s.needs_confirmation : "");
+  const alarm = (s.alarms || []).slice(-1)[0];  // kept until a person clears it, whatever the state
+  t.dataset.alarm = alarm ? alarm.type : "";
+  t.querySelector(".alarm").textContent = alarm
+    ? "⚠ " + new Date(alarm.t * 1000).toLocaleTimeString(lang) + " " + ((alarm.text && alarm.text[lang]) || alarm.type)
+    : (s.needs_confirmation ? "needs a person: " + s.needs_confirmation : "");
   t.querySelector(".actions").classList.toggle("hidden", !manager);
   addClass(s.class);
   applyFilter();
@@ -76,7 +80,7 @@ function applyFilter() {
   for (const t of tiles.values()) {
     t.classList.toggle("hidden", !!c && t.dataset.class !== c);
     if (t.dataset.state === "printing" || t.dataset.state === "paused") busy++;
-    if (t.dataset.state === "alarm" || t.dataset.state === "fault") alarms++;
+    if (t.dataset.state === "alarm" || t.dataset.state === "fault" || t.dataset.alarm) alarms++;
   }
   $("summary").textContent = tiles.size + " machines · " + busy + " busy · " + alarms + " in alarm";
 }
