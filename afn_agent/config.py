@@ -8,11 +8,13 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from .firmware.profile import ProfileError, load_profile
 from .ledger.tariff import Tariff, TariffError
+from .materials import BUILT_IN, Material, key, tariff_with
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # usable as an MQTT topic level and a file name
 
@@ -29,7 +31,7 @@ class MachineConfig:
     port: str
     baud: int | None = None
     tariff: str = "default"
-    material: str = "filament"
+    material: str = "filament"  # what is loaded when the agent starts: a preset's name, or a plain label
     hold_uploads: bool = True  # jobs from slicers wait for their owner's badge
     reader: str | None = None  # badge reader: evdev:<path> | uart:<port>[@baud] | pcsc[:<name>] | sim
     booking_required: bool = False
@@ -129,6 +131,7 @@ class AgentConfig:
     api: ApiConfig | None = None
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     spool: SpoolConfig = field(default_factory=lambda: SpoolConfig())
+    materials: dict[str, Material] = field(default_factory=lambda: dict(BUILT_IN))
 
     @property
     def ledger_path(self) -> Path:
@@ -153,10 +156,15 @@ class AgentConfig:
             raise ConfigError(f"{self.path}: no [api] table")
         return self.api
 
-    def tariff_for(self, machine_id: str) -> Tariff:
-        """The tariff a machine's jobs are priced by: the one place that looks it up."""
+    def preset(self, name: str | None) -> Material | None:
+        """The material preset of that name (any case), None for a plain label."""
+        return self.materials.get(key(name)) if name else None
+
+    def tariff_for(self, machine_id: str, material: Material | None = None) -> Tariff:
+        """The tariff a machine's jobs are priced by, with the material's price per kg when its preset
+        has one: the one place that looks it up."""
         m = self.find(machine_id)
-        return self.tariffs[m.tariff if m else "default"]
+        return tariff_with(self.tariffs[m.tariff if m else "default"], material)
 
 
 class _Table:
@@ -254,10 +262,37 @@ def load_config(path: str | Path) -> AgentConfig:
     access = _access(top.get("access", dict), file) if "access" in raw else None
     api = _api(top.get("api", dict), file, machines) if "api" in raw else None
     safety = _safety(top.get("safety", dict), file) if "safety" in raw else SafetyConfig()
+    materials = _materials(top.get("materials", dict, {}), file)
     top.done()
     return AgentConfig(
-        file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api, safety, spool
-    )
+        file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api, safety, spool,
+        materials,
+    )  # fmt: skip
+
+
+def _range(t: _Table, name: str, low: float, high: float) -> tuple[float, float] | None:
+    value = t.get(name, list, None, lambda v: len(v) == 2 and all(isinstance(x, int | float) for x in v)
+                  and low <= v[0] <= v[1] <= high, f"[low, high] in °C, {low:g} to {high:g}")  # fmt: skip
+    return (float(value[0]), float(value[1])) if value else None
+
+
+def _materials(data: dict[str, Any], file: Path) -> dict[str, Material]:
+    """[materials.<NAME>]: density, price per kg, temperature ranges; replaces a built-in preset."""
+    out = dict(BUILT_IN)
+    for name, table in data.items():
+        t = _Table(table, f"materials.{name}", file)
+        price = t.get("price_per_kg", (int, float), None, lambda v: 0 <= v <= 100_000, "0 to 100000")
+        out[key(name)] = Material(
+            name=key(name),
+            density_g_cm3=float(
+                t.get("density_g_cm3", (int, float), check=lambda v: 0.5 <= v <= 3.0, hint="0.5 to 3.0 g/cm³")
+            ),
+            price_per_kg=Decimal(str(price)) if price is not None else None,
+            nozzle_c=_range(t, "nozzle_c", 0, 500),
+            bed_c=_range(t, "bed_c", 0, 200),
+        )
+        t.done()
+    return out
 
 
 def _safety(data: Any, file: Path) -> SafetyConfig:

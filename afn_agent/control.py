@@ -14,10 +14,11 @@ from typing import Any, Protocol
 from .access.decide import Decision
 from .access.service import Access
 from .config import AgentConfig
-from .errors import Conflict, NotFound
+from .errors import Conflict, InvalidInput, NotFound
 from .ledger import Ledger
 from .machine.events import MachineState
 from .machine.worker import Machine
+from .materials import from_snapshot, loaded
 from .publisher import Publisher
 
 
@@ -119,7 +120,7 @@ class Control:
         figures = self.pump.figures(machine_id)
         if figures is None:
             return None
-        tariff = self.config.tariff_for(machine_id)
+        tariff = self.config.tariff_for(machine_id, from_snapshot(figures.get("material_preset")))
         figures["price_so_far"] = str(price(tariff, quantities(figures), "done_part"))
         figures["currency"] = tariff.currency
         return figures
@@ -188,6 +189,21 @@ class Control:
             self.publisher.status_changed(machine_id)
         return cleared
 
+    def set_material(self, machine_id: str, name: str, actor: str) -> dict[str, Any]:
+        """What is loaded in the machine now (a preset): the next jobs are weighed and priced by it. Not
+        while a job runs: that job is billed by what it started with."""
+        preset = self.config.preset(name)
+        if preset is None:
+            known = ", ".join(sorted(self.config.materials))
+            raise InvalidInput(f"no material preset {name!r} (presets: {known})")
+        if self.pump.job_id(machine_id) is not None:
+            raise Conflict("a job is running; change the material when it has ended")
+        self.ledger.set_machine(machine_id, material=preset.name)
+        self.ledger.audit(actor, "material", preset.name, machine_id, density=preset.density_g_cm3)
+        self.publisher.event(machine_id, "material", {"by": actor, **preset.snapshot()})
+        self.publisher.status_changed(machine_id)
+        return preset.snapshot()
+
     def badge(self, machine_id: str, uid: str) -> Decision:
         """A badge read at a machine (reader thread, kiosk or demo): the access decision."""
         if self.access is None:
@@ -212,6 +228,7 @@ class Control:
             "lock_pending": bool(row.get("lock_pending")),
             "lock_reason": row.get("lock_reason"),
             "needs_confirmation": row.get("needs_confirmation"),
+            "material": self._material(machine_id),
             "alarms": self.pump.alarms_of(machine_id),
             "session": self._session_status(machine_id),
             "job": None,
@@ -231,6 +248,11 @@ class Control:
                 "eta_s": round(max(estimate.get("time_s", 0.0) - done_s, 0.0), 1),
             }
         return out
+
+    def _material(self, machine_id: str) -> str | None:
+        preset = loaded(self.config, self.ledger, machine_id)
+        m = self.config.find(machine_id)
+        return preset.name if preset else (m.material if m else None)
 
     def _session_status(self, machine_id: str) -> dict[str, Any] | None:
         """Who holds the machine now: member id and display name (never a badge)."""

@@ -76,6 +76,13 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "fr": "Le relais d'alimentation de la machine ne répond pas : {detail}",
     },
     "alarm.other": {"en": "Alarm: {detail}", "fr": "Alarme : {detail}"},
+    # quotes
+    "quote.material-mismatch": {
+        "en": "This file was sliced for {sliced}, but the machine has {loaded} loaded: its temperatures and "
+        "flow may not suit it. Re-slice it, or change the filament.",
+        "fr": "Ce fichier a été tranché pour {sliced}, mais la machine est chargée en {loaded} : ses "
+        "températures et son débit peuvent ne pas convenir. Retranchez-le ou changez de filament.",
+    },
 }
 
 

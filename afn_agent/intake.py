@@ -27,6 +27,7 @@ from .gcode.analyzer import Analysis, analyze_path
 from .ledger import Ledger
 from .ledger.tariff import Tariff, price, quantities
 from .ledger.usage import iso, utc_now
+from .materials import Material, check, file_types, loaded, reweigh
 
 CHUNK = 1 << 20
 
@@ -37,15 +38,16 @@ class JobRefused(InvalidInput):
     code = "job-refused"
 
 
-def estimate_of(a: Analysis) -> dict[str, Any]:
-    """The part of an analysis a quote and a usage record use, JSON-ready."""
+def estimate_of(a: Analysis, material: Material | None = None) -> dict[str, Any]:
+    """The part of an analysis a quote and a usage record use, JSON-ready; grams at the loaded
+    material's density when it is a preset."""
     return {
         "time_s": round(a.estimated_s, 3),
         "moving_s": round(a.moving_s, 3),
         "heating_s": round(a.heating_s, 3),
         "dwell_s": round(a.dwell_s + a.other_s, 3),
         "material_mm": round(a.material_mm, 3),
-        "material_g": round(a.material_g, 3),
+        "material_g": round(reweigh(a.material_g, a.density_g_cm3, material), 3),
         "beam_on_s": round(a.beam_on_s, 3),
         "spindle_on_s": round(a.spindle_on_s, 3),
         "lines": a.lines,
@@ -213,8 +215,10 @@ def submit(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    estimate = estimate_of(analysis)
-    priced = quote(estimate, config.tariff_for(machine.id))
+    material = loaded(config, ledger, machine_id)
+    estimate = estimate_of(analysis, material)
+    estimate["material"] = check(material, file_types(path))
+    priced = quote(estimate, config.tariff_for(machine.id, material))
     estimate["quote"] = priced
     held = machine.hold_uploads if held is None else held
     job_id = ledger.add_job(machine_id, str(path), name or src.name, sha, size, source, estimate, held, **who)

@@ -27,6 +27,7 @@ from .ledger.alarms import SHOWN, AlarmBook
 from .machine import events as me
 from .machine.events import JobResult, MachineEvent, MachineState
 from .machine.worker import Machine
+from .materials import Material, from_snapshot, loaded
 from .publisher import Publisher
 
 log = logging.getLogger("afn_agent")
@@ -52,17 +53,19 @@ class RunningJob:
     used: dict[str, Any] = field(default_factory=dict)
     last_checkpoint: float = 0.0
     cancelled_by: str = ""
+    material: Material | None = None  # the preset loaded when it started: its density weighs, its price bills
 
 
 def figures_of(run: RunningJob, now: float, material: str = "filament") -> dict[str, Any]:
-    """A checkpoint: the time split as of now and what the acknowledged lines used."""
+    """A checkpoint: the time split as of now, what the acknowledged lines used, and the material."""
     figures: dict[str, Any] = dict(run.clock.split(now))
     used = run.used
     figures.update(
         material_per_tool=used.get("material_per_tool", {}),
         material_mm=used.get("material_mm", 0.0),
         material_g=used.get("material_g", 0.0),
-        material_kind=material,
+        material_kind=run.material.name if run.material else material,
+        material_preset=run.material.snapshot() if run.material else None,
         beam_on_s=used.get("beam_on_s", 0.0),
         spindle_on_s=used.get("spindle_on_s", 0.0),
         done_fraction=used.get("done_fraction", 0.0),
@@ -304,12 +307,13 @@ class JobPump:
             job = self._next_startable(machine_id)
             if job is None:
                 continue
-            run = RunningJob(job["id"], JobClock("starting", now), last_checkpoint=now)
+            material = loaded(self.config, self.ledger, machine_id)
+            run = RunningJob(job["id"], JobClock("starting", now), last_checkpoint=now, material=material)
             with self._lock:  # queued to running at once for readers (`busy`)
                 self.ledger.transition(job["id"], "starting", "dispatched to an idle machine")
                 self._running[machine_id] = run
             self.ledger.checkpoint(job["id"], self._figures(machine_id, run, now))
-            machine.start_job(job["path"])
+            machine.start_job(job["path"], density_g_cm3=material.density_g_cm3 if material else None)
             self.ledger.audit("agent", "job-start", "started", machine_id, job["id"], member=job["member_id"])
             self.publisher.event(
                 machine_id, "job-started",
@@ -376,9 +380,10 @@ class JobPump:
     ) -> dict[str, Any]:
         """The job's end and its usage record, priced by the machine's tariff: one ledger transaction."""
         m = self.config.find(machine_id)
+        tariff = self.config.tariff_for(machine_id, from_snapshot(figures.get("material_preset")))
         return self.ledger.finish(
-            job_id, outcome, stop_type, reason, figures, self.config.tariff_for(machine_id),
-            m.machine_class if m else "unknown", replayed=replayed,
+            job_id, outcome, stop_type, reason, figures, tariff, m.machine_class if m else "unknown",
+            replayed=replayed,
         )  # fmt: skip
 
     def _apply_pending_lock(self, machine_id: str) -> str:

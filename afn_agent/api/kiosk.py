@@ -114,6 +114,8 @@ def kiosk_view(agent: Agent, auth: Authenticator, machine_id: str, with_token: b
         "locked": status["locked"],
         "needs_confirmation": status["needs_confirmation"],
         "alarms": status["alarms"],
+        "material": status["material"],
+        "materials": sorted(agent.config.materials),
         "session": session,
         "decision": _last_decision(agent, machine_id),
         "queue": [job_view(j, agent.config.spool_dir) for j in waiting],

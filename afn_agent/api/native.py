@@ -28,6 +28,10 @@ class LockBody(BaseModel):
     reason: str = Field("maintenance", max_length=200)
 
 
+class MaterialBody(BaseModel):
+    material: str = Field(min_length=1, max_length=40, description="a preset's name, e.g. PETG")
+
+
 class Ack(BaseModel):
     record_id: str | list[str]
 
@@ -48,6 +52,7 @@ def job_view(job: dict[str, Any], spool_dir: Any = None, named: bool = True) -> 
         "machine": job["machine_id"],
         "position": job["queue_pos"],
         "quote": estimate.get("quote"),
+        "material": estimate.get("material"),  # loaded, sliced for, a mismatch in words
         "estimate_s": estimate.get("time_s"),
         "material_g": estimate.get("material_g"),
         "material_mm": estimate.get("material_mm"),
@@ -217,6 +222,24 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
         caller = gate.allow(request, Act.CONFIRM, machine=machine_id, action="clear-alarms")
         machine_or_404(machine_id)
         return {"cleared": agent.control.clear_alarms(machine_id, caller.name)}
+
+    @r.post("/machines/{machine_id}/material", tags=["control"])
+    def material(machine_id: str, body: MaterialBody, request: Request) -> dict[str, Any]:
+        """Say what filament is loaded (a preset): a manager, or the member holding the machine."""
+        caller = gate.allow(request, Act.CONFIRM, machine=machine_id, action="material")
+        machine_or_404(machine_id)
+        access = agent.access
+        if caller.role != "manager" and access is not None and access.sessions.current(machine_id) is None:
+            why = "badge in at the machine first: its member or a manager sets its material"
+            gate.record(caller, "material", "refused", machine_id, code="forbidden", problem=why)
+            raise HTTPException(403, why)
+        return agent.control.set_material(machine_id, body.material, caller.name)
+
+    @r.get("/materials", tags=["machines"])
+    def materials(request: Request) -> list[dict[str, Any]]:
+        """The material presets a machine can be set to."""
+        gate.allow(request, Act.READ)
+        return [m.snapshot() for m in agent.config.materials.values()]
 
     @r.get("/machines/{machine_id}/alarms", tags=["machines"])
     def alarm_history(

@@ -335,8 +335,14 @@ def limits_from_slicer(path: str | Path, base: Limits | None = None) -> Limits:
     return limits
 
 
-def analyzer_for(profile: Profile, name: str = "<stream>", path: str | Path | None = None) -> Analyzer:
-    """An analyzer set up for a machine profile: its limits (else the slicer's), heating, policy, volume."""
+def analyzer_for(
+    profile: Profile,
+    name: str = "<stream>",
+    path: str | Path | None = None,
+    density_g_cm3: float | None = None,
+) -> Analyzer:
+    """An analyzer set up for a machine profile: its limits (else the slicer's), heating, policy, volume;
+    grams at `density_g_cm3` when given (the loaded material's), else at the file's stated density."""
     m = profile.motion
     base = limits_from_slicer(path) if path is not None else Limits()
     for attr, values in (("max_feedrate", m.max_feedrate), ("max_accel", m.max_accel), ("jerk", m.jerk)):
@@ -351,7 +357,7 @@ def analyzer_for(profile: Profile, name: str = "<stream>", path: str | Path | No
     analyzer = Analyzer(
         name,
         diameter_mm=None,
-        density_g_cm3=None,
+        density_g_cm3=density_g_cm3,
         limits=base,
         heat=heat,
         grbl=profile.protocol == "grbl",

@@ -84,6 +84,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
             data_json TEXT NOT NULL, raised_at TEXT NOT NULL, cleared_at TEXT, cleared_by TEXT)""",
         "CREATE INDEX alarms_open ON alarms(machine_id, cleared_at)",
     ),
+    (  # 7: the material loaded in a machine (a preset's name), set by a manager or the member at it
+        "ALTER TABLE machines ADD COLUMN material TEXT",
+    ),
 ]
 
 

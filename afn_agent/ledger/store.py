@@ -77,8 +77,8 @@ class Ledger:
         return dict(row) if row else None
 
     def set_machine(self, machine_id: str, **fields: Any) -> None:
-        """Update lock and confirmation fields (names checked against the table)."""
-        allowed = {"locked", "lock_reason", "lock_pending", "needs_confirmation"}
+        """Update lock, confirmation and material fields (names checked against the table)."""
+        allowed = {"locked", "lock_reason", "lock_pending", "needs_confirmation", "material"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"machines has no settable field {sorted(bad)}")

@@ -77,6 +77,7 @@ def build_record(
     qty = quantities(billed_figures(figures, estimate, basis))
     amount = price(tariff, qty, basis)
     per_tool = figures.get("material_per_tool", {})
+    preset = figures.get("material_preset") or {}  # the loaded material's preset, when it is one
     return {
         "schema": SCHEMA,
         "record_id": record_id,
@@ -113,6 +114,8 @@ def build_record(
                 "kind": figures.get("material_kind", "filament"),
                 "mm": round(v.get("mm", 0.0), 3),
                 "g": round(v.get("g", 0.0), 3),
+                "density_g_cm3": preset.get("density_g_cm3"),
+                "price_per_kg": preset.get("price_per_kg"),
             }
             for tool, v in sorted(per_tool.items(), key=lambda kv: int(kv[0]))
         ],

@@ -225,7 +225,7 @@ class MachineLoop:
         if act and self._safe_pending and self.m.state in (MachineState.IDLE, MachineState.ALARM):
             self._safe_state_now(self._safe_pending)
 
-    def _cmd_job(self, path: str, check: bool = False) -> None:
+    def _cmd_job(self, path: str, check: bool = False, density_g_cm3: float | None = None) -> None:
         if self.m.state != MachineState.IDLE:
             self._refuse(JobResult("failed", f"machine is {self.m.state}", "busy", file=path))
             return
@@ -234,7 +234,7 @@ class MachineLoop:
         except JobError as exc:
             self._refuse(JobResult("failed", str(exc), "bad-file", file=path))
             return
-        usage = analyzer_for(self.profile, path, path)  # the quote's analyzer, fed as lines are acked
+        usage = analyzer_for(self.profile, path, path, density_g_cm3)  # fed as lines are acked
         job = StreamingJob(file, self._counters(), usage)
         job.check = self.driver.begin_job(check)
         self.job = job

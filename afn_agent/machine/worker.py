@@ -78,11 +78,12 @@ class Machine:
     def wait_ready(self, timeout: float = 15.0) -> bool:
         return self.loop.ready.wait(timeout) and self.state == MachineState.IDLE
 
-    def start_job(self, path: str | Path, check: bool = False) -> None:
-        """Stream a file; with `check` (GRBL) run it in `$C` check mode: parsed, never moved."""
+    def start_job(self, path: str | Path, check: bool = False, density_g_cm3: float | None = None) -> None:
+        """Stream a file; with `check` (GRBL) run it in `$C` check mode: parsed, never moved. Its grams
+        are weighed at `density_g_cm3` (the loaded material's) when given, else at the file's."""
         self.loop.job_done.clear()
         self.result = None
-        self.loop.post("job", str(path), check)
+        self.loop.post("job", str(path), check, density_g_cm3)
 
     def wait_job(self, timeout: float | None = None) -> JobResult | None:
         self.loop.job_done.wait(timeout)

@@ -12,7 +12,7 @@ from afn_agent.agent import Agent
 from afn_agent.config import load_config
 from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
-from tests.helpers import api_table, write_config
+from tests.helpers import api_table, wait_for, write_config
 from tests.integration.test_access import SECRET, UIDS, snapshot
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "kiosk"
@@ -70,6 +70,10 @@ def test_badge_quote_start_progress_done(kiosk, tmp_path):
     quote = page.inner_text("#queue li")
     assert "EUR" in quote and " g" in quote and "min" in quote
     assert "Welcome, Ana." in page.inner_text("#decision")
+    page.select_option("#material", "PETG")  # the member says what is loaded
+    wait_for(lambda: agent.control.status("printer-1")["material"] == "PETG", 5, "PETG loaded")
+    (row,) = [a for a in agent.ledger.audit_log("printer-1") if a["action"] == "material"]
+    assert row["actor"] == "session:ana" and row["result"] == "PETG"  # the member, by their session
     shot(page, "2-quote")
     page.click("#queue button.start")
     page.wait_for_selector("#running:not(.hidden)")

@@ -105,8 +105,9 @@ def test_record_matches_its_schema_and_prices(ledger):
     jsonschema.validate(rec, SCHEMA)
     # 8 active minutes x 0.10 + 3.01 g x 0.05 = 0.9505 -> rounded to 0.05: 0.95
     assert rec["price"] == "0.95" and rec["billing"]["basis"] == "done_part"
-    assert rec["material"] == [{"tool": 0, "kind": "PLA", "mm": 1000.0, "g": 2.98},
-                               {"tool": 1, "kind": "PLA", "mm": 10.0, "g": 0.03}]  # fmt: skip
+    plain = {"density_g_cm3": None, "price_per_kg": None}  # a label, not a preset: no density or price of its own
+    assert rec["material"] == [{"tool": 0, "kind": "PLA", "mm": 1000.0, "g": 2.98, **plain},
+                               {"tool": 1, "kind": "PLA", "mm": 10.0, "g": 0.03, **plain}]  # fmt: skip
     assert rec["account"] == "proj-7" and rec["booking_id"] == "b-3"
 
 

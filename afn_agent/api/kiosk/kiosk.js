@@ -65,6 +65,13 @@ function draw(v) {
     li.appendChild(document.createTextNode(" " + ((a.text && a.text[lang]) || a.type)));
     list.appendChild(li);
   }
+  show("material-box", !!v.session && !v.running);
+  const select = $("material");
+  if (select.options.length !== v.materials.length) {
+    select.textContent = "";
+    for (const name of v.materials) select.add(new Option(name, name));
+  }
+  if (document.activeElement !== select) select.value = v.material || "";
   show("confirm-box", !!v.needs_confirmation);
   $("confirm-text").textContent = v.needs_confirmation === "bed-clear"
     ? "Please remove the last job and clear the bed." : "Please check the machine before the next job.";
@@ -79,7 +86,7 @@ function draw(v) {
     $("elapsed").textContent = "running " + hms(r.elapsed_s);
     $("eta").textContent = "about " + hms(r.eta_s) + " left";
     $("cost").textContent = r.price_so_far ? r.price_so_far + " " + r.currency : "–";
-    $("material").textContent = r.material_g + " g";
+    $("material-used").textContent = r.material_g + " g";
     show("pause", v.state === "printing");
     show("resume", v.state === "paused");
   }
@@ -93,6 +100,12 @@ function draw(v) {
     label.textContent = job.name + " — " + hms(job.estimate_s) + ", " + (job.material_g || 0).toFixed(1) + " g, " +
       (q.price ? q.price + " " + q.currency : "no quote");
     li.appendChild(label);
+    if (job.material && job.material.warning) {
+      const warn = document.createElement("p");
+      warn.className = "warning";
+      warn.textContent = job.material.warning[lang];
+      li.appendChild(warn);
+    }
     if (job.state === "held") {
       const b = document.createElement("button");
       b.className = "start";
@@ -114,6 +127,14 @@ $("pause").onclick = () => call("POST", "/v1/machines/" + machine + "/pause");
 $("resume").onclick = () => call("POST", "/v1/machines/" + machine + "/resume");
 $("cancel").onclick = () => { if (confirm("Cancel this job?")) call("POST", "/v1/machines/" + machine + "/cancel"); };
 $("clear-alarms").onclick = () => call("POST", "/v1/machines/" + machine + "/alarms/clear");
+$("material").onchange = async (e) => {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = "Bearer " + token;
+  const resp = await fetch("/v1/machines/" + machine + "/material",
+    { method: "POST", headers, body: JSON.stringify({ material: e.target.value }) });
+  show("error", !resp.ok);
+  if (!resp.ok) $("error").textContent = (await resp.json()).detail || resp.statusText;
+};
 $("confirm").onclick = () => call("POST", "/v1/machines/" + machine + "/confirm");
 
 function connect() {
