@@ -18,6 +18,7 @@ from .control import Control
 from .firmware.profile import load_profile
 from .intake import AnalysisPool
 from .ledger import Ledger
+from .ledger.keys import KeyBook
 from .machine.events import MachineEvent
 from .machine.worker import Machine
 from .publisher import Publisher
@@ -47,6 +48,7 @@ class Agent:
         self.events: queue.Queue[MachineEvent] = queue.Queue()
         self.machines: dict[str, Machine] = machines or {}
         self.publisher = Publisher(self.ledger)
+        self.keys = KeyBook(self.ledger)  # API keys added while running (members' own, the CLI's)
         self.analyses = AnalysisPool()  # uploads are analysed in another process
         self.access: Access | None = None
         if config.access is not None:

@@ -27,10 +27,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="start even if a machine's port is missing, and connect when it appears")  # fmt: skip
     r.set_defaults(handler=cmd_run)
 
-    k = sub.add_parser("api-key", help="make a new API key and print the config lines holding its hash")
-    k.add_argument("--name", required=True)
-    k.add_argument("--role", required=True, choices=("slicer", "manager", "booking"))
+    k = sub.add_parser(
+        "api-key",
+        help="make a new API key: with --config, added to that agent's ledger (a running agent takes it at "
+        "once); without, the config lines holding its hash are printed",
+    )
+    k.add_argument("--name", help="who or what uses it (required to make one)")
+    k.add_argument("--role", choices=("slicer", "manager", "booking"), help="required to make one")
     k.add_argument("--member", help="slicer key of one member: their uploads are theirs")
+    k.add_argument("--machine", action="append", default=[], help="a machine it may use (repeat)")
+    k.add_argument("--config", help="the agent's TOML file: add the key to its ledger, no restart")
+    k.add_argument("--revoke", metavar="KEY_ID", help="with --config: revoke a key added that way")
     k.set_defaults(handler=cmd_api_key)
 
     po = sub.add_parser(
@@ -109,6 +116,15 @@ def _config(path: str) -> AgentConfig:
 def cmd_api_key(args: argparse.Namespace) -> int:
     from .api.auth import new_key
 
+    if not args.revoke and not (args.name and args.role):
+        print("afn-agent api-key: --name and --role are required to make a key", file=sys.stderr)
+        return 2
+    if args.revoke and not args.config:
+        print("afn-agent api-key: --revoke needs --config (a key in the config file: delete its lines "
+              "and reload)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.config:
+        return _ledger_key(args)
     key, digest = new_key()
     print(f"key (give it to the client; it is not stored anywhere): {key}\n")
     print("[[api.keys]]")
@@ -116,6 +132,37 @@ def cmd_api_key(args: argparse.Namespace) -> int:
     if args.member:
         print(f'member = "{args.member}"')
     print(f'sha256 = "{digest}"')
+    return 0
+
+
+def _ledger_key(args: argparse.Namespace) -> int:
+    """A key in the agent's ledger, beside the running agent (SQLite serialises the two writers)."""
+    import getpass
+
+    from .agent import open_ledger
+    from .ledger.keys import KeyBook
+
+    config = load_config(args.config)
+    unknown = set(args.machine) - {m.id for m in config.machines}
+    if unknown:
+        raise ConfigError(f"{args.config}: no machine(s) {', '.join(sorted(unknown))}")
+    ledger = open_ledger(config)
+    try:
+        book, actor = KeyBook(ledger), f"cli:{getpass.getuser()}"
+        if args.revoke:
+            if not book.revoke(args.revoke, actor):
+                print(f"afn-agent: no live key {args.revoke!r} in {config.ledger_path}", file=sys.stderr)
+                return 1
+            ledger.audit(actor, "key-revoke", "revoked", None, None, key_id=args.revoke)
+            print(f"revoked {args.revoke}")
+            return 0
+        key, row = book.add(args.name, args.role, actor, args.member, tuple(args.machine))
+        ledger.audit(actor, "key-create", "created", None, None, key_id=row["id"], role=args.role)
+    finally:
+        ledger.close()
+    print(f"key (give it to the client; it is not stored anywhere): {key}")
+    print(f"id {row['id']} (to revoke it: afn-agent api-key --config {args.config} --revoke {row['id']})")
+    print("the running agent accepts it now; no restart, no reload")
     return 0
 
 

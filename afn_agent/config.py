@@ -37,6 +37,7 @@ class MachineConfig:
     booking_required: bool = False
     confirm_clear: bool = False  # after a job, someone confirms the bed is cleared before the next
     start_on_badge: bool = True  # held jobs start at badge-in; false: the member presses Start on the kiosk
+    claim_uploads: bool = True  # a member at the machine may claim an upload sent with a shared key
     interlock: str | None = None  # gpio:<chip>:<line>[:active_high] | sim — lid, door or extraction switch
     session_end: str = "finish"  # when the session must end mid-job: finish | pause | stop
     wait_for_port: bool = (
@@ -333,6 +334,7 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
         booking_required=t.get("booking_required", bool, False),
         confirm_clear=t.get("confirm_clear", bool, False),
         start_on_badge=t.get("start_on_badge", bool, True),
+        claim_uploads=t.get("claim_uploads", bool, True),
         interlock=t.get("interlock", str, None, INTERLOCK.fullmatch, INTERLOCK_HINT),
         session_end=t.get(
             "session_end", str, "finish", lambda v: v in ("finish", "pause", "stop"), "finish, pause or stop"

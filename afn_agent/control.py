@@ -16,6 +16,7 @@ from .access.service import Access
 from .config import AgentConfig
 from .errors import Conflict, InvalidInput, NotFound
 from .ledger import Ledger
+from .ledger.states import TERMINAL
 from .machine.events import MachineState
 from .machine.worker import Machine
 from .materials import from_snapshot, loaded
@@ -135,16 +136,62 @@ class Control:
         job = self.job(job_id)
         sessions = self.access.sessions if self.access else None
         session = sessions.current(job["machine_id"]) if sessions else None
+        if sessions is not None and not manager and job["member_id"] is None and job["source"] != "cli":
+            raise Conflict("nobody owns this upload yet: claim it first (it is then billed to you)",
+                           code="unclaimed")  # fmt: skip
         if sessions is not None and session is not None and not manager:
             why = sessions.overrun(job["machine_id"], job)
             if why:
                 raise BookingOverrun(why)
-            sessions.join(session, job)
+            if not sessions.join(session, job):
+                raise Conflict(f"job {job_id} is no longer held for {session['member_id']}")
         else:
             self.ledger.release(
                 job_id, f"started by {actor}", session["id"] if session else None, actor if manager else None
             )
         self.ledger.audit(actor, "job-release", "queued", job["machine_id"], job_id)
+
+    def claim_job(self, job_id: str, member_id: str, actor: str) -> dict[str, Any]:
+        """A member at the machine chooses an unclaimed upload: it becomes theirs, billed to them, and
+        starts in their session. Refused (audited) when the machine takes only members' own uploads, when
+        they do not hold the machine, or when it would overrun their session."""
+        job = self.job(job_id)
+        machine_id = job["machine_id"]
+        sessions = self.access.sessions if self.access else None
+        session = sessions.current(machine_id) if sessions else None
+        problem = ""
+        if job["state"] != "held" or job["member_id"] is not None:
+            problem = "only an unclaimed upload waiting at the machine can be claimed"
+        elif not self.config.machine(machine_id).claim_uploads:
+            problem = f"{machine_id} takes only uploads sent with a member's own key (claim_uploads = false)"
+        elif sessions is None or session is None or session["member_id"] != member_id:
+            problem = "badge in at the machine first: a claim is made by the member holding it"
+        elif why := sessions.overrun(machine_id, job):
+            problem = why
+        if problem:
+            self.ledger.audit(
+                actor, "job-claim", "refused", machine_id, job_id, member=member_id, problem=problem
+            )
+            raise Conflict(problem, code="claim-refused")
+        assert sessions is not None and session is not None
+        if not sessions.join(session, job, claimed=True):
+            raise Conflict("another member claimed it first", code="claim-refused")
+        self.ledger.audit(actor, "job-claim", "claimed", machine_id, job_id, member=member_id)
+        self.publisher.event(machine_id, "job-claimed", {"job_id": job_id, "member_id": member_id})
+        return self.job(job_id)
+
+    def reassign_job(self, job_id: str, member_id: str | None, actor: str) -> dict[str, Any]:
+        """A manager says whose job it is (a wrong claim, an upload for someone else): audited with the
+        owner before and after. Not once it has ended: its record has gone to the booking system."""
+        job = self.job(job_id)
+        if job["state"] in TERMINAL:
+            raise Conflict(f"job {job_id} has ended ({job['state']}): its record is issued; correct it in "
+                           "the booking system")  # fmt: skip
+        self.ledger.set_owner(job_id, member_id)
+        change = {"before": job["member_id"], "after": member_id}
+        self.ledger.audit(actor, "job-reassign", "reassigned", job["machine_id"], job_id, **change)
+        self.publisher.event(job["machine_id"], "job-reassigned", {"job_id": job_id, **change, "by": actor})
+        return self.job(job_id)
 
     def remove_job(self, job_id: str, actor: str) -> None:
         """Take a waiting job out, and its file. On a full disk the file goes first: the space it frees

@@ -333,7 +333,11 @@ class JobPump:
         for job in self.ledger.jobs(machine_id, ("queued",)):  # next first
             if self.sessions is None or self.sessions.may_start(machine_id, job):
                 return job
-            why = "its owner is not in a session at the machine; held until their badge"
+            why = (
+                "its owner is not in a session at the machine; held until their badge"
+                if job["member_id"]
+                else "nobody owns it (a shared key sent it): held until a member at the machine claims it"
+            )
             self.ledger.transition(job["id"], "held", why)
             self.ledger.audit(
                 "agent", "job-hold", "held", machine_id, job["id"], member=job["member_id"], reason=why

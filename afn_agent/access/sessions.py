@@ -168,15 +168,14 @@ class Sessions:
         return closed
 
     def release_held(self, machine_id: str, now: datetime | None = None) -> None:
-        """On a machine that starts on badge-in, the session member's held jobs (and unowned uploads,
-        which become theirs) go now, if they end before the session must."""
+        """On a machine that starts on badge-in, the session member's own held jobs go now, if they end
+        before the session must. Unclaimed uploads never do: only an explicit claim makes one theirs
+        (they were once started under whoever badged in next, and billed to them)."""
         session = self.current(machine_id)
         if session is None or not self.auto_start.get(machine_id, True):
             return
         held = self.ledger.jobs(machine_id, ("held",))
-        for job in (
-            j for j in held if j["member_id"] in (session["member_id"], None) and j["source"] != "cli"
-        ):
+        for job in (j for j in held if j["member_id"] == session["member_id"] and j["source"] != "cli"):
             if self.overrun(machine_id, job, now) is None:
                 self.join(session, job)
 
@@ -200,30 +199,35 @@ class Sessions:
             )
         return detail
 
-    def join(self, session: dict[str, Any], job: dict[str, Any]) -> None:
-        """A held job runs inside the session (and is the session member's from now on)."""
+    def join(self, session: dict[str, Any], job: dict[str, Any], claimed: bool = False) -> bool:
+        """A held job of the session's member runs inside the session; with `claimed`, an unclaimed
+        upload the member chose becomes theirs first. False when the job is no longer that (another
+        claim came first, or it left the hold)."""
+        member = session["member_id"]
         with self.ledger.tx() as c:
-            c.execute(
-                "UPDATE jobs SET state='queued', session_id=?, member_id=COALESCE(member_id, ?), "
+            owner_ok = "member_id IS NULL" if claimed else "member_id=?"
+            changed = c.execute(
+                "UPDATE jobs SET state='queued', session_id=?, member_id=?, "
                 "supervisor_id=COALESCE(supervisor_id, ?), booking_id=COALESCE(booking_id, ?) "
-                "WHERE id=? AND state='held'",
-                (
-                    session["id"],
-                    session["member_id"],
-                    session["supervisor_id"],
-                    session["booking_id"],
-                    job["id"],
-                ),
-            )
-            c.execute(
-                "INSERT INTO job_transitions(job_id, from_state, to_state, cause, at) VALUES(?,?,?,?,?)",
-                (job["id"], "held", "queued", f"session of {session['member_id']}", iso(utc_now())),
-            )
+                f"WHERE id=? AND state='held' AND {owner_ok}",
+                (session["id"], member, session["supervisor_id"], session["booking_id"], job["id"],
+                 *(() if claimed else (member,))),
+            ).rowcount  # fmt: skip
+            if changed:
+                cause = f"claimed by {member}" if claimed else f"session of {member}"
+                c.execute(
+                    "INSERT INTO job_transitions(job_id, from_state, to_state, cause, at) VALUES(?,?,?,?,?)",
+                    (job["id"], "held", "queued", cause, iso(utc_now())),
+                )
+        return bool(changed)
 
     def may_start(self, machine_id: str, job: dict[str, Any]) -> bool:
-        """A member's job runs only inside that member's open session on that machine."""
-        if job["source"] == "cli" or job["released_by_manager"] or not job["member_id"]:
+        """A member's job runs only inside that member's open session on that machine; an unclaimed
+        upload not at all (it waits for a claim or a manager)."""
+        if job["source"] == "cli" or job["released_by_manager"]:
             return True
+        if not job["member_id"]:
+            return False
         session = self.current(machine_id)
         return bool(session and session["member_id"] == job["member_id"])
 

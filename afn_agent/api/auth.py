@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 import time
@@ -52,6 +53,7 @@ class Authenticator:
         self._by_session: dict[str, str] = {}
         self._lock = threading.Lock()
         self.session_open: Callable[[str, str], bool] = lambda machine_id, session_id: True
+        self.stored: Callable[[str], dict[str, Any] | None] = lambda sha256: None  # keys in the ledger
 
     def mint(self, machine_id: str, member_id: str, session_id: str) -> str:
         """A token acting for one member's session on one machine (given to the kiosk)."""
@@ -94,6 +96,10 @@ class Authenticator:
                     found = Caller(key.role, key.name, key.member, key.machines, quota_mb=quota)
             if found:
                 return found
+            if (row := self.stored(h)) is not None:  # a member's own key, or one added while running
+                machines = tuple(json.loads(row["machines_json"]))
+                return Caller(row["role"], f"key:{row['name']}", row["member_id"], machines,
+                              quota_mb=self.config.key_quota_mb)  # fmt: skip
             with self._lock:
                 entry = self._tokens.get(h)
             if entry and entry[1] > time.monotonic():

@@ -34,6 +34,8 @@ class Act(Enum):
     DIRECTORY = "directory"  # push the member directory
     OVERSEE = "oversee"  # read the audit log and the sessions
     SCREEN = "screen"  # the kiosk's view of one machine
+    KEYS = "keys"  # a member's own slicer keys: make, list, revoke
+    CLAIM = "claim"  # make an unclaimed upload one's own (and start it)
 
 
 PEOPLE = ("manager", "session", "kiosk")
@@ -50,6 +52,8 @@ ROLES: dict[Act, tuple[str, ...]] = {
     Act.DIRECTORY: ("booking", "manager"),
     Act.OVERSEE: ("manager",),
     Act.SCREEN: ("kiosk", "manager", "session"),
+    Act.KEYS: ("session", "manager"),
+    Act.CLAIM: ("session",),  # the member holding the machine (the kiosk acts with their session token)
 }
 CHANGES = frozenset(ROLES) - {Act.READ, Act.USAGE, Act.OVERSEE, Act.SCREEN}
 OWNED = frozenset({Act.CONTROL, Act.RELEASE, Act.REMOVE})  # on one job: its owner, or a manager

@@ -101,11 +101,9 @@ def kiosk_view(agent: Agent, auth: Authenticator, machine_id: str, with_token: b
     status = agent.control.status(machine_id)
     session = status.get("session")
     member = session["member_id"] if session else None
-    waiting = [
-        j
-        for j in agent.ledger.jobs(machine_id, ("held", "queued"))
-        if member and j["member_id"] in (member, None)
-    ]
+    jobs = agent.ledger.jobs(machine_id, ("held", "queued")) if member else []
+    waiting = [j for j in jobs if j["member_id"] == member]
+    unclaimed = [j for j in jobs if j["member_id"] is None and j["state"] == "held" and j["source"] != "cli"]
     running = agent.control.running_job(machine_id)
     figures = agent.control.job_figures(machine_id)
     view: dict[str, Any] = {
@@ -119,6 +117,7 @@ def kiosk_view(agent: Agent, auth: Authenticator, machine_id: str, with_token: b
         "session": session,
         "decision": _last_decision(agent, machine_id),
         "queue": [job_view(j, agent.config.spool_dir) for j in waiting],
+        "unclaimed": [job_view(j, agent.config.spool_dir) for j in unclaimed],
         "running": None,
     }
     if running is not None:

@@ -350,6 +350,8 @@ async def _submit(
     held: bool | None,
     source: str = "upload",
 ) -> dict[str, Any]:
+    if owner is None and agent.access is not None:
+        held = True  # unclaimed: it waits at the machine for a member's explicit claim
     limit = int(agent.config.api_config().max_upload_mb * 1_000_000)
     tmp, name = await uploads.receive(file, agent.config.spool_dir, limit, agent.config.spool.min_free_mb)
     take_in = functools.partial(

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..errors import AfnError, StorageUnavailable
-from . import kiosk, native, octoprint
+from . import kiosk, native, octoprint, ownership
 from .auth import Authenticator
 from .authz import Act, Gate
 from .body_limit import BodyLimit
@@ -36,6 +36,7 @@ PUBLIC = ("/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/r
 def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     cfg = agent.config.api_config()
     auth = Authenticator(cfg)
+    auth.stored = agent.keys.find
     if agent.access is not None:
         sessions = agent.access.sessions
         auth.session_open = lambda machine_id, session_id: bool(
@@ -119,6 +120,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(native.build(agent, auth))
+    app.include_router(ownership.build(agent, auth))
     app.include_router(kiosk.build(agent, auth, cfg.octoprint_machine or next(iter(agent.machines))))
     if cfg.octoprint_machine:
         app.include_router(octoprint.build(agent, auth, cfg.octoprint_machine, ""))

@@ -87,6 +87,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 7: the material loaded in a machine (a preset's name), set by a manager or the member at it
         "ALTER TABLE machines ADD COLUMN material TEXT",
     ),
+    (  # 8: API keys added while the agent runs: members' own slicer keys, `afn-agent api-key --config`
+        """CREATE TABLE api_keys(
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, member_id TEXT,
+            machines_json TEXT NOT NULL DEFAULT '[]', sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL, revoked_at TEXT, revoked_by TEXT)""",
+        "CREATE INDEX api_keys_member ON api_keys(member_id)",
+    ),
 ]
 
 

@@ -286,6 +286,11 @@ class Ledger:
             )
             self._transition_row(c, job_id, job["state"], "queued", cause)
 
+    def set_owner(self, job_id: str, member_id: str | None) -> None:
+        """Whose job it is (a manager's reassignment); the usage record, made at its end, follows."""
+        with self.tx() as c:
+            c.execute("UPDATE jobs SET member_id=? WHERE id=?", (member_id, job_id))
+
     def move_job(self, job_id: str, position: int) -> None:
         """Put a waiting job at `position` (1 = next) among its machine's waiting jobs."""
         with self.tx() as c:

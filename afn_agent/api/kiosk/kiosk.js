@@ -121,6 +121,28 @@ function draw(v) {
     queue.appendChild(li);
   }
   show("queue-box", v.queue.length > 0);
+
+  const unclaimed = $("unclaimed");
+  unclaimed.textContent = "";
+  for (const job of v.unclaimed || []) {
+    const li = document.createElement("li");
+    const q = job.quote || {};
+    li.appendChild(document.createTextNode(job.name + " — " + hms(job.estimate_s) + ", " +
+      (q.price ? q.price + " " + q.currency : "no quote") + " "));
+    const b = document.createElement("button");
+    b.className = "claim";
+    b.textContent = "This is mine — start";
+    b.onclick = () => { if (confirm("Start " + job.name + " and pay for it?")) call("POST", "/v1/jobs/" + job.id + "/claim"); };
+    li.appendChild(b);
+    unclaimed.appendChild(li);
+  }
+  show("unclaimed-box", (v.unclaimed || []).length > 0);
+  show("key-box", !!v.session && !!token);
+  if (!v.session) {  // a key is shown to its member only, never to the next one at the machine
+    $("key-text").textContent = "";
+    $("key-qr").textContent = "";
+    show("key-shown", false);
+  }
 }
 
 $("pause").onclick = () => call("POST", "/v1/machines/" + machine + "/pause");
@@ -134,6 +156,19 @@ $("material").onchange = async (e) => {
     { method: "POST", headers, body: JSON.stringify({ material: e.target.value }) });
   show("error", !resp.ok);
   if (!resp.ok) $("error").textContent = (await resp.json()).detail || resp.statusText;
+};
+$("new-key").onclick = async () => {
+  const resp = await fetch("/v1/keys", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+    body: JSON.stringify({ name: "made at " + machine + " on " + new Date().toISOString().slice(0, 10) }),
+  });
+  const body = await resp.json();
+  show("error", !resp.ok);
+  if (!resp.ok) { $("error").textContent = body.detail || resp.statusText; return; }
+  $("key-text").textContent = body.key;
+  $("key-qr").innerHTML = body.qr_svg;  // made by the agent from the key alone
+  show("key-shown", true);
 };
 $("confirm").onclick = () => call("POST", "/v1/machines/" + machine + "/confirm");
 

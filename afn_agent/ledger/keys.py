@@ -1,0 +1,98 @@
+"""API keys kept in the ledger: a member's own slicer keys, minted from their session at the machine,
+and keys a manager adds to a running agent (`afn-agent api-key --config`). Only a key's SHA-256 is
+kept; the key itself is shown once, when it is made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from typing import Any
+
+from ..errors import InvalidInput
+from .store import Ledger
+from .usage import iso, utc_now
+
+ROLES = ("slicer", "manager", "booking")
+PER_MEMBER = 10  # live keys a member may hold at once (a laptop, a phone, …)
+
+
+class KeyRefused(InvalidInput):
+    """A key that may not be made; the message says why."""
+
+    code = "key-refused"
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyBook:
+    """The `api_keys` table; any thread, any process (the CLI writes it beside a running agent)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def add(
+        self,
+        name: str,
+        role: str,
+        created_by: str,
+        member_id: str | None = None,
+        machines: tuple[str, ...] = (),
+    ) -> tuple[str, dict[str, Any]]:
+        """A new key: (the key, shown once; its row without the hash)."""
+        if role not in ROLES:
+            raise KeyRefused(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if not name.strip() or len(name) > 80:
+            raise KeyRefused("a key needs a name of 1 to 80 characters (e.g. 'ana laptop')")
+        if member_id is not None and len(self.list(member_id)) >= PER_MEMBER:
+            raise KeyRefused(f"{member_id} already holds {PER_MEMBER} keys; revoke one first")
+        key = secrets.token_urlsafe(32)
+        row = {"id": str(uuid.uuid4()), "name": name.strip(), "role": role, "member_id": member_id,
+               "machines_json": json.dumps(list(machines)), "created_at": iso(utc_now()),
+               "created_by": created_by}  # fmt: skip
+        with self.ledger.tx() as c:
+            c.execute(
+                "INSERT INTO api_keys(id, name, role, member_id, machines_json, sha256, created_at, "
+                "created_by) VALUES(:id, :name, :role, :member_id, :machines_json, :sha, :created_at, "
+                ":created_by)",
+                {**row, "sha": digest(key)},
+            )
+        return key, public(row)
+
+    def find(self, sha256: str) -> dict[str, Any] | None:
+        """The live key with that hash (None if unknown or revoked)."""
+        row = self.ledger.conn.execute(
+            "SELECT * FROM api_keys WHERE sha256=? AND revoked_at IS NULL", (sha256,)
+        ).fetchone()
+        return dict(row) if row else None
+
+    def list(self, member_id: str | None = None) -> list[dict[str, Any]]:
+        """Live keys (one member's, or all), newest first, without their hashes."""
+        sql, args = "SELECT * FROM api_keys WHERE revoked_at IS NULL", []
+        if member_id is not None:
+            sql, args = sql + " AND member_id=?", [member_id]
+        return [public(dict(r)) for r in self.ledger.conn.execute(sql + " ORDER BY created_at DESC", args)]
+
+    def get(self, key_id: str) -> dict[str, Any] | None:
+        row = self.ledger.conn.execute("SELECT * FROM api_keys WHERE id=?", (key_id,)).fetchone()
+        return public(dict(row)) if row else None
+
+    def revoke(self, key_id: str, actor: str) -> bool:
+        with self.ledger.tx() as c:
+            return (
+                c.execute(
+                    "UPDATE api_keys SET revoked_at=?, revoked_by=? WHERE id=? AND revoked_at IS NULL",
+                    (iso(utc_now()), actor, key_id),
+                ).rowcount
+                == 1
+            )
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A key's row as the API shows it: never its hash."""
+    out = {k: v for k, v in row.items() if k not in ("sha256", "machines_json")}
+    out["machines"] = json.loads(row.get("machines_json") or "[]")
+    return out
