@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from typing import Any
 
@@ -19,7 +20,7 @@ from .firmware.profile import load_profile
 from .intake import AnalysisPool
 from .ledger import Ledger
 from .ledger.keys import KeyBook
-from .machine.events import MachineEvent
+from .machine.events import MachineEvent, MachineState
 from .machine.worker import Machine
 from .publisher import Publisher
 from .pump import JobPump
@@ -66,6 +67,9 @@ class Agent:
         self.stuck_s = STUCK_S
         self.watchdog = Watchdog(self.healthy)
         self.pump.on_turn = self.watchdog.maybe_ping
+        self.pump.on_second = self._restart_idle_machines
+        self._reload_lock = threading.Lock()
+        self._waiting: dict[str, MachineConfig] = {}  # machines whose thread restarts once idle
 
     @property
     def ledger_error(self) -> str:
@@ -103,9 +107,18 @@ class Agent:
             self.api = ApiServer(self).start()
         return self
 
-    def stop(self, reason: str = "agent stopped") -> None:
-        """Stop taking jobs; a job still running is closed as interrupted (billed by the policy)."""
-        self.pump.stop()  # first: no job starts from here on
+    def stop(self, reason: str = "agent stopped", grace_s: float = 0.0) -> None:
+        """Stop taking jobs; wait up to `grace_s` for the running ones to end. A job still running then
+        ends as a crash would end it: interrupted (billed by the offline policy), `job-interrupted`
+        published, the machine brought to its safe state and marked as needing a person's confirmation."""
+        self.pump.draining = True  # first: no job starts from here on
+        if grace_s > 0 and self.pump.running_ids():
+            self._wait_jobs(grace_s, "stop requested")
+        if self.pump.is_alive() and (
+            cut := self.pump.interrupt(f"{reason}: its grace of {grace_s:g} s was over")
+        ):
+            self._interrupt(cut, reason)
+        self.pump.stop()
         if self.api is not None:
             self.api.stop()
         self.analyses.close()
@@ -119,6 +132,95 @@ class Agent:
             time.sleep(0.2)  # let the bus hand the last records to the broker; the outbox keeps them anyway
             self.bus.stop()
         self.ledger.close()
+
+    def _wait_jobs(self, grace_s: float, why: str) -> bool:
+        """Until no job runs or `grace_s` is over, telling systemd what it waits for."""
+        from .systemd import notify
+
+        deadline = time.monotonic() + grace_s
+        while (running := self.pump.running_ids()) and time.monotonic() < deadline:
+            left = deadline - time.monotonic()
+            notify(f"STATUS={why}: waiting up to {left:.0f} s for {', '.join(sorted(running))} to finish")
+            log.info("%s: %d job(s) running, waiting up to %.0f s", why, len(running), left)
+            time.sleep(min(1.0, max(left, 0.01)))  # real time: the jobs run at the machines' pace
+        return not self.pump.running_ids()
+
+    def _interrupt(self, machine_ids: list[str], reason: str) -> None:
+        """Jobs past the stop's grace: streaming stops, the pump records each as interrupted when its
+        machine reports the end, then each machine takes its safe state (heaters, spindle, laser off)."""
+        for machine_id in machine_ids:
+            log.warning(
+                "stop: the job on %s did not end within the grace; ending it as interrupted", machine_id
+            )
+            self.machines[machine_id].cancel("agent-stop")
+        deadline = time.monotonic() + 10.0
+        while self.pump.running_ids() and time.monotonic() < deadline:
+            time.sleep(0.05)  # real time: the machine threads answer the cancel, the pump records it
+        for machine_id in machine_ids:
+            self.machines[machine_id].safe_state(f"{reason}: its job was interrupted")
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not all(
+            self.machines[m].safe_state_taken() for m in machine_ids
+        ):
+            time.sleep(0.05)  # real time: each machine thread writes its safe state on its next turn
+
+    # ---- reload -----------------------------------------------------------------------------------
+    def reload(self, actor: str = "signal") -> dict[str, Any]:
+        """Read the configuration file again and apply it without touching running jobs (see reload.py).
+        A file that does not load changes nothing; the error names the file and key."""
+        from .config import ConfigError, load_config
+        from .errors import InvalidInput
+        from .reload import plan
+
+        with self._reload_lock:
+            try:
+                fresh = load_config(self.config.path)
+            except ConfigError as exc:
+                self.ledger.audit(actor, "reload", "refused", None, None, error=str(exc))
+                log.error("reload refused, nothing changed: %s", exc)
+                raise InvalidInput(str(exc), code="config-invalid") from None
+            changes = plan(self.config, fresh, {mid: m.profile for mid, m in self.machines.items()})
+            self._hand_out(changes.config)
+            self._waiting = {mid: changes.config.machine(mid) for mid in changes.when_idle}
+            self.pump.held_back = frozenset(self._waiting)
+            report = changes.report()
+            self.ledger.audit(actor, "reload", "applied", None, None, **report)
+            for machine_id, what in changes.when_idle.items():
+                self.publisher.event(machine_id, "reconfigure-pending", {"changes": what, "when": "idle"})
+        if self.access is not None and self.config.access is not None and self.config.access.sync_url:
+            threading.Thread(target=self.access.sync_now, name="reload-sync", daemon=True).start()
+        log.info("configuration reloaded: %s", report)
+        return report
+
+    def _hand_out(self, config: AgentConfig) -> None:
+        """Every part reads the new configuration from here on (one object, swapped whole)."""
+        self.config = self.pump.config = self.control.config = self.guards.config = config
+        if self.access is not None and config.access is not None:
+            self.access.reconfigure(config)
+        if self.api is not None and config.api is not None:
+            self.api.auth.config = config.api
+
+    def _restart_idle_machines(self) -> None:
+        """On the pump's thread, once a second: a machine waiting for a new thread gets it when it has
+        no job (no job can start there meanwhile: `held_back`)."""
+        for machine_id, m in list(self._waiting.items()):
+            old = self.machines[machine_id]
+            if self.pump.job_id(machine_id) is not None or old.state in (
+                MachineState.PRINTING,
+                MachineState.PAUSED,
+            ):
+                continue
+            old.close()
+            self.ledger.upsert_machine(m.id, m.machine_class, m.profile)
+            self.guards.set_interlock(m.id, m.interlock)
+            fresh = self._make_machine(m)
+            self.machines[machine_id] = fresh  # the same key: readers iterating the dict are not upset
+            fresh.start()
+            del self._waiting[machine_id]
+            self.pump.held_back = frozenset(self._waiting)
+            self.ledger.audit("agent", "reconfigure", "restarted", machine_id, profile=m.profile, port=m.port)
+            self.publisher.event(machine_id, "reconfigured", {"profile": m.profile, "port": m.port})
+            log.info("%s: new machine thread with its reloaded settings", machine_id)
 
     def _make_machine(self, m: MachineConfig) -> Machine:
         return Machine(m.id, load_profile(m.profile), m.port, m.baud, events=self.events)

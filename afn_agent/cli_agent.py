@@ -241,14 +241,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     agent = Agent(cfg)
     stop = until_signal()
+    hup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: hup.set())  # systemctl reload
+    from .errors import AfnError
     from .systemd import notify
 
     agent.start()
     print(f"afn-agent: running {', '.join(agent.machines)}; ledger {agent.config.ledger_path}", flush=True)
     notify(f"READY=1\nSTATUS=running {len(agent.machines)} machine(s)")
-    stop.wait()
+    while not stop.wait(0.2):
+        if not hup.is_set():
+            continue
+        hup.clear()
+        notify("RELOADING=1")
+        try:
+            agent.reload("signal:SIGHUP")
+        except AfnError as exc:
+            print(f"afn-agent: reload refused, nothing changed: {exc}", file=sys.stderr, flush=True)
+        notify(f"READY=1\nSTATUS=running {len(agent.machines)} machine(s), configuration reloaded")
     notify("STOPPING=1")
-    agent.stop("agent stopped by a signal")
+    agent.stop("agent stopped by a signal", grace_s=agent.config.stop_grace_s)
     return 0
 
 

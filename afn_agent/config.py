@@ -133,6 +133,7 @@ class AgentConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     spool: SpoolConfig = field(default_factory=lambda: SpoolConfig())
     materials: dict[str, Material] = field(default_factory=lambda: dict(BUILT_IN))
+    stop_grace_s: float = 600.0  # a stop waits this long for running jobs to end (TimeoutStopSec above it)
 
     @property
     def ledger_path(self) -> Path:
@@ -244,6 +245,9 @@ def load_config(path: str | Path) -> AgentConfig:
         ),
         min_free_mb=float(agent.get("min_free_mb", (int, float), 50.0, lambda v: v >= 0, ">= 0")),
     )
+    stop_grace_s = float(
+        agent.get("stop_grace_s", (int, float), 600.0, lambda v: 0 <= v <= 86400, "0 to 86400 s")
+    )
     agent.done()
     tariffs = {"default": Tariff()}
     for name, table in top.get("tariffs", dict, {}).items():
@@ -267,7 +271,7 @@ def load_config(path: str | Path) -> AgentConfig:
     top.done()
     return AgentConfig(
         file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api, safety, spool,
-        materials,
+        materials, stop_grace_s,
     )  # fmt: skip
 
 

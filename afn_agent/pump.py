@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from .access.sessions import Sessions
 from .config import AgentConfig
 from .intake import sweep
-from .ledger import JobClock, Ledger
+from .ledger import JobClock, Ledger, Tariff
 from .ledger.alarms import SHOWN, AlarmBook
 from .machine import events as me
 from .machine.events import JobResult, MachineEvent, MachineState
@@ -54,6 +54,7 @@ class RunningJob:
     last_checkpoint: float = 0.0
     cancelled_by: str = ""
     material: Material | None = None  # the preset loaded when it started: its density weighs, its price bills
+    tariff: Tariff | None = None  # the tariff in force when it started (a reload does not reprice it)
 
 
 def figures_of(run: RunningJob, now: float, material: str = "filament") -> dict[str, Any]:
@@ -106,6 +107,10 @@ class JobPump:
         self.publisher, self.sessions, self.telemetry = publisher, sessions, telemetry
         self.guards: Guarding | None = None
         self.on_turn: Callable[[float], None] = lambda now: None  # the systemd watchdog's ping
+        self.on_second: Callable[[], None] = lambda: None  # the agent's machine restarts after a reload
+        self.held_back: frozenset[str] = frozenset()  # machines no job may start on (a restart waits)
+        self.draining = False  # the agent is stopping: running jobs may end, no job starts
+        self._interrupting: dict[str, str] = {}  # machine -> why its job is being ended as interrupted
         self.ledger_error = ""
         self._running: dict[str, RunningJob] = {}
         self.alarm_book = AlarmBook(ledger)
@@ -163,6 +168,13 @@ class JobPump:
             if run is not None:
                 run.cancelled_by = actor
             return run is not None
+
+    def interrupt(self, reason: str) -> list[str]:
+        """The agent stops and its grace is over: every running job is to end as interrupted (billed by
+        the offline policy, as after a crash) when its machine reports its end. Returns those machines."""
+        with self._lock:
+            self._interrupting = dict.fromkeys(self._running, reason)
+            return list(self._interrupting)
 
     def lock_machine(self, machine_id: str, reason: str) -> bool:
         """A maintenance lock: at once on an idle machine, else pending until its job ends (decided
@@ -230,6 +242,7 @@ class JobPump:
                 self.sessions.close_idle(set(self.running_ids()))
             if self.guards is not None:
                 self.guards.check(now)
+            self.on_second()
         self.on_turn(now)
         if event is not None:
             self._forward(event)
@@ -297,8 +310,12 @@ class JobPump:
 
     def _dispatch(self, now: float) -> None:
         """Start the next queued job on every idle machine that has none running."""
+        if self.draining:
+            return
         for machine_id, machine in self.machines.items():
             if machine_id in self._running or machine.state != MachineState.IDLE or self._blocked(machine_id):
+                continue
+            if machine_id in self.held_back:
                 continue
             if self.guards is not None and self.guards.blocked(machine_id):
                 continue
@@ -308,7 +325,9 @@ class JobPump:
             if job is None:
                 continue
             material = loaded(self.config, self.ledger, machine_id)
-            run = RunningJob(job["id"], JobClock("starting", now), last_checkpoint=now, material=material)
+            tariff = self.config.tariff_for(machine_id, material)
+            run = RunningJob(job["id"], JobClock("starting", now), last_checkpoint=now, material=material,
+                             tariff=tariff)  # fmt: skip
             with self._lock:  # queued to running at once for readers (`busy`)
                 self.ledger.transition(job["id"], "starting", "dispatched to an idle machine")
                 self._running[machine_id] = run
@@ -349,14 +368,17 @@ class JobPump:
 
     def _finish(self, machine_id: str, run: RunningJob, result: JobResult, now: float) -> None:
         outcome, stop_type = stop_type_for(result, run.cancelled_by or result.reason)
+        reason = result.reason
+        with self._lock:
+            if machine_id in self._interrupting:  # ended by a stop past its grace: as a crash would
+                outcome, stop_type, reason = "interrupted", "offline", self._interrupting.pop(machine_id)
         with self._lock:
             if result.outcome == "completed" and run.clock.state == "starting":
                 run.clock.move("running", now)  # a job too short to report: its time was streaming
             run.used = result.used or run.used
         m = self.config.find(machine_id)
-        record = self._close(
-            machine_id, run.job_id, outcome, stop_type, result.reason, self._figures(machine_id, run, now)
-        )
+        figures = self._figures(machine_id, run, now)
+        record = self._close(machine_id, run.job_id, outcome, stop_type, reason, figures, tariff=run.tariff)
         with self._lock:
             del self._running[machine_id]
             locked = self._apply_pending_lock(machine_id)
@@ -367,6 +389,8 @@ class JobPump:
             self.publisher.event(machine_id, "lock", {"by": "agent", "reason": locked, "pending": False})
         if m and m.confirm_clear and outcome == "completed":
             self.ledger.set_machine(machine_id, needs_confirmation="bed-clear")
+        if outcome == "interrupted":  # a person looks at the machine before the next job
+            self.ledger.set_machine(machine_id, needs_confirmation="interrupted")
         if self.sessions is not None:
             self.sessions.touch(machine_id)
         if self.guards is not None:
@@ -381,10 +405,12 @@ class JobPump:
         reason: str,
         figures: dict[str, Any],
         replayed: bool = False,
+        tariff: Tariff | None = None,
     ) -> dict[str, Any]:
-        """The job's end and its usage record, priced by the machine's tariff: one ledger transaction."""
+        """The job's end and its usage record, priced by the tariff it started under (else the machine's
+        tariff now): one ledger transaction."""
         m = self.config.find(machine_id)
-        tariff = self.config.tariff_for(machine_id, from_snapshot(figures.get("material_preset")))
+        tariff = tariff or self.config.tariff_for(machine_id, from_snapshot(figures.get("material_preset")))
         return self.ledger.finish(
             job_id, outcome, stop_type, reason, figures, tariff, m.machine_class if m else "unknown",
             replayed=replayed,
@@ -432,7 +458,7 @@ class JobPump:
                 self.handle(event, now)
         for machine_id, run in list(self._running.items()):
             figures = self._figures(machine_id, run, now)
-            self._close(machine_id, run.job_id, "interrupted", "offline", reason, figures)
+            self._close(machine_id, run.job_id, "interrupted", "offline", reason, figures, tariff=run.tariff)
             with self._lock:
                 del self._running[machine_id]
             self.ledger.set_machine(machine_id, needs_confirmation="interrupted")

@@ -90,6 +90,14 @@ class Guards:
         self.warned: set[str] = set()
         self.acted: set[str] = set()
 
+    def set_interlock(self, machine_id: str, spec: str | None) -> None:
+        """A machine's interlock after a reload (the pump's thread, with no job on that machine)."""
+        self.interlocks.pop(machine_id, None)
+        self.open.pop(machine_id, None)
+        if spec:
+            self.interlocks[machine_id] = make_interlock(spec)
+            self.open[machine_id] = False
+
     def touch(self, machine_id: str) -> None:
         self.activity[machine_id] = time.monotonic()
 

@@ -47,14 +47,7 @@ class Access:
         self.settings = config.access
         self.emit = emit
         self.directory = Directory(ledger, self.settings.badge_secret)
-        self.policy = AccessPolicy(
-            cache_max_age_days=self.settings.cache_max_age_days,
-            managers_always=self.settings.managers_always,
-            opening_hours=dict(self.settings.opening_hours),
-            booking_required=tuple(m.id for m in config.machines if m.booking_required),
-            supervisor_window_s=self.settings.supervisor_window_s,
-            session_idle_s=self.settings.session_idle_s,
-        )
+        self.policy = _policy(config)
         classes = {m.id: m.machine_class for m in config.machines}
         auto = {m.id: m.start_on_badge for m in config.machines}
         self.sessions = Sessions(ledger, self.directory, self.policy, classes, emit, auto)
@@ -65,17 +58,40 @@ class Access:
     def start(self) -> Access:
         for m in self.config.machines:
             if m.reader:
-                loop = ReaderLoop(
-                    make_reader(m.reader),
-                    functools.partial(self.badge_uid, m.id),
-                    functools.partial(self._reader_state, m.id),
-                    debounce_s=self.settings.debounce_s,
-                )
-                self.readers[m.id] = loop.start()
+                self._start_reader(m.id, m.reader)
         if self.settings.sync_url:
             self._sync_thread = threading.Thread(target=self._sync_loop, name="directory-sync", daemon=True)
             self._sync_thread.start()
         return self
+
+    def _start_reader(self, machine_id: str, spec: str) -> None:
+        loop = ReaderLoop(
+            make_reader(spec),
+            functools.partial(self.badge_uid, machine_id),
+            functools.partial(self._reader_state, machine_id),
+            debounce_s=self.settings.debounce_s,
+        )
+        self.readers[machine_id] = loop.start()
+
+    def reconfigure(self, config: AgentConfig) -> list[str]:
+        """A reloaded configuration: new rules for the next badge; a machine whose reader changed gets
+        the new one now (sessions stay open). Returns the machines whose reader was replaced."""
+        assert config.access is not None
+        old = {m.id: m.reader for m in self.config.machines}
+        self.config, self.settings = config, config.access
+        self.policy = _policy(config)
+        self.sessions.policy = self.policy
+        self.sessions.auto_start = {m.id: m.start_on_badge for m in config.machines}
+        replaced = []
+        for m in config.machines:
+            if old.get(m.id) == m.reader:
+                continue
+            if (loop := self.readers.pop(m.id, None)) is not None:
+                loop.stop()
+            if m.reader:
+                self._start_reader(m.id, m.reader)
+            replaced.append(m.id)
+        return replaced
 
     def stop(self) -> None:
         self._stop.set()
@@ -149,3 +165,17 @@ class Access:
         while not self._stop.is_set():
             self.sync_now()
             self._stop.wait(self.settings.sync_every_s)
+
+
+def _policy(config: AgentConfig) -> AccessPolicy:
+    """The access rules of a configuration (built again on a reload)."""
+    settings = config.access
+    assert settings is not None
+    return AccessPolicy(
+        cache_max_age_days=settings.cache_max_age_days,
+        managers_always=settings.managers_always,
+        opening_hours=dict(settings.opening_hours),
+        booking_required=tuple(m.id for m in config.machines if m.booking_required),
+        supervisor_window_s=settings.supervisor_window_s,
+        session_idle_s=settings.session_idle_s,
+    )

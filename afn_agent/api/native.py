@@ -250,6 +250,16 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
         machine_or_404(machine_id)
         return agent.pump.alarm_book.history(machine_id, limit)
 
+    @r.post("/reload", tags=["control"])
+    def reload(request: Request) -> dict[str, Any]:
+        """Read the configuration file again (as SIGHUP does): keys, tariffs, materials, access rules and
+        machine settings at once; a machine's new port, profile or interlock when it is idle; what needs a
+        restart is named. Running jobs are untouched. A file that does not load changes nothing (422)."""
+        caller = gate.allow(request, Act.MANAGE, action="reload")
+        report = agent.reload(f"api:{caller.name}")  # InvalidInput: the handler
+        gate.record(caller, "reload", "applied", None, None)
+        return report
+
     @r.get("/sessions", tags=["access"])
     def sessions(
         request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)

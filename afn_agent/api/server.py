@@ -58,7 +58,8 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
         """No anonymous caller gets past here (before any parsing); roles are checked per route."""
         path = request.url.path
         public = path in PUBLIC or path.startswith(("/kiosk/", "/kiosk-static/"))
-        if not public and (path != "/metrics" or not cfg.metrics_public) and auth.identify(request) is None:
+        open_metrics = path == "/metrics" and auth.config.metrics_public  # auth.config: reloaded in place
+        if not public and not open_metrics and auth.identify(request) is None:
             status = 403 if request.headers.get("x-api-key") or request.headers.get("authorization") else 401
             return JSONResponse({"error": "a valid API key is required", "detail": "unauthenticated"}, status)
         return await call_next(request)
@@ -115,7 +116,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["health"])
     def metrics(request: Request) -> Response:
-        if not cfg.metrics_public:
+        if not auth.config.metrics_public:
             gate.allow(request, Act.OVERSEE)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -137,7 +138,9 @@ class ApiServer:
         ceiling = connection_ceiling(cfg.max_connections, len(agent.machines), raise_fd_limit())
         self.guard = Guard(ceiling, min(cfg.max_connections_per_client, ceiling), cfg.header_timeout_s,
                            cfg.body_timeout_s)  # fmt: skip
-        app = BodyLimit(create_app(agent, self.guard), int(cfg.max_upload_mb * 1_000_000) + 64 * 1024)
+        inner = create_app(agent, self.guard)
+        self.auth: Authenticator = inner.state.auth
+        app = BodyLimit(inner, int(cfg.max_upload_mb * 1_000_000) + 64 * 1024)
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="off",

@@ -59,7 +59,7 @@ class MachineLoop:
         self._reset_by = 0.0
         self._after_reset: Callable[[], None] | None = None
         self._last_telemetry = 0.0
-        self._safe_pending = ""  # a safe state asked for before the machine could take it
+        self.safe_pending = ""  # a safe state asked for before the machine could take it
         self._stall_since = 0.0
 
     def post(self, *cmd: Any) -> None:
@@ -109,7 +109,7 @@ class MachineLoop:
         self.driver.new_core(time.monotonic())
         self.link.open()
         self._take_safe_requests(act=False)  # taken once the firmware has answered (FirmwareInfo)
-        if self._safe_pending:
+        if self.safe_pending:
             self._break_waits()
         self._set_state(MachineState.CONNECTING)
         self.driver.core.handshake(time.monotonic())
@@ -219,11 +219,11 @@ class MachineLoop:
         machine can (connected and idle or in alarm)."""
         while True:
             try:
-                self._safe_pending = self.safe_requests.get_nowait()
+                self.safe_pending = self.safe_requests.get_nowait()
             except queue.Empty:
                 break
-        if act and self._safe_pending and self.m.state in (MachineState.IDLE, MachineState.ALARM):
-            self._safe_state_now(self._safe_pending)
+        if act and self.safe_pending and self.m.state in (MachineState.IDLE, MachineState.ALARM):
+            self._safe_state_now(self.safe_pending)
 
     def _cmd_job(self, path: str, check: bool = False, density_g_cm3: float | None = None) -> None:
         if self.m.state != MachineState.IDLE:
@@ -312,7 +312,7 @@ class MachineLoop:
 
     def _safe_state_now(self, reason: str) -> None:
         """The profile's safe state; its callers have checked the machine is idle or in alarm."""
-        self._safe_pending = ""
+        self.safe_pending = ""
         stop = self.driver.safe_state()
         if stop.now:
             self.link.write(stop.now)
@@ -377,8 +377,8 @@ class MachineLoop:
         if self.m.state in (MachineState.CONNECTING, MachineState.RESETTING):
             self._set_state(MachineState.ALARM if self.driver.locked else MachineState.IDLE)
             self.ready.set()
-            if self._safe_pending:
-                self._safe_state_now(self._safe_pending)
+            if self.safe_pending:
+                self._safe_state_now(self.safe_pending)
 
     def _on_reset(self, event: ev.FirmwareReset, now: float) -> None:
         self._emit(me.FirmwareReset, banner=event.banner, mid_job=event.mid_job)

@@ -130,6 +130,10 @@ class Machine:
         """Bring the machine to its profile's safe state now, or as soon as it is connected."""
         self.loop.safe_state(reason)
 
+    def safe_state_taken(self) -> bool:
+        """No safe state waits to be written (asked for ones were written, or none was asked)."""
+        return self.loop.safe_requests.empty() and not self.loop.safe_pending
+
     def run_script(self, name: str, lines: tuple[str, ...]) -> None:
         """Send host commands to an idle machine (the idle heat guard's heaters-off)."""
         self.loop.post("script", name, lines)

@@ -183,3 +183,15 @@ def test_api_key_command_adds_a_key_to_the_running_agent(lab):
     wait_for(
         lambda: httpx.get(f"{url}/v1/usage", headers={"X-Api-Key": key}).status_code == 403, 5, "revoked"
     )
+
+
+def test_reload_over_http_is_for_managers(lab):
+    _agent, url, path = lab
+    assert httpx.post(f"{url}/v1/reload", headers={"X-Api-Key": KEYS["slicer"]}).status_code == 403
+    path.write_text(path.read_text().replace("per_active_minute = 0.10", "per_active_minute = 0.15"))
+    done = httpx.post(f"{url}/v1/reload", headers={"X-Api-Key": KEYS["manager"]})
+    assert done.status_code == 200 and done.json()["applied"] == ["tariffs"], done.text
+    path.write_text(path.read_text().replace("[access]", "[acess]"))
+    bad = httpx.post(f"{url}/v1/reload", headers={"X-Api-Key": KEYS["manager"]})
+    assert bad.status_code == 422 and bad.json()["code"] == "config-invalid"
+    assert "unknown key(s) acess" in bad.json()["detail"]
