@@ -21,7 +21,12 @@ from .intake import AnalysisPool
 from .ledger import Ledger
 from .ledger.keys import KeyBook
 from .machine.events import MachineEvent, MachineState
+from .machine.power_only import PowerOnlyMachine
 from .machine.worker import Machine
+from .power.keeper import PowerKeeper
+from .power.plug import Plug
+from .power.switches import DeadSwitch, Switch, Unreachable, make_switch
+from .power.tasmota import TasmotaLink
 from .publisher import Publisher
 from .pump import JobPump
 from .safety import Guards
@@ -62,6 +67,13 @@ class Agent:
         self.guards = Guards(config, self.machines, self.pump, self.publisher, self.ledger, self.access,
                              self.control.cancel)  # fmt: skip
         self.pump.guards = self.guards
+        self.plugs: dict[str, Plug] = {}  # one per machine with a power switch, built at start
+        self.tasmota: TasmotaLink | None = None
+        self.power = PowerKeeper(config, self.plugs, self.machines, self.pump,
+                                 self.access.sessions if self.access else None, self.ledger)  # fmt: skip
+        self.pump.power = self.control.power = self.power
+        if self.access is not None:
+            self.access.sessions.unavailable = self.power.blocked
         self.bus: Any = None
         self.api: Any = None
         self.stuck_s = STUCK_S
@@ -86,6 +98,9 @@ class Agent:
             if m.id in recovered:  # before anything else, as soon as the firmware answers
                 self.machines[m.id].safe_state("recovery: a job was running when the agent stopped")
             self.machines[m.id].start()
+        for m in self.config.machines:
+            if m.power:
+                self.plugs[m.id] = self._make_plug(m).start()
         if self.access is not None:
             self.access.start()
         if self.config.broker is not None:
@@ -126,6 +141,10 @@ class Agent:
             self.access.stop()
         for m in self.machines.values():
             m.close()
+        for plug in self.plugs.values():
+            plug.close()  # the relays stay as they are: a stopped agent cuts nothing
+        if self.tasmota is not None:
+            self.tasmota.close()
         self.pump.close_interrupted(reason)
         if self.bus is not None:
             self.bus.wake()
@@ -211,6 +230,12 @@ class Agent:
             ):
                 continue
             old.close()
+            if (plug := self.plugs.get(machine_id)) is not None:
+                plug.close()
+            if m.power:
+                self.plugs[machine_id] = self._make_plug(m).start()
+            elif plug is not None:
+                del self.plugs[machine_id]
             self.ledger.upsert_machine(m.id, m.machine_class, m.profile)
             self.guards.set_interlock(m.id, m.interlock)
             fresh = self._make_machine(m)
@@ -223,7 +248,26 @@ class Agent:
             log.info("%s: new machine thread with its reloaded settings", machine_id)
 
     def _make_machine(self, m: MachineConfig) -> Machine:
-        return Machine(m.id, load_profile(m.profile), m.port, m.baud, events=self.events)
+        profile = load_profile(m.profile)
+        if not profile.streamed:
+            return PowerOnlyMachine(m.id, profile, self.events)
+        return Machine(m.id, profile, m.port, m.baud, events=self.events)
+
+    def _make_plug(self, m: MachineConfig) -> Plug:
+        """The machine's power switch and its thread; a switch that cannot be opened is an unreachable one
+        (its alarm says why), never a reason not to start."""
+        assert m.power is not None
+        tasmota = "tasmota:" in f"{m.power} {m.extraction}"
+        if tasmota and self.tasmota is None and self.config.broker is not None:
+            self.tasmota = TasmotaLink(self.config.broker, f"{self.config.agent_id}-power")
+        switch, extraction = self._switch(m.power), self._switch(m.extraction) if m.extraction else None
+        return Plug(m.id, switch, self.events, m.power_safe, m.power_poll_s, extraction)
+
+    def _switch(self, spec: str) -> Switch:
+        try:
+            return make_switch(spec, self.tasmota)
+        except Unreachable as exc:
+            return DeadSwitch(str(exc))
 
     def _access_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
         if machine_id == "_directory":  # not a machine's: the audit log keeps it

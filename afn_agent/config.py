@@ -15,6 +15,7 @@ from typing import Any
 from .firmware.profile import ProfileError, load_profile
 from .ledger.tariff import Tariff, TariffError
 from .materials import BUILT_IN, Material, key, tariff_with
+from .power.spec import SPEC as power_spec
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # usable as an MQTT topic level and a file name
 
@@ -38,6 +39,13 @@ class MachineConfig:
     confirm_clear: bool = False  # after a job, someone confirms the bed is cleared before the next
     start_on_badge: bool = True  # held jobs start at badge-in; false: the member presses Start on the kiosk
     claim_uploads: bool = True  # a member at the machine may claim an upload sent with a shared key
+    power: str | None = None  # its power switch: sim | gpio:… | tasmota:<topic> | shelly:<host>[#id]
+    power_safe: str = "open"  # switch unreachable: closed (no session, no job) | open (run without it)
+    power_after_s: float = 0.0  # power (or extraction) stays on this long after a job or session
+    power_cool_c: float = 50.0  # a printer stays powered until its hotend is below this
+    busy_w: float = 20.0  # a power-only machine is busy while its plug reads above this
+    power_poll_s: float = 1.0  # how often the plug is read
+    extraction: str | None = None  # a laser's extraction/chiller switch: on in use and power_after_s after
     interlock: str | None = None  # gpio:<chip>:<line>[:active_high] | sim — lid, door or extraction switch
     session_end: str = "finish"  # when the session must end mid-job: finish | pause | stop
     wait_for_port: bool = (
@@ -264,6 +272,11 @@ def load_config(path: str | Path) -> AgentConfig:
             f"{file}: machines: the same id twice ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})"
         )
     broker = _broker(top.get("broker", dict), file) if "broker" in raw else None
+    for m in machines:
+        if broker is None and any(x and x.startswith("tasmota:") for x in (m.power, m.extraction)):
+            raise ConfigError(
+                f"{file}: machines ({m.id}).power: a Tasmota switch speaks MQTT: add a [broker]"
+            )
     access = _access(top.get("access", dict), file) if "access" in raw else None
     api = _api(top.get("api", dict), file, machines) if "api" in raw else None
     safety = _safety(top.get("safety", dict), file) if "safety" in raw else SafetyConfig()
@@ -317,19 +330,22 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
     t.where = f"machines[{index}] ({mid})"
     profile = t.get("profile", str, hint="a firmware profile name, see `afn-agent profiles`")
     try:
-        load_profile(profile)
+        loaded = load_profile(profile)
     except ProfileError as exc:
         raise ConfigError(f"{file}: {t.where}.profile: {exc}") from None
     tariff = t.get("tariff", str, "default")
     if tariff not in tariffs:
         raise ConfigError(f"{file}: {t.where}.tariff: no [tariffs.{tariff}] (defined: {', '.join(tariffs)})")
+    streamed, kind = loaded.streamed, loaded.kind
     cfg = MachineConfig(
         id=mid,
         machine_class=t.get(
             "class", str, check=ID.match, hint="a machine class such as fdm-printer or laser"
         ),
         profile=profile,
-        port=t.get("port", str, hint="serial device, e.g. /dev/afn/printer-1"),
+        port=t.get(
+            "port", str, ... if streamed else "", hint="serial device, e.g. /dev/afn/printer-1"
+        ),
         baud=t.get("baud", int, None, lambda v: 1200 <= v <= 4_000_000, "a baud rate"),
         tariff=tariff,
         material=t.get("material", str, "filament"),
@@ -344,11 +360,34 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
             "session_end", str, "finish", lambda v: v in ("finish", "pause", "stop"), "finish, pause or stop"
         ),
         wait_for_port=t.get("wait_for_port", bool, False),
+        **_power(t, kind, streamed),
     )
     t.done()
     return cfg
 
 
+def _power(t: _Table, kind: str, streamed: bool) -> dict[str, Any]:
+    """A machine's power keys; a laser's switch fails closed and keeps extraction on 5 minutes by default."""
+    spec_ok = lambda v: bool(power_spec.fullmatch(v))  # noqa: E731
+    number = (int, float)
+    laser = kind == "laser"
+    after, side = (300.0, "closed") if laser else (0.0, "open")
+    return {
+        "power": t.get("power", str, None if streamed else ..., spec_ok, POWER_HINT),
+        "power_safe": t.get("power_safe", str, side, SIDES.__contains__, "closed or open"),
+        "power_after_s": float(t.get("power_after_s", number, after, lambda v: 0 <= v <= 86400, "0-86400")),
+        "power_cool_c": float(t.get("power_cool_c", number, 50.0, lambda v: 20 <= v <= 150, "20 to 150")),
+        "busy_w": float(t.get("busy_w", number, 20.0, lambda v: 0 < v <= 100_000, "above 0 W")),
+        "power_poll_s": float(t.get("power_poll_s", number, 1.0, lambda v: 0.1 <= v <= 60, "0.1 to 60 s")),
+        "extraction": t.get("extraction", str, None, spec_ok, POWER_HINT),
+    }
+
+
+SIDES = ("closed", "open")
+POWER_HINT = (
+    "sim, gpio:<chip>:<line>[:active_low], tasmota:<topic> or shelly:<host>[:port][#<switch id>]; a machine "
+    "the agent does not stream to (protocol none) needs one"
+)
 READERS = ("evdev", "uart", "pcsc", "sim")
 READER_HINT = "evdev:<device>, uart:<port>[@baud], pcsc[:<reader name>] or sim"
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)

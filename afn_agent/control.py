@@ -41,6 +41,10 @@ class Jobs(Protocol):
     def clear_alarms(self, machine_id: str, actor: str) -> int: ...
 
 
+class PowerStatus(Protocol):
+    def status(self, machine_id: str) -> dict[str, Any] | None: ...
+
+
 class Control:
     def __init__(
         self,
@@ -53,6 +57,7 @@ class Control:
     ) -> None:
         self.config, self.ledger, self.machines = config, ledger, machines
         self.pump, self.publisher, self.access = pump, publisher, access
+        self.power: PowerStatus | None = None
 
     # ---- commands from people ---------------------------------------------------------------------
     def cancel(self, machine_id: str, actor: str) -> bool:
@@ -277,6 +282,7 @@ class Control:
             "needs_confirmation": row.get("needs_confirmation"),
             "material": self._material(machine_id),
             "alarms": self.pump.alarms_of(machine_id),
+            "power": self.power.status(machine_id) if self.power is not None else None,
             "session": self._session_status(machine_id),
             "job": None,
             "t": time.time(),

@@ -203,6 +203,9 @@ def submit(
     """Spool, analyse and queue a job; returns (job id, quote). A refused file is removed again.
     The API analyses in a worker process (`analyse=`), so the GIL stays with its event loop."""
     machine = config.machine(machine_id)
+    if not load_profile(machine.profile).streamed:
+        raise JobRefused(f"{machine_id} is not driven by the agent: badge in and use it at the machine "
+                         "(its use is billed from the session and its plug)")  # fmt: skip
     src = Path(src)
     if not src.is_file():
         raise JobRefused(f"{src}: no such file")

@@ -28,12 +28,21 @@ from .machine import events as me
 from .machine.events import JobResult, MachineEvent, MachineState
 from .machine.worker import Machine
 from .materials import Material, from_snapshot, loaded
+from .metered import Meter
 from .publisher import Publisher
 
 log = logging.getLogger("afn_agent")
 DISPATCH_EVERY_S = 0.25
 SPOOL_SWEEP_S = 60.0  # files of ended jobs past their retention leave the spool
 MANAGER_ACTORS = ("manager", "admin")
+
+
+class Powering(Protocol):
+    """What the pump needs of the power keeper (power/keeper.py)."""
+
+    def check(self, now: float) -> None: ...
+    def blocked(self, machine_id: str) -> str: ...
+    def metered(self) -> dict[str, float]: ...
 
 
 class Guarding(Protocol):
@@ -55,11 +64,15 @@ class RunningJob:
     cancelled_by: str = ""
     material: Material | None = None  # the preset loaded when it started: its density weighs, its price bills
     tariff: Tariff | None = None  # the tariff in force when it started (a reload does not reprice it)
+    meter: Meter | None = None  # a power-only machine's session: busy time from its plug
+    session_id: str | None = None
 
 
 def figures_of(run: RunningJob, now: float, material: str = "filament") -> dict[str, Any]:
     """A checkpoint: the time split as of now, what the acknowledged lines used, and the material."""
     figures: dict[str, Any] = dict(run.clock.split(now))
+    if run.meter is not None:
+        return run.meter.figures(figures)
     used = run.used
     figures.update(
         material_per_tool=used.get("material_per_tool", {}),
@@ -106,6 +119,7 @@ class JobPump:
         self.config, self.ledger, self.machines, self.events = config, ledger, machines, events
         self.publisher, self.sessions, self.telemetry = publisher, sessions, telemetry
         self.guards: Guarding | None = None
+        self.power: Powering | None = None
         self.on_turn: Callable[[float], None] = lambda now: None  # the systemd watchdog's ping
         self.on_second: Callable[[], None] = lambda: None  # the agent's machine restarts after a reload
         self.held_back: frozenset[str] = frozenset()  # machines no job may start on (a restart waits)
@@ -242,6 +256,9 @@ class JobPump:
                 self.sessions.close_idle(set(self.running_ids()))
             if self.guards is not None:
                 self.guards.check(now)
+            if self.power is not None:
+                self._metered_sessions(now)
+                self.power.check(now)
             self.on_second()
         self.on_turn(now)
         if event is not None:
@@ -272,6 +289,9 @@ class JobPump:
         if isinstance(event, me.Progress):
             with self._lock:
                 run.used = event.used
+        elif isinstance(event, me.PowerSample) and run.meter is not None:
+            with self._lock:
+                run.meter.sample(event.at, event.watts)
         elif isinstance(event, me.FirstLine) and run.clock.state == "starting":
             self._move(
                 event.machine, run, "heating" if event.heating else "running", "first line answered", now
@@ -315,7 +335,7 @@ class JobPump:
         for machine_id, machine in self.machines.items():
             if machine_id in self._running or machine.state != MachineState.IDLE or self._blocked(machine_id):
                 continue
-            if machine_id in self.held_back:
+            if machine_id in self.held_back or (self.power is not None and self.power.blocked(machine_id)):
                 continue
             if self.guards is not None and self.guards.blocked(machine_id):
                 continue
@@ -339,6 +359,33 @@ class JobPump:
                 {"job_id": job["id"], "name": job["name"], "member_id": job["member_id"]},
             )  # fmt: skip
             log.info("job %s started on %s", job["id"], machine_id)
+
+    def _metered_sessions(self, now: float) -> None:
+        """Power-only machines: a member's session is their job, busy time measured at the plug; it
+        starts with the session and ends (with its usage record) when the session closes."""
+        assert self.power is not None
+        for machine_id, threshold_w in self.power.metered().items():
+            session = self.sessions.current(machine_id) if self.sessions is not None else None
+            run = self._running.get(machine_id)
+            if run is not None and (session is None or session["id"] != run.session_id):
+                self._finish(machine_id, run, JobResult("completed", "the session ended", "session-end"), now)
+                run = None
+            if run is None and session is not None:
+                self._open_metered(machine_id, session, threshold_w, now)
+
+    def _open_metered(self, machine_id: str, session: dict[str, Any], threshold_w: float, now: float) -> None:
+        who = {k: session[k] for k in ("member_id", "supervisor_id", "booking_id")}
+        who["session_id"] = session["id"]
+        name = f"session of {who['member_id']}"
+        job_id = self.ledger.add_job(machine_id, "", name, "", 0, "session", {}, **who)
+        tariff = self.config.tariff_for(machine_id)
+        run = RunningJob(job_id, JobClock("running", now), last_checkpoint=now, tariff=tariff,
+                         meter=Meter(threshold_w), session_id=session["id"])  # fmt: skip
+        with self._lock:
+            self.ledger.transition(job_id, "starting", "a session opened at a power-only machine")
+            self.ledger.transition(job_id, "running", "its use is measured at the plug")
+            self._running[machine_id] = run
+        self.publisher.event(machine_id, "job-started", {"job_id": job_id, "name": name, **who})
 
     def _blocked(self, machine_id: str) -> bool:
         row = self.ledger.machine(machine_id)

@@ -15,7 +15,9 @@ from typing import Any
 from .config import AgentConfig, ApiConfig, MachineConfig
 from .firmware.profile import ProfileError, load_profile
 
-THREAD_FIELDS = ("profile", "port", "baud", "wait_for_port", "interlock")  # the machine thread holds these
+# the machine's threads (serial and power) hold these: changed when it is idle
+THREAD_FIELDS = ("profile", "port", "baud", "wait_for_port", "interlock", "power", "extraction", "power_safe",
+                 "power_poll_s")  # fmt: skip
 RESTART_ONLY = ("site", "agent_id", "data_dir", "broker")
 API_LISTEN = ("host", "port", "max_connections", "max_connections_per_client", "header_timeout_s",
               "body_timeout_s", "max_upload_mb", "octoprint_machine")  # fmt: skip

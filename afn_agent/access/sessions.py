@@ -52,6 +52,7 @@ class Sessions:
         self.pending: dict[str, Pending] = {}
         self.last_activity: dict[str, datetime] = {}
         self._refused_jobs: set[str] = set()
+        self.unavailable: Callable[[str], str] = lambda machine_id: ""  # why no session may open (power)
         self._lock = threading.RLock()
 
     def current(self, machine_id: str) -> dict[str, Any] | None:
@@ -93,10 +94,15 @@ class Sessions:
         machine = self.ledger.machine(machine_id) or {}
         member = self.directory.member_by_badge(badge)
         estimate = self._held_estimate(machine_id, member.id) if member else None
-        return decide(
+        unavailable = self.unavailable(machine_id)
+        locked = bool(machine.get("locked")) or bool(unavailable)
+        decision = decide(
             self.directory, self.policy, machine_id, self.classes[machine_id], badge, now,
-            locked=bool(machine.get("locked")), job_estimate_s=estimate, supervised=supervised,
+            locked=locked, job_estimate_s=estimate, supervised=supervised,
         )  # fmt: skip
+        if unavailable and decision.code == "machine_locked":
+            decision.detail = unavailable
+        return decision
 
     def _supervise(self, machine_id: str, wait: Pending, trainer_badge: str, now: datetime) -> Decision:
         trainer = self.directory.member_by_badge(trainer_badge)

@@ -89,6 +89,22 @@ class AgentCollector(Collector):
             mqtt.add_metric([], 1.0 if agent.bus.up else 0.0)
             restarts.add_metric([], agent.bus.network_restarts)
         yield from (outbox, undelivered, mqtt, restarts)
+        yield from self._power()
+
+    def _power(self) -> Iterator[Metric]:
+        """Machines whose power the agent switches: relay state, watts drawn, whether the switch answers."""
+        on = GaugeMetricFamily("afn_power_on", "1 when the machine's power relay is on.", labels=["machine"])
+        watts = GaugeMetricFamily("afn_power_watts", "Power drawn, as its plug measures.", labels=["machine"])
+        reachable = GaugeMetricFamily(
+            "afn_power_switch_reachable", "1 when the machine's power switch answers.", labels=["machine"]
+        )
+        for machine_id, plug in list(self.agent.plugs.items()):  # a reload may replace one meanwhile
+            if plug.on is not None:
+                on.add_metric([machine_id], 1.0 if plug.on else 0.0)
+            if plug.watts is not None:
+                watts.add_metric([machine_id], plug.watts)
+            reachable.add_metric([machine_id], 1.0 if plug.reachable else 0.0)
+        yield from (on, watts, reachable)
 
     def _ledger_totals(self) -> Iterator[Metric]:
         conn = self.agent.ledger.conn

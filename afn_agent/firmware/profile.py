@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROTOCOLS = ("marlin", "grbl")
-KINDS = ("printer", "mill", "laser")
+PROTOCOLS = ("marlin", "grbl", "none")  # none: the agent switches its power, never streams to it
+KINDS = ("printer", "mill", "laser", "other")
 FLOWS = ("window", "pingpong")
 DEFAULT_LONG_COMMANDS = (
     "G28",
@@ -119,6 +119,11 @@ class Profile:
     capabilities: dict[str, bool] = field(default_factory=dict)
     motion: Motion = field(default_factory=Motion)
     source: str = "<memory>"
+
+    @property
+    def streamed(self) -> bool:
+        """The agent streams jobs to it (False: a power-only machine, switched and metered only)."""
+        return self.protocol != "none"
 
     @property
     def window_bytes(self) -> int:

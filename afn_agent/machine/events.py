@@ -231,3 +231,43 @@ class ScriptSent(MachineEvent):
     lines: tuple[str, ...]
     kind: ClassVar[str] = "script"
     published: ClassVar[bool] = True
+
+
+# ---- power (the machine's plug thread, power/plug.py) ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PowerSwitched(MachineEvent):
+    """The machine's power (or its extraction's) was switched, and why."""
+
+    on: bool
+    reason: str
+    device: str = "power"  # power | extraction
+    kind: ClassVar[str] = "power"
+    published: ClassVar[bool] = True
+    status: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSample(MachineEvent):
+    """What the plug read: relay state and watts (None: it does not measure). `at` is monotonic."""
+
+    on: bool
+    watts: float | None
+    at: float
+    kind: ClassVar[str] = "power-sample"
+
+
+@dataclass(frozen=True, slots=True)
+class PowerUnreachable(MachineEvent):
+    reason: str
+    safe_side: str  # closed: the machine takes no session or job until it answers | open: it may
+    kind: ClassVar[str] = "power-unreachable"
+    published: ClassVar[bool] = True
+    alarm: ClassVar[bool] = True
+    status: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class PowerRestored(MachineEvent):
+    kind: ClassVar[str] = "power-restored"
+    published: ClassVar[bool] = True
+    status: ClassVar[bool] = True

@@ -1,0 +1,152 @@
+"""Tasmota plugs and relays over MQTT, on the lab's broker (Tasmota's default topics, FullTopic
+`%prefix%/%topic%/`): `cmnd/<topic>/POWER` ON|OFF answered on `stat/<topic>/POWER`; the power drawn from
+`tele/<topic>/SENSOR` and from `cmnd/<topic>/STATUS 10` answered on `stat/<topic>/STATUS10`
+(`StatusSNS.ENERGY.Power`, W); `tele/<topic>/LWT` Online|Offline says whether the device is there.
+
+One paho client serves every Tasmota switch of the agent; a switch waits for the device's answer and
+raises `Unreachable` when none comes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .switches import Reading, Unreachable
+
+if TYPE_CHECKING:
+    from ..config import BrokerConfig
+
+log = logging.getLogger("afn_agent.power")
+MAX_PAYLOAD = 4096  # a Tasmota message is a few hundred bytes; anything larger is not one
+
+
+class TasmotaLink:
+    """The agent's MQTT connection for its Tasmota devices (its own client id, the broker's account)."""
+
+    def __init__(self, broker: BrokerConfig, client_id: str) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.broker = broker
+        self.devices: dict[str, TasmotaSwitch] = {}
+        self.connected = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        if broker.username:
+            c.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            c.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
+        c.reconnect_delay_set(1, 30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_message = self._on_message
+        self.client = c
+        c.connect_async(broker.host, broker.port, broker.keepalive_s)
+        c.loop_start()
+
+    def switch(self, topic: str, timeout_s: float = 3.0) -> TasmotaSwitch:
+        device = TasmotaSwitch(self, topic, timeout_s)
+        self.devices[topic] = device
+        if self.connected.is_set():
+            self._subscribe(topic)
+        return device
+
+    def _subscribe(self, topic: str) -> None:
+        for kind in ("stat", "tele"):
+            self.client.subscribe(f"{kind}/{topic}/+", qos=1)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        for topic in self.devices:
+            self._subscribe(topic)
+        self.connected.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        """Never raises: a malformed message from the broker is logged and dropped."""
+        try:
+            kind, topic, leaf = msg.topic.split("/", 2)
+            device = self.devices.get(topic)
+            if device is not None and len(msg.payload) <= MAX_PAYLOAD:
+                device.heard(kind, leaf, msg.payload.decode("utf-8", "replace"))
+        except Exception as exc:  # paho's thread must survive any payload
+            log.warning("tasmota message on %s dropped: %s", msg.topic, exc)
+
+    def publish(self, topic: str, payload: str) -> None:
+        if not self.connected.is_set():
+            raise Unreachable(f"the broker {self.broker.host}:{self.broker.port} is not connected")
+        self.client.publish(topic, payload, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class TasmotaSwitch:
+    """One Tasmota device (its first relay)."""
+
+    kind = "tasmota"
+
+    def __init__(self, link: TasmotaLink, topic: str, timeout_s: float) -> None:
+        self.link, self.topic, self.timeout_s = link, topic, timeout_s
+        self.online: bool | None = None  # from its LWT
+        self.on: bool | None = None
+        self.watts: float | None = None
+        self._power_seq = 0  # answers to POWER, counted
+        self._status_seq = 0  # answers to STATUS 10, counted
+        self._cond = threading.Condition()
+
+    def heard(self, kind: str, leaf: str, text: str) -> None:
+        """A message from the device (paho's thread)."""
+        with self._cond:
+            if kind == "tele" and leaf == "LWT":
+                self.online = text.strip() == "Online"
+            elif kind == "stat" and leaf in ("POWER", "POWER1"):
+                self.on = text.strip().upper() == "ON"
+                self._power_seq += 1
+            elif kind == "tele" and leaf in ("SENSOR", "STATE"):
+                self._take(json.loads(text))
+            elif kind == "stat" and leaf in ("STATUS10", "STATUS8"):
+                self._take(json.loads(text).get("StatusSNS", {}))
+                self._status_seq += 1
+            self._cond.notify_all()
+
+    def _take(self, doc: dict[str, Any]) -> None:
+        power = doc.get("POWER", doc.get("POWER1"))
+        if isinstance(power, str):
+            self.on = power.upper() == "ON"
+        energy = doc.get("ENERGY")
+        if isinstance(energy, dict) and isinstance(energy.get("Power"), int | float):
+            self.watts = float(energy["Power"])
+
+    def _wait(self, seen: int, counter: str, what: str) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while getattr(self, counter) == seen:
+            if self.online is False:
+                raise Unreachable(f"tasmota {self.topic} is offline (its LWT)")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unreachable(f"tasmota {self.topic}: no answer to {what} in {self.timeout_s:g} s")
+            self._cond.wait(left)
+
+    def set(self, on: bool) -> None:
+        with self._cond:
+            seen = self._power_seq
+            self.link.publish(f"cmnd/{self.topic}/POWER", "ON" if on else "OFF")
+            self._wait(seen, "_power_seq", "POWER")
+            if self.on != on:
+                raise Unreachable(f"tasmota {self.topic} answered POWER {'ON' if self.on else 'OFF'}")
+
+    def read(self) -> Reading:
+        with self._cond:
+            seen = self._status_seq
+            self.link.publish(f"cmnd/{self.topic}/STATUS", "10")
+            self._wait(seen, "_status_seq", "STATUS 10")
+            if self.on is None:  # a device that never said: ask
+                seen = self._power_seq
+                self.link.publish(f"cmnd/{self.topic}/POWER", "")
+                self._wait(seen, "_power_seq", "POWER")
+            return Reading(bool(self.on), self.watts)
+
+    def close(self) -> None:
+        self.link.devices.pop(self.topic, None)
