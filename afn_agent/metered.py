@@ -27,6 +27,11 @@ class Meter:
             self.busy_s += half * (self._last[1] + busy)
         self._last = (at, busy)
 
+    @property
+    def in_use(self) -> bool:
+        """Busy at the last sample, or not measured at all (then the session alone says so)."""
+        return not self.measured or (self._last is not None and self._last[1])
+
     def figures(self, split: dict[str, float]) -> dict[str, Any]:
         """A session's time split: active is the measured busy time (the whole session without a meter)."""
         total = split["total_s"]

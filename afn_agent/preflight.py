@@ -23,7 +23,7 @@ def problems(cfg: AgentConfig, ports: bool = True) -> list[str]:
     out = _data_dir(cfg, where)
     for i, m in enumerate(cfg.machines):
         key = f"{where}: machines[{i}] ({m.id})"
-        if ports and not m.wait_for_port and not Path(m.port).exists():
+        if ports and m.port and not m.wait_for_port and not Path(m.port).exists():
             out.append(
                 f"{key}.port: {m.port} does not exist (is it plugged in? `afn-agent ports` lists what is; "
                 "`wait_for_port = true` on this machine, or `run --wait-for-ports`, waits for it)"
@@ -32,6 +32,12 @@ def problems(cfg: AgentConfig, ports: bool = True) -> list[str]:
             out += _reader(m.reader, f"{key}.reader")
         if m.interlock and m.interlock != "sim":
             out += _interlock(m.interlock, f"{key}.interlock")
+        for name in ("power", "extraction"):
+            spec = getattr(m, name)
+            if spec and spec.startswith("gpio:"):
+                out += _interlock(spec, f"{key}.{name}")  # a relay's line is checked as an input's is
+            elif spec and spec.startswith("shelly:"):
+                out += _host(spec.split(":")[1].split("#")[0], f"{key}.{name}")
     if cfg.broker is not None:
         out += _tls(cfg, where)
     if cfg.api is not None:
@@ -76,7 +82,7 @@ def _interlock(spec: str, key: str) -> list[str]:
         chips = sorted(p.name for p in Path("/dev").glob("gpiochip*"))
         return [f"{key}: no GPIO chip {path} (this host has: {', '.join(chips) or 'none'})"]
     if importlib.util.find_spec("gpiod") is None:
-        return [f"{key}: GPIO interlocks need the gpiod package (pip install gpiod)"]
+        return [f"{key}: GPIO lines need the gpiod package (pip install gpiod)"]
     import gpiod
 
     try:

@@ -253,7 +253,7 @@ class JobPump:
         if now >= ticks["idle"]:
             ticks["idle"] = now + 1.0
             if self.sessions is not None:
-                self.sessions.close_idle(set(self.running_ids()))
+                self.sessions.close_idle(self._in_use())
             if self.guards is not None:
                 self.guards.check(now)
             if self.power is not None:
@@ -359,6 +359,11 @@ class JobPump:
                 {"job_id": job["id"], "name": job["name"], "member_id": job["member_id"]},
             )  # fmt: skip
             log.info("job %s started on %s", job["id"], machine_id)
+
+    def _in_use(self) -> set[str]:
+        """Machines whose session is not idle: a job runs (at a power-only machine: its plug reads busy)."""
+        with self._lock:
+            return {m for m, run in self._running.items() if run.meter is None or run.meter.in_use}
 
     def _metered_sessions(self, now: float) -> None:
         """Power-only machines: a member's session is their job, busy time measured at the plug; it

@@ -15,6 +15,7 @@ from ..machine import events as me
 from .switches import Switch, Unreachable
 
 log = logging.getLogger("afn_agent.power")
+UNREACHABLE_AFTER_S = 3.0
 
 
 class Plug:
@@ -40,6 +41,7 @@ class Plug:
         self._wanted: tuple[bool, str] | None = None  # (on, why), set by the rules
         self._wanted_extraction: tuple[bool, str] | None = None
         self._applied: tuple[bool | None, bool | None] = (None, None)
+        self._failing_since = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,6 +81,7 @@ class Plug:
             try:
                 self._apply()
                 self._sample()
+                self._failing_since = 0.0
                 if not self.reachable:
                     self.reachable, self.problem = True, ""
                     self._emit(me.PowerRestored)
@@ -112,8 +115,12 @@ class Plug:
         self._emit(me.PowerSample, on=reading.on, watts=reading.watts, at=at)
 
     def _lost(self, why: str) -> None:
+        """One failed exchange is not an outage (a plug on Wi-Fi misses one now and then, a broker may still
+        be connecting at start): the alarm comes when it has failed for UNREACHABLE_AFTER_S."""
         self._applied = (None, None)  # unknown: set again once it answers
-        if self.reachable:
+        now = time.monotonic()
+        self._failing_since = self._failing_since or now
+        if self.reachable and now - self._failing_since >= UNREACHABLE_AFTER_S:
             self.reachable, self.problem = False, why
             log.warning("%s: power switch unreachable: %s", self.machine_id, why)
             self._emit(me.PowerUnreachable, reason=why, safe_side=self.safe_side)
