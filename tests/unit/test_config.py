@@ -90,7 +90,14 @@ def test_the_example_config_is_valid():
 
     example = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
     cfg = load_config(example)
-    assert [m.id for m in cfg.machines] == ["printer-1", "printer-2"]
+    assert [m.id for m in cfg.machines] == ["printer-1", "printer-2", "laser-1"]
+    laser = cfg.machine("laser-1")
+    assert (laser.power, laser.extraction, laser.power_safe) == (
+        "shelly:192.168.10.41",
+        "gpio:gpiochip0:22",
+        "closed",
+    )
+    assert cfg.preset("petg").price_per_kg is not None and cfg.stop_grace_s == 600
     assert cfg.access.opening_hours["sat"][0].hour == 10 and cfg.api.keys[1].role == "booking"
 
 
