@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .gcode.analyzer import file_ends
 from .i18n import words
 from .ledger.tariff import Tariff
 
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
     from .config import AgentConfig
     from .ledger import Ledger
 
-HEAD_BYTES = 64 * 1024
-TAIL_BYTES = 256 * 1024
 # PrusaSlicer, SuperSlicer, OrcaSlicer, Bambu Studio: `; filament_type = PETG` (`PLA;PETG` for two tools)
 FILAMENT_TYPE = re.compile(r"^;\s*filament_type\s*=\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 
@@ -88,17 +87,9 @@ def reweigh(grams: float, stated_density: float, material: Material | None) -> f
 
 def file_types(path: str | Path) -> list[str]:
     """The filament types a file says it was sliced for (head and tail, where slicers write them)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(HEAD_BYTES)
-            f.seek(0, 2)
-            f.seek(max(f.tell() - TAIL_BYTES, len(head)))
-            tail = f.read()
-    except OSError:
-        return []
     found: list[str] = []
-    for chunk in (head, tail):
-        for m in FILAMENT_TYPE.finditer(chunk.decode("utf-8", "replace")):
+    for chunk in file_ends(path):
+        for m in FILAMENT_TYPE.finditer(chunk):
             for name in m.group(1).split(";"):
                 if (k := key(name.strip().strip('"'))) and k not in found:
                     found.append(k)

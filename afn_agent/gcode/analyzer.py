@@ -373,9 +373,8 @@ def analyzer_for(
     return analyzer
 
 
-def material_from_file(path: str | Path) -> dict[str, float]:
-    """Filament diameter and density a file's header or configuration block states (head and tail only)."""
-    found: dict[str, float] = {}
+def file_ends(path: str | Path) -> tuple[str, str]:
+    """A file's first and last few hundred kB, where slicers state their settings ('' if unreadable)."""
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_BYTES)
@@ -383,9 +382,15 @@ def material_from_file(path: str | Path) -> dict[str, float]:
             f.seek(max(f.tell() - TAIL_BYTES, len(head)))
             tail = f.read()
     except OSError:
-        return found
-    for chunk in (head, tail):
-        for line in chunk.decode("utf-8", "replace").splitlines():
+        return "", ""
+    return head.decode("utf-8", "replace"), tail.decode("utf-8", "replace")
+
+
+def material_from_file(path: str | Path) -> dict[str, float]:
+    """Filament diameter and density a file's header or configuration block states (head and tail only)."""
+    found: dict[str, float] = {}
+    for chunk in file_ends(path):
+        for line in chunk.splitlines():
             if line.startswith(";") and (hv := header_value(line)):
                 key = HEADER_KEYS.get(hv[0].lower())
                 if key in ("diameter", "density") and hv[1] > 0:
