@@ -213,7 +213,10 @@ class Agent:
 
     def _hand_out(self, config: AgentConfig) -> None:
         """Every part reads the new configuration from here on (one object, swapped whole)."""
-        self.config = self.pump.config = self.control.config = self.guards.config = config
+        for m in config.machines:  # a machine's class (trainings are per class), as the ledger shows it
+            if (was := self.config.find(m.id)) is not None and was.machine_class != m.machine_class:
+                self.ledger.upsert_machine(m.id, m.machine_class, was.profile)
+        self.config = self.pump.config = self.control.config = self.guards.config = self.power.config = config
         if self.access is not None and config.access is not None:
             self.access.reconfigure(config)
         if self.api is not None and config.api is not None:
@@ -281,7 +284,8 @@ class Agent:
     def healthy(self) -> bool:
         """Every machine thread alive and turning: what feeds the systemd watchdog."""
         now = time.monotonic()
-        return all(m.is_alive() and now - m.heartbeat < self.stuck_s for m in self.machines.values())
+        machines = all(m.is_alive() and now - m.heartbeat < self.stuck_s for m in self.machines.values())
+        return machines and all(p.is_alive() for p in list(self.plugs.values()))
 
     def wait_idle(self, machine_id: str, timeout: float) -> bool:
         """Until the machine has no job queued or running (tests and the demo)."""

@@ -82,6 +82,7 @@ class Access:
         self.policy = _policy(config)
         self.sessions.policy = self.policy
         self.sessions.auto_start = {m.id: m.start_on_badge for m in config.machines}
+        self.sessions.classes = {m.id: m.machine_class for m in config.machines}  # trainings are per class
         replaced = []
         for m in config.machines:
             if old.get(m.id) == m.reader:

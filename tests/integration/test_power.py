@@ -119,11 +119,13 @@ def test_power_follows_the_session_never_cut_mid_job_and_fails_to_its_safe_side(
                if a["action"] == "power"]  # fmt: skip
     # newest first: off at start, on for her session (the job kept it on), off once all was over
     assert reasons == ["no session and no job", "a member's session is open", "no session and no job"]
+
     def switched_events() -> list[bool]:
         rows = agent.ledger.conn.execute("SELECT payload FROM outbox WHERE kind='event' ORDER BY seq")
         return [e["on"] for e in map(json.loads, (r[0] for r in rows)) if e["type"] == "power"]
 
     wait_for(lambda: switched_events() == [False, True, False], 5, "power events: off, on, off")
+
     def metrics() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{agent.api.port}/metrics") as resp:
             return resp.read().decode()
@@ -132,7 +134,9 @@ def test_power_follows_the_session_never_cut_mid_job_and_fails_to_its_safe_side(
     assert 'afn_power_switch_reachable{machine="printer-1"} 1.0' in metrics()
 
     device.go_silent()
-    status = wait_for(lambda: (s := agent.control.status("printer-1"))["alarms"] and s, 15, "the switch's alarm")
+    status = wait_for(
+        lambda: (s := agent.control.status("printer-1"))["alarms"] and s, 15, "the switch's alarm"
+    )
     assert status["power"]["reachable"] is False, (status["alarms"], status["power"])
     assert [a["type"] for a in status["alarms"]] == ["power-unreachable"]
     assert status["alarms"][0]["text"]["fr"].startswith("Le relais d'alimentation")
@@ -191,3 +195,34 @@ def test_a_power_only_laser_is_billed_from_its_session_and_the_plugs_busy_time(t
     finally:
         agent.stop()
         plug.close()
+
+
+def test_a_printer_stays_powered_until_its_hotend_has_cooled(tmp_path, start_sim):
+    """The job heats to 200 °C and its end turns the heaters off (as slicers' end code does): the relay
+    stays on while the hotend cools (its fan runs only with power), and goes off below power_cool_c."""
+    sim = start_sim("marlin", speed=10, move_ms=2.0)
+    machine = {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
+               "baud": sim.options["baud"], "tariff": "printer", "power": "sim", "power_poll_s": 0.2,
+               "power_cool_c": 150}  # fmt: skip
+    path = write_config(tmp_path / "agent.toml", [machine])
+    agent = Agent(load_config(path)).start()
+    try:
+        assert agent.machines["printer-1"].wait_ready(15)
+        job = tmp_path / "hot.gcode"
+        moves = "".join(f"G1 X{100 + i % 20} Y{100 + i % 7} F6000\n" for i in range(300))
+        job.write_text(f"M104 S200\nM109 S200\nG90\n{moves}M104 S0\nM140 S0\n")
+        job_id, _ = submit(agent.config, agent.ledger, "printer-1", job, "cli", held=False)
+        relay = agent.plugs["printer-1"].switch
+        wait_for(lambda: agent.ledger.job(job_id)["state"] == "completed", 60, "the hot job's end")
+        assert relay.on, "on at the job's end"
+        status = wait_for(lambda: (s := agent.control.status("printer-1")["power"])["reason"].startswith("cooling")
+                          and s, 5, "cooling down")  # fmt: skip
+        assert status["on"] is True
+        wait_for(lambda: not relay.on, 30, "off once the hotend is below 150 °C")
+        hotend = agent.machines["printer-1"].temperatures["T"][0]
+        assert hotend < 160, hotend  # read within a poll of the switching
+        reasons = [json.loads(a["detail_json"])["reason"] for a in agent.ledger.audit_log("printer-1", 100)
+                   if a["action"] == "power"]  # fmt: skip
+        assert reasons[0] == "no session and no job" and reasons[1].startswith("cooling down: hotend")
+    finally:
+        agent.stop()
