@@ -178,6 +178,8 @@ def test_a_power_only_laser_is_billed_from_its_session_and_the_plugs_busy_time(t
         )
         truth = plug.busy_s(50, 0.0, time.monotonic())
         assert truth == pytest.approx(3.5, abs=0.1)
+        print(f"power-only laser: record active {record['time_s']['active_s']:.3f} s, plug busy {truth:.3f} s, "
+              f"session {record['time_s']['total_s']:.3f} s")  # fmt: skip
         assert record["source"] == "power" and record["member_id"] == "ana"
         assert record["time_s"]["active_s"] == pytest.approx(truth, abs=1.0), (record["time_s"], truth)
         assert record["time_s"]["idle_s"] > 1.5 and record["job"]["source"] == "session"

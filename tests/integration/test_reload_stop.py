@@ -121,8 +121,10 @@ def test_hup_while_two_jobs_stream_changes_keys_tariffs_members_and_no_line(
                                          "trainings": [{"class": "fdm-printer"}]})  # fmt: skip
         lines_before = len(executed_moves(sims[0]))
         agent.send_signal(signal.SIGHUP)
+        hup_at = time.monotonic()
         wait_for(lambda: httpx.get(f"{url}/v1/machines", headers={"X-Api-Key": new_key}).status_code == 200,
                  10, "the new key accepted")  # fmt: skip
+        print(f"SIGHUP: the new key accepted {time.monotonic() - hup_at:.2f} s after the signal")
         assert all(ledger.job(j)["state"] == "running" for j, _ in jobs.values()), "running jobs untouched"
         wait_for(lambda: ledger.conn.execute("SELECT 1 FROM members WHERE id='zoe'").fetchone(), 10, "zoe")
         (row,) = [a for a in ledger.audit_log(None, 200) if a["action"] == "reload"]
@@ -206,6 +208,7 @@ def test_sigterm_past_the_grace_interrupts_the_job_as_a_crash_would(tmp_path, st
     finally:
         if agent.poll() is None:
             agent.kill()
+    print(f"SIGTERM past a 2 s grace: the agent exited {took:.2f} s after the signal")
     assert 2.0 <= took < 20, took
     job = ledger.job(job_id)
     assert (job["state"], job["stop_type"]) == ("interrupted", "offline")
