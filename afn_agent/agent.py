@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .access.service import Access
@@ -166,22 +167,30 @@ class Agent:
 
     def _interrupt(self, machine_ids: list[str], reason: str) -> None:
         """Jobs past the stop's grace: streaming stops, the pump records each as interrupted when its
-        machine reports the end, then each machine takes its safe state (heaters, spindle, laser off)."""
+        machine reports the end, then each machine takes its safe state (heaters, spindle, laser off).
+        A machine that is not connected cannot answer: nothing is waited for from it (its job is closed
+        with the others, its safe state taken at the next start, as after a crash)."""
         for machine_id in machine_ids:
             log.warning(
                 "stop: the job on %s did not end within the grace; ending it as interrupted", machine_id
             )
             self.machines[machine_id].cancel("agent-stop")
-        deadline = time.monotonic() + 10.0
-        while self.pump.running_ids() and time.monotonic() < deadline:
-            time.sleep(0.05)  # real time: the machine threads answer the cancel, the pump records it
+        self._until(lambda: not self.pump.running_ids() & self._answering(machine_ids), 10.0)
         for machine_id in machine_ids:
             self.machines[machine_id].safe_state(f"{reason}: its job was interrupted")
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and not all(
-            self.machines[m].safe_state_taken() for m in machine_ids
-        ):
-            time.sleep(0.05)  # real time: each machine thread writes its safe state on its next turn
+        self._until(
+            lambda: all(self.machines[m].safe_state_taken() for m in self._answering(machine_ids)), 5.0
+        )
+
+    def _answering(self, machine_ids: list[str]) -> frozenset[str]:
+        gone = (MachineState.DISCONNECTED, MachineState.CONNECTING, MachineState.FAULT)
+        return frozenset(m for m in machine_ids if self.machines[m].state not in gone)
+
+    @staticmethod
+    def _until(done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.05)  # real time: the machine threads answer at their own pace
 
     # ---- reload -----------------------------------------------------------------------------------
     def reload(self, actor: str = "signal") -> dict[str, Any]:

@@ -145,7 +145,7 @@ class MachineLoop:
         self._drain_commands()
         self._take_safe_requests(act=True)
         self._feed()
-        self._io(now, 0.1)
+        self._io(now, 0.1, commands_first=True)
         now = time.monotonic()
         if self._reset_by:
             self._reset_when_stopped(now)
@@ -177,12 +177,17 @@ class MachineLoop:
             job.heating = heating
             self._emit(me.Heating, on=heating, command=oldest.text if heating and oldest else "")
 
-    def _io(self, now: float, timeout: float) -> None:
+    def _io(self, now: float, timeout: float, commands_first: bool = False) -> None:
+        """Write what the core has, wait for bytes, hand them over. With `commands_first`, a command posted
+        during the wait is taken before those bytes: an e-stop's bytes go out after its command is posted,
+        so the firmware's answer to them (Marlin's `kill() called`) must not be read as a fault first."""
         core = self.driver.core
         out = core.urgent_data() + core.data_to_send(now)
         if out:
             self.link.write(out)
         data = self.link.wait(timeout)
+        if commands_first and not self.cmds.empty():
+            self._drain_commands()
         now = time.monotonic()
         core.receive_data(data, now)
         core.tick(now)

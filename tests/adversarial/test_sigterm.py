@@ -22,6 +22,7 @@ def test_sigterm_mid_job_bills_what_the_firmware_answered(tmp_path, start_sim):
     machine = {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
                "baud": sim.options["baud"], "tariff": "printer", "hold_uploads": False}  # fmt: skip
     config = write_config(tmp_path / "agent.toml", [machine], checkpoint_s=1.0)
+    config.write_text(config.read_text().replace("checkpoint_s", "stop_grace_s = 0\ncheckpoint_s"))  # at once
     cfg = load_config(config)
     ledger = open_ledger(cfg)
     job = circle_gcode(tmp_path / "job.gcode", 20000, 0.02, centre=(110, 110))
@@ -41,8 +42,13 @@ def test_sigterm_mid_job_bills_what_the_firmware_answered(tmp_path, start_sim):
     record = json.loads(
         ledger.conn.execute("SELECT record_json FROM usage_records WHERE job_id=?", (job_id,)).fetchone()[0]
     )
-    commands = sum(1 for line in job.read_text().splitlines() if wire_text(line))
-    executed = sum(1 for label, _ in sim.executed() if int(label) > 2)  # after M110, M115, M155
+    job_lines = [text for line in job.read_text().splitlines() if (text := wire_text(line))]
+    commands = len(job_lines)
+    ran = [command for label, command in sim.executed() if int(label) > 2]  # after M110, M115, M155
+    executed = 0  # the job's lines the firmware ran (then come the cancel script and the safe state)
+    while executed < min(len(ran), commands) and ran[executed] == job_lines[executed]:
+        executed += 1
+    assert {"M104 S0", "M140 S0", "M84"} <= set(ran[executed:]), "past the grace: cancelled, then safe"
     billed = record["job"]["lines_acknowledged"]
     assert billed == executed, (billed, executed)  # every line the firmware ran, none it did not
     assert billed < commands

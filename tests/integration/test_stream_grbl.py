@@ -184,8 +184,11 @@ def test_a_reset_asked_through_the_machine_is_expected_not_a_power_cut(start_sim
     m.realtime("reset")
     r = m.wait_job(10)
     assert r.outcome == "failed" and r.code == "reset", r
-    wait_for(lambda: m.state == "alarm", 10, "locked after a reset while moving")
-    m.unlock()
+    # moving when the reset came: GRBL locks (ALARM:3); on a loaded machine the stream may have run dry
+    # and the axes stopped, and GRBL comes back unlocked: either way a banner, never a fault
+    after = wait_for(lambda: m.state in ("alarm", "idle") and m.state, 10, "the banner after the reset")
+    if after == "alarm":
+        m.unlock()
     wait_for(lambda: m.state == "idle", 10, "idle after unlock")
     m.realtime("reset")  # idle: a reset loses nothing
     events: list[me.MachineEvent] = []
