@@ -99,9 +99,6 @@ class Agent:
             if m.id in recovered:  # before anything else, as soon as the firmware answers
                 self.machines[m.id].safe_state("recovery: a job was running when the agent stopped")
             self.machines[m.id].start()
-        for m in self.config.machines:
-            if m.power:
-                self.plugs[m.id] = self._make_plug(m).start()
         if self.access is not None:
             self.access.start()
         if self.config.broker is not None:
@@ -115,7 +112,11 @@ class Agent:
             if self.access is not None:
                 self.bus.on_directory = self.access.on_directory
             self.publisher.bus = self.bus
+            self.tasmota = TasmotaLink(self.bus)  # Tasmota plugs ride on the agent's one connection
             self.bus.start()
+        for m in self.config.machines:
+            if m.power:
+                self.plugs[m.id] = self._make_plug(m).start()
         self.pump.start()
         if self.config.api is not None:
             from .api.server import ApiServer
@@ -269,9 +270,6 @@ class Agent:
         """The machine's power switch and its thread; a switch that cannot be opened is an unreachable one
         (its alarm says why), never a reason not to start."""
         assert m.power is not None
-        tasmota = "tasmota:" in f"{m.power} {m.extraction}"
-        if tasmota and self.tasmota is None and self.config.broker is not None:
-            self.tasmota = TasmotaLink(self.config.broker, f"{self.config.agent_id}-power")
         switch, extraction = self._switch(m.power), self._switch(m.extraction) if m.extraction else None
         return Plug(m.id, switch, self.events, m.power_safe, m.power_poll_s, extraction)
 

@@ -30,7 +30,7 @@ def shipped_settings() -> list[str]:
     return out
 
 
-USERS = ("pi-printers", "pi-shop", "booking", "fleet")
+USERS = ("pi-printers", "pi-shop", "booking", "fleet", "printer2-plug")
 
 
 def password(user: str) -> str:

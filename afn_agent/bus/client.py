@@ -58,6 +58,7 @@ class Bus:
         self.agent_id = agent_id
         self.ledger = ledger
         self.machine_ids = list(machines)
+        self.devices: dict[str, Callable[[str, bytes], None]] = {}  # topic filter -> handler (power plugs)
         self.status = status
         self.on_command = on_command
         self.connected = threading.Event()
@@ -193,6 +194,7 @@ class Bus:
             (self.topics.machine(m, leaf), 1) for m in self.machine_ids for leaf in (t.COMMAND, t.USAGE_ACK)
         ]
         subs += [(self.topics.directory(), 1), (self.topics.directory_delta(), 1)]
+        subs += [(pattern, 1) for pattern in list(self.devices)]
         if subs:
             client.subscribe(subs)
         client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
@@ -245,6 +247,10 @@ class Bus:
                 )
 
     def _dispatch(self, msg: mqtt.MQTTMessage) -> None:
+        for pattern, handler in list(self.devices.items()):
+            if mqtt.topic_matches_sub(pattern, msg.topic):
+                handler(msg.topic, bytes(msg.payload))
+                return
         if msg.topic in (self.topics.directory(), self.topics.directory_delta()):
             if self.on_directory is not None:
                 self.on_directory(
@@ -294,6 +300,17 @@ class Bus:
              "code": code, "detail": detail, "t": time.time()},
         )  # fmt: skip
         self._wake.set()
+
+    # ---- devices on the lab's broker (Tasmota plugs): the agent's one connection carries them ---------
+    def watch(self, pattern: str, handler: Callable[[str, bytes], None]) -> None:
+        """Messages on `pattern` go to `handler` (paho's thread; it must not raise for long)."""
+        self.devices[pattern] = handler
+        if self.connected.is_set():
+            self.client.subscribe(pattern, qos=1)
+
+    def publish_device(self, topic: str, payload: str) -> None:
+        """A command to a device: not through the outbox (a stale switch command is worse than none)."""
+        self.client.publish(topic, payload, qos=1)
 
     # ---- publishing -------------------------------------------------------------------------------
     def wake(self) -> None:

@@ -3,8 +3,8 @@
 `tele/<topic>/SENSOR` and from `cmnd/<topic>/STATUS 10` answered on `stat/<topic>/STATUS10`
 (`StatusSNS.ENERGY.Power`, W); `tele/<topic>/LWT` Online|Offline says whether the device is there.
 
-One paho client serves every Tasmota switch of the agent; a switch waits for the device's answer and
-raises `Unreachable` when none comes."""
+The agent's own MQTT connection carries them; a switch waits for the device's answer and raises
+`Unreachable` when none comes."""
 
 from __future__ import annotations
 
@@ -12,74 +12,57 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .switches import Reading, Unreachable
-
-if TYPE_CHECKING:
-    from ..config import BrokerConfig
 
 log = logging.getLogger("afn_agent.power")
 MAX_PAYLOAD = 4096  # a Tasmota message is a few hundred bytes; anything larger is not one
 
 
+class Carrier(Protocol):
+    """The agent's MQTT connection (bus/client.py `Bus`), which carries the Tasmota topics too: one
+    connection per agent (the shipped broker takes the user name as the client id, so a second connection
+    with the agent's account would throw the first one off)."""
+
+    connected: threading.Event
+
+    def watch(self, pattern: str, handler: Callable[[str, bytes], None]) -> None: ...
+    def publish_device(self, topic: str, payload: str) -> None: ...
+
+
 class TasmotaLink:
-    """The agent's MQTT connection for its Tasmota devices (its own client id, the broker's account)."""
+    """The agent's Tasmota devices, over its MQTT connection."""
 
-    def __init__(self, broker: BrokerConfig, client_id: str) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        self.broker = broker
+    def __init__(self, carrier: Carrier) -> None:
+        self.carrier = carrier
         self.devices: dict[str, TasmotaSwitch] = {}
-        self.connected = threading.Event()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-        if broker.username:
-            c.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            c.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
-        c.reconnect_delay_set(1, 30)
-        c.on_connect = self._on_connect
-        c.on_disconnect = lambda *a: self.connected.clear()
-        c.on_message = self._on_message
-        self.client = c
-        c.connect_async(broker.host, broker.port, broker.keepalive_s)
-        c.loop_start()
 
     def switch(self, topic: str, timeout_s: float = 3.0) -> TasmotaSwitch:
         device = TasmotaSwitch(self, topic, timeout_s)
         self.devices[topic] = device
-        if self.connected.is_set():
-            self._subscribe(topic)
+        for kind in ("stat", "tele"):
+            self.carrier.watch(f"{kind}/{topic}/+", self._on_message)
         return device
 
-    def _subscribe(self, topic: str) -> None:
-        for kind in ("stat", "tele"):
-            self.client.subscribe(f"{kind}/{topic}/+", qos=1)
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        for topic in self.devices:
-            self._subscribe(topic)
-        self.connected.set()
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         """Never raises: a malformed message from the broker is logged and dropped."""
         try:
-            kind, topic, leaf = msg.topic.split("/", 2)
-            device = self.devices.get(topic)
-            if device is not None and len(msg.payload) <= MAX_PAYLOAD:
-                device.heard(kind, leaf, msg.payload.decode("utf-8", "replace"))
+            kind, device_topic, leaf = topic.split("/", 2)
+            device = self.devices.get(device_topic)
+            if device is not None and len(payload) <= MAX_PAYLOAD:
+                device.heard(kind, leaf, payload.decode("utf-8", "replace"))
         except Exception as exc:  # paho's thread must survive any payload
-            log.warning("tasmota message on %s dropped: %s", msg.topic, exc)
+            log.warning("tasmota message on %s dropped: %s", topic, exc)
 
     def publish(self, topic: str, payload: str) -> None:
-        if not self.connected.is_set():
-            raise Unreachable(f"the broker {self.broker.host}:{self.broker.port} is not connected")
-        self.client.publish(topic, payload, qos=1)
+        if not self.carrier.connected.is_set():
+            raise Unreachable("the agent is not connected to the broker")
+        self.carrier.publish_device(topic, payload)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.devices.clear()
 
 
 class TasmotaSwitch:

@@ -27,7 +27,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 
 class TasmotaPlug:
-    def __init__(self, port: int, topic: str, tele_period_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        topic: str,
+        tele_period_s: float = 10.0,
+        username: str | None = None,
+        password: str = "",
+    ) -> None:
         self.topic, self.tele_period_s = topic, tele_period_s
         self.power = False
         self.load_w = 0.0
@@ -41,6 +48,8 @@ class TasmotaPlug:
             CallbackAPIVersion.VERSION2, client_id=f"DVES_{topic[-6:].upper()}", protocol=mqtt.MQTTv311
         )
         c.will_set(f"tele/{topic}/LWT", "Offline", qos=1, retain=True)
+        if username:
+            c.username_pw_set(username, password)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.connect("127.0.0.1", port, 30)

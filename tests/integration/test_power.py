@@ -20,7 +20,7 @@ from afn_agent.config import load_config
 from afn_agent.intake import submit
 from afn_agent.ledger.usage import reprice
 from afn_agent.sim.jobs import circle_gcode
-from tests.broker import Broker
+from tests.broker import Broker, password
 from tests.devices.shelly import ShellyPlug
 from tests.devices.tasmota import TasmotaPlug
 from tests.helpers import api_table, wait_for, write_config
@@ -35,10 +35,11 @@ class Device:
         if kind == "shelly":
             self.plug = ShellyPlug()
             self.spec = f"shelly:{self.plug.host}"
-        elif kind == "tasmota":
-            self.broker = Broker(tmp_path / "broker", open_access=True).start()
-            self.plug = TasmotaPlug(self.broker.port, "afn_plug_7C2F", tele_period_s=2.0)
-            self.spec = "tasmota:afn_plug_7C2F"
+        elif kind == "tasmota":  # the shipped ACL: the agent as pi-printers, the plug as its own user
+            self.broker = Broker(tmp_path / "broker").start()
+            self.plug = TasmotaPlug(self.broker.port, "printer2-plug", tele_period_s=2.0, username="printer2-plug",
+                                    password=password("printer2-plug"))  # fmt: skip
+            self.spec = "tasmota:printer2-plug"
         else:
             self.spec = "sim"
         self.agent = None
@@ -78,7 +79,10 @@ def powered(tmp_path, start_sim):
         machine = {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
                    "baud": sim.options["baud"], "tariff": "printer", "reader": "sim", "power": device.spec,
                    "power_poll_s": 0.2, "power_safe": safe}  # fmt: skip
-        broker = {"host": "127.0.0.1", "port": device.broker.port} if device.broker else None
+        broker = None
+        if device.broker is not None:
+            broker = {"host": "127.0.0.1", "port": device.broker.port, "username": "pi-printers",
+                      "password": password("pi-printers")}  # fmt: skip
         path = write_config(tmp_path / "agent.toml", [machine], broker=broker)
         path.write_text(
             path.read_text() + api_table() + f'\n[access]\nbadge_secret = "{SECRET}"\ndebounce_s = 0.2\n'

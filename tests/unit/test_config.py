@@ -90,8 +90,8 @@ def test_the_example_config_is_valid():
 
     example = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
     cfg = load_config(example)
-    assert [m.id for m in cfg.machines] == ["printer-1", "printer-2", "laser-1"]
-    laser = cfg.machine("laser-1")
+    assert [m.id for m in cfg.machines] == ["printer-1", "printer-2", "laser-2"]
+    laser = cfg.machine("laser-2")
     assert (laser.power, laser.extraction, laser.power_safe) == (
         "shelly:192.168.10.41",
         "gpio:gpiochip0:22",
