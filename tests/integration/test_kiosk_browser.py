@@ -3,6 +3,7 @@ badge -> quote -> start -> progress -> done, and a refusal in words. Screenshots
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -74,6 +75,12 @@ def test_badge_quote_start_progress_done(kiosk, tmp_path):
     wait_for(lambda: agent.control.status("printer-1")["material"] == "PETG", 5, "PETG loaded")
     (row,) = [a for a in agent.ledger.audit_log("printer-1") if a["action"] == "material"]
     assert row["actor"] == "session:ana" and row["result"] == "PETG"  # the member, by their session
+    page.click("#new-key")  # her own slicer key, shown once, as text and QR
+    page.wait_for_selector("#key-qr svg")
+    key = page.inner_text("#key-text").strip()
+    (made,) = agent.keys.list("ana")
+    assert len(key) > 30 and made["created_by"] == "session:ana"
+    assert agent.keys.find(hashlib.sha256(key.encode()).hexdigest())["id"] == made["id"], "the key shown works"
     shot(page, "2-quote")
     page.click("#queue button.start")
     page.wait_for_selector("#running:not(.hidden)")

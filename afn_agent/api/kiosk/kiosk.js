@@ -18,18 +18,31 @@ function hms(s) {
   return (h ? h + " h " : "") + m + " min " + (h ? "" : r + " s");
 }
 
-async function call(method, path) {
+// One request to the agent, as the member at the machine (its session token): the answer's JSON, or
+// null with the reason shown.
+async function call(method, path, body) {
   const headers = token ? { Authorization: "Bearer " + token } : {};
-  const resp = await fetch(path, { method, headers });
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  let answer = null;
+  try { answer = await resp.json(); } catch (e) { /* no JSON body (204) */ }
   if (!resp.ok) {
-    let why = resp.statusText;
-    try { why = (await resp.json()).detail || why; } catch (e) { /* not JSON */ }
-    $("error").textContent = why;
+    $("error").textContent = (answer && answer.detail) || resp.statusText;
     show("error", true);
-    return false;
+    return null;
   }
   show("error", false);
-  return true;
+  return answer || {};
+}
+
+function quoted(job) {
+  const q = job.quote || {};
+  return job.name + " — " + hms(job.estimate_s) + ", " + (job.material_g || 0).toFixed(1) + " g, " +
+    (q.price ? q.price + " " + q.currency : "no quote");
 }
 
 function draw(v) {
@@ -95,10 +108,8 @@ function draw(v) {
   queue.textContent = "";
   for (const job of v.queue) {
     const li = document.createElement("li");
-    const q = job.quote || {};
     const label = document.createElement("span");
-    label.textContent = job.name + " — " + hms(job.estimate_s) + ", " + (job.material_g || 0).toFixed(1) + " g, " +
-      (q.price ? q.price + " " + q.currency : "no quote");
+    label.textContent = quoted(job);
     li.appendChild(label);
     if (job.material && job.material.warning) {
       const warn = document.createElement("p");
@@ -126,9 +137,7 @@ function draw(v) {
   unclaimed.textContent = "";
   for (const job of v.unclaimed || []) {
     const li = document.createElement("li");
-    const q = job.quote || {};
-    li.appendChild(document.createTextNode(job.name + " — " + hms(job.estimate_s) + ", " +
-      (q.price ? q.price + " " + q.currency : "no quote") + " "));
+    li.appendChild(document.createTextNode(quoted(job) + " "));
     const b = document.createElement("button");
     b.className = "claim";
     b.textContent = "This is mine — start";
@@ -149,25 +158,12 @@ $("pause").onclick = () => call("POST", "/v1/machines/" + machine + "/pause");
 $("resume").onclick = () => call("POST", "/v1/machines/" + machine + "/resume");
 $("cancel").onclick = () => { if (confirm("Cancel this job?")) call("POST", "/v1/machines/" + machine + "/cancel"); };
 $("clear-alarms").onclick = () => call("POST", "/v1/machines/" + machine + "/alarms/clear");
-$("material").onchange = async (e) => {
-  const headers = { "Content-Type": "application/json" };
-  if (token) headers.Authorization = "Bearer " + token;
-  const resp = await fetch("/v1/machines/" + machine + "/material",
-    { method: "POST", headers, body: JSON.stringify({ material: e.target.value }) });
-  show("error", !resp.ok);
-  if (!resp.ok) $("error").textContent = (await resp.json()).detail || resp.statusText;
-};
+$("material").onchange = (e) => call("POST", "/v1/machines/" + machine + "/material", { material: e.target.value });
 $("new-key").onclick = async () => {
-  const resp = await fetch("/v1/keys", {
-    method: "POST",
-    headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
-    body: JSON.stringify({ name: "made at " + machine + " on " + new Date().toISOString().slice(0, 10) }),
-  });
-  const body = await resp.json();
-  show("error", !resp.ok);
-  if (!resp.ok) { $("error").textContent = body.detail || resp.statusText; return; }
-  $("key-text").textContent = body.key;
-  $("key-qr").innerHTML = body.qr_svg;  // made by the agent from the key alone
+  const made = await call("POST", "/v1/keys", { name: "made at " + machine + " on " + new Date().toISOString().slice(0, 10) });
+  if (!made) return;
+  $("key-text").textContent = made.key;
+  $("key-qr").innerHTML = made.qr_svg;  // made by the agent from the key alone
   show("key-shown", true);
 };
 $("confirm").onclick = () => call("POST", "/v1/machines/" + machine + "/confirm");
