@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import ClassVar
 
 import httpx
 import pytest
@@ -30,23 +29,7 @@ from afn_agent.intake import submit
 from afn_agent.sim.jobs import circle_gcode
 from tests.broker import free_port
 from tests.helpers import api_table, wait_for, write_config
-from tests.integration.test_access import SECRET, snapshot
-
-
-class Directory(http.server.BaseHTTPRequestHandler):
-    """The booking system's directory endpoint (`sync_url`): serves whatever `doc` is now."""
-
-    doc: ClassVar[dict] = {}
-
-    def do_GET(self):
-        body = json.dumps(Directory.doc).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+from tests.integration.test_access import SECRET, Booking, snapshot
 
 
 def run_agent(config, log):
@@ -81,9 +64,9 @@ def stop(agent, timeout=30) -> int:
 
 @pytest.fixture
 def directory_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Directory)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Booking)  # the booking system's endpoint
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    Directory.doc = snapshot(version=1)
+    Booking.doc, Booking.full, Booking.hits = snapshot(version=1), None, []
     yield f"http://127.0.0.1:{server.server_address[1]}/directory"
     server.shutdown()
 
@@ -95,7 +78,7 @@ def test_hup_while_two_jobs_stream_changes_keys_tariffs_members_and_no_line(
     machines = [{"id": f"printer-{i + 1}", "class": "fdm-printer", "profile": "marlin2", "port": str(s.link),
                  "baud": s.options["baud"], "tariff": "printer", "hold_uploads": False} for i, s in enumerate(sims)]  # fmt: skip
     config = write_config(tmp_path / "agent.toml", machines)
-    access = f'\n[access]\nbadge_secret = "{SECRET}"\nsync_url = "{directory_server}"\nsync_every_s = 3600\n'
+    access = f'\n[access]\nbadge_secret = "{SECRET}"\nsync_url = "{directory_server}"\nsync_token = "tok-123"\nsync_every_s = 3600\n'
     base, port = config.read_text(), free_port()
     config.write_text(base + api_table(port=port) + access)
     cfg = load_config(config)
@@ -116,8 +99,8 @@ def test_hup_while_two_jobs_stream_changes_keys_tariffs_members_and_no_line(
         assert httpx.get(f"{url}/v1/machines", headers={"X-Api-Key": new_key}).status_code == 403
         config.write_text(base.replace("per_active_minute = 0.10", "per_active_minute = 0.20")
                           + api_table(port=port) + extra + access)  # fmt: skip
-        Directory.doc = snapshot(version=2)
-        Directory.doc["members"].append({"id": "zoe", "name": "Zoé", "badges": ["0A00000222"],
+        Booking.doc = snapshot(version=2)
+        Booking.doc["members"].append({"id": "zoe", "name": "Zoé", "badges": ["0A00000222"],
                                          "trainings": [{"class": "fdm-printer"}]})  # fmt: skip
         lines_before = len(executed_moves(sims[0]))
         agent.send_signal(signal.SIGHUP)
