@@ -5,6 +5,7 @@ simulated relay; Tasmota over MQTT is in tasmota.py. The agent's power rules nev
 from __future__ import annotations
 
 import json
+import math
 import threading
 import urllib.error
 import urllib.request
@@ -25,6 +26,14 @@ class Reading:
 
     on: bool
     watts: float | None = None
+
+
+def watts_of(value: object) -> float | None:
+    """A device's power figure, or None: a broken or hostile peer's `true`, `"12"`, NaN or 1e309 (JSON's
+    infinity) would otherwise read as a machine busy for ever."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 class Switch(Protocol):
@@ -144,8 +153,7 @@ class ShellySwitch:
 
     def read(self) -> Reading:
         status = self._call("Switch.GetStatus")
-        watts = status.get("apower")
-        return Reading(bool(status.get("output")), float(watts) if isinstance(watts, int | float) else None)
+        return Reading(bool(status.get("output")), watts_of(status.get("apower")))
 
     def close(self) -> None:
         pass

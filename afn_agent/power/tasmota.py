@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .switches import Reading, Unreachable
+from .switches import Reading, Unreachable, watts_of
 
 log = logging.getLogger("afn_agent.power")
 MAX_PAYLOAD = 4096  # a Tasmota message is a few hundred bytes; anything larger is not one
@@ -99,8 +99,8 @@ class TasmotaSwitch:
         if isinstance(power, str):
             self.on = power.upper() == "ON"
         energy = doc.get("ENERGY")
-        if isinstance(energy, dict) and isinstance(energy.get("Power"), int | float):
-            self.watts = float(energy["Power"])
+        if isinstance(energy, dict) and (watts := watts_of(energy.get("Power"))) is not None:
+            self.watts = watts
 
     def _wait(self, seen: int, counter: str, what: str) -> None:
         deadline = time.monotonic() + self.timeout_s

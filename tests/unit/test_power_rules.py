@@ -9,7 +9,7 @@ import pytest
 
 from afn_agent.metered import Meter
 from afn_agent.power.rules import COOL_UNKNOWN_S, Facts, Rule, decide
-from afn_agent.power.switches import GpioSwitch, Unreachable, make_switch
+from afn_agent.power.switches import GpioSwitch, Reading, Unreachable, make_switch
 
 IDLE = dict(job=False, session=False, waiting=False, since_use_s=math.inf, powered=False)
 
@@ -140,3 +140,25 @@ def test_power_defaults_follow_the_kind(tmp_path):
     laser, printer = load_config(path).machines
     assert (laser.power_safe, laser.power_after_s, laser.port) == ("closed", 300.0, "")
     assert (printer.power_safe, printer.power_after_s, printer.power_cool_c) == ("open", 0.0, 50.0)
+
+
+@pytest.mark.parametrize("value", [True, "900", float("nan"), float("inf"), 1e309, None, [900], {"W": 1}])
+def test_a_hostile_power_figure_is_no_figure(value):
+    from afn_agent.power.switches import watts_of
+
+    assert watts_of(value) is None
+
+
+def test_a_shelly_answer_with_infinite_power_is_not_busy_for_ever():
+    from tests.devices.shelly import ShellyPlug
+
+    plug = ShellyPlug()
+    try:
+        switch = make_switch(f"shelly:{plug.host}", None)
+        plug.call("Switch.Set", {"id": 0, "on": True})
+        plug.load_w = float("inf")  # its JSON answer carries Infinity
+        assert switch.read() == Reading(True, None)
+        plug.load_w = 900.0
+        assert switch.read().watts == 900.0
+    finally:
+        plug.close()
