@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from .console_config import ConsoleSettings, console_settings
 from .firmware.profile import ProfileError, load_profile
 from .ledger.tariff import Tariff, TariffError
 from .materials import BUILT_IN, Material, key, tariff_with
@@ -51,6 +52,7 @@ class MachineConfig:
     wait_for_port: bool = (
         False  # its port may be absent when the agent starts (a board powered with the machine)
     )
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)  # jog, probe, preheat, language
 
 
 @dataclass(frozen=True)
@@ -360,10 +362,18 @@ def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> M
             "session_end", str, "finish", lambda v: v in ("finish", "pause", "stop"), "finish, pause or stop"
         ),
         wait_for_port=t.get("wait_for_port", bool, False),
+        console=_console(t.get("console", dict, {}), t.where, file),
         **_power(t, kind, streamed),
     )
     t.done()
     return cfg
+
+
+def _console(data: dict[str, Any], where: str, file: Path) -> ConsoleSettings:
+    table = _Table(data, f"{where}.console", file)
+    settings = console_settings(table)
+    table.done()
+    return settings
 
 
 def _power(t: _Table, kind: str, streamed: bool) -> dict[str, Any]:

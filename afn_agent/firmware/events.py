@@ -131,3 +131,26 @@ class ProbeSent(Event):
     """The ok-watchdog sent a probe because the firmware went quiet."""
 
     attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult(Event):
+    """GRBL `[PRB:x,y,z:1]`: where a probe cycle stopped (machine coordinates), and whether it touched."""
+
+    position: dict[str, float]
+    touched: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOffset(Event):
+    """The active work offset (GRBL `WCO:` or `[G54:…]`): work position = machine position − offset."""
+
+    axes: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class UserWait(Event):
+    """The firmware holds the job for a person: a program pause (M0/M1) or Marlin's `paused for user`."""
+
+    text: str  # the waiting line
+    tag: object = None

@@ -6,7 +6,6 @@ banners (a reset), settings dumps and check mode. Time only as the `now` the cal
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections import deque
 
@@ -35,6 +34,8 @@ BANNER_RE = re.compile(r"^(grbl|grblhal|fluidnc)\b.*", re.I)
 SETTING_RE = re.compile(r"^\$([A-Za-z0-9]+)=(.*)$")
 OPT_RE = re.compile(r"^OPT:([^,]*),(\d+),(\d+)")
 SYNC_RE = re.compile(r"^(\$|G10\s*L[0-9]|G28\.1|G30\.1)", re.I)
+PROGRAM_PAUSES = frozenset({"M0", "M00", "M1", "M01"})
+AXES = "XYZABC"
 BANNER_QUIET_S = 0.25  # after a reboot banner, answers to lines written before it may still come
 GREET_RETRY_S = 2.0  # no banner and no status report: reset the controller again this often
 
@@ -80,6 +81,8 @@ class GrblProtocol:
         self._quiet_until = 0.0
         self._status_seen = False  # a status report since the last banner (alarm known or not)
         self._info_ready = False  # `$I` answered; its FirmwareInfo waits for a status report
+        self.work_offset: dict[str, float] = {}  # WCO (G54 + G92 + tool length), machine − work
+        self._waiting_on = -1  # the program pause (seq) already reported as waiting for a person
 
     # ---- what the driver feeds in -------------------------------------------------------------
     def begin_job(self) -> None:
@@ -295,11 +298,33 @@ class GrblProtocol:
             if len(nums) == 2:
                 self.planner_free, self.rx_free = _int(nums[0]), _int(nums[1])
         self._emit(ev.MachineStatus(state, self.substate, fields, self.planner_free, self.rx_free))
-        pos = fields.get("MPos") or fields.get("WPos")
-        if pos:
-            axes = "XYZABC"
-            with contextlib.suppress(ValueError):
-                self._emit(ev.Position({axes[i]: float(v) for i, v in enumerate(pos.split(","))}))
+        if "WCO" in fields:
+            self._offset(fields["WCO"])
+        if "MPos" in fields and (axes := _axes(fields["MPos"])):
+            self._emit(ev.Position(axes))
+        elif "WPos" in fields and (axes := _axes(fields["WPos"])):  # $10=0: work position; machine = + WCO
+            self._emit(ev.Position({k: v + self.work_offset.get(k, 0.0) for k, v in axes.items()}))
+        self._program_pause()
+
+    def _offset(self, text: str) -> None:
+        axes = _axes(text)
+        if axes and axes != self.work_offset:
+            self.work_offset = axes
+            self._emit(ev.WorkOffset(dict(axes)))
+
+    def _program_pause(self) -> None:
+        """M0 (M1) stops at `Hold:0` with its own ok held back until a cycle start: a person is awaited.
+        Reported once per pause line; a hold of ours (pause, cancel) has no pause line in front."""
+        oldest = self.window.oldest()
+        if self.state != "Hold" or self.substate != 0 or oldest is None or oldest.seq == self._waiting_on:
+            return
+        if oldest.text and oldest.text.split(None, 1)[0].upper() in PROGRAM_PAUSES:
+            self._waiting_on = oldest.seq
+            self._emit(ev.UserWait(oldest.text, oldest.tag))
+
+    def cycle_start(self) -> bytes:
+        """`~`: a person has done what a program pause (or a hold) waited for."""
+        return CYCLE_START
 
     def _on_banner(self, line: str, now: float) -> None:
         self.firmware_name = line.split("[")[0].strip()
@@ -335,6 +360,9 @@ class GrblProtocol:
             elif msg == "Disabled":
                 self.check_mode = False
                 self._expect_reset = True  # leaving check mode soft-resets the controller
+        elif body.startswith("PRB:"):
+            where, _, touched = body[4:].rpartition(":")
+            self._emit(ev.ProbeResult(_axes(where) or {}, touched == "1"))
         elif m := OPT_RE.match(body):
             self.planner_blocks = int(m.group(2))
             rx = int(m.group(3))
@@ -380,6 +408,14 @@ class GrblProtocol:
                 self._retire()
             return
         self._fault(f"no answer from the controller for {limit:g} s", "no-answer")
+
+
+def _axes(text: str) -> dict[str, float] | None:
+    """`1.000,-2.5,3` as {"X": 1.0, "Y": -2.5, "Z": 3.0}; None if a number is not one."""
+    try:
+        return {AXES[i]: float(v) for i, v in enumerate(text.split(",")[: len(AXES)])}
+    except ValueError:
+        return None
 
 
 def _int(text: str) -> int:

@@ -33,6 +33,8 @@ from .window import SentLine, Window
 
 HISTORY = 512
 RESEND_SETTLE_S = 0.1  # a resent line that drew a repeated request and then silence is sent again
+USER_WAITS = ("paused for user", "paused for input")  # Marlin's keepalive while a person is awaited
+CONTINUE = b"M108\n"
 BANNER_QUIET_S = 0.25  # after `start`, answers to lines written before it may still come: ignored
 RESEND_ANSWER_S = 1.0  # a resent line with no answer at all this long is sent again (it was lost)
 RESEND_RETRIES = 2  # copies sent again on a timer per request; after that the ok-watchdog takes over
@@ -80,6 +82,7 @@ class MarlinProtocol:
         self._now = now
         self._sync: SentLine | None = None  # an M110 on its way: nothing else goes out until its ok
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
+        self._waiting_on = -1  # the line (seq) already reported as waiting for a person
 
     # ---- what the driver feeds in -------------------------------------------------------------
     def begin_job(self) -> None:
@@ -134,6 +137,11 @@ class MarlinProtocol:
     def break_waits(self) -> bytes:
         """Bytes that end the heating waits and planned moves a firmware left mid-job is stuck in."""
         return BREAK_WAITS
+
+    def continue_bytes(self) -> bytes:
+        """M108 out of band: ends a wait for the user (M0/M1, M600's prompts). Only the emergency parser
+        reads it while the command queue is blocked; without one the printer's own button must."""
+        return CONTINUE if self.has_emergency_parser else b""
 
     @property
     def has_emergency_parser(self) -> bool:
@@ -247,7 +255,7 @@ class MarlinProtocol:
         elif low.startswith("error") or low.startswith("!!"):
             self._on_error(line)
         elif "busy:" in low:
-            self._emit(ev.Busy(line.split("busy:", 1)[-1].strip()))
+            self._on_busy(line.split("busy:", 1)[-1].strip())
         elif low == "start" or low.startswith("start "):
             self._on_reset(line)
         elif line.startswith("FIRMWARE_NAME:"):
@@ -262,6 +270,15 @@ class MarlinProtocol:
             self._on_unsolicited(line, low)
             return False
         return True
+
+    def _on_busy(self, text: str) -> None:
+        """`busy: paused for user` (M0/M1, M600 …) is a person awaited, once per waiting line; any other
+        busy is progress."""
+        self._emit(ev.Busy(text))
+        oldest = self.oldest_unanswered()
+        if text.lower() in USER_WAITS and oldest is not None and oldest.seq != self._waiting_on:
+            self._waiting_on = oldest.seq
+            self._emit(ev.UserWait(oldest.text, oldest.tag))
 
     def _on_unsolicited(self, line: str, low: str) -> None:
         """Lines the firmware prints on its own: they say nothing about our commands' progress."""

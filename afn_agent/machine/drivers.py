@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..firmware import events as ev
+from ..firmware.console_lines import GrblConsole, MarlinConsole
 from ..firmware.grbl import FEED_HOLD, REALTIME, GrblProtocol
 from ..firmware.marlin import MarlinProtocol
 from ..firmware.profile import Profile
@@ -36,6 +37,7 @@ class Driver:
 
     core: MarlinProtocol | GrblProtocol
     parens = False  # `( … )` is a comment in job files
+    tool_change_by_host = False  # M6 in a job is the agent's to carry out (the firmware has none)
     line_overhead = 1  # bytes a line gains on the wire beyond its text and newline
 
     def __init__(self, profile: Profile, now: float) -> None:
@@ -111,6 +113,15 @@ class Driver:
     def soft_reset(self) -> bytes:
         raise ValueError(f"{self.profile.name} cannot be reset by the host")
 
+    @property
+    def console(self) -> GrblConsole | MarlinConsole:
+        """The family's console lines (jog, zero, probe …), reading the current core's settings."""
+        raise NotImplementedError
+
+    def continue_bytes(self) -> bytes:
+        """Written at once when a person answers a firmware's wait (empty: the firmware cannot be told)."""
+        return b""
+
     def unlock(self) -> None:
         """After an alarm a person has dealt with; nothing to do where the firmware never locks."""
 
@@ -171,6 +182,13 @@ class MarlinDriver(Driver):
     def stall_stop(self) -> Stop:
         return Stop(self.core.emergency_stop(), MachineState.FAULT, ("M112",))  # the emergency parser acts
 
+    @property
+    def console(self) -> MarlinConsole:
+        return MarlinConsole(self.core)
+
+    def continue_bytes(self) -> bytes:
+        return self.core.continue_bytes()
+
     def on_firmware_info(self, info: ev.FirmwareInfo) -> None:
         if info.capabilities.get("AUTOREPORT_TEMP"):
             self.core.send("M155 S2", host=True)
@@ -182,6 +200,14 @@ class MarlinDriver(Driver):
 class GrblDriver(Driver):
     core: GrblProtocol
     parens = True
+    tool_change_by_host = True  # GRBL 1.1 answers M6 with error:20
+
+    @property
+    def console(self) -> GrblConsole:
+        return GrblConsole(self.core)
+
+    def continue_bytes(self) -> bytes:
+        return self.core.cycle_start()
 
     def new_core(self, now: float) -> None:
         self.core = GrblProtocol(self.profile, now)

@@ -20,12 +20,13 @@ class MachineState(StrEnum):
     IDLE = "idle"
     PRINTING = "printing"  # running a job, whatever the machine makes
     PAUSED = "paused"
+    WAITING = "waiting"  # a job waits for a person: a program pause, a tool or filament change
     RESETTING = "resetting"  # GRBL after a reset, until its banner
     ALARM = "alarm"  # GRBL locked until unlock()
     FAULT = "fault"  # until reconnect()
 
 
-JOB_STATES = frozenset({MachineState.PRINTING, MachineState.PAUSED})
+JOB_STATES = frozenset({MachineState.PRINTING, MachineState.PAUSED, MachineState.WAITING})
 OFFLINE_STATES = frozenset({MachineState.DISCONNECTED, MachineState.CONNECTING})
 STOPPED_STATES = frozenset({MachineState.ALARM, MachineState.FAULT})  # a person acts before the next job
 
@@ -231,6 +232,52 @@ class ScriptSent(MachineEvent):
     lines: tuple[str, ...]
     kind: ClassVar[str] = "script"
     published: ClassVar[bool] = True
+
+
+# ---- the machine console (console.py) -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ConsoleSent(MachineEvent):
+    """A set-up action's lines went to the machine (jog, zero, probe, frame …), and who asked."""
+
+    action: str
+    by: str
+    lines: tuple[str, ...]
+    kind: ClassVar[str] = "console"
+    published: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Probed(MachineEvent):
+    """A Z probe ended: touched (Z zero set at the plate's thickness) or not (the machine alarms)."""
+
+    touched: bool
+    position: dict[str, float]
+    plate_mm: float
+    kind: ClassVar[str] = "probe"
+    published: ClassVar[bool] = True
+    status: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class PromptShown(MachineEvent):
+    """The job waits for a person: what for (pause, tool-change, filament-change, user) and the words."""
+
+    prompt_kind: str
+    text: str
+    tool: int | None = None
+    line: int | None = None
+    kind: ClassVar[str] = "prompt"
+    published: ClassVar[bool] = True
+    status: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class PromptAnswered(MachineEvent):
+    by: str
+    waited_s: float
+    kind: ClassVar[str] = "prompt-answered"
+    published: ClassVar[bool] = True
+    status: ClassVar[bool] = True
 
 
 # ---- power (the machine's plug thread, power/plug.py) ------------------------------------------------

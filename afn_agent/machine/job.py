@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..gcode.lexer import wire_text
+
+PAREN_RE = re.compile(r"\(([^)]*)\)")
 
 
 class JobError(ValueError):
@@ -37,6 +40,8 @@ class JobFile:
         self.offset = 0
         self.commands = 0
         self.done = False
+        self.note = ""  # the comment (or M117 text) on or just before the last command read
+        self._comment = ""
 
     def next_command(self) -> tuple[str, JobPos] | None:
         """The next command to send, or None at the end of the file."""
@@ -47,9 +52,15 @@ class JobFile:
                 break
             self.line_no += 1
             self.offset += len(raw)
-            text = wire_text(raw.decode("utf-8", "replace"), parens=self.parens)
+            decoded = raw.decode("utf-8", "replace")
+            text = wire_text(decoded, parens=self.parens)
+            said = _comment(decoded, self.parens)
             if not text:
+                self._comment = said or self._comment
                 continue
+            self.note, self._comment = said or self._comment, ""
+            if text[:4].upper() == "M117":
+                self._comment = text[4:].strip()
             if len(text) > self.max_line:
                 raise JobError(
                     f"{self.path}:{self.line_no}: command is {len(text)} characters, "
@@ -61,3 +72,13 @@ class JobFile:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _comment(line: str, parens: bool) -> str:
+    """The words of a line's comment (`; …`, or `( … )` where parentheses are comments), at most 200."""
+    _, semi, after = line.partition(";")
+    if semi and after.strip():
+        return after.strip()[:200]
+    if parens and (m := PAREN_RE.search(line)):
+        return m.group(1).strip()[:200]
+    return ""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..firmware import events as ev
 from ..gcode.analyzer import analyzer_for
 from . import events as me
+from .console import ConsoleAction, ConsoleRunner
 from .drivers import END_MARK, Driver, driver_for
 from .events import JOB_STATES, STOPPED_STATES, JobResult, MachineEvent, MachineState
 from .job import JobError, JobFile, JobPos
@@ -32,6 +33,7 @@ TELEMETRY_EVERY_S = 0.5
 PROGRESS_EVERY_S = 1.0  # a running job reports what it has used this often (the ledger checkpoints it)
 CLOSE_DRAIN_S = 2.0  # closed mid-job: how long to wait for the answers to lines already sent
 HEAT_WAITS = frozenset({"M109", "M190", "M191", "M116"})  # hold the queue until a heater is at temperature
+PROMPTS = frozenset({"M0", "M00", "M1", "M01", "M600"})  # job lines that may wait for a person
 
 
 class _Reconnect(Exception):
@@ -61,6 +63,7 @@ class MachineLoop:
         self._last_telemetry = 0.0
         self.safe_pending = ""  # a safe state asked for before the machine could take it
         self._stall_since = 0.0
+        self.console = ConsoleRunner(self)
 
     def post(self, *cmd: Any) -> None:
         """A command for the machine thread (any thread)."""
@@ -147,6 +150,7 @@ class MachineLoop:
         self._feed()
         self._io(now, 0.1, commands_first=True)
         now = time.monotonic()
+        self.console.step(now)
         if self._reset_by:
             self._reset_when_stopped(now)
         if self._stall_since and now - self._stall_since > self.profile.timeouts.stall_grace_s:
@@ -196,7 +200,7 @@ class MachineLoop:
 
     def _feed(self) -> None:
         job = self.job
-        if job is None or job.paused or job.ending:
+        if job is None or job.paused or job.ending or job.held_for_tool:
             return
         core = self.driver.core
         while core.wants_lines():
@@ -209,7 +213,14 @@ class MachineLoop:
                 job.ending = "completed"
                 self.driver.send_end(job.check)
                 return
-            core.send(item[0], item[1])
+            text, pos = item
+            if text.split(None, 1)[0].upper() in PROMPTS:
+                job.notes[pos.line] = job.file.note
+            if not job.check and (tool := self.console.tool_change(text)) is not None:
+                job.held_for_tool = True
+                self.console.hold_for_tool(tool, text, pos, job.file.note)
+                return
+            core.send(text, pos)
 
     def _drain_commands(self) -> None:
         while True:
@@ -278,6 +289,9 @@ class MachineLoop:
         if job is None or job.ending:
             return
         job.ending, job.ending_who = "cancelled", who
+        if self.m.state == MachineState.WAITING and (prompt := self.m.prompt) is not None and not prompt.host:
+            self.link.write(self.driver.continue_bytes())  # Marlin reads nothing else while it waits
+        job.held_for_tool = False
         if hold := self.driver.cancel():
             self.link.write(hold)
             self._reset_by = time.monotonic() + CANCEL_HOLD_S
@@ -324,6 +338,31 @@ class MachineLoop:
         if stop.after_reset:
             self._after_reset = lambda: self.driver.send_script(stop.after_reset)
         self._emit(me.SafeState, reason=reason, actions=stop.actions)
+
+    def _cmd_console(self, action: ConsoleAction, answer: Any) -> None:
+        self.console.take(action, answer, time.monotonic())
+
+    # ---- for the console (console.py) -----------------------------------------------------------
+    def emit(self, event: Callable[..., MachineEvent], **facts: Any) -> None:
+        self._emit(event, **facts)
+
+    def set_state(self, state: MachineState) -> None:
+        self._set_state(state)
+
+    def write_now(self, data: bytes) -> None:
+        if data:
+            self.link.write(data)
+
+    def job_line_done(self, pos: Any, text: str) -> None:
+        """A job line the agent carried out itself (GRBL's M6): answered as if the firmware had."""
+        if self.job is not None and isinstance(pos, JobPos):
+            self.job.on_acked(pos, text)
+            self.job.held_for_tool = False
+
+    def prompt_answered(self, by: str) -> None:
+        self.console.answered(by)
+        if self.job is not None and self.m.state == MachineState.WAITING:
+            self._set_state(MachineState.PRINTING, heating=self.job.heating)
 
     def _cmd_script(self, name: str, lines: tuple[str, ...]) -> None:
         if self.m.state == MachineState.IDLE and self.job is None:
@@ -399,6 +438,15 @@ class MachineLoop:
     def _on_position(self, event: ev.Position, now: float) -> None:
         self.m.position = dict(event.axes)
 
+    def _on_probe_result(self, event: ev.ProbeResult, now: float) -> None:
+        self.console.on_probe(event)
+
+    def _on_user_wait(self, event: ev.UserWait, now: float) -> None:
+        self.console.on_user_wait(event)
+
+    def _on_work_offset(self, event: ev.WorkOffset, now: float) -> None:
+        self.m.work_offset = dict(event.axes)
+
     def _on_status(self, status: ev.MachineStatus, now: float) -> None:
         label = status.state + (f":{status.substate}" if status.substate is not None else "")
         self.m.grbl_fields = dict(status.fields)
@@ -423,6 +471,7 @@ class MachineLoop:
             job.ending_reason = f"line {line}: {event.text}" if line else event.text
 
     def _on_alarm(self, event: ev.Alarm, now: float) -> None:
+        self.console.on_alarm()
         self._emit(me.Alarm, code=event.code, meaning=event.meaning)
         if self.job is None and self.m.state in (MachineState.IDLE, MachineState.CONNECTING):
             self._set_state(MachineState.ALARM)
@@ -446,6 +495,7 @@ class MachineLoop:
         job = self.job
         if job is None:
             return
+        self.console.job_ended()
         job.file.close()
         self.job = None
         self.driver.end_job()
@@ -498,4 +548,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[MachineLoop, Any, float], None]] = {
     ev.Alarm: MachineLoop._on_alarm,
     ev.ActionCommand: MachineLoop._on_action,
     ev.ProbeSent: MachineLoop._on_probe,
+    ev.ProbeResult: MachineLoop._on_probe_result,
+    ev.UserWait: MachineLoop._on_user_wait,
+    ev.WorkOffset: MachineLoop._on_work_offset,
 }

@@ -41,6 +41,8 @@ class StreamingJob:
     heating: bool = False
     last_progress: float = 0.0
     last_used: dict[str, Any] = field(default_factory=dict)
+    notes: dict[int, str] = field(default_factory=dict)  # a prompt line's comment, by its line number
+    held_for_tool: bool = False  # an M6 reached: nothing more is fed until a person continues
 
     @property
     def path(self) -> str:

@@ -11,10 +11,13 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from ..console_config import ConsoleSettings
 from ..firmware.profile import Profile
+from .console import ConsoleAction, Prompt
 from .drivers import Driver
 from .events import JobResult, MachineEvent, MachineState
 from .link import LinkLost, SerialLink
@@ -47,6 +50,9 @@ class Machine:
         self.position: Mapping[str, float] = {}
         self.grbl_state = ""
         self.grbl_fields: Mapping[str, str] = {}  # the last status report's fields (FS: feed, spindle)
+        self.work_offset: Mapping[str, float] = {}  # GRBL WCO: work position = machine − offset
+        self.prompt: Prompt | None = None  # what a waiting job asks of a person
+        self.settings = ConsoleSettings()  # the console's settings (the agent replaces them on reload)
         self.result: JobResult | None = None  # the last job's
         self.last_error = ""
         self.heartbeat = time.monotonic()  # the thread turned; the systemd watchdog reads it
@@ -118,6 +124,13 @@ class Machine:
         else:
             self.pause()
 
+    def console(self, action: ConsoleAction) -> Future[str]:
+        """A set-up action (jog, zero, probe …) or a prompt's answer; the future says at once whether the
+        machine took it (its text) or not (ConsoleRefused with the reason)."""
+        answer: Future[str] = Future()
+        self.loop.post("console", action, answer)
+        return answer
+
     def cancel(self, who: str = "member") -> None:
         self.loop.post("cancel", who)
 
@@ -169,6 +182,7 @@ class Machine:
             "material_mm_used": job.last_used.get("material_mm", 0.0) if job else 0.0,
             "temperatures": dict(self.temperatures),
             "position": dict(self.position),
+            "work_offset": dict(self.work_offset),
             "grbl_state": self.grbl_state,
             "resends": core.resends,
             "errors": core.errors,

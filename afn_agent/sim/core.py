@@ -42,6 +42,9 @@ class SimOptions:
     door_at: int = 0
     door_open_s: float = 1.0
     homing_lock: bool = False
+    plate: bool = False
+    babystep: bool = False
+    plate_z: float = -40.0
     feed_time: bool = False
     stall_at: int = 0
     survive_estop: bool = False
@@ -214,6 +217,11 @@ class SimFirmware:
             self.unplug(t)
         elif self.executed == o.reset_at:
             self.reboot(t)
+
+    def log_realtime(self, what: str) -> None:
+        """A realtime byte that acted (cycle start, jog cancel): in the log, never counted as a line."""
+        if self._log:
+            self._log.write(f"rt\t{what}\n")
 
     def unplug(self, t: float) -> None:
         self.stats.unplugs += 1

@@ -115,7 +115,13 @@ class GrblSim(SimFirmware):
         self.feed = 0.0
         self.spindle = 0.0
         self.motion = "0"
-        self.pos = [0.0, 0.0, 0.0]
+        self.pos = list(getattr(self, "pos", [0.0, 0.0, 0.0]))  # a reset keeps the position
+        self.wco = list(getattr(self, "wco", [0.0, 0.0, 0.0]))  # G54 work offset, kept (EEPROM)
+        self.prb = getattr(self, "prb", (0.0, 0.0, 0.0, 0))
+        self.reports = 0
+        self.wco_due = True
+        self.jog: tuple[list[float], list[float], float, float] | None = None  # from, to, t0, t1
+        self.program_hold = False  # M0: Hold:0 with its ok held back until a cycle start
         self.relative = False
         self._move_s = self.opts.move_ms / 1000
         self.settings = dict(getattr(self, "settings", SETTINGS))
@@ -143,7 +149,15 @@ class GrblSim(SimFirmware):
                 self.head_end = INF
                 self.hold_until = t + self.scaled(0.05)
         elif byte == 0x7E:  # '~'
-            if (self.hold or self.door) and not self.door_open:
+            if self.program_hold:
+                self.log_realtime("~ cycle start (M0 continued)")
+                self.program_hold = False
+                _, text = self.pending or ("", "")
+                self.pending = None
+                self.log_executed("-", text, t)
+                self._reply("ok", t)
+                self.drain_ring(t)
+            elif (self.hold or self.door) and not self.door_open:
                 self.door = False
                 self._resume(t)
         elif byte == 0x18:
@@ -152,6 +166,12 @@ class GrblSim(SimFirmware):
         elif byte == 0x84:
             self._open_door(t)
         elif byte == 0x85:
+            if self.jog is not None:
+                self.log_realtime("0x85 jog cancel")
+                start, end, t0, t1 = self.jog
+                f = min(max((t - t0) / max(t1 - t0, 1e-9), 0.0), 1.0)
+                self.pos = [a + (b - a) * f for a, b in zip(start, end, strict=True)]
+                self.jog = None
             if self.planner:
                 self.planner.clear()
                 self.head_end = INF
@@ -192,6 +212,8 @@ class GrblSim(SimFirmware):
             state = "Alarm"
         elif self.door:
             state = ("Door:2" if t < self.hold_until else "Door:1") if self.door_open else "Door:0"
+        elif self.program_hold:
+            state = "Hold:0"
         elif self.hold:
             state = "Hold:1" if t < self.hold_until else "Hold:0"  # 1: decelerating, 0: stopped
         elif self.check:
@@ -199,16 +221,29 @@ class GrblSim(SimFirmware):
         elif self.block_until != INF:
             state = "Home" if self.pending and self.pending[1] == "$H" else "Run"
         else:
-            state = "Run" if self.planner else "Idle"
-        x, y, z = self.pos
+            state = ("Jog" if self.jog else "Run") if self.planner else "Idle"
+        x, y, z = self._live_pos(t)
         free_planner = self.opts.planner_blocks - 1 - len(self.planner)
         rx_free = self.ring_cap - len(self.ring)
         pins = "|Pn:D" if self.door_open else ""
         spindle = 0 if self.door else self.spindle  # a door disables the spindle and the laser
+        self.reports += 1
+        wco = ""
+        if self.wco_due or self.reports % 10 == 0:  # as GRBL: now and then, and just after a change
+            self.wco_due = False
+            wco = "|WCO:" + ",".join(f"{v:.3f}" for v in self.wco)
         return (
             f"<{state}|MPos:{x:.3f},{y:.3f},{z:.3f}|Bf:{free_planner},{rx_free}"
-            f"|FS:{self.feed:.0f},{spindle:.0f}{pins}>"
+            f"|FS:{self.feed:.0f},{spindle:.0f}{pins}{wco}>"
         )
+
+    def _live_pos(self, t: float) -> list[float]:
+        """Where the axes are: a jog's position between its ends, else the last planned target."""
+        if self.jog is None:
+            return self.pos
+        start, end, t0, t1 = self.jog
+        f = min(max((t - t0) / max(t1 - t0, 1e-9), 0.0), 1.0)
+        return [a + (b - a) * f for a, b in zip(start, end, strict=True)]
 
     # ---- lines ----------------------------------------------------------------------------------
     def drain_ring(self, t: float) -> None:
@@ -271,6 +306,14 @@ class GrblSim(SimFirmware):
         if self.check:  # parsed and checked, never moved
             self.log_executed("check", raw.strip(), t)
             return self._reply("ok", t)
+        g = {v.lstrip("+").rstrip("0").rstrip(".") if "." in v else v for k, v in words if k == "G"}
+        if "10" in g:
+            return self._g10(words, raw, t)
+        if "38.2" in g:
+            return self._probe(words, raw, t)
+        if any(k == "M" and v.lstrip("0") in ("0", "1", "") for k, v in words):
+            self.pending = ("pause", raw.strip())
+            return self._try_pending(t)
         if any(k == "G" and v.rstrip("0").rstrip(".") == "4" for k, v in words):
             self.pending = ("dwell", raw.strip())
             p = next((float(v) for k, v in words if k == "P"), 0.0)
@@ -312,6 +355,10 @@ class GrblSim(SimFirmware):
         if kind == "home":
             self.block_until = t + self.scaled(1.5)
             return
+        if kind == "pause":  # M0: the planner empties, then a hold until a person's cycle start
+            if not self.planner:
+                self.program_hold = True
+            return
         if len(self.planner) >= self.opts.planner_blocks - 1:
             return
         dur = self.scaled(self._move_s)
@@ -325,6 +372,61 @@ class GrblSim(SimFirmware):
             self._alarm(1, t)
         if self.executed == self.opts.door_at:
             self._open_door(t)
+
+    def _g10(self, words: list[tuple[str, str]], raw: str, t: float) -> None:
+        """G10 L20 P1: the current position becomes the given work coordinates (G54 only here)."""
+        w = dict(words)
+        if w.get("L") != "20" or w.get("P", "1") not in ("1", "0"):
+            return self._reply("error:20", t)
+        for i, axis in enumerate("XYZ"):
+            if axis in w:
+                self.wco[i] = self.pos[i] - float(w[axis])
+        self.wco_due = True
+        self.log_executed("-", raw.strip(), t)
+        return self._reply("ok", t)
+
+    def _probe(self, words: list[tuple[str, str]], raw: str, t: float) -> None:
+        """G38.2 Z: down towards the target (work coordinates); a plate at --plate-z stops it there."""
+        w = dict(words)
+        if "Z" not in w or self.planner:
+            return self._reply("error:9" if "Z" in w else "error:26", t)
+        target = float(w["Z"]) + (self.pos[2] if self.relative else self.wco[2])
+        self.log_executed("-", raw.strip(), t)
+        if self.opts.plate and target <= self.opts.plate_z <= self.pos[2]:
+            self.pos[2] = self.opts.plate_z
+            self.prb = (self.pos[0], self.pos[1], self.pos[2], 1)
+            self.out(f"[PRB:{self.pos[0]:.3f},{self.pos[1]:.3f},{self.pos[2]:.3f}:1]", t)
+            return self._reply("ok", t)
+        self.pos[2] = target
+        self.prb = (self.pos[0], self.pos[1], self.pos[2], 0)
+        self.out("ALARM:5", t)  # probe fail: no contact within the programmed travel
+        self.alarm = True
+        return self._reply("ok", t)
+
+    def _jog(self, cmd: str, raw: str, t: float) -> None:
+        """`$J=`: G91 relative, G53 machine, else work coordinates; planned like a move, cancelled by 0x85."""
+        body = cmd[3:]
+        words = WORD_RE.findall(body)
+        if WORD_RE.sub("", body).strip() or not any(k == "F" for k, _ in words):
+            return self._reply("error:2", t)
+        gs = {v for k, v in words if k == "G"}
+        start = list(self.pos)
+        end = list(self.pos)
+        for i, axis in enumerate("XYZ"):
+            for k, v in words:
+                if k == axis:
+                    base = start[i] if "91" in gs else (0.0 if "53" in gs else self.wco[i])
+                    end[i] = base + float(v)
+        feed = next(float(v) for k, v in words if k == "F")
+        dist = sum((a - b) ** 2 for a, b in zip(start, end, strict=True)) ** 0.5
+        dur = self.scaled(max(dist / max(feed, 1e-6) * 60, 0.01))
+        self.pos = end
+        self.jog = (start, end, t, t + dur)
+        self.planner.append(dur)
+        if self.head_end == INF:
+            self.head_end = t + dur
+        self.log_executed("$", raw.strip(), t)
+        return self._reply("ok", t)
 
     def _alarm(self, code: int, t: float) -> None:
         self.out(f"ALARM:{code}", t)
@@ -349,7 +451,15 @@ class GrblSim(SimFirmware):
             )
         elif cmd == "$#":
             for name in ("G54", "G55", "G56", "G57", "G58", "G59", "G28", "G30", "G92"):
-                self.out(f"[{name}:0.000,0.000,0.000]", t)
+                xyz = self.wco if name == "G54" else [0.0, 0.0, 0.0]
+                self.out(f"[{name}:{xyz[0]:.3f},{xyz[1]:.3f},{xyz[2]:.3f}]", t)
+            self.out("[TLO:0.000]", t)
+            x, y, z, ok = self.prb
+            self.out(f"[PRB:{x:.3f},{y:.3f},{z:.3f}:{ok}]", t)
+        elif cmd.startswith("$J="):
+            if self.alarm:
+                return self._reply("error:9", t)
+            return self._jog(cmd, raw, t)
         elif cmd == "$X":
             if self.alarm:
                 self.out("[MSG:Caution: Unlocked]", t)
@@ -370,7 +480,7 @@ class GrblSim(SimFirmware):
                 return
         elif m := re.fullmatch(r"\$(\d+)=([-+]?[\d.]+)", cmd):
             self.settings[m.group(1)] = m.group(2)
-        elif re.fullmatch(r"\$(N\d?=.*|N|RST=[$#*]|SLP|J=.*)", cmd):
+        elif re.fullmatch(r"\$(N\d?=.*|N|RST=[$#*]|SLP)", cmd):
             pass
         else:
             return self._reply("error:3", t)
@@ -386,6 +496,8 @@ class GrblSim(SimFirmware):
         if t >= self.head_end:
             self.planner.popleft()
             self.head_end = t + self.planner[0] if self.planner else INF
+            if not self.planner:
+                self.jog = None
         if t >= self.block_until:
             self.block_until = INF
             kind, text = self.pending or ("", "")

@@ -113,6 +113,9 @@ class MarlinSim(SimFirmware):
             self.head_end = INF
         elif word == "M108" and self.block_kind == "heat":
             self.block_until = t  # break out of the heating wait; the M109/M190 ends now
+        elif word == "M108" and self.block_kind == "user":
+            self.log_realtime("M108 (wait for user ended)")
+            self.block_until = t
 
     def drain_ring(self, t: float) -> None:
         """Marlin reads serial into its command queue while the queue has room, then runs the queue:
@@ -203,8 +206,13 @@ class MarlinSim(SimFirmware):
             if self.head_end == INF:
                 self.head_end = t + dur
             return self._done(cmd, t)
-        if w in ("M400", "G4", "G28", "G29", "M109", "M190") and self.planner:
+        if w in ("M400", "G4", "G28", "G29", "M109", "M190", "M0", "M1", "M600") and self.planner:
             return False
+        if w in ("M0", "M1", "M600"):  # a person is awaited: `busy: paused for user` until M108
+            said = cmd.text[len(w):].strip()
+            if said and w != "M600":
+                self.out(f"echo:{said}", t)
+            return self._block(cmd, t, INF, "user")
         if w == "G4":
             return self._block(cmd, t, self.scaled(_dwell(cmd.text)), "dwell")
         if w in ("G28", "G29"):
@@ -221,7 +229,7 @@ class MarlinSim(SimFirmware):
 
     def _block(self, cmd: _Cmd, t: float, seconds: float, kind: str) -> bool:
         self.block_until, self.block_kind = t + seconds, kind
-        self.next_busy = t + 2.0
+        self.next_busy = t + (0.05 if kind == "user" else 2.0)  # Marlin says at once that it waits
         return False
 
     def _done(self, cmd: _Cmd, t: float, reply: str | None = None) -> bool:
@@ -282,6 +290,8 @@ class MarlinSim(SimFirmware):
             for k, v in WORD_RE.findall(text.upper()[3:]):
                 if k in self.pos:
                     self.pos[k] = float(v)
+        elif w == "M290" and self.opts.babystep:
+            self.babysteps = getattr(self, "babysteps", 0.0) + _param(text, "Z", 0.0)
         elif w == "M110":
             self.last_n = int(_param(text, "N", 0))
         elif not KNOWN_RE.match(w):
@@ -298,6 +308,7 @@ class MarlinSim(SimFirmware):
             "ADVANCED_OK": o.advanced_ok,
             "HOST_ACTION_COMMANDS": True,
             "PROMPT_SUPPORT": False,
+            "BABYSTEPPING": o.babystep,
         }
         return [
             f"FIRMWARE_NAME:{name} SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin "
@@ -342,7 +353,8 @@ class MarlinSim(SimFirmware):
             self.next_busy, self.wait_since = INF, None
             self._done(self.queue[0], t)
         if t >= self.next_busy:
-            self.out("echo:busy: processing", t)
+            waiting = "paused for user" if self.block_kind == "user" else "processing"
+            self.out(f"echo:busy: {waiting}", t)
             self.next_busy = t + 2.0
         if t >= self.next_report:
             self.out(" " + self._temps(t), t)

@@ -1,0 +1,343 @@
+"""The machine console inside the machine thread: set-up actions (jog, zero, probe, frame …) and the
+prompts of a job that waits for a person (M0/M1, a tool change, M600).
+
+Control (another thread) posts a fully specified `ConsoleAction` with a future; the machine thread
+decides here whether the machine can take it now (its state, its travel, what it is doing), queues the
+lines its family's console builder gives, and answers the future at once — it never waits for the
+caller. What the action then does (a probe's result, a prompt) comes back as machine events.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from ..errors import Conflict
+from ..firmware import events as ev
+from ..firmware.console_lines import NotHere
+from . import events as me
+from .events import MachineState
+
+if TYPE_CHECKING:
+    from .loop import MachineLoop
+
+JOG_LEASE_S = 0.5  # a continuous jog stops this long after the last "still pressed" (release, lost link)
+TOOL_CHANGE_RE = re.compile(r"(?:^|\s)M0*6(?![\d.])", re.I)
+TOOL_RE = re.compile(r"(?:^|\s)T(\d+)", re.I)
+
+
+class Do(StrEnum):
+    """What a person asks of the machine from its console."""
+
+    JOG = "jog"
+    JOG_STOP = "jog-stop"
+    ZERO = "zero"
+    GO_TO_ZERO = "go-to-zero"
+    HOME = "home"
+    PROBE = "probe"
+    FRAME = "frame"
+    UNLOCK = "unlock"
+    CONTINUE = "continue"
+    PREHEAT = "preheat"
+    COOLDOWN = "cooldown"
+    LOAD = "load"
+    UNLOAD = "unload"
+    RAISE_Z = "raise-z"
+    BABYSTEP = "babystep"
+
+
+SET_UP = frozenset({Do.JOG, Do.JOG_STOP, Do.ZERO, Do.GO_TO_ZERO, Do.HOME, Do.PROBE, Do.FRAME, Do.PREHEAT,
+                    Do.COOLDOWN, Do.LOAD, Do.UNLOAD, Do.RAISE_Z})  # fmt: skip
+AT_TOOL_CHANGE = frozenset({Do.JOG, Do.JOG_STOP, Do.ZERO, Do.PROBE, Do.RAISE_Z, Do.CONTINUE})
+WHILE_MOVING = frozenset({Do.JOG, Do.JOG_STOP})  # the rest wait until the axes are at rest
+
+
+class ConsoleRefused(Conflict):
+    """The machine cannot take this action now; the message says why (state, travel, firmware)."""
+
+    code = "console-refused"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleAction:
+    """One console action with everything it needs (feeds, plate, box) filled in from the config."""
+
+    do: Do
+    by: str
+    axes: Mapping[str, float] = field(default_factory=dict)  # jog step / direction, zero values
+    feed: float = 0.0
+    continuous: bool = False
+    box: Mapping[str, tuple[float, float]] | None = None  # frame: the job's working X/Y box (work coords)
+    safe_z: float | None = None  # machine Z for rapids
+    plate_mm: float = 0.0
+    retract_mm: float = 5.0
+    depth_mm: float = 30.0
+    power: float = 0.0  # frame: a laser's S (0: beam off)
+    hotend: float = 0.0
+    bed: float = 0.0
+    mm: float = 0.0  # filament length, Z raise, babystep
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What a waiting job asks of a person, as the status shows it."""
+
+    kind: str  # pause | tool-change | filament-change | user
+    text: str
+    tool: int | None = None
+    host: bool = False  # the agent holds the job (GRBL M6): the member may jog and probe meanwhile
+    line: int | None = None
+    since: float = field(default_factory=time.time)
+
+
+class ConsoleRunner:
+    """Owned by the machine thread (MachineLoop.console)."""
+
+    def __init__(self, loop: MachineLoop) -> None:
+        self.loop = loop
+        self.jog_until = 0.0  # a continuous jog's lease (monotonic); 0: none
+        self.jog_dir: tuple[tuple[str, float], ...] = ()
+        self.probe: ConsoleAction | None = None  # a probe on its way: what to do when it touches
+        self.pending_tool: tuple[int | None, str, object, str] | None = None  # M6 reached: tool, line, note
+
+    # ---- actions from people ---------------------------------------------------------------------------
+    def take(self, action: ConsoleAction, answer: Future[str], now: float) -> None:
+        try:
+            answer.set_result(self._take(action, now))
+        except (ConsoleRefused, NotHere) as exc:
+            answer.set_exception(exc if isinstance(exc, ConsoleRefused) else ConsoleRefused(str(exc)))
+
+    def _take(self, a: ConsoleAction, now: float) -> str:
+        m, loop = self.loop.m, self.loop
+        self._check_state(a)
+        lines = loop.driver.console
+        if a.do is Do.CONTINUE:
+            return self._continue(a)
+        if a.do is Do.UNLOCK:
+            loop.driver.unlock()
+            return "unlocking"
+        if a.do is Do.JOG_STOP:
+            self._stop_jog()
+            return "jog stopped"
+        if a.do is Do.JOG and a.continuous:
+            return self._continuous(a, now)
+        if a.do is Do.JOG:
+            self._within_travel({k: m.position.get(k, 0.0) + v for k, v in a.axes.items()}, "this jog")
+            return self._send(a, lines.jog(a.axes, a.feed))
+        if a.do is Do.ZERO:
+            return self._send(a, lines.zero(a.axes))
+        if a.do is Do.GO_TO_ZERO:
+            return self._send(a, lines.go_to_zero(self._safe_z(a)))
+        if a.do is Do.HOME:
+            return self._send(a, lines.home())
+        if a.do is Do.PROBE:
+            work_z = m.position.get("Z", 0.0) - m.work_offset.get("Z", 0.0)
+            sent = self._send(a, lines.probe(work_z - a.depth_mm, a.feed))
+            self.probe = a
+            return sent
+        if a.do is Do.FRAME:
+            assert a.box is not None
+            self.fits(a.box, "the frame")
+            safe = self._safe_z(a) if loop.profile.kind == "mill" else None
+            return self._send(a, lines.frame(a.box, safe, a.feed, a.power))
+        if a.do is Do.PREHEAT or a.do is Do.COOLDOWN:
+            return self._send(a, lines.preheat(a.hotend, a.bed))
+        if a.do is Do.LOAD or a.do is Do.UNLOAD:
+            self._hot_enough(a)
+            return self._send(a, lines.filament(a.mm if a.do is Do.LOAD else -a.mm, a.feed))
+        if a.do is Do.RAISE_Z:
+            self._within_travel({"Z": m.position.get("Z", 0.0) + a.mm}, "raising Z")
+            return self._send(a, lines.raise_z(a.mm, a.feed))
+        if a.do is Do.BABYSTEP:
+            return self._send(a, lines.babystep(a.mm))
+        raise ConsoleRefused(f"unknown console action {a.do!r}")
+
+    def _check_state(self, a: ConsoleAction) -> None:
+        """Refused with the reason when the machine is not in a state to take it."""
+        m, loop = self.loop.m, self.loop
+        state, prompt = m.state, m.prompt
+        if a.do is Do.UNLOCK:
+            if state != MachineState.ALARM:
+                raise ConsoleRefused(f"the machine is {state}, not in alarm: nothing to unlock")
+            return
+        if a.do is Do.CONTINUE:
+            if state != MachineState.WAITING or prompt is None:
+                raise ConsoleRefused(f"the machine is {state}: it is not waiting for anyone")
+            return
+        if a.do is Do.BABYSTEP:
+            if state != MachineState.PRINTING:
+                raise ConsoleRefused(f"babysteps are for a running print; the machine is {state}")
+            return
+        if state == MachineState.WAITING and prompt is not None and prompt.host:
+            if a.do not in AT_TOOL_CHANGE:
+                raise ConsoleRefused(f"during a tool change only {', '.join(sorted(AT_TOOL_CHANGE))}")
+        elif state != MachineState.IDLE or loop.job is not None:
+            raise ConsoleRefused(f"the machine is {state}: set-up actions need it idle, outside a job")
+        if a.do not in WHILE_MOVING and self._moving():
+            raise ConsoleRefused("the machine is still moving (the last action has not finished)")
+        if self.probe is not None and a.do is not Do.JOG_STOP:
+            raise ConsoleRefused("a probe is under way")
+
+    def _moving(self) -> bool:
+        core = self.loop.driver.core
+        return core.oldest_unanswered() is not None or not self.loop.driver.motion_stopped
+
+    def _send(self, a: ConsoleAction, lines: tuple[str, ...]) -> str:
+        self.loop.driver.send_script(lines)
+        self.loop.emit(me.ConsoleSent, action=str(a.do), by=a.by, lines=lines)
+        return f"{a.do}: {len(lines)} line(s) sent"
+
+    def _continuous(self, a: ConsoleAction, now: float) -> str:
+        """Towards the end of travel while the button is held; `jog` again renews the lease."""
+        if not self.loop.driver.console.jog_cancels:
+            raise ConsoleRefused("this firmware cannot stop a jog at once: use steps")
+        if len(a.axes) != 1:
+            raise ConsoleRefused("a continuous jog moves one axis")
+        direction = tuple(sorted(a.axes.items()))
+        if self.jog_until and direction == self.jog_dir:
+            self.jog_until = now + JOG_LEASE_S
+            return "jog held"
+        axis, sign = direction[0]
+        travel = self.loop.profile.volume.axes.get(axis)
+        if travel is None:
+            raise ConsoleRefused(f"the profile gives no travel for {axis}")
+        self.jog_dir, self.jog_until = direction, now + JOG_LEASE_S
+        end = travel[1] if sign > 0 else travel[0]
+        return self._send(a, self.loop.driver.console.jog_to(axis, end, a.feed))
+
+    def _stop_jog(self) -> None:
+        self.jog_until, self.jog_dir = 0.0, ()
+        if self.loop.driver.console.jog_cancels:
+            self.loop.write_now(self.loop.driver.realtime_bytes("jog_cancel"))
+
+    def _continue(self, a: ConsoleAction) -> str:
+        """The person has done what the job waited for: on with it."""
+        loop, prompt = self.loop, self.loop.m.prompt
+        assert prompt is not None
+        if prompt.host:
+            if self._moving():
+                raise ConsoleRefused("the machine is still moving; continue once it is at rest")
+            if self.pending_tool is not None and loop.job is not None:
+                _, text, pos, _ = self.pending_tool
+                loop.job_line_done(pos, text)  # the M6 never goes to GRBL (it would answer error:20)
+            self.pending_tool = None
+        else:
+            data = loop.driver.continue_bytes()
+            if not data:
+                raise ConsoleRefused("this firmware cannot be told to continue from here (no emergency "
+                                     "parser): press the printer's own button")  # fmt: skip
+            loop.write_now(data)
+        loop.prompt_answered(a.by)
+        return "continuing"
+
+    # ---- checks ----------------------------------------------------------------------------------------
+    def fits(self, box: Mapping[str, tuple[float, float]], what: str) -> None:
+        """A box in work coordinates, moved by the current work offset, inside the machine's travel."""
+        offset = self.loop.m.work_offset
+        for axis, (lo, hi) in box.items():
+            shift = offset.get(axis, 0.0)
+            self._within_travel({axis: lo + shift}, what, box=True)
+            self._within_travel({axis: hi + shift}, what, box=True)
+
+    def _within_travel(self, targets: Mapping[str, float], what: str, box: bool = False) -> None:
+        """Machine coordinates inside the profile's travel; a jog is checked only from a known position."""
+        travel = self.loop.profile.volume.axes
+        for axis, target in targets.items():
+            if axis not in travel or (not box and axis not in self.loop.m.position):
+                continue
+            lo, hi = travel[axis]
+            if target < lo - 1e-6 or target > hi + 1e-6:
+                by = lo - target if target < lo else target - hi
+                raise ConsoleRefused(
+                    f"{what} takes {axis} to {target:.3f} mm (machine coordinates), {by:.3f} mm beyond "
+                    f"its travel ({lo:g} to {hi:g} mm)"
+                )
+
+    def _safe_z(self, a: ConsoleAction) -> float:
+        return a.safe_z if a.safe_z is not None else self._top_z()
+
+    def _hot_enough(self, a: ConsoleAction) -> None:
+        hotend = self.loop.m.temperatures.get("T0") or self.loop.m.temperatures.get("T")
+        if hotend is None or hotend[0] < a.hotend:
+            now = f"{hotend[0]:.0f} °C" if hotend else "unknown"
+            raise ConsoleRefused(f"the nozzle is at {now}; preheat to at least {a.hotend:.0f} °C first")
+
+    # ---- what the machine says -------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        if self.jog_until and now > self.jog_until:
+            self._stop_jog()  # the button was released without a word, or the screen went away
+
+    def on_probe(self, result: ev.ProbeResult) -> None:
+        a, self.probe = self.probe, None
+        if a is None:
+            return
+        if result.touched:
+            self.loop.driver.send_script(self.loop.driver.console.after_probe(a.plate_mm, a.retract_mm))
+        self.loop.emit(me.Probed, touched=result.touched, position=dict(result.position), plate_mm=a.plate_mm)
+
+    def on_alarm(self) -> None:
+        """An alarm ends whatever the console had under way (a probe that never touched: ALARM:4/5)."""
+        if self.probe is not None:
+            self.probe = None
+            self.loop.emit(me.Probed, touched=False, position=dict(self.loop.m.position), plate_mm=0.0)
+        self.jog_until, self.jog_dir = 0.0, ()
+
+    def tool_change(self, text: str) -> int | None:
+        """A job line that changes tool by hand (M6), or None: the tool number, -1 if it names none."""
+        if not self.loop.driver.tool_change_by_host or not TOOL_CHANGE_RE.search(text):
+            return None
+        tool = TOOL_RE.search(text)
+        return int(tool.group(1)) if tool else -1
+
+    # ---- prompts ---------------------------------------------------------------------------------------
+    def hold_for_tool(self, tool: int, text: str, pos: object, note: str) -> None:
+        """The job reached an M6: nothing more is fed; the prompt comes once the lines before it ran."""
+        self.pending_tool = (None if tool < 0 else tool, text, pos, note)
+
+    def step(self, now: float) -> None:
+        """Each turn of the machine thread: a continuous jog's lease, a tool change ready to show."""
+        self.tick(now)
+        loop = self.loop
+        if self.pending_tool is None or loop.m.prompt is not None or loop.job is None or self._moving():
+            return
+        tool, _, pos, note = self.pending_tool
+        settings = loop.m.settings
+        safe_z = settings.safe_z if settings.safe_z is not None else self._top_z()
+        loop.driver.send_script(loop.driver.console.tool_change(safe_z, settings.tool_change))
+        self.show(Prompt("tool-change", note, tool, host=True, line=getattr(pos, "line", None)))
+
+    def _top_z(self) -> float:
+        return self.loop.profile.volume.axes.get("Z", (0.0, 0.0))[1] - 1.0
+
+    def on_user_wait(self, event: ev.UserWait) -> None:
+        """The firmware holds the job for a person (M0/M1, M600, a host prompt)."""
+        loop = self.loop
+        if loop.job is None or loop.m.prompt is not None:
+            return
+        word, _, rest = event.text.partition(" ")
+        line = getattr(event.tag, "line", None)
+        note = rest.strip() or (loop.job.notes.get(line, "") if line is not None else "")
+        kind = {"M0": "pause", "M00": "pause", "M1": "pause", "M01": "pause", "M600": "filament-change"}
+        self.show(Prompt(kind.get(word.upper(), "user"), note, line=line))
+
+    def show(self, prompt: Prompt) -> None:
+        loop = self.loop
+        loop.m.prompt = prompt
+        loop.set_state(MachineState.WAITING)
+        loop.emit(me.PromptShown, prompt_kind=prompt.kind, text=prompt.text, tool=prompt.tool,
+                  line=prompt.line)  # fmt: skip
+
+    def answered(self, by: str) -> None:
+        loop, prompt = self.loop, self.loop.m.prompt
+        loop.m.prompt = None
+        if prompt is not None:
+            loop.emit(me.PromptAnswered, by=by, waited_s=round(time.time() - prompt.since, 3))
+
+    def job_ended(self) -> None:
+        self.pending_tool = None
+        self.loop.m.prompt = None

@@ -1,0 +1,175 @@
+"""Issue 18: the machine console in the machine thread, against the simulators — jog, work zero, probe,
+frame, unlock, and jobs that wait for a person (GRBL M0 and a host-side M6, Marlin M0/M600 with M108).
+The simulators' execution logs show the exact commands that reached the machine."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from afn_agent.machine.console import ConsoleAction, ConsoleRefused, Do
+from afn_agent.machine.events import MachineState, Probed, PromptShown
+from tests.helpers import wait_for
+
+
+def act(m, do: Do, **kw) -> str:
+    return m.console(ConsoleAction(do, "test", **kw)).result(5)
+
+
+def refused(m, do: Do, **kw) -> str:
+    with pytest.raises(ConsoleRefused) as err:
+        act(m, do, **kw)
+    return str(err.value)
+
+
+def at_rest(m, timeout: float = 10.0) -> None:
+    """Idle in two status reports in a row, 0.3 s apart (one poll is 0.25 s: the first may predate the move)."""
+    def idle() -> bool:
+        return m.grbl_state == "Idle" and m.driver.core.oldest_unanswered() is None
+
+    def twice() -> bool:
+        if not idle():
+            return False
+        time.sleep(0.3)  # real time: longer than one status poll
+        return idle()
+
+    wait_for(twice, timeout, "at rest")
+
+
+def events_of(m, kind):
+    out = []
+    while not m.events.empty():
+        e = m.events.get_nowait()
+        if isinstance(e, kind):
+            out.append(e)
+    return out
+
+
+def logged(sim) -> list[str]:
+    """The execution log, spaces dropped as GRBL drops them when it reads a line."""
+    return [f"{label}\t{cmd.replace(' ', '') if label != 'rt' else cmd}" for label, cmd in sim.executed()]
+
+
+def nospace(*lines: str) -> list[str]:
+    return [line.replace(" ", "") for line in lines]
+
+
+def test_mill_set_up_jog_zero_probe_frame_reach_the_machine(start_sim, connect, tmp_path):
+    sim = start_sim("grbl", plate=True, plate_z=-60.0)
+    m = connect(sim, "grbl-1.1")
+    act(m, Do.JOG, axes={"X": -100.0, "Y": -120.0}, feed=6000)
+    at_rest(m)
+    act(m, Do.JOG, axes={"Z": -30.0}, feed=3000)
+    at_rest(m)
+    wait_for(lambda: m.position.get("Z") == -30.0, 5, "position read back")
+    act(m, Do.ZERO, axes={"X": 0.0, "Y": 0.0})
+    at_rest(m)
+    wait_for(lambda: m.work_offset.get("X") == -100.0 and m.work_offset.get("Y") == -120.0, 5, "WCO")
+    act(m, Do.PROBE, feed=100, depth_mm=50, plate_mm=15.0, retract_mm=5.0)
+    wait_for(lambda: m.work_offset.get("Z") == -75.0, 10, "Z zero from the plate")  # -60 - 15
+    at_rest(m)
+    probed = [e for e in events_of(m, Probed)]
+    assert probed and probed[0].touched and probed[0].position["Z"] == -60.0
+    act(m, Do.FRAME, box={"X": (0.0, 40.0), "Y": (0.0, 30.0)}, feed=2000, safe_z=-1.0)
+    at_rest(m, 20)
+    log = logged(sim)
+    for want in nospace("$\t$J=G91 G21 X-100 Y-120 F6000", "$\t$J=G91 G21 Z-30 F3000", "-\tG10 L20 P1 X0 Y0",
+                        "-\tG90 G38.2 Z-80 F100", "-\tG10 L20 P1 Z15", "-\tG90 G0 Z20", "-\tG53 G0 Z-1",
+                        "-\tG90 G0 X0 Y0", "-\tG0 X40 Y0", "-\tG0 X40 Y30", "-\tG0 X0 Y30"):
+        assert want in log, (want, log[-20:])
+    assert "M3" not in " ".join(log[-8:])  # a mill frames with the spindle off
+
+
+def test_travel_is_checked_before_a_byte_is_sent(start_sim, connect):
+    sim = start_sim("grbl")
+    m = connect(sim, "grbl-1.1")
+    wait_for(lambda: "X" in m.position, 5, "position")
+    why = refused(m, Do.JOG, axes={"X": 5.0}, feed=1000)
+    assert why == "this jog takes X to 5.000 mm (machine coordinates), 5.000 mm beyond its travel (-300 to 0 mm)"
+    act(m, Do.JOG, axes={"X": -100.0}, feed=6000)
+    at_rest(m)
+    act(m, Do.ZERO, axes={"X": 0.0})
+    wait_for(lambda: m.work_offset.get("X") == -100.0, 5, "WCO")
+    before = len(sim.executed())
+    why = refused(m, Do.FRAME, box={"X": (0.0, 150.0), "Y": (-10.0, 0.0)}, feed=1000)
+    assert why.startswith("the frame takes X to 50.000 mm (machine coordinates), 50.000 mm beyond"), why
+    time.sleep(0.3)  # real time: anything sent would have run by now
+    assert len(sim.executed()) == before
+
+
+def test_probe_that_touches_nothing_fails_cleanly_and_unlock_says_so(start_sim, connect):
+    sim = start_sim("grbl")  # no plate
+    m = connect(sim, "grbl-1.1")
+    at_rest(m)
+    act(m, Do.PROBE, feed=100, depth_mm=10, plate_mm=15.0)
+    wait_for(lambda: m.state == MachineState.ALARM, 10, "alarm")
+    probed = events_of(m, Probed)
+    assert probed and not probed[0].touched
+    assert "nothing to unlock" not in refused(m, Do.JOG, axes={"X": -1.0}, feed=100)
+    act(m, Do.UNLOCK)
+    wait_for(lambda: m.state == MachineState.IDLE, 10, "unlocked")
+    assert "nothing to unlock" in refused(m, Do.UNLOCK)
+
+
+def test_continuous_jog_stops_when_the_button_is_no_longer_held(start_sim, connect):
+    sim = start_sim("grbl")
+    m = connect(sim, "grbl-1.1")
+    at_rest(m)
+    act(m, Do.JOG, axes={"X": -1.0}, feed=600, continuous=True)  # towards X -300 at 10 mm/s
+    wait_for(lambda: m.grbl_state == "Jog", 5, "jogging")
+    wait_for(lambda: m.grbl_state == "Idle", 5, "stopped by the lease")  # nobody renewed it
+    x = m.position["X"]
+    assert -20 < x < 0, x
+    assert any(cmd == "0x85 jog cancel" for label, cmd in sim.executed() if label == "rt")
+
+
+def test_grbl_m0_and_m6_wait_for_a_person(start_sim, connect, tmp_path):
+    sim = start_sim("grbl", plate=True, plate_z=-50.0)
+    m = connect(sim, "grbl-1.1")
+    m.settings = type(m.settings)(tool_change={"X": -5.0, "Y": -5.0})
+    job = tmp_path / "tool.nc"
+    job.write_text("G21 G90\nG0 X1 Y1\n(Remove the clamps)\nM0\nG0 X2\nT2 M6 (6 mm end mill)\nG0 Z5\nG1 X3 F100\n")
+    m.start_job(job)
+    wait_for(lambda: m.state == MachineState.WAITING, 10, "M0 prompt")
+    assert m.prompt.kind == "pause" and m.prompt.text == "Remove the clamps"
+    act(m, Do.CONTINUE)
+    wait_for(lambda: m.state == MachineState.WAITING and m.prompt.kind == "tool-change", 10, "M6 prompt")
+    assert m.prompt.tool == 2 and m.prompt.text == "6 mm end mill" and m.prompt.host
+    at_rest(m)
+    assert "outside a job" not in refused(m, Do.FRAME, box={"X": (0.0, 1.0), "Y": (0.0, 1.0)}, feed=100)
+    act(m, Do.JOG, axes={"Z": -20.0}, feed=3000)
+    at_rest(m)
+    act(m, Do.PROBE, feed=100, depth_mm=40, plate_mm=10.0)
+    wait_for(lambda: m.work_offset.get("Z") == -60.0, 10, "re-probed")
+    at_rest(m)
+    act(m, Do.CONTINUE)
+    r = m.wait_job(20)
+    assert r.outcome == "completed", r
+    log = logged(sim)
+    assert "rt\t~ cycle start (M0 continued)" in log
+    assert not any("M6" in line for line in log)  # GRBL 1.1 would answer error:20
+    tool = log.index("-\tG53G0X-5Y-5")
+    assert log[tool - 2:tool] == ["-\tM5", "-\tG53G0Z-1"]
+    assert log.index("-\tG10L20P1Z10") > tool
+    prompts = events_of(m, PromptShown)
+    assert [p.prompt_kind for p in prompts] == ["pause", "tool-change"]
+
+
+def test_marlin_m0_and_m600_prompt_and_m108_continues(start_sim, connect, tmp_path):
+    sim = start_sim("marlin")
+    m = connect(sim, "marlin2")
+    job = tmp_path / "colour.gcode"
+    job.write_text("G28\nG1 X10 Y10 F3000\nM0 Remove the brim\nG1 X20\n;COLOR_CHANGE,T0,#FF0000\nM600\nG1 X30\n")
+    m.start_job(job)
+    wait_for(lambda: m.state == MachineState.WAITING, 15, "M0 prompt")
+    assert m.prompt.kind == "pause" and m.prompt.text == "Remove the brim"
+    assert "during a tool change" not in refused(m, Do.JOG, axes={"X": 1.0}, feed=100)
+    act(m, Do.CONTINUE)
+    wait_for(lambda: m.state == MachineState.WAITING and m.prompt.kind == "filament-change", 15, "M600")
+    assert m.prompt.text == "COLOR_CHANGE,T0,#FF0000"
+    act(m, Do.CONTINUE)
+    r = m.wait_job(20)
+    assert r.outcome == "completed", r
+    log = logged(sim)
+    assert log.count("rt\tM108 (wait for user ended)") == 2
