@@ -16,12 +16,13 @@ from typing import Any
 
 from .access.service import Access
 from .config import AgentConfig, MachineConfig
+from .console_service import Console
 from .control import Control
 from .firmware.profile import load_profile
 from .intake import AnalysisPool
 from .ledger import Ledger
 from .ledger.keys import KeyBook
-from .machine.events import MachineEvent, MachineState
+from .machine.events import JOB_STATES, MachineEvent, MachineState
 from .machine.power_only import PowerOnlyMachine
 from .machine.worker import Machine
 from .power.keeper import PowerKeeper
@@ -65,6 +66,7 @@ class Agent:
             self.access.sessions if self.access else None, self._telemetry,
         )  # fmt: skip
         self.control = Control(config, self.ledger, self.machines, self.pump, self.publisher, self.access)
+        self.console = Console(self)  # the machine console's actions (jog, zero, probe, preheat …)
         self.guards = Guards(config, self.machines, self.pump, self.publisher, self.ledger, self.access,
                              self.control.cancel)  # fmt: skip
         self.pump.guards = self.guards
@@ -96,6 +98,7 @@ class Agent:
             if m.id not in self.machines:
                 self.machines[m.id] = self._make_machine(m)
             self.machines[m.id].events = self.events
+            self.machines[m.id].settings = m.console
             if m.id in recovered:  # before anything else, as soon as the firmware answers
                 self.machines[m.id].safe_state("recovery: a job was running when the agent stopped")
             self.machines[m.id].start()
@@ -227,6 +230,9 @@ class Agent:
             if (was := self.config.find(m.id)) is not None and was.machine_class != m.machine_class:
                 self.ledger.upsert_machine(m.id, m.machine_class, was.profile)
         self.config = self.pump.config = self.control.config = self.guards.config = self.power.config = config
+        for m in config.machines:
+            if m.id in self.machines:
+                self.machines[m.id].settings = m.console
         if self.access is not None and config.access is not None:
             self.access.reconfigure(config)
         if self.api is not None and config.api is not None:
@@ -237,10 +243,7 @@ class Agent:
         no job (no job can start there meanwhile: `held_back`)."""
         for machine_id, m in list(self._waiting.items()):
             old = self.machines[machine_id]
-            if self.pump.job_id(machine_id) is not None or old.state in (
-                MachineState.PRINTING,
-                MachineState.PAUSED,
-            ):
+            if self.pump.job_id(machine_id) is not None or old.state in JOB_STATES:
                 continue
             old.close()
             if (plug := self.plugs.get(machine_id)) is not None:
@@ -252,6 +255,7 @@ class Agent:
             self.ledger.upsert_machine(m.id, m.machine_class, m.profile)
             self.guards.set_interlock(m.id, m.interlock)
             fresh = self._make_machine(m)
+            fresh.settings = m.console
             self.machines[machine_id] = fresh  # the same key: readers iterating the dict are not upset
             fresh.start()
             del self._waiting[machine_id]

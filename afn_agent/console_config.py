@@ -30,7 +30,6 @@ class ConsoleSettings:
     raise_mm: float = 10.0
     babystep_training: str | None = None  # the training that allows babysteps (None: anyone in a session)
     babystep_until_layer_s: float = 600.0  # babysteps only in a job's first minutes (first layers)
-    bed_c: dict[str, float] = field(default_factory=dict)  # preheat bed by material name (default 60)
 
 
 def console_settings(table: Any) -> ConsoleSettings:
@@ -44,8 +43,6 @@ def console_settings(table: Any) -> ConsoleSettings:
     place = table.get("tool_change", dict, {},
                       lambda v: set(v) <= {"X", "Y", "Z"} and all(_num(x) for x in v.values()),
                       "a table of X, Y, Z numbers (machine coordinates)")  # fmt: skip
-    beds = table.get("bed_c", dict, {}, lambda v: all(_num(x) and 0 <= x <= 150 for x in v.values()),
-                     "material = bed temperature (0-150)")  # fmt: skip
     return ConsoleSettings(
         language=table.get("language", str, d.language, LANGUAGES.__contains__, "fr or en"),
         jog_feed=float(table.get("jog_feed", number, d.jog_feed, positive, "above 0 mm/min")),
@@ -67,7 +64,6 @@ def console_settings(table: Any) -> ConsoleSettings:
         babystep_until_layer_s=float(
             table.get("babystep_until_layer_s", number, d.babystep_until_layer_s, positive, "above 0 s")
         ),
-        bed_c={k: float(v) for k, v in beds.items()},
     )
 
 

@@ -14,13 +14,23 @@ from typing import Any, Protocol
 from .access.decide import Decision
 from .access.service import Access
 from .config import AgentConfig
+from .console_service import job_outside_travel
 from .errors import Conflict, InvalidInput, NotFound
 from .ledger import Ledger
 from .ledger.states import TERMINAL
+from .machine.console import Prompt
 from .machine.events import MachineState
 from .machine.worker import Machine
 from .materials import from_snapshot, loaded
 from .publisher import Publisher
+
+
+def _prompt(prompt: Prompt | None) -> dict[str, Any] | None:
+    """What a waiting job asks of a person, for the status (None: nothing)."""
+    if prompt is None:
+        return None
+    return {"kind": prompt.kind, "text": prompt.text, "tool": prompt.tool, "line": prompt.line,
+            "host": prompt.host, "since": prompt.since}  # fmt: skip
 
 
 class BookingOverrun(Conflict):
@@ -139,6 +149,9 @@ class Control:
         """A held job may run now: inside the machine's current session, or on a manager's word.
         A member's job that would run past the session's end raises BookingOverrun with the reason."""
         job = self.job(job_id)
+        if outside := job_outside_travel(self.machines[job["machine_id"]], job):
+            self.ledger.audit(actor, "job-release", "refused", job["machine_id"], job_id, problem=outside)
+            raise Conflict(f"{outside}; move the work zero, then start it", code="outside-travel")
         sessions = self.access.sessions if self.access else None
         session = sessions.current(job["machine_id"]) if sessions else None
         if sessions is not None and not manager and job["member_id"] is None and job["source"] != "cli":
@@ -282,6 +295,8 @@ class Control:
             "needs_confirmation": row.get("needs_confirmation"),
             "material": self._material(machine_id),
             "alarms": self.pump.alarms_of(machine_id),
+            "prompt": _prompt(machine.prompt),
+            "work_offset": dict(machine.work_offset) or None,
             "power": self.power.status(machine_id) if self.power is not None else None,
             "session": self._session_status(machine_id),
             "job": None,

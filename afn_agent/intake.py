@@ -51,6 +51,8 @@ def estimate_of(a: Analysis, material: Material | None = None) -> dict[str, Any]
         "beam_on_s": round(a.beam_on_s, 3),
         "spindle_on_s": round(a.spindle_on_s, 3),
         "lines": a.lines,
+        "bounds": a.bounds,  # where it works (a frame traces its X/Y)
+        "bounds_all": a.bounds_all_moves,  # where it goes, rapids included (checked against the travel)
         "producer": a.producer,
         "warnings": a.warnings[:20],
     }

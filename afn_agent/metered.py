@@ -37,5 +37,5 @@ class Meter:
         total = split["total_s"]
         active = min(self.busy_s, total) if self.measured else total
         source = "power" if self.measured else "session"
-        return {**split, "active_s": round(active, 3), "heating_s": 0.0, "paused_s": 0.0,
+        return {**split, "active_s": round(active, 3), "heating_s": 0.0, "paused_s": 0.0, "waiting_s": 0.0,
                 "idle_s": round(total - active, 3), "source": source}  # fmt: skip

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from .access.sessions import Sessions
 from .config import AgentConfig
+from .console_service import job_outside_travel
 from .intake import sweep
 from .ledger import JobClock, Ledger, Tariff
 from .ledger.alarms import SHOWN, AlarmBook
@@ -301,7 +302,9 @@ class JobPump:
         elif isinstance(event, me.StateChanged):
             if event.state == MachineState.PAUSED:
                 self._move(event.machine, run, "paused", "paused", now)
-            elif event.state == MachineState.PRINTING and run.clock.state == "paused":
+            elif event.state == MachineState.WAITING:
+                self._move(event.machine, run, "waiting", "waiting for a person", now)
+            elif event.state == MachineState.PRINTING and run.clock.state in ("paused", "waiting"):
                 self._move(event.machine, run, "heating" if event.heating else "running", "resumed", now)
         elif isinstance(event, me.JobFinished):
             self._finish(event.machine, run, event.result, now)
@@ -309,8 +312,8 @@ class JobPump:
     def _move(self, machine_id: str, run: RunningJob, state: str, cause: str, now: float) -> None:
         if run.clock.state == state:
             return
-        if run.clock.state == "paused" and cause == "heat wait":
-            return  # a paused job stays paused whatever the heaters do
+        if run.clock.state in ("paused", "waiting") and cause == "heat wait":
+            return  # a paused (or waiting) job stays so whatever the heaters do
         self.ledger.transition(run.job_id, state, cause)
         with self._lock:
             run.clock.move(state, now)
@@ -402,10 +405,13 @@ class JobPump:
         left) goes back to held, waiting for its owner's badge, and is reported: it must not block the
         queue behind it."""
         for job in self.ledger.jobs(machine_id, ("queued",)):  # next first
-            if self.sessions is None or self.sessions.may_start(machine_id, job):
+            outside = job_outside_travel(self.machines[machine_id], job)
+            if not outside and (self.sessions is None or self.sessions.may_start(machine_id, job)):
                 return job
             why = (
-                "its owner is not in a session at the machine; held until their badge"
+                f"{outside}: set the work zero again, then start it"
+                if outside
+                else "its owner is not in a session at the machine; held until their badge"
                 if job["member_id"]
                 else "nobody owns it (a shared key sent it): held until a member at the machine claims it"
             )

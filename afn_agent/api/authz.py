@@ -36,6 +36,7 @@ class Act(Enum):
     SCREEN = "screen"  # the kiosk's view of one machine
     KEYS = "keys"  # a member's own slicer keys: make, list, revoke
     CLAIM = "claim"  # make an unclaimed upload one's own (and start it)
+    CONSOLE = "console"  # set the machine up (jog, zero, probe, frame, preheat …), answer its prompts
 
 
 PEOPLE = ("manager", "session", "kiosk")
@@ -54,6 +55,7 @@ ROLES: dict[Act, tuple[str, ...]] = {
     Act.SCREEN: ("kiosk", "manager", "session"),
     Act.KEYS: ("session", "manager"),
     Act.CLAIM: ("session",),  # the member holding the machine (the kiosk acts with their session token)
+    Act.CONSOLE: PEOPLE,  # the session's member or its trainer, the kiosk while a session is open, a manager
 }
 CHANGES = frozenset(ROLES) - {Act.READ, Act.USAGE, Act.OVERSEE, Act.SCREEN}
 OWNED = frozenset({Act.CONTROL, Act.RELEASE, Act.REMOVE})  # on one job: its owner, or a manager
@@ -121,6 +123,21 @@ class Gate:
             return f"this key may not use {machine}"
         if act in OWNED and caller.role != "manager" and (job is None or not self.owns(caller, job)):
             return "only the job's owner, in a session at the machine, or a manager may do this"
+        if act is Act.CONSOLE and machine is not None and caller.role != "manager":
+            return self._console_problem(caller, machine)
+        return ""
+
+    def _console_problem(self, caller: Caller, machine: str) -> str:
+        """The console is the session's: its member or the trainer supervising it (the kiosk acts for
+        them); nobody outside a session, except a manager."""
+        access = self.agent.access
+        if access is None:
+            return ""
+        session = access.sessions.current(machine)
+        if session is None:
+            return f"nobody holds {machine}: badge in at the machine first"
+        if caller.role == "session" and caller.member not in (session["member_id"], session["supervisor_id"]):
+            return f"{machine} is held by another member's session"
         return ""
 
     def owns(self, caller: Caller, job: dict[str, Any]) -> bool:

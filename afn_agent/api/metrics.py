@@ -21,6 +21,7 @@ TOTALS = (  # (metric, help, JSON path in the usage record)
     ("afn_job_active_seconds", "Seconds jobs spent streaming (usage records).", "$.time_s.active_s"),
     ("afn_job_heating_seconds", "Seconds jobs spent waiting for heaters.", "$.time_s.heating_s"),
     ("afn_job_paused_seconds", "Seconds jobs spent paused.", "$.time_s.paused_s"),
+    ("afn_job_waiting_seconds", "Seconds jobs spent waiting for a person.", "$.time_s.waiting_s"),
     ("afn_job_idle_seconds", "Seconds jobs spent starting.", "$.time_s.idle_s"),
     ("afn_material_grams", "Material used by jobs, grams.", "$.material_total.g"),
     ("afn_material_metres", "Filament pushed by jobs, metres.", "$.material_total.mm / 1000"),

@@ -27,6 +27,7 @@ STATE_TEXT = {
     "idle": "Operational",
     "printing": "Printing",
     "paused": "Paused",
+    "waiting": "Paused",  # waiting for a person (M0, a tool or filament change): OctoPrint shows Paused
     "disconnected": "Offline",
     "connecting": "Connecting",
     "resetting": "Connecting",

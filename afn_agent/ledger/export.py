@@ -14,8 +14,8 @@ from .usage import iso
 CSV_COLUMNS = (
     "record_id", "end", "start", "machine", "machine_class", "member_id", "supervisor_id", "account",
     "booking_id", "job_name", "outcome", "stop_type", "done_fraction", "total_s", "active_s", "heating_s",
-    "paused_s", "idle_s", "material_mm", "material_g", "beam_on_s", "spindle_on_s", "basis", "price",
-    "currency", "replayed",
+    "paused_s", "waiting_s", "idle_s", "material_mm", "material_g", "beam_on_s", "spindle_on_s", "basis",
+    "price", "currency", "replayed",
 )  # fmt: skip
 
 
@@ -45,7 +45,7 @@ def flat(record: dict[str, Any]) -> dict[str, Any]:
         "outcome": record["job"]["outcome"],
         "stop_type": record["job"]["stop_type"],
         "done_fraction": record["job"]["done_fraction"],
-        **{k: t[k] for k in ("total_s", "active_s", "heating_s", "paused_s", "idle_s")},
+        **{k: t.get(k, 0.0) for k in ("total_s", "active_s", "heating_s", "paused_s", "waiting_s", "idle_s")},
         "material_mm": record["material_total"]["mm"],
         "material_g": record["material_total"]["g"],
         "beam_on_s": record["beam_on_s"],

@@ -14,14 +14,17 @@ TERMINAL = ("completed", "cancelled", "failed", "interrupted")
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "queued": ("held", "starting", "cancelled"),
     "held": ("queued", "starting", "cancelled"),
-    "starting": ("heating", "running", "paused", "completed", "cancelled", "failed", "interrupted"),
-    "heating": ("running", "paused", "completed", "cancelled", "failed", "interrupted"),
-    "running": ("heating", "paused", "completed", "cancelled", "failed", "interrupted"),
-    "paused": ("running", "heating", "cancelled", "failed", "interrupted"),
+    "starting": ("heating", "running", "paused", "waiting", "completed", "cancelled", "failed",
+                 "interrupted"),
+    "heating": ("running", "paused", "waiting", "completed", "cancelled", "failed", "interrupted"),
+    "running": ("heating", "paused", "waiting", "completed", "cancelled", "failed", "interrupted"),
+    "paused": ("running", "heating", "waiting", "cancelled", "failed", "interrupted"),
+    "waiting": ("running", "heating", "paused", "completed", "cancelled", "failed", "interrupted"),
     **{t: () for t in TERMINAL},
 }
-BUCKET = {"starting": "idle_s", "heating": "heating_s", "running": "active_s", "paused": "paused_s"}
-BUCKETS = ("active_s", "heating_s", "paused_s", "idle_s")
+BUCKET = {"starting": "idle_s", "heating": "heating_s", "running": "active_s", "paused": "paused_s",
+          "waiting": "waiting_s"}  # fmt: skip
+BUCKETS = ("active_s", "heating_s", "paused_s", "waiting_s", "idle_s")
 
 
 class IllegalTransition(Conflict):

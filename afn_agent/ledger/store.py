@@ -22,7 +22,8 @@ from .states import TERMINAL, IllegalTransition, check_transition
 from .tariff import Tariff
 from .usage import build_record, iso, record_id_for, utc_now
 
-LIVE = ("starting", "heating", "running", "paused")
+LIVE = ("starting", "heating", "running", "paused", "waiting")
+LIVE_MARKS = ",".join("?" * len(LIVE))
 RETRY_FIRST_S = 2.0
 RETRY_MAX_S = 300.0
 
@@ -196,7 +197,7 @@ class Ledger:
         """What a running job has used so far; a crash bills up to the last one."""
         with self.tx() as c:
             c.execute(
-                "UPDATE jobs SET checkpoint_json=?, checkpoint_at=? WHERE id=? AND state IN (?,?,?,?)",
+                f"UPDATE jobs SET checkpoint_json=?, checkpoint_at=? WHERE id=? AND state IN ({LIVE_MARKS})",
                 (json.dumps(figures), iso(utc_now()), job_id, *LIVE),
             )
 

@@ -16,6 +16,7 @@ RATES = {  # tariff field -> the quantity it multiplies (see QUANTITIES)
     "per_active_minute": "active_min",
     "per_heating_minute": "heating_min",
     "per_paused_minute": "paused_min",
+    "per_waiting_minute": "waiting_min",
     "per_gram": "material_g",
     "per_metre": "material_m",
     "per_beam_minute": "beam_min",
@@ -37,6 +38,7 @@ class Tariff:
     per_active_minute: Decimal = Decimal(0)
     per_heating_minute: Decimal = Decimal(0)
     per_paused_minute: Decimal = Decimal(0)
+    per_waiting_minute: Decimal = Decimal(0)  # a job waiting for a person (M0, a tool or filament change)
     per_gram: Decimal = Decimal(0)
     per_metre: Decimal = Decimal(0)
     per_beam_minute: Decimal = Decimal(0)
@@ -117,6 +119,7 @@ def quantities(figures: dict[str, float]) -> dict[str, str]:
         "active_min": figures.get("active_s", 0.0) / 60,
         "heating_min": figures.get("heating_s", 0.0) / 60,
         "paused_min": figures.get("paused_s", 0.0) / 60,
+        "waiting_min": figures.get("waiting_s", 0.0) / 60,
         "material_g": figures.get("material_g", 0.0),
         "material_m": figures.get("material_mm", 0.0) / 1000,
         "beam_min": figures.get("beam_on_s", 0.0) / 60,

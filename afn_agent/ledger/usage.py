@@ -104,7 +104,7 @@ def build_record(
         "end": iso(ended),
         "time_s": {
             k: round(figures.get(k, 0.0), 3)
-            for k in ("total_s", "active_s", "heating_s", "paused_s", "idle_s")
+            for k in ("total_s", "active_s", "heating_s", "paused_s", "waiting_s", "idle_s")
         },
         "source": figures.get("source", "machine"),
         "beam_on_s": round(figures.get("beam_on_s", 0.0), 3),

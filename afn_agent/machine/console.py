@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -55,6 +55,22 @@ SET_UP = frozenset({Do.JOG, Do.JOG_STOP, Do.ZERO, Do.GO_TO_ZERO, Do.HOME, Do.PRO
                     Do.COOLDOWN, Do.LOAD, Do.UNLOAD, Do.RAISE_Z})  # fmt: skip
 AT_TOOL_CHANGE = frozenset({Do.JOG, Do.JOG_STOP, Do.ZERO, Do.PROBE, Do.RAISE_Z, Do.CONTINUE})
 WHILE_MOVING = frozenset({Do.JOG, Do.JOG_STOP})  # the rest wait until the axes are at rest
+
+
+def travel_problem(box: Mapping[str, Sequence[float]], offset: Mapping[str, float],
+                   travel: Mapping[str, tuple[float, float]], what: str) -> str:  # fmt: skip
+    """Why a box in work coordinates, moved by the work offset (GRBL WCO), leaves the machine's travel —
+    naming the axis and by how much — or "" when it fits."""
+    for axis, (lo, hi) in box.items():
+        if axis not in travel:
+            continue
+        low, high = travel[axis]
+        for target in (lo + offset.get(axis, 0.0), hi + offset.get(axis, 0.0)):
+            if target < low - 1e-6 or target > high + 1e-6:
+                by = low - target if target < low else target - high
+                return (f"{what} takes {axis} to {target:.3f} mm (machine coordinates), {by:.3f} mm beyond "
+                        f"its travel ({low:g} to {high:g} mm)")  # fmt: skip
+    return ""
 
 
 class ConsoleRefused(Conflict):
@@ -148,8 +164,9 @@ class ConsoleRunner:
         if a.do is Do.PREHEAT or a.do is Do.COOLDOWN:
             return self._send(a, lines.preheat(a.hotend, a.bed))
         if a.do is Do.LOAD or a.do is Do.UNLOAD:
+            filament = lines.filament(a.mm if a.do is Do.LOAD else -a.mm, a.feed)  # NotHere first
             self._hot_enough(a)
-            return self._send(a, lines.filament(a.mm if a.do is Do.LOAD else -a.mm, a.feed))
+            return self._send(a, filament)
         if a.do is Do.RAISE_Z:
             self._within_travel({"Z": m.position.get("Z", 0.0) + a.mm}, "raising Z")
             return self._send(a, lines.raise_z(a.mm, a.feed))
@@ -237,26 +254,14 @@ class ConsoleRunner:
 
     # ---- checks ----------------------------------------------------------------------------------------
     def fits(self, box: Mapping[str, tuple[float, float]], what: str) -> None:
-        """A box in work coordinates, moved by the current work offset, inside the machine's travel."""
-        offset = self.loop.m.work_offset
-        for axis, (lo, hi) in box.items():
-            shift = offset.get(axis, 0.0)
-            self._within_travel({axis: lo + shift}, what, box=True)
-            self._within_travel({axis: hi + shift}, what, box=True)
+        if problem := travel_problem(box, self.loop.m.work_offset, self.loop.profile.volume.axes, what):
+            raise ConsoleRefused(problem)
 
-    def _within_travel(self, targets: Mapping[str, float], what: str, box: bool = False) -> None:
-        """Machine coordinates inside the profile's travel; a jog is checked only from a known position."""
-        travel = self.loop.profile.volume.axes
-        for axis, target in targets.items():
-            if axis not in travel or (not box and axis not in self.loop.m.position):
-                continue
-            lo, hi = travel[axis]
-            if target < lo - 1e-6 or target > hi + 1e-6:
-                by = lo - target if target < lo else target - hi
-                raise ConsoleRefused(
-                    f"{what} takes {axis} to {target:.3f} mm (machine coordinates), {by:.3f} mm beyond "
-                    f"its travel ({lo:g} to {hi:g} mm)"
-                )
+    def _within_travel(self, targets: Mapping[str, float], what: str) -> None:
+        """A jog's targets (machine coordinates) inside the travel, checked from a known position only."""
+        known = {k: (v, v) for k, v in targets.items() if k in self.loop.m.position}
+        if problem := travel_problem(known, {}, self.loop.profile.volume.axes, what):
+            raise ConsoleRefused(problem)
 
     def _safe_z(self, a: ConsoleAction) -> float:
         return a.safe_z if a.safe_z is not None else self._top_z()

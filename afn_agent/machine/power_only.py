@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import queue
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from ..console_config import ConsoleSettings
 from ..firmware.profile import Profile
+from .console import ConsoleAction, ConsoleRefused
 from .events import JobResult, MachineEvent, MachineState
 from .worker import Machine
 
@@ -34,6 +37,9 @@ class PowerOnlyMachine(Machine):
         self.grbl_fields = {}
         self.result: JobResult | None = None
         self.last_error = ""
+        self.work_offset = {}
+        self.prompt = None
+        self.settings = ConsoleSettings()
         self._started = False
 
     @property
@@ -51,6 +57,11 @@ class PowerOnlyMachine(Machine):
 
     def is_alive(self) -> bool:
         return self._started
+
+    def console(self, action: ConsoleAction) -> Future[str]:
+        answer: Future[str] = Future()
+        answer.set_exception(ConsoleRefused(f"{self.name} is switched and metered only: it has no console"))
+        return answer
 
     def start(self) -> PowerOnlyMachine:
         self._started = True

@@ -214,9 +214,12 @@ def test_clock_splits_time_by_state():
     clock.move("running", 32.0)
     clock.move("paused", 92.0)
     clock.move("running", 102.0)
-    split = clock.split(112.0)
-    assert split == {"idle_s": 2.0, "heating_s": 30.0, "active_s": 70.0, "paused_s": 10.0, "total_s": 112.0}
-    assert clock.split(111.0)["total_s"] == 112.0, "a clock never runs backwards"
+    clock.move("waiting", 112.0)  # a tool change: a person is awaited
+    clock.move("running", 142.0)
+    split = clock.split(152.0)
+    assert split == {"idle_s": 2.0, "heating_s": 30.0, "active_s": 80.0, "paused_s": 10.0, "waiting_s": 30.0,
+                     "total_s": 152.0}  # fmt: skip
+    assert clock.split(111.0)["total_s"] == 152.0, "a clock never runs backwards"
 
 
 def test_outbox_backoff_ack_and_cursor(ledger):

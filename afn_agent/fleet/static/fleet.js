@@ -79,7 +79,7 @@ function applyFilter() {
   let busy = 0, alarms = 0;
   for (const t of tiles.values()) {
     t.classList.toggle("hidden", !!c && t.dataset.class !== c);
-    if (t.dataset.state === "printing" || t.dataset.state === "paused") busy++;
+    if (["printing", "paused", "waiting"].includes(t.dataset.state)) busy++;
     if (t.dataset.state === "alarm" || t.dataset.state === "fault" || t.dataset.alarm) alarms++;
   }
   $("summary").textContent = tiles.size + " machines · " + busy + " busy · " + alarms + " in alarm";
