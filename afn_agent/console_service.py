@@ -137,8 +137,9 @@ class Console:
 
 def job_outside_travel(machine: Machine, job: dict[str, Any]) -> str:
     """Why a job, moved by the machine's current work offset, would leave its travel ("" if it fits).
-    Only machines that report a work offset (GRBL's WCO) are checked here; printers are at upload."""
-    if not machine.work_offset:
+    Checked where machine coordinates are referenced (a GRBL that homes, reporting its WCO); printers are
+    checked at upload against their absolute volume."""
+    if not machine.work_offset or not machine.driver.travel_known:
         return ""
     bounds = json.loads(job["estimate_json"] or "{}").get("bounds_all") or {}
     return travel_problem(bounds, machine.work_offset, machine.profile.volume.axes, "the job")

@@ -1,89 +1,41 @@
-"""User-facing words in French and English, from one catalogue: every screen (kiosk, dashboard, status)
-shows a message by key, never a sentence assembled in code."""
+"""User-facing words in French and English, from gettext catalogues (`locale/*/LC_MESSAGES/afn.po`, read with
+Babel): every screen (kiosk, dashboard, status) shows a message by key, never a sentence assembled in code;
+money, clock times and durations are formatted for the language's locale here too."""
 
 from __future__ import annotations
 
 import string
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-LANGUAGES = ("en", "fr")
+from babel.dates import format_time
+from babel.messages.pofile import read_po
+from babel.numbers import format_currency
 
-CATALOGUE: dict[str, dict[str, str]] = {
-    # alarms, by kind (and the fault's reason code when there is one)
-    "alarm.fault": {
-        "en": "The machine stopped on a fault: {detail}",
-        "fr": "La machine s'est arrêtée sur un défaut : {detail}",
-    },
-    "alarm.fault.thermal-runaway": {
-        "en": "Thermal runaway: a heater did not behave as it should, so the firmware stopped the printer. "
-        "Check the heater and its sensor before printing again.",
-        "fr": "Emballement thermique : une chauffe ne s'est pas comportée normalement, le firmware a arrêté "
-        "l'imprimante. Vérifiez la cartouche et sa sonde avant de relancer.",
-    },
-    "alarm.fault.maxtemp": {
-        "en": "A heater went above its maximum temperature; the firmware stopped the printer.",
-        "fr": "Une chauffe a dépassé sa température maximale ; le firmware a arrêté l'imprimante.",
-    },
-    "alarm.fault.mintemp": {
-        "en": "A temperature sensor reads too low (unplugged or broken); the firmware stopped the printer.",
-        "fr": "Une sonde de température lit trop bas (débranchée ou cassée) ; le firmware a arrêté "
-        "l'imprimante.",
-    },
-    "alarm.fault.heating-failed": {
-        "en": "A heater did not reach its temperature in time; the firmware stopped the printer.",
-        "fr": "Une chauffe n'a pas atteint sa température à temps ; le firmware a arrêté l'imprimante.",
-    },
-    "alarm.fault.killed": {
-        "en": "The firmware halted the machine: {detail}",
-        "fr": "Le firmware a arrêté la machine : {detail}",
-    },
-    "alarm.fault.no-answer": {
-        "en": "The machine stopped answering: {detail}",
-        "fr": "La machine ne répond plus : {detail}",
-    },
-    "alarm.fault.firmware-reset": {
-        "en": "The machine's controller restarted during the job (power, USB or reset); the job was not "
-        "resumed.",
-        "fr": "Le contrôleur de la machine a redémarré pendant le travail (alimentation, USB ou reset) ; "
-        "le travail n'a pas été repris.",
-    },
-    "alarm.fault.resend-unavailable": {
-        "en": "The link to the machine lost a line that could not be sent again: {detail}",
-        "fr": "La liaison avec la machine a perdu une ligne impossible à renvoyer : {detail}",
-    },
-    "alarm.alarm": {
-        "en": "Controller alarm {code}: {meaning}",
-        "fr": "Alarme du contrôleur {code} : {meaning}",
-    },
-    "alarm.link-lost": {
-        "en": "The machine's USB link was lost: {detail}",
-        "fr": "La liaison USB avec la machine a été perdue : {detail}",
-    },
-    "alarm.door-open": {
-        "en": "The machine's door was opened ({detail}).",
-        "fr": "La porte de la machine a été ouverte ({detail}).",
-    },
-    "alarm.stall": {
-        "en": "The machine went silent during the job; the safe state follows if it stays silent.",
-        "fr": "La machine ne répond plus pendant le travail ; elle sera mise en sécurité si cela dure.",
-    },
-    "alarm.interlock-open": {
-        "en": "An interlock (lid, door or extraction) is open.",
-        "fr": "Une sécurité (capot, porte ou extraction) est ouverte.",
-    },
-    "alarm.power-unreachable": {
-        "en": "The machine's power switch does not answer: {detail}",
-        "fr": "Le relais d'alimentation de la machine ne répond pas : {detail}",
-    },
-    "alarm.other": {"en": "Alarm: {detail}", "fr": "Alarme : {detail}"},
-    # quotes
-    "quote.material-mismatch": {
-        "en": "This file was sliced for {sliced}, but the machine has {loaded} loaded: its temperatures and "
-        "flow may not suit it. Re-slice it, or change the filament.",
-        "fr": "Ce fichier a été tranché pour {sliced}, mais la machine est chargée en {loaded} : ses "
-        "températures et son débit peuvent ne pas convenir. Retranchez-le ou changez de filament.",
-    },
-}
+LANGUAGES = ("en", "fr")
+LOCALES = {"en": "en_GB", "fr": "fr_FR"}  # money, dates and times: "€0.50" / "0,50 €", a 24-hour clock
+LOCALE_DIR = Path(__file__).with_name("locale")
+
+
+def _read(lang: str) -> dict[str, str]:
+    """One language's gettext catalogue (`locale/<lang>/LC_MESSAGES/afn.po`): message key -> its words."""
+    with open(LOCALE_DIR / lang / "LC_MESSAGES" / "afn.po", "rb") as f:
+        catalog = read_po(f, locale=lang)
+    return {str(m.id): str(m.string) for m in catalog if m.id and m.string}
+
+
+def _catalogue() -> dict[str, dict[str, str]]:
+    by_lang = {lang: _read(lang) for lang in LANGUAGES}
+    keys = set().union(*by_lang.values())
+    missing = [f"{lang}: {k}" for k in sorted(keys) for lang in LANGUAGES if k not in by_lang[lang]]
+    if missing:
+        raise RuntimeError(f"message catalogues out of step (missing {', '.join(missing[:5])})")
+    return {k: {lang: by_lang[lang][k] for lang in LANGUAGES} for k in keys}
+
+
+CATALOGUE: dict[str, dict[str, str]] = _catalogue()
 
 
 class _Blank(dict[str, Any]):
@@ -108,3 +60,37 @@ def alarm_words(kind: str, data: dict[str, Any]) -> dict[str, str]:
         if key in CATALOGUE:
             return words(key, detail=detail, code=code, meaning=data.get("meaning"))
     return words("alarm.other", detail=detail or kind)
+
+
+def text(key: str, lang: str, **fields: Any) -> str:
+    """The message `key` in one language (English if the language is not one of ours)."""
+    return words(key, **fields)[lang if lang in LANGUAGES else "en"]
+
+
+def texts(lang: str, *prefixes: str) -> dict[str, str]:
+    """Every message under these key prefixes, in one language, fields unfilled (the screen's labels)."""
+    lang = lang if lang in LANGUAGES else "en"
+    return {k: v[lang] for k, v in CATALOGUE.items() if k.startswith(prefixes)}
+
+
+def money(amount: str | Decimal | None, currency: str | None, lang: str) -> str:
+    """`0,50 €` in French, `€0.50` in English; a dash when there is no amount."""
+    if amount is None or not currency:
+        return "–"
+    return str(format_currency(Decimal(str(amount)), currency, locale=LOCALES.get(lang, "en_GB")))
+
+
+def duration(seconds: float | None, lang: str) -> str:
+    """`1 h 05 min`, or `4 min 09 s` under an hour; a dash when unknown."""
+    if seconds is None:
+        return "–"
+    s = max(round(seconds), 0)
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return text("fmt.hm", lang, h=h, m=m) if h else text("fmt.ms", lang, m=m, s=sec)
+
+
+def clock(moment: datetime | None, lang: str) -> str:
+    """A time of day on the 24-hour clock (`15:04`), in the agent's local time zone."""
+    if moment is None:
+        return "–"
+    return str(format_time(moment.astimezone(), "HH:mm", locale=LOCALES.get(lang, "en_GB")))

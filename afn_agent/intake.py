@@ -23,6 +23,7 @@ from typing import Any
 from .config import AgentConfig
 from .errors import InvalidInput, StorageUnavailable
 from .firmware.profile import Profile, load_profile
+from .gcode import thumbnails
 from .gcode.analyzer import Analysis, analyze_path
 from .ledger import Ledger
 from .ledger.tariff import Tariff, price, quantities
@@ -225,6 +226,11 @@ def submit(
     estimate["material"] = check(material, file_types(path))
     priced = quote(estimate, config.tariff_for(machine.id, material))
     estimate["quote"] = priced
+    picture = thumbnails.extract(path)
+    if picture is not None:
+        estimate["thumbnail"] = {"media_type": picture.media_type, "size": [picture.width, picture.height]}
     held = machine.hold_uploads if held is None else held
     job_id = ledger.add_job(machine_id, str(path), name or src.name, sha, size, source, estimate, held, **who)
+    if picture is not None:
+        ledger.put_thumbnail(job_id, picture.media_type, picture.width, picture.height, picture.data)
     return job_id, {"job_id": job_id, "machine": machine_id, **estimate}

@@ -5,41 +5,33 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from pydantic import BaseModel, Field
 
-from ..ledger.usage import parse_iso, utc_now
+from .. import i18n
+from ..ledger.keys import PAIRING_S, Pairing
 from .auth import Authenticator
 from .authz import Act, Gate
-from .native import job_view
+from .kiosk_view import kiosk_view, language
 
 if TYPE_CHECKING:
     from ..agent import Agent
 
 STATIC = Path(__file__).with_name("kiosk")
-DECISION_SHOWN_S = 60
-REASONS = {
-    "allowed": "Welcome, {name}.",
-    "unknown_badge": "This badge is not known here. Ask a fab manager to register it.",
-    "not_trained": "{name}, you are not trained on this machine yet. Book a training session.",
-    "training_expired": "{name}, your training for this machine has expired. Renew it with a trainer.",
-    "supervisor_required": "{name}, your first uses are supervised: a trainer must badge in now.",
-    "booked_by_other": "This machine is booked by someone else right now.",
-    "booking_required": "This machine needs a booking. Book it, then badge in again.",
-    "outside_opening_hours": "The lab is closed now.",
-    "machine_locked": "This machine is locked for maintenance.",
-    "job_overruns_booking": "Your job would run into the next booking: {detail}.",
-    "cache_too_old": "The member list here is out of date; a fab manager must reconnect the machine.",
-}
+STATIC_FILES = ("kiosk.js", "kiosk.css")
+PAIR_FAILURES = 10  # wrong pairing codes within PAIR_WINDOW_S before pairing pauses (six digits: no guessing)
+PAIR_WINDOW_S = 600.0
 
 
-def words(decision: dict[str, Any]) -> str:
-    template = str(REASONS.get(decision.get("code", ""), decision.get("detail") or decision.get("code", "")))
-    return template.format(name=decision.get("member_name") or "member", detail=decision.get("detail", ""))
+class PairBody(BaseModel):
+    code: str = Field(pattern=r"^\d{6}$", description="the six digits shown by the dashboard or the CLI")
+    name: str = Field("tablet", min_length=1, max_length=40, description="what this screen is")
 
 
 def build(agent: Agent, auth: Authenticator, default_machine: str) -> APIRouter:
@@ -59,16 +51,66 @@ def build(agent: Agent, auth: Authenticator, default_machine: str) -> APIRouter:
 
     @r.get("/kiosk-static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:
-        if name not in ("kiosk.js", "kiosk.css"):
+        if name not in STATIC_FILES:
             raise HTTPException(404)
         return FileResponse(STATIC / name)
 
     @r.get("/v1/kiosk/{machine_id}")
-    def view(machine_id: str, request: Request) -> dict[str, Any]:
+    def view(machine_id: str, request: Request, lang: str | None = None) -> dict[str, Any]:
         caller = gate.allow(request, Act.SCREEN, machine=machine_id)
         if machine_id not in agent.machines:
             raise HTTPException(404, f"no machine {machine_id!r}")
-        return kiosk_view(agent, auth, machine_id, with_token=caller.role == "kiosk")
+        return kiosk_view(agent, auth, machine_id, caller.role == "kiosk", language(agent, machine_id, lang))
+
+    @r.get("/v1/kiosk-words", include_in_schema=False)
+    def kiosk_words(lang: str = "fr") -> dict[str, Any]:
+        """The screen's labels alone, for a screen that must pair before it may see a machine."""
+        chosen = lang if lang in i18n.LANGUAGES else "fr"
+        return {"lang": chosen, "text": i18n.texts(chosen, "ui.")}
+
+    @r.get("/v1/jobs/{job_id}/thumbnail", tags=["jobs"])
+    def thumbnail(job_id: str, request: Request) -> Response:
+        """The picture the slicer embedded in the job (PNG or JPEG), for the console and the dashboard."""
+        caller = gate.allow(request, Act.READ)
+        job = agent.control.job(job_id)
+        if not gate.sees(caller, job):
+            raise HTTPException(404, f"no job {job_id!r}")
+        picture = agent.ledger.thumbnail(job_id)
+        if picture is None:
+            raise HTTPException(404, f"job {job_id!r} has no embedded picture")
+        return Response(picture[1], media_type=picture[0], headers={"Cache-Control": "max-age=86400"})
+
+    failures: deque[float] = deque()
+
+    @r.post("/v1/machines/{machine_id}/pairing-code", tags=["access"])
+    def pairing_code(machine_id: str, request: Request) -> dict[str, Any]:
+        """A one-time code (ten minutes) that pairs a screen to this machine's console only."""
+        caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="pairing-code")
+        if machine_id not in agent.machines:
+            raise HTTPException(404, f"no machine {machine_id!r}")
+        code = Pairing(agent.keys).code(machine_id, caller.name)
+        gate.record(caller, "pairing-code", "made", machine_id)
+        return {"code": code, "machine": machine_id, "valid_s": PAIRING_S}
+
+    @r.post("/v1/pair", tags=["access"])
+    def pair(body: PairBody, request: Request) -> dict[str, Any]:
+        """A screen gives the code it was shown and gets its own key: that machine's console, nothing else."""
+        now = time.monotonic()
+        while failures and now - failures[0] > PAIR_WINDOW_S:
+            failures.popleft()
+        who = request.client.host if request.client else "?"
+        if len(failures) >= PAIR_FAILURES:
+            agent.ledger.audit(f"screen:{who}", "pair", "refused", None, None, problem="too many wrong codes")
+            raise HTTPException(429, "too many wrong pairing codes: ask a manager for a new one later")
+        paired = Pairing(agent.keys).pair(body.code, f"{body.name} ({who})")
+        if paired is None:
+            failures.append(now)
+            agent.ledger.audit(f"screen:{who}", "pair", "refused", None, None, problem="unknown or used code")
+            raise HTTPException(403, "this code is unknown, used or expired: ask for a new one")
+        key, row = paired
+        machine_id = json.loads(row["machines_json"])[0]
+        agent.ledger.audit(f"screen:{who}", "pair", "paired", machine_id, None, key_id=row["id"])
+        return {"token": key, "machine": machine_id, "key_id": row["id"], "console": f"/kiosk/{machine_id}"}
 
     @r.get("/v1/kiosk/{machine_id}/stream")
     async def stream(machine_id: str, request: Request) -> StreamingResponse:
@@ -77,10 +119,13 @@ def build(agent: Agent, auth: Authenticator, default_machine: str) -> APIRouter:
         if machine_id not in agent.machines:
             raise HTTPException(404, f"no machine {machine_id!r}")
 
+        chosen = language(agent, machine_id, request.query_params.get("lang"))
+        token = caller.role == "kiosk"
+
         async def events() -> AsyncIterator[str]:
             last, beat = None, time.monotonic()
             while not await request.is_disconnected():
-                view = await asyncio.to_thread(kiosk_view, agent, auth, machine_id, caller.role == "kiosk")
+                view = await asyncio.to_thread(kiosk_view, agent, auth, machine_id, token, chosen)
                 text = json.dumps(view, sort_keys=True, default=str)
                 if text != last:
                     last, beat = text, time.monotonic()
@@ -95,59 +140,3 @@ def build(agent: Agent, auth: Authenticator, default_machine: str) -> APIRouter:
         )
 
     return r
-
-
-def kiosk_view(agent: Agent, auth: Authenticator, machine_id: str, with_token: bool) -> dict[str, Any]:
-    status = agent.control.status(machine_id)
-    session = status.get("session")
-    member = session["member_id"] if session else None
-    jobs = agent.ledger.jobs(machine_id, ("held", "queued")) if member else []
-    waiting = [j for j in jobs if j["member_id"] == member]
-    unclaimed = [j for j in jobs if j["member_id"] is None and j["state"] == "held" and j["source"] != "cli"]
-    running = agent.control.running_job(machine_id)
-    figures = agent.control.job_figures(machine_id)
-    view: dict[str, Any] = {
-        "machine": machine_id,
-        "state": status["state"],
-        "locked": status["locked"],
-        "needs_confirmation": status["needs_confirmation"],
-        "alarms": status["alarms"],
-        "material": status["material"],
-        "materials": sorted(agent.config.materials),
-        "session": session,
-        "decision": _last_decision(agent, machine_id),
-        "queue": [job_view(j, agent.config.spool_dir) for j in waiting],
-        "unclaimed": [job_view(j, agent.config.spool_dir) for j in unclaimed],
-        "running": None,
-    }
-    if running is not None:
-        view["running"] = {
-            **job_view(running, agent.config.spool_dir),
-            "progress": status["job"]["progress"] if status["job"] else 0.0,
-            "eta_s": status["job"]["eta_s"] if status["job"] else None,
-            "elapsed_s": figures["total_s"] if figures else 0.0,
-            "material_g": round(figures["material_g"], 2) if figures else 0.0,
-            "price_so_far": figures["price_so_far"] if figures else None,
-            "currency": figures["currency"] if figures else None,
-        }
-    access = agent.access
-    if with_token and session is not None and access and (raw := access.sessions.current(machine_id)):
-        view["token"] = auth.token_for_session(machine_id, raw)
-    return view
-
-
-def _last_decision(agent: Agent, machine_id: str) -> dict[str, Any] | None:
-    for row in agent.ledger.audit_log(machine_id, 20):
-        if row["action"] != "badge":
-            continue
-        if (utc_now() - parse_iso(row["at"])).total_seconds() > DECISION_SHOWN_S:
-            return None
-        detail = json.loads(row["detail_json"])
-        return {
-            "code": row["result"],
-            "action": detail.get("action"),
-            "member_name": detail.get("member_name"),
-            "text": words(detail),
-            "at": row["at"],
-        }
-    return None

@@ -57,7 +57,7 @@ class GrblConsole:
         return (f"G53 G0 Z{_num(safe_z)}", "G90 G0 X0 Y0")
 
     def home(self) -> tuple[str, ...]:
-        if self.core.settings.get("22", "0") not in ("1", "1.000"):
+        if self.core.settings.get("22", "0").split(".")[0] != "1":
             raise NotHere("homing is not enabled on this controller ($22=0): set work zero by jogging")
         return ("$H",)
 

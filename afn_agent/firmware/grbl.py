@@ -129,6 +129,12 @@ class GrblProtocol:
             return self.substate == 0
         return self.state == "Door" and self.substate in (0, 1)
 
+    @property
+    def homing_enabled(self) -> bool:
+        """`$22=1`: the controller homes, so its machine coordinates are referenced to its travel (without
+        homing they count from wherever it was switched on)."""
+        return self.settings.get("22", "0").split(".")[0] == "1"
+
     def feed_hold(self) -> bytes:
         """`!`: decelerate to a stop. What we knew of the motion is stale until the next report."""
         self.state, self.substate = "Unknown", None

@@ -94,6 +94,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             created_by TEXT NOT NULL, revoked_at TEXT, revoked_by TEXT)""",
         "CREATE INDEX api_keys_member ON api_keys(member_id)",
     ),
+    (  # 9: the console: one-time codes that pair a tablet to one machine; pictures slicers embed in jobs
+        """CREATE TABLE pairing_codes(
+            code_hash TEXT PRIMARY KEY, machine_id TEXT NOT NULL, expires_at REAL NOT NULL,
+            created_by TEXT NOT NULL, used_at TEXT, key_id TEXT)""",
+        """CREATE TABLE thumbnails(
+            job_id TEXT PRIMARY KEY, media_type TEXT NOT NULL, width INTEGER NOT NULL,
+            height INTEGER NOT NULL, data BLOB NOT NULL)""",
+    ),
 ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 import uuid
 from typing import Any
 
@@ -14,7 +15,8 @@ from ..errors import InvalidInput
 from .store import Ledger
 from .usage import iso, utc_now
 
-ROLES = ("slicer", "manager", "booking")
+ROLES = ("slicer", "manager", "booking", "kiosk")  # kiosk: a paired tablet, one machine's console
+PAIRING_S = 600.0  # a pairing code is good for ten minutes, once
 PER_MEMBER = 10  # live keys a member may hold at once (a laptop, a phone, …)
 
 
@@ -89,6 +91,39 @@ class KeyBook:
                 ).rowcount
                 == 1
             )
+
+
+class Pairing:
+    """One-time codes that pair a screen (a tablet at the machine) to one machine's console. The code is
+    kept as a hash; using it makes a `kiosk` key for that machine only, revocable like any key."""
+
+    def __init__(self, book: KeyBook) -> None:
+        self.book = book
+
+    def code(self, machine_id: str, actor: str, now: float | None = None) -> str:
+        """Six digits, shown to a manager (dashboard, CLI), good for PAIRING_S, once."""
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        expires = (time.time() if now is None else now) + PAIRING_S
+        with self.book.ledger.tx() as c:
+            c.execute("INSERT OR REPLACE INTO pairing_codes(code_hash, machine_id, expires_at, created_by) "
+                      "VALUES(?,?,?,?)", (digest(code), machine_id, expires, actor))  # fmt: skip
+        return code
+
+    def pair(self, code: str, device: str) -> tuple[str, dict[str, Any]] | None:
+        """The device's key and its row, or None (unknown, used or expired code)."""
+        with self.book.ledger.tx() as c:
+            row = c.execute(
+                "SELECT * FROM pairing_codes WHERE code_hash=? AND used_at IS NULL AND expires_at>?",
+                (digest(code), time.time()),
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE pairing_codes SET used_at=? WHERE code_hash=?", (iso(utc_now()), digest(code)))
+        key, key_row = self.book.add(f"screen {device}"[:80], "kiosk", f"pairing:{row['created_by']}",
+                                     machines=(row["machine_id"],))  # fmt: skip
+        with self.book.ledger.tx() as c:
+            c.execute("UPDATE pairing_codes SET key_id=? WHERE code_hash=?", (key_row["id"], digest(code)))
+        return key, key_row
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:

@@ -330,6 +330,22 @@ class Ledger:
         return [dict(r) for r in rows]
 
     # ---- usage records ----------------------------------------------------------------------------
+    def put_thumbnail(self, job_id: str, media_type: str, width: int, height: int, data: bytes) -> None:
+        with self.tx() as c:
+            row = (job_id, media_type, width, height, data)
+            c.execute("INSERT OR REPLACE INTO thumbnails VALUES(?,?,?,?,?)", row)
+
+    def thumbnail(self, job_id: str) -> tuple[str, bytes] | None:
+        """A job's picture (media type, bytes), kept after its file leaves the spool: the summary shows it."""
+        sql = "SELECT media_type, data FROM thumbnails WHERE job_id=?"
+        row = self.conn.execute(sql, (job_id,)).fetchone()
+        return (str(row[0]), bytes(row[1])) if row else None
+
+    def record_of(self, job_id: str) -> dict[str, Any] | None:
+        """The usage record of an ended job (None while it runs, or for a job that never started)."""
+        row = self.conn.execute("SELECT record_json FROM usage_records WHERE job_id=?", (job_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def usage_after(self, cursor: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
         """Records after a cursor (their `seq`), oldest first: the pull side of delivery."""
         rows = self.conn.execute(

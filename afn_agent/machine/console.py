@@ -178,6 +178,8 @@ class ConsoleRunner:
         """Refused with the reason when the machine is not in a state to take it."""
         m, loop = self.loop.m, self.loop
         state, prompt = m.state, m.prompt
+        if a.do is Do.HOME and state == MachineState.ALARM and loop.job is None:
+            return  # homing is how a controller that homes at power-up is unlocked
         if a.do is Do.UNLOCK:
             if state != MachineState.ALARM:
                 raise ConsoleRefused(f"the machine is {state}, not in alarm: nothing to unlock")
@@ -254,11 +256,15 @@ class ConsoleRunner:
 
     # ---- checks ----------------------------------------------------------------------------------------
     def fits(self, box: Mapping[str, tuple[float, float]], what: str) -> None:
+        if not self.loop.driver.travel_known:
+            return
         if problem := travel_problem(box, self.loop.m.work_offset, self.loop.profile.volume.axes, what):
             raise ConsoleRefused(problem)
 
     def _within_travel(self, targets: Mapping[str, float], what: str) -> None:
         """A jog's targets (machine coordinates) inside the travel, checked from a known position only."""
+        if not self.loop.driver.travel_known:
+            return
         known = {k: (v, v) for k, v in targets.items() if k in self.loop.m.position}
         if problem := travel_problem(known, {}, self.loop.profile.volume.axes, what):
             raise ConsoleRefused(problem)
@@ -283,12 +289,15 @@ class ConsoleRunner:
             return
         if result.touched:
             self.loop.driver.send_script(self.loop.driver.console.after_probe(a.plate_mm, a.retract_mm))
+        z = result.position.get("Z")
+        self.loop.m.last_probe = {"touched": result.touched, "z": z, "plate_mm": a.plate_mm, "t": time.time()}
         self.loop.emit(me.Probed, touched=result.touched, position=dict(result.position), plate_mm=a.plate_mm)
 
     def on_alarm(self) -> None:
         """An alarm ends whatever the console had under way (a probe that never touched: ALARM:4/5)."""
         if self.probe is not None:
             self.probe = None
+            self.loop.m.last_probe = {"touched": False, "z": None, "plate_mm": 0.0, "t": time.time()}
             self.loop.emit(me.Probed, touched=False, position=dict(self.loop.m.position), plate_mm=0.0)
         self.jog_until, self.jog_dir = 0.0, ()
 

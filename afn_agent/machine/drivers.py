@@ -66,6 +66,12 @@ class Driver:
     def motion_stopped(self) -> bool:
         return True
 
+    @property
+    def travel_known(self) -> bool:
+        """Machine coordinates say where the axes are within their travel (the machine homes): only then
+        are jobs, frames and jogs checked against the profile's travel here. Marlin clamps moves itself."""
+        return False
+
     def pause_bytes(self) -> bytes:
         """Written at once by the caller's thread when a person pauses."""
         return b""
@@ -219,6 +225,10 @@ class GrblDriver(Driver):
     @property
     def motion_stopped(self) -> bool:
         return self.core.motion_stopped
+
+    @property
+    def travel_known(self) -> bool:
+        return self.core.homing_enabled
 
     def pause_bytes(self) -> bytes:
         return FEED_HOLD

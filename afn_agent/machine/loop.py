@@ -397,7 +397,7 @@ class MachineLoop:
             self._stall_since = 0.0
             self._emit(me.StallCleared)
         job = self.job
-        if event.text == "$X" and self.m.state in STOPPED_STATES:
+        if event.text in ("$X", "$H") and self.m.state in STOPPED_STATES:
             self._set_state(MachineState.IDLE)
         elif isinstance(event.tag, JobPos) and job is not None:
             if job.on_acked(event.tag, event.text):

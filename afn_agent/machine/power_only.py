@@ -39,6 +39,7 @@ class PowerOnlyMachine(Machine):
         self.last_error = ""
         self.work_offset = {}
         self.prompt = None
+        self.last_probe = None
         self.settings = ConsoleSettings()
         self._started = False
 

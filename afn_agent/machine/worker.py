@@ -52,6 +52,7 @@ class Machine:
         self.grbl_fields: Mapping[str, str] = {}  # the last status report's fields (FS: feed, spindle)
         self.work_offset: Mapping[str, float] = {}  # GRBL WCO: work position = machine − offset
         self.prompt: Prompt | None = None  # what a waiting job asks of a person
+        self.last_probe: dict[str, Any] | None = None  # the console's last Z probe: touched, where
         self.settings = ConsoleSettings()  # the console's settings (the agent replaces them on reload)
         self.result: JobResult | None = None  # the last job's
         self.last_error = ""

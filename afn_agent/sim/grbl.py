@@ -439,7 +439,7 @@ class GrblSim(SimFirmware):
         cmd = line.replace(" ", "")
         if cmd == "$$":
             for k, v in self.settings.items():
-                self.out(f"${k}={v}", t)
+                self.out(f"${k}={'1' if k == '22' and self.opts.homing_lock else v}", t)
         elif cmd == "$I":
             self.out("[VER:1.1h.20190825:]", t)
             self.out(f"[OPT:V,{self.opts.planner_blocks - 1},{self.opts.rx_buffer}]", t)

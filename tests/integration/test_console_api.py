@@ -11,7 +11,7 @@ import pytest
 
 from afn_agent.agent import Agent
 from afn_agent.config import load_config
-from afn_agent.machine.console import Do
+from afn_agent.machine.console import ConsoleAction, Do
 from afn_agent.machine.events import MachineState
 from tests.helpers import KEYS, api_table, wait_for, write_config
 from tests.integration.test_access import SECRET, day, read_badge, snapshot
@@ -22,7 +22,7 @@ BODIES = {Do.JOG: {"axes": {"X": -1}}, Do.ZERO: {"axes": {"X": 0, "Y": 0}}, Do.B
 
 @pytest.fixture
 def mill(tmp_path, start_sim):
-    sim = start_sim("grbl", plate=True, plate_z=-60.0)
+    sim = start_sim("grbl", plate=True, plate_z=-60.0, homing_lock=True)  # it homes: travel is known
     machines = [{"id": "mill-1", "class": "cnc-mill", "profile": "grbl-1.1", "port": str(sim.link),
                  "baud": sim.options["baud"], "reader": "sim", "hold_uploads": True,
                  "console": {"plate_mm": 12.5, "probe_depth": 80, "jog_feed": 3000}}]  # fmt: skip
@@ -30,7 +30,10 @@ def mill(tmp_path, start_sim):
     path.write_text(path.read_text() + api_table() + f'\n[access]\nbadge_secret = "{SECRET}"\ndebounce_s = 0.2\n')
     agent = Agent(load_config(path)).start()
     agent.access.directory.apply_snapshot(snapshot(ana=MILL, bob=MILL), "test")
-    assert agent.machines["mill-1"].wait_ready(15)
+    mill = agent.machines["mill-1"]
+    wait_for(lambda: mill.state == MachineState.ALARM, 15, "GRBL locked until it homes ($22=1)")
+    mill.console(ConsoleAction(Do.HOME, "test")).result(5)
+    wait_for(lambda: mill.state == MachineState.IDLE and mill.grbl_state == "Idle", 15, "homed")
     yield agent, f"http://127.0.0.1:{agent.api.port}", sim
     agent.stop()
 
@@ -78,7 +81,7 @@ def test_another_members_token_and_the_wrong_state_are_refused_per_action(mill, 
     wait_for(lambda: agent.machines["mill-1"].grbl_state == "Idle", 5, "idle")
     wrong = {Do.UNLOCK: "not in alarm", Do.CONTINUE: "not waiting for anyone", Do.BABYSTEP: "running print",
              Do.PREHEAT: "no heaters", Do.LOAD: "no extruder", Do.UNLOAD: "no extruder",
-             Do.FRAME: "no job waits", Do.HOME: "homing is not enabled"}  # fmt: skip
+             Do.FRAME: "no job waits"}  # fmt: skip
     for do, why in wrong.items():
         r = post(url, do, BODIES.get(do) or ({"hotend": 200, "bed": 60} if do is Do.PREHEAT else None), key=ana)
         assert r.status_code == 409 and why in r.json()["detail"], (do, r.text)

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from afn_agent.firmware.profile import load_profile
 from afn_agent.machine.console import ConsoleAction, ConsoleRefused, Do
 from afn_agent.machine.events import MachineState, Probed, PromptShown
+from afn_agent.machine.worker import Machine
 from tests.helpers import wait_for
 
 
@@ -82,8 +84,15 @@ def test_mill_set_up_jog_zero_probe_frame_reach_the_machine(start_sim, connect, 
 
 
 def test_travel_is_checked_before_a_byte_is_sent(start_sim, connect):
-    sim = start_sim("grbl")
-    m = connect(sim, "grbl-1.1")
+    sim = start_sim("grbl", homing_lock=True)  # $22=1: it homes, so machine coordinates mean its travel
+    m = _homed(sim)
+    try:
+        _travel_checks(m, sim)
+    finally:
+        m.close()
+
+
+def _travel_checks(m, sim) -> None:
     wait_for(lambda: "X" in m.position, 5, "position")
     why = refused(m, Do.JOG, axes={"X": 5.0}, feed=1000)
     assert why == "this jog takes X to 5.000 mm (machine coordinates), 5.000 mm beyond its travel (-300 to 0 mm)"
@@ -96,6 +105,24 @@ def test_travel_is_checked_before_a_byte_is_sent(start_sim, connect):
     assert why.startswith("the frame takes X to 50.000 mm (machine coordinates), 50.000 mm beyond"), why
     time.sleep(0.3)  # real time: anything sent would have run by now
     assert len(sim.executed()) == before
+
+
+def _homed(sim):
+    m = Machine("m", load_profile("grbl-1.1"), str(sim.link), baud=sim.options["baud"]).start()
+    wait_for(lambda: m.state == MachineState.ALARM, 15, "GRBL locked until homed")
+    act(m, Do.HOME)
+    wait_for(lambda: m.state == MachineState.IDLE, 15, "homed")
+    at_rest(m)
+    return m
+
+
+def test_travel_is_not_checked_where_the_machine_does_not_home(start_sim, connect):
+    sim = start_sim("grbl")  # $22=0: machine coordinates count from where it was switched on
+    m = connect(sim, "grbl-1.1")
+    at_rest(m)
+    act(m, Do.JOG, axes={"X": 5.0}, feed=3000)
+    at_rest(m)
+    assert "$J=G91G21X5F3000" in [c.replace(" ", "") for _, c in sim.executed()]
 
 
 def test_probe_that_touches_nothing_fails_cleanly_and_unlock_says_so(start_sim, connect):

@@ -44,7 +44,7 @@ def kiosk(tmp_path, start_sim):
         )  # fmt: skip
         page = browser.new_page(viewport={"width": 800, "height": 480})  # a 7-inch touch screen
         page.on("dialog", lambda d: d.accept())
-        page.goto(f"http://127.0.0.1:{agent.api.port}/")
+        page.goto(f"http://127.0.0.1:{agent.api.port}/kiosk/printer-1?lang=en")
         yield agent, page
         browser.close()
     agent.stop()
@@ -61,15 +61,15 @@ def shot(page, name: str) -> None:
 def test_badge_quote_start_progress_done(kiosk, tmp_path):
     agent, page = kiosk
     page.wait_for_selector("#machine:has-text('printer-1')")
-    assert page.is_visible("#prompt")
+    assert page.is_visible("#badge-in")
     shot(page, "1-waiting-for-badge")
     job = circle_gcode(tmp_path / "keychain.gcode", 3000, 0.05, centre=(110, 110))
     submit(agent.config, agent.ledger, "printer-1", job, "upload", member_id="ana")  # a slicer upload, held
     badge(agent, "ana")
-    page.wait_for_selector("#who:has-text('Ana has this machine')")
+    page.wait_for_selector("#who:has-text('At the machine: Ana')")
     page.wait_for_selector("#queue li:has-text('keychain.gcode')")
     quote = page.inner_text("#queue li")
-    assert "EUR" in quote and " g" in quote and "min" in quote
+    assert "€" in quote and " g" in quote and "min" in quote
     assert "Welcome, Ana." in page.inner_text("#decision")
     page.select_option("#material", "PETG")  # the member says what is loaded
     wait_for(lambda: agent.control.status("printer-1")["material"] == "PETG", 5, "PETG loaded")
@@ -85,7 +85,7 @@ def test_badge_quote_start_progress_done(kiosk, tmp_path):
     page.click("#queue button.start")
     page.wait_for_selector("#running:not(.hidden)")
     page.wait_for_function("document.querySelector('#progress').textContent !== '0 %'")
-    assert "EUR" in page.inner_text("#cost")
+    assert "€" in page.inner_text("#cost")
     shot(page, "3-printing")
     page.wait_for_selector("#running", state="hidden", timeout=60_000)
     shot(page, "4-done")

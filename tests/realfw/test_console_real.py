@@ -49,6 +49,7 @@ def steps(x: float, y: float, z: float) -> tuple[int, int, int]:
 
 def test_jog_zero_and_frame_on_real_grbl(real_fw, machine_on):
     fw = grbl(real_fw)
+    assert fw.say("$22=1").rstrip().endswith(b"ok")  # homing enabled: machine coordinates mean the travel
     m = machine_on(fw.link, "grbl-1.1")
     settled(m)
     act(m, Do.JOG, axes={"X": -4.0, "Y": -2.0}, feed=3000)
