@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # System packages the agent, its demo and its tests use: a real MQTT broker, headless Chromium for the
 # kiosk page tests, promtool (Debian's prometheus package) to check /metrics, openssl for TLS tests;
 # gcc and python3-dev build the analyzer's compiled part (afn_agent/gcode/_core.c).
-PACKAGES="python3 python3-venv python3-pip python3-dev gcc mosquitto mosquitto-clients chromium prometheus openssl socat"
+# npm fetches axe-core, the accessibility checker the console's browser tests run inside Chromium.
+PACKAGES="python3 python3-venv python3-pip python3-dev gcc mosquitto mosquitto-clients chromium prometheus openssl socat npm"
 
 if command -v apt-get >/dev/null 2>&1; then
     missing=""
@@ -34,3 +35,8 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 # atheris (coverage-guided fuzzing) ships wheels for x86_64 only; elsewhere its test is skipped
 .venv/bin/python -m pip install -q -e '.[fuzz]' 2>/dev/null || echo "atheris not installed: fuzz test skipped" >&2
+# axe-core (npm), pinned: the console pages are checked with it in headless Chromium (tests only)
+if [ ! -f .cache/node/node_modules/axe-core/axe.min.js ]; then
+    npm install --no-audit --no-fund --silent --prefix .cache/node axe-core@4.10.3 >/dev/null ||
+        echo "axe-core not installed: the accessibility checks will fail in CI" >&2
+fi

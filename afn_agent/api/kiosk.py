@@ -108,7 +108,7 @@ def build(agent: Agent, auth: Authenticator, default_machine: str) -> APIRouter:
             agent.ledger.audit(f"screen:{who}", "pair", "refused", None, None, problem="unknown or used code")
             raise HTTPException(403, "this code is unknown, used or expired: ask for a new one")
         key, row = paired
-        machine_id = json.loads(row["machines_json"])[0]
+        machine_id = row["machines"][0]
         agent.ledger.audit(f"screen:{who}", "pair", "paired", machine_id, None, key_id=row["id"])
         return {"token": key, "machine": machine_id, "key_id": row["id"], "console": f"/kiosk/{machine_id}"}
 

@@ -30,7 +30,9 @@ HTTP_CODES = {
     400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found", 409: "conflict",
     413: "too-large", 415: "unsupported-type", 422: "invalid", 503: "unavailable", 507: "storage-full",
 }  # fmt: skip
-PUBLIC = ("/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+# /v1/kiosk-words and /v1/pair: a screen not yet paired gets its labels, and pairs with a one-time code
+PUBLIC = ("/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+          "/v1/kiosk-words", "/v1/pair")  # fmt: skip
 
 
 def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:

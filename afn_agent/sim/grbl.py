@@ -321,7 +321,7 @@ class GrblSim(SimFirmware):
             return self._try_pending(t)
         if axes or motion in ("2", "3"):
             before = list(self.pos)
-            self._target(axes)
+            self._target(axes, machine=any(k == "G" and v == "53" for k, v in words))
             self._move_s = self._move_seconds(before, motion or self.motion)
             self.pending = ("move", raw.strip())
             return self._try_pending(t)
@@ -337,10 +337,12 @@ class GrblSim(SimFirmware):
         feed = float(self.settings.get("110", "500")) if motion == "0" else self.feed
         return float(max(fixed, dist / max(feed, 1e-6) * 60))
 
-    def _target(self, axes: dict[str, float]) -> None:
+    def _target(self, axes: dict[str, float], machine: bool = False) -> None:
+        """Absolute targets are work coordinates (plus the G54 offset), except on a G53 line."""
         for i, k in enumerate("XYZ"):
             if k in axes:
-                self.pos[i] = self.pos[i] + axes[k] if self.relative else axes[k]
+                base = self.pos[i] if self.relative else (0.0 if machine else self.wco[i])
+                self.pos[i] = base + axes[k]
 
     def _try_pending(self, t: float) -> None:
         """Plan the parsed line if the planner has room; until then the parser (and the ring) waits."""
