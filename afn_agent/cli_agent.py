@@ -40,6 +40,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     k.add_argument("--revoke", metavar="KEY_ID", help="with --config: revoke a key added that way")
     k.set_defaults(handler=cmd_api_key)
 
+    pa = sub.add_parser("pair", help="a one-time code (ten minutes) that pairs a screen to one console")
+    pa.add_argument("--config", required=True, help="the agent's TOML file")
+    pa.add_argument("--machine", required=True, help="the machine whose console the screen will show")
+    pa.set_defaults(handler=cmd_pair)
+
     po = sub.add_parser(
         "ports", help="serial devices attached, their USB IDs, and udev lines for stable names"
     )
@@ -163,6 +168,29 @@ def _ledger_key(args: argparse.Namespace) -> int:
     print(f"key (give it to the client; it is not stored anywhere): {key}")
     print(f"id {row['id']} (to revoke it: afn-agent api-key --config {args.config} --revoke {row['id']})")
     print("the running agent accepts it now; no restart, no reload")
+    return 0
+
+
+def cmd_pair(args: argparse.Namespace) -> int:
+    """Written to the ledger beside the running agent, which takes the code at once (no restart)."""
+    import getpass
+
+    from .agent import open_ledger
+    from .ledger.keys import PAIRING_S, KeyBook, Pairing
+
+    config = load_config(args.config)
+    if config.find(args.machine) is None:
+        raise ConfigError(f"{args.config}: no machine {args.machine!r}")
+    ledger = open_ledger(config)
+    try:
+        actor = f"cli:{getpass.getuser()}"
+        code = Pairing(KeyBook(ledger)).code(args.machine, actor)
+        ledger.audit(actor, "pairing-code", "made", args.machine, None)
+    finally:
+        ledger.close()
+    print(f"pairing code for {args.machine}: {code}")
+    print(f"open http://<agent>:<port>/kiosk/{args.machine} on the screen and type it within "
+          f"{PAIRING_S / 60:g} minutes; it works once")  # fmt: skip
     return 0
 
 

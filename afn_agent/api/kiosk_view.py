@@ -58,7 +58,7 @@ def kiosk_view(agent: Agent, auth: Authenticator, machine_id: str, with_token: b
         "decision": decision,
         "queue": [_job(agent, j, lang) for j in waiting],
         "unclaimed": [_job(agent, j, lang) for j in unclaimed],
-        "temperatures": _temperatures(machine.temperatures, lang),
+        "temperatures": _temperatures(machine.temperatures, machine.heat_eta_s, lang),
         "position": _work_position(machine.position, machine.work_offset),
         "work_offset": status.get("work_offset"),
         "grbl_state": machine.grbl_state,
@@ -93,13 +93,16 @@ def _session(session: dict[str, Any] | None, lang: str) -> dict[str, Any] | None
     return {**session, "held_text": held, "until_text": until_text}
 
 
-def _temperatures(temps: Any, lang: str) -> list[dict[str, Any]]:
+def _temperatures(temps: Any, etas: Any, lang: str) -> list[dict[str, Any]]:
     out = []
     for name, (actual, target) in sorted(temps.items()):
         if name not in HEATERS or (name == "T0" and "T" in temps):
             continue
+        eta = etas.get(name)
         out.append({"name": name, "label": i18n.text(HEATERS[name], lang), "actual": actual, "target": target,
-                    "text": i18n.text("fmt.temp", lang, actual=actual, target=target)})  # fmt: skip
+                    "text": i18n.text("fmt.temp", lang, actual=actual, target=target),
+                    "eta_text": i18n.text("ui.at-temperature-in", lang, time=i18n.duration(eta, lang))
+                    if eta else ""})  # fmt: skip
     return out
 
 

@@ -198,7 +198,8 @@ class ConsoleRunner:
         elif state != MachineState.IDLE or loop.job is not None:
             raise ConsoleRefused(f"the machine is {state}: set-up actions need it idle, outside a job")
         if a.do not in WHILE_MOVING and self._moving():
-            raise ConsoleRefused("the machine is still moving (the last action has not finished)")
+            raise ConsoleRefused("the machine is still busy with the last action (moving or answering): "
+                                 "try again when it has finished")  # fmt: skip
         if self.probe is not None and a.do is not Do.JOG_STOP:
             raise ConsoleRefused("a probe is under way")
 
@@ -240,7 +241,7 @@ class ConsoleRunner:
         assert prompt is not None
         if prompt.host:
             if self._moving():
-                raise ConsoleRefused("the machine is still moving; continue once it is at rest")
+                raise ConsoleRefused("the machine is still busy with the last action: continue once done")
             if self.pending_tool is not None and loop.job is not None:
                 _, text, pos, _ = self.pending_tool
                 loop.job_line_done(pos, text)  # the M6 never goes to GRBL (it would answer error:20)

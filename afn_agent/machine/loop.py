@@ -21,6 +21,7 @@ from . import events as me
 from .console import ConsoleAction, ConsoleRunner
 from .drivers import END_MARK, Driver, driver_for
 from .events import JOB_STATES, STOPPED_STATES, JobResult, MachineEvent, MachineState
+from .heat import HeatWatch
 from .job import JobError, JobFile, JobPos
 from .link import LinkLost
 from .streaming import Counters, StreamingJob
@@ -64,6 +65,7 @@ class MachineLoop:
         self.safe_pending = ""  # a safe state asked for before the machine could take it
         self._stall_since = 0.0
         self.console = ConsoleRunner(self)
+        self.heat = HeatWatch()
 
     def post(self, *cmd: Any) -> None:
         """A command for the machine thread (any thread)."""
@@ -433,6 +435,7 @@ class MachineLoop:
 
     def _on_temperatures(self, event: ev.Temperatures, now: float) -> None:
         self.m.temperatures = {**self.m.temperatures, **event.heaters}
+        self.m.heat_eta_s = self.heat.report(event.heaters, now)
         self._telemetry(now)
 
     def _on_position(self, event: ev.Position, now: float) -> None:

@@ -32,6 +32,7 @@ class PowerOnlyMachine(Machine):
         self.state = MachineState.IDLE
         self.firmware = "none (power only)"
         self.temperatures = {}
+        self.heat_eta_s = {}
         self.position = {}
         self.grbl_state = ""
         self.grbl_fields = {}

@@ -47,6 +47,7 @@ class Machine:
         self.state = MachineState.DISCONNECTED
         self.firmware = ""
         self.temperatures: Mapping[str, tuple[float, float]] = {}
+        self.heat_eta_s: Mapping[str, float | None] = {}  # seconds until each heater is at its target
         self.position: Mapping[str, float] = {}
         self.grbl_state = ""
         self.grbl_fields: Mapping[str, str] = {}  # the last status report's fields (FS: feed, spindle)

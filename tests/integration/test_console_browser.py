@@ -7,8 +7,8 @@
 - printer: badge -> preheat -> a PrusaSlicer file with an M600 colour change -> prompt -> continue ->
   summary with grams and the file's own thumbnail.
 
-At every state both screens are photographed (tests/artifacts/console/) and checked with axe-core: no
-serious or critical violation. A tablet paired with a one-time code drives its machine from 127.0.0.2.
+At every state both screens are photographed (tests/artifacts/console/) and checked with axe-core (no
+serious or critical violation) and for touch targets under 44 px. A tablet paired with a one-time code drives its machine from 127.0.0.2.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 AXE = ROOT / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 BENCHY = ROOT.parent / "shared" / "corpus" / "prusaslicer-2.6.1_benchy.gcode"
 TRAINED = {"trainings": [{"class": c, "expires": day(365)} for c in ("cnc-mill", "laser", "fdm-printer")]}
+SMALL_TARGETS = """() => [...document.querySelectorAll("button, select, input:not([type=checkbox]), label.check")]
+  .filter(e => e.offsetParent !== null)
+  .map(e => [e.id || e.textContent.trim().slice(0, 20), e.getBoundingClientRect()])
+  .filter(([, r]) => r.width < 44 || r.height < 44)
+  .map(([name, r]) => name + " " + Math.round(r.width) + "x" + Math.round(r.height))"""
 AXE_RUN = """async () => {
   const r = await axe.run(document, {resultTypes: ["violations"]});
   return r.violations.filter(v => v.impact === "serious" || v.impact === "critical")
@@ -137,6 +143,7 @@ class Screens:
             page.screenshot(path=str(ARTIFACTS / f"{self.machine}-{self.n}-{name}-{lang}.png"), full_page=True)
             found = page.evaluate(AXE_RUN)
             self.problems += [f"{name} ({lang}): {v}" for v in found]
+            self.problems += [f"{name} ({lang}): touch target under 44 px: {t}" for t in page.evaluate(SMALL_TARGETS)]
 
 
 def badge(agent, machine: str) -> None:
@@ -307,3 +314,14 @@ def test_a_paired_tablet_drives_its_machine_and_nothing_else(lab, tablet_address
         key_id = next(k["id"] for k in agent.keys.list() if k["role"] == "kiosk")
         assert httpx.delete(f"{url}/v1/keys/{key_id}", headers={"X-Api-Key": KEYS["manager"]}).status_code == 204
         assert paired.get(f"{tablet}/v1/kiosk/mill-1").status_code == 403  # revoked: the key is refused
+    out = subprocess.run([sys.executable, "-m", "afn_agent", "pair", "--config", str(agent.config.path),
+                          "--machine", "laser-1"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    code = out.stdout.split("pairing code for laser-1: ")[1].split()[0]
+    with httpx.Client(transport=local) as other:
+        new = other.post(f"{tablet}/v1/pair", json={"code": code, "name": "laser tablet"}).json()
+        assert new["machine"] == "laser-1"
+        assert other.get(f"{tablet}/v1/kiosk/laser-1", headers={"X-Api-Key": new["token"]}).status_code == 200
+        wrong = [other.post(f"{tablet}/v1/pair", json={"code": f"{n:06d}"}).status_code for n in range(12)]
+        first = wrong.index(429)  # ten wrong codes (the used one above was one): pairing pauses
+        assert first == 9 and set(wrong[:first]) == {403} and set(wrong[first:]) == {429}, wrong

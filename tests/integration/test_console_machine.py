@@ -48,6 +48,11 @@ def events_of(m, kind):
     return out
 
 
+def quiet(m) -> None:
+    """Nothing of ours waits for an answer (a printer has no status report to say it is at rest)."""
+    wait_for(lambda: m.driver.core.oldest_unanswered() is None, 10, "every line answered")
+
+
 def logged(sim) -> list[str]:
     """The execution log, spaces dropped as GRBL drops them when it reads a line."""
     return [f"{label}\t{cmd.replace(' ', '') if label != 'rt' else cmd}" for label, cmd in sim.executed()]
@@ -200,3 +205,46 @@ def test_marlin_m0_and_m600_prompt_and_m108_continues(start_sim, connect, tmp_pa
     assert r.outcome == "completed", r
     log = logged(sim)
     assert log.count("rt\tM108 (wait for user ended)") == 2
+
+
+def test_printer_tools_preheat_filament_raise_and_babysteps(start_sim, connect, tmp_path):
+    sim = start_sim("marlin", speed=20, babystep=True)
+    m = connect(sim, "marlin2")
+    quiet(m)
+    assert "nozzle is at" in refused(m, Do.LOAD, mm=80, feed=300, hotend=170)  # cold: refused, nothing sent
+    act(m, Do.PREHEAT, hotend=210, bed=60)
+    wait_for(lambda: m.temperatures.get("T", (0, 0))[0] >= 170, 30, "the nozzle hot enough")
+    quiet(m)
+    act(m, Do.LOAD, mm=80, feed=300, hotend=170)
+    quiet(m)
+    act(m, Do.RAISE_Z, mm=10, feed=600)
+    wait_for(lambda: "G90" in [c for _, c in sim.executed()][-3:], 10, "raised")
+    assert "running print" in refused(m, Do.BABYSTEP, mm=0.05)  # not while idle: a print's first layers
+    job = tmp_path / "slow.gcode"
+    job.write_text("G28\n" + "".join(f"G1 X{10 + i % 50} Y10 F600\n" for i in range(3000)))
+    m.start_job(job)
+    wait_for(lambda: m.state == MachineState.PRINTING and m.snapshot()["lines_acked"] > 20, 15, "printing")
+    act(m, Do.BABYSTEP, mm=0.05)
+    assert "idle, outside a job" in refused(m, Do.COOLDOWN)
+    m.cancel()
+    m.wait_job(20)
+    quiet(m)
+    act(m, Do.COOLDOWN)
+    quiet(m)
+    m.wait_job(20)
+    ran = [c for _, c in sim.executed()]
+    for want in ("M104 S210", "M140 S60", "M83", "G1 E80 F300", "M82", "G0 Z10 F600", "M290 Z0.05", "M104 S0"):
+        assert want in ran, (want, ran[-30:])
+    assert ran.index("G1 E80 F300") > ran.index("M104 S210")
+
+
+def test_babysteps_need_the_firmware_to_have_them(start_sim, connect, tmp_path):
+    sim = start_sim("marlin")  # Cap:BABYSTEPPING:0, as the real Marlin 2.1.2 build here says
+    m = connect(sim, "marlin2")
+    job = tmp_path / "slow.gcode"
+    job.write_text("".join(f"G1 X{10 + i % 50} Y10 F600\n" for i in range(3000)))
+    m.start_job(job)
+    wait_for(lambda: m.state == MachineState.PRINTING, 15, "printing")
+    assert "Cap:BABYSTEPPING:0" in refused(m, Do.BABYSTEP, mm=0.05)
+    m.cancel()
+    m.wait_job(20)

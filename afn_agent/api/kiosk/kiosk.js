@@ -138,7 +138,12 @@ function drawTemperatures(v) {
   list.textContent = "";
   for (const t of v.temperatures) {
     const li = document.createElement("li");
-    li.textContent = t.label + " " + t.text;  // two catalogue pieces side by side, not a sentence
+    for (const part of [t.label, t.text, t.eta_text]) {  // catalogue pieces side by side, not a sentence
+      const s = document.createElement("span");
+      s.className = "part";
+      s.textContent = part;
+      li.append(s, " ");
+    }
     list.appendChild(li);
   }
   if (!v.temperatures.length) return;
