@@ -56,6 +56,14 @@ def test_good_config(tmp_path):
         (("[broker]", "[brokr]"), r"unknown key\(s\) brokr"),
         (('class = "fdm-printer"', 'class = "fdm-printer"\ncolour = "red"'), r"unknown key\(s\) colour"),
         (("[agent]", "[agent"), "not valid TOML"),
+        (('tariff = "printer"\n', 'tariff = "printer"\nconsole = { language = "de" }\n'),
+         r"machines\[0\] \(printer-1\)\.console\.language: fr or en"),
+        (('tariff = "printer"\n', 'tariff = "printer"\nconsole = { plate = 20 }\n'),
+         r"machines\[0\] \(printer-1\)\.console: unknown key\(s\) plate"),
+        (('tariff = "printer"\n', 'tariff = "printer"\nconsole = { tool_change = { X = "far" } }\n'),
+         r"console\.tool_change: a table of X, Y, Z numbers"),
+        (('tariff = "printer"\n', 'tariff = "printer"\nconsole = { jog_steps = [0, 1] }\n'),
+         r"console\.jog_steps: up to 6 positive numbers"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, change, message):
@@ -98,6 +106,8 @@ def test_the_example_config_is_valid():
         "closed",
     )
     assert cfg.preset("petg").price_per_kg is not None and cfg.stop_grace_s == 600
+    console = cfg.machine("printer-1").console
+    assert (console.language, console.babystep_training, console.filament_mm) == ("fr", "fdm-advanced", 90.0)
     assert cfg.access.opening_hours["sat"][0].hour == 10 and cfg.api.keys[1].role == "booking"
 
 
