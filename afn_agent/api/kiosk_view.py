@@ -167,11 +167,9 @@ def _running(
 
 def _summary(agent: Agent, machine_id: str, lang: str) -> dict[str, Any] | None:
     """The last job that ended here, until the next badge: time, material or beam/spindle, price, outcome."""
-    ended = [j for j in agent.ledger.jobs(machine_id, ("completed", "cancelled", "failed", "interrupted"))
-             if j["ended_at"]]  # fmt: skip
-    if not ended:
+    job = agent.ledger.last_ended(machine_id)
+    if job is None:
         return None
-    job = max(ended, key=lambda j: j["ended_at"])
     badge_at = _last_badge_at(agent, machine_id)
     if badge_at and job["ended_at"] < badge_at:
         return None  # someone badged since: the summary was theirs to see

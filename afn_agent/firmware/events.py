@@ -154,3 +154,12 @@ class UserWait(Event):
 
     text: str  # the waiting line
     tag: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostPrompt(Event):
+    """Marlin's host prompt (HOST_PROMPT_SUPPORT): `//action:prompt_begin <words>`, its buttons, then
+    `prompt_show`: what the firmware asks a person, in its own words."""
+
+    text: str
+    buttons: tuple[str, ...] = ()

@@ -83,6 +83,7 @@ class MarlinProtocol:
         self._sync: SentLine | None = None  # an M110 on its way: nothing else goes out until its ok
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
         self._waiting_on = -1  # the line (seq) already reported as waiting for a person
+        self._prompt: tuple[str, list[str]] | None = None  # a host prompt being announced
 
     # ---- what the driver feeds in -------------------------------------------------------------
     def begin_job(self) -> None:
@@ -288,12 +289,24 @@ class MarlinProtocol:
         elif low.startswith("//action:"):
             name, _, args = line[len("//action:") :].partition(" ")
             self._emit(ev.ActionCommand(name.strip(), args.strip()))
+            self._host_prompt(name.strip().lower(), args.strip())
         elif "unknown command" in low:
             self._on_unknown(line)
         elif TEMP_RE.search(line) and ("T:" in line or "B:" in line):
             self._emit_temps(line)
         else:
             self._emit(ev.Message(line))
+
+    def _host_prompt(self, name: str, args: str) -> None:
+        """prompt_begin (words), prompt_choice / prompt_button (buttons), prompt_show: one HostPrompt."""
+        if name == "prompt_begin":
+            self._prompt = (args, [])
+        elif name in ("prompt_choice", "prompt_button") and self._prompt is not None:
+            self._prompt[1].append(args)
+        elif name == "prompt_show" and self._prompt is not None:
+            self._emit(ev.HostPrompt(self._prompt[0], tuple(self._prompt[1])))
+        elif name == "prompt_end":
+            self._prompt = None
 
     def _on_ok(self, line: str) -> None:
         if m := UNNUMBERED_OK_RE.match(line):

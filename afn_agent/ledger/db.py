@@ -101,6 +101,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """CREATE TABLE thumbnails(
             job_id TEXT PRIMARY KEY, media_type TEXT NOT NULL, width INTEGER NOT NULL,
             height INTEGER NOT NULL, data BLOB NOT NULL)""",
+        "CREATE INDEX jobs_ended ON jobs(machine_id, ended_at)",  # the console's last-job summary
     ),
 ]
 

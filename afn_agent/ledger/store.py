@@ -173,6 +173,14 @@ class Ledger:
             args.extend(states)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY queue_pos", args)]
 
+    def last_ended(self, machine_id: str) -> dict[str, Any] | None:
+        """The job that ended last at a machine (the console's summary), without reading its history."""
+        row = self.conn.execute(
+            "SELECT * FROM jobs WHERE machine_id=? AND ended_at IS NOT NULL ORDER BY ended_at DESC LIMIT 1",
+            (machine_id,),
+        ).fetchone()
+        return dict(row) if row else None
+
     def next_queued(self, machine_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(
             "SELECT * FROM jobs WHERE machine_id=? AND state='queued' ORDER BY queue_pos LIMIT 1",

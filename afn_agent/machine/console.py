@@ -120,6 +120,7 @@ class ConsoleRunner:
         self.jog_dir: tuple[tuple[str, float], ...] = ()
         self.probe: ConsoleAction | None = None  # a probe on its way: what to do when it touches
         self.pending_tool: tuple[int | None, str, object, str] | None = None  # M6 reached: tool, line, note
+        self.host_words = ""  # Marlin's host prompt, announced just before its wait
 
     # ---- actions from people ---------------------------------------------------------------------------
     def take(self, action: ConsoleAction, answer: Future[str], now: float) -> None:
@@ -336,9 +337,20 @@ class ConsoleRunner:
             return
         word, _, rest = event.text.partition(" ")
         line = getattr(event.tag, "line", None)
-        note = rest.strip() or (loop.job.notes.get(line, "") if line is not None else "")
+        note = self.host_words or rest.strip() or (loop.job.notes.get(line, "") if line is not None else "")
+        self.host_words = ""
         kind = {"M0": "pause", "M00": "pause", "M1": "pause", "M01": "pause", "M600": "filament-change"}
         self.show(Prompt(kind.get(word.upper(), "user"), note, line=line))
+
+    def on_host_prompt(self, event: ev.HostPrompt) -> None:
+        """Marlin's own words for what it waits for: they replace ours on the prompt shown (or show one)."""
+        loop, shown = self.loop, self.loop.m.prompt
+        if loop.job is None or not event.text:
+            return
+        if shown is None:
+            self.host_words = event.text  # the wait itself (busy: paused for user) follows
+        elif not shown.host and shown.text != event.text:
+            self.show(Prompt(shown.kind, event.text, shown.tool, line=shown.line, since=shown.since))
 
     def show(self, prompt: Prompt) -> None:
         loop = self.loop
@@ -354,5 +366,5 @@ class ConsoleRunner:
             loop.emit(me.PromptAnswered, by=by, waited_s=round(time.time() - prompt.since, 3))
 
     def job_ended(self) -> None:
-        self.pending_tool = None
+        self.pending_tool, self.host_words = None, ""
         self.loop.m.prompt = None

@@ -447,6 +447,9 @@ class MachineLoop:
     def _on_user_wait(self, event: ev.UserWait, now: float) -> None:
         self.console.on_user_wait(event)
 
+    def _on_host_prompt(self, event: ev.HostPrompt, now: float) -> None:
+        self.console.on_host_prompt(event)
+
     def _on_work_offset(self, event: ev.WorkOffset, now: float) -> None:
         self.m.work_offset = dict(event.axes)
 
@@ -553,5 +556,6 @@ _HANDLERS: dict[type[ev.Event], Callable[[MachineLoop, Any, float], None]] = {
     ev.ProbeSent: MachineLoop._on_probe,
     ev.ProbeResult: MachineLoop._on_probe_result,
     ev.UserWait: MachineLoop._on_user_wait,
+    ev.HostPrompt: MachineLoop._on_host_prompt,
     ev.WorkOffset: MachineLoop._on_work_offset,
 }

@@ -44,6 +44,7 @@ class SimOptions:
     homing_lock: bool = False
     plate: bool = False
     babystep: bool = False
+    prompt_support: bool = False
     plate_z: float = -40.0
     feed_time: bool = False
     stall_at: int = 0

@@ -212,6 +212,10 @@ class MarlinSim(SimFirmware):
             said = cmd.text[len(w):].strip()
             if said and w != "M600":
                 self.out(f"echo:{said}", t)
+            if self.opts.prompt_support:  # HOST_PROMPT_SUPPORT: the same words as a host prompt first
+                words = "Insert filament and press Continue" if w == "M600" else (said or "Click to resume...")
+                for line in ("prompt_end", f"prompt_begin {words}", "prompt_button Continue", "prompt_show"):
+                    self.out(f"//action:{line}", t)
             return self._block(cmd, t, INF, "user")
         if w == "G4":
             return self._block(cmd, t, self.scaled(_dwell(cmd.text)), "dwell")
@@ -307,7 +311,7 @@ class MarlinSim(SimFirmware):
             "EMERGENCY_PARSER": o.emergency_parser,
             "ADVANCED_OK": o.advanced_ok,
             "HOST_ACTION_COMMANDS": True,
-            "PROMPT_SUPPORT": False,
+            "PROMPT_SUPPORT": o.prompt_support,
             "BABYSTEPPING": o.babystep,
         }
         return [

@@ -43,6 +43,7 @@ HELP = {
     "door_open_s": "how long the door stays open",
     "feed_time": "GRBL: a move takes its distance at its feed (at least move_ms), as on the real machine",
     "homing_lock": "GRBL $22=1: power up in alarm until $H or $X (as real GRBL 1.1h does)",
+    "prompt_support": "Marlin HOST_PROMPT_SUPPORT (//action:prompt_begin … prompt_show before a wait)",
     "babystep": "Marlin BABYSTEPPING (M290, Cap:BABYSTEPPING:1)",
     "plate": "GRBL: a touch plate is under the tool (G38.2 touches it at --plate-z; without: ALARM:5)",
     "plate_z": "GRBL: the machine Z of the touch plate's top",

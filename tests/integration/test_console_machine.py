@@ -248,3 +248,15 @@ def test_babysteps_need_the_firmware_to_have_them(start_sim, connect, tmp_path):
     assert "Cap:BABYSTEPPING:0" in refused(m, Do.BABYSTEP, mm=0.05)
     m.cancel()
     m.wait_job(20)
+
+
+def test_marlin_host_prompt_words_replace_ours(start_sim, connect, tmp_path):
+    sim = start_sim("marlin", prompt_support=True)  # HOST_PROMPT_SUPPORT: //action:prompt_begin …
+    m = connect(sim, "marlin2")
+    job = tmp_path / "colour.gcode"
+    job.write_text("G28\nG1 X10 F3000\nM600\nG1 X20\n")
+    m.start_job(job)
+    wait_for(lambda: m.state == MachineState.WAITING, 15, "M600")
+    assert (m.prompt.kind, m.prompt.text) == ("filament-change", "Insert filament and press Continue")
+    act(m, Do.CONTINUE)
+    assert m.wait_job(20).outcome == "completed"

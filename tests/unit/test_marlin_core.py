@@ -346,3 +346,25 @@ def test_without_emergency_parser_the_window_keeps_room_for_m112():
     core.data_to_send(0.0)
     core.receive_data(b"FIRMWARE_NAME:Marlin\nCap:EMERGENCY_PARSER:1\nok\n", 0.0)
     assert core.window.limit == 127  # the parser acts on arrival, even on bytes the ring drops
+
+
+def test_a_wait_for_a_person_is_reported_once_with_the_firmwares_own_words():
+    core = connected()
+    core.send("M0 Remove the part", "m0")
+    core.data_to_send(0.0)
+    core.receive_data(b"//action:prompt_end\n//action:prompt_begin Remove the part\n"
+                      b"//action:prompt_button Continue\n//action:prompt_show\n", 0.1)  # fmt: skip
+    core.receive_data(b"echo:busy: paused for user\necho:busy: paused for user\n", 2.0)
+    events = core.events()
+    (prompt,) = [e for e in events if isinstance(e, ev.HostPrompt)]
+    assert prompt == ev.HostPrompt("Remove the part", ("Continue",))
+    (wait,) = [e for e in events if isinstance(e, ev.UserWait)]  # the keepalive repeats: one wait
+    assert (wait.text, wait.tag) == ("M0 Remove the part", "m0")
+    assert core.continue_bytes() == b"M108\n"
+    core.receive_data(b"echo:busy: processing\n", 3.0)
+    assert not [e for e in core.events() if isinstance(e, ev.UserWait)]
+
+
+def test_without_an_emergency_parser_a_wait_cannot_be_ended_from_the_host():
+    core = MarlinProtocol(profile(), 0.0)
+    assert core.continue_bytes() == b""
