@@ -213,8 +213,8 @@ class MarlinSim(SimFirmware):
             if said and w != "M600":
                 self.out(f"echo:{said}", t)
             if self.opts.prompt_support:  # HOST_PROMPT_SUPPORT: the same words as a host prompt first
-                words = "Insert filament and press Continue" if w == "M600" else said or "Click to resume..."
-                for line in ("prompt_end", f"prompt_begin {words}", "prompt_button Continue", "prompt_show"):
+                asked = "Insert filament and press Continue" if w == "M600" else said or "Click to resume..."
+                for line in ("prompt_end", f"prompt_begin {asked}", "prompt_button Continue", "prompt_show"):
                     self.out(f"//action:{line}", t)
             return self._block(cmd, t, INF, "user")
         if w == "G4":
