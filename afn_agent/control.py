@@ -17,6 +17,7 @@ from .config import AgentConfig
 from .console_service import job_outside_travel
 from .errors import Conflict, InvalidInput, NotFound
 from .ledger import Ledger
+from .ledger.keys import KeyBook, Pairing
 from .ledger.states import TERMINAL
 from .machine.console import Prompt
 from .machine.events import MachineState
@@ -106,6 +107,14 @@ class Control:
             return "done", self.unlock(machine_id, actor)
         if name == "clear-alarms":
             return "done", f"{self.clear_alarms(machine_id, actor)} alarm(s) cleared"
+        if name == "pairing-code":
+            try:
+                digest = str(cmd["args"].get("code_sha256", ""))
+                Pairing(KeyBook(self.ledger)).expect(machine_id, digest, actor)
+            except InvalidInput as exc:
+                return "refused", str(exc)
+            self.ledger.audit(actor, "pairing-code", "made", machine_id)
+            return "done", "pairing code accepted (ten minutes, once)"
         if name == "confirm":
             return (
                 ("done", "confirmed")

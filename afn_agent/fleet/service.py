@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from ..bus.tokens import sign
 from ..bus.topics import COMMAND, Topics
 from ..config import ID, BrokerConfig, _broker, _Table, read_toml
+from ..ledger.keys import PAIRING_S, digest, new_pairing_code
 from .state import FleetState
 
 STATIC = Path(__file__).with_name("static")
@@ -215,5 +216,22 @@ class Fleet:
             token = sign(self.config.command_secret, body.command, machine_id, name, **args)
             info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
             return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "nonce": token["nonce"]}
+
+        @app.post("/api/machines/{machine_id}/pairing-code")
+        def pairing_code(machine_id: str, request: Request) -> dict[str, Any]:
+            """Six digits for a screen at that machine; only their hash goes to the agent, signed."""
+            name = self.manager(request)
+            if name is None:
+                raise HTTPException(401, "sign in as a manager first")
+            if machine_id not in self.state.machines:
+                raise HTTPException(404, f"no machine {machine_id!r} on the bus")
+            if not self.config.command_secret:
+                raise HTTPException(409, "this dashboard has no command_secret")
+            code = new_pairing_code()
+            secret = self.config.command_secret
+            token = sign(secret, "pairing-code", machine_id, name, code_sha256=digest(code))
+            info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
+            return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "code": code, "valid_s": PAIRING_S,
+                    "console": f"/kiosk/{machine_id}"}  # fmt: skip
 
         return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
 import uuid
@@ -93,6 +94,10 @@ class KeyBook:
             )
 
 
+def new_pairing_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
 class Pairing:
     """One-time codes that pair a screen (a tablet at the machine) to one machine's console. The code is
     kept as a hash; using it makes a `kiosk` key for that machine only, revocable like any key."""
@@ -100,14 +105,20 @@ class Pairing:
     def __init__(self, book: KeyBook) -> None:
         self.book = book
 
-    def code(self, machine_id: str, actor: str, now: float | None = None) -> str:
-        """Six digits, shown to a manager (dashboard, CLI), good for PAIRING_S, once."""
-        code = f"{secrets.randbelow(1_000_000):06d}"
-        expires = (time.time() if now is None else now) + PAIRING_S
-        with self.book.ledger.tx() as c:
-            c.execute("INSERT OR REPLACE INTO pairing_codes(code_hash, machine_id, expires_at, created_by) "
-                      "VALUES(?,?,?,?)", (digest(code), machine_id, expires, actor))  # fmt: skip
+    def code(self, machine_id: str, actor: str) -> str:
+        """Six digits, shown to a manager (API, CLI), good for PAIRING_S, once."""
+        code = new_pairing_code()
+        self.expect(machine_id, digest(code), actor)
         return code
+
+    def expect(self, machine_id: str, code_sha256: str, actor: str) -> None:
+        """A code made elsewhere (the fleet dashboard shows it; only its hash travels, signed, on the bus)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", code_sha256):
+            raise InvalidInput("code_sha256: expected 64 lower-case hex digits")
+        with self.book.ledger.tx() as c:
+            row = (code_sha256, machine_id, time.time() + PAIRING_S, actor)
+            c.execute("INSERT OR REPLACE INTO pairing_codes(code_hash, machine_id, expires_at, created_by) "
+                      "VALUES(?,?,?,?)", row)  # fmt: skip
 
     def pair(self, code: str, device: str) -> tuple[str, dict[str, Any]] | None:
         """The device's key and its row, or None (unknown, used or expired code)."""

@@ -13,6 +13,7 @@ serious or critical violation) and for touch targets under 44 px. A tablet paire
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -325,3 +326,9 @@ def test_a_paired_tablet_drives_its_machine_and_nothing_else(lab, tablet_address
         wrong = [other.post(f"{tablet}/v1/pair", json={"code": f"{n:06d}"}).status_code for n in range(12)]
         first = wrong.index(429)  # ten wrong codes (the used one above was one): pairing pauses
         assert first == 9 and set(wrong[:first]) == {403} and set(wrong[first:]) == {429}, wrong
+    # the fleet dashboard's way: it shows six digits and sends only their hash, in a signed command
+    digest = hashlib.sha256(b"424242").hexdigest()
+    cmd = {"machine": "mill-1", "actor": "max", "command": "pairing-code", "args": {"code_sha256": digest}}
+    assert agent.control.command(cmd) == ("done", "pairing code accepted (ten minutes, once)")
+    assert agent.control.command({**cmd, "args": {"code_sha256": "42"}})[0] == "refused"
+    assert any(r["action"] == "pairing-code" for r in agent.ledger.audit_log("mill-1", 50))

@@ -18,6 +18,7 @@ from afn_agent.config import BrokerConfig
 from afn_agent.fleet.service import Fleet, FleetConfig
 from afn_agent.ledger import Ledger
 from tests.broker import Broker
+from tests.helpers import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "fleet"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -130,6 +131,12 @@ def test_read_only_until_a_manager_signs_in_then_signed_commands(fleet_lab):
     (cmd,) = commands
     assert cmd["command"] == "lock" and cmd["machine"] == "m001" and cmd["actor"] == "max"
     page.screenshot(path=str(ARTIFACTS / "3-manager.png"))
+    page.click("#tile-m002 button[data-command=pairing-code]")  # a screen for m002's console
+    page.wait_for_function("/^[0-9]{6}$/.test(document.querySelector('#tile-m002 .pair-code').textContent)")
+    code = page.inner_text("#tile-m002 .pair-code")
+    wait_for(lambda: len(commands) == 2, 5, "the signed pairing command")
+    assert commands[1]["command"] == "pairing-code" and commands[1]["machine"] == "m002"
+    assert commands[1]["args"] == {"code_sha256": hashlib.sha256(code.encode()).hexdigest()}  # never the code
 
 
 def test_state_is_rebuilt_from_retained_status_and_bad_payloads_are_ignored(fleet_lab, tmp_path):

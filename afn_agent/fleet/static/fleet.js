@@ -85,7 +85,16 @@ function applyFilter() {
   $("summary").textContent = tiles.size + " machines · " + busy + " busy · " + alarms + " in alarm";
 }
 
+// A one-time code for a screen at that machine (docs/console.md): shown here, only its hash is sent on.
+async function pairingCode(machine) {
+  const r = await fetch("/api/machines/" + encodeURIComponent(machine) + "/pairing-code", { method: "POST" });
+  const answer = await r.json();
+  if (!r.ok) { alert(answer.detail); return; }
+  tiles.get(machine).querySelector(".pair-code").textContent = answer.code;
+}
+
 async function command(machine, name) {
+  if (name === "pairing-code") return pairingCode(machine);
   const body = { command: name };
   if (name === "lock") body.reason = prompt("Reason for the lock-out?", "maintenance") || "maintenance";
   const r = await fetch("/api/machines/" + encodeURIComponent(machine) + "/command", {
