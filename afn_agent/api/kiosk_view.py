@@ -147,15 +147,19 @@ def _running(
     figures = agent.control.job_figures(machine_id) or {}
     estimate = json.loads(running["estimate_json"] or "{}")
     job = status["job"] or {}
+    machine = agent.machines[machine_id]
+    eta = job.get("eta_s")
+    if machine.heating and eta is not None:  # held by a heat-and-wait: the ETA counts the heating down too
+        eta += max((s for s in machine.heat_eta_s.values() if s), default=0.0)
     out = {
         **_job(agent, running, lang),
         "progress": job.get("progress", 0.0),
         "progress_text": f"{job.get('progress', 0.0) * 100:.0f} %",
-        "eta_text": i18n.duration(job.get("eta_s"), lang),
+        "eta_text": i18n.duration(eta, lang),
         "elapsed_text": i18n.duration(figures.get("total_s"), lang),
         "price_text": i18n.money(figures.get("price_so_far"), figures.get("currency"), lang),
         "material_text": i18n.text("fmt.grams", lang, g=figures.get("material_g", 0.0)),
-        "heating": agent.machines[machine_id].heating,
+        "heating": machine.heating,
     }
     so_far = {"laser": "beam_on_s", "mill": "spindle_on_s"}.get(kind)
     if so_far:

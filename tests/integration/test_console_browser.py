@@ -230,6 +230,11 @@ def test_laser_frame_beam_off_and_beam_time(lab, tmp_path):
     s.state("summary", "#summary:not(.hidden) #summary-machine:not(:empty)")
     assert en.inner_text("#summary-machine-label") == "Beam on"
     assert en.inner_text("#summary-machine") != "0 min 00 s"
+    agent.pump.raise_alarm("laser-1", "interlock-open", {"reason": "lid open"})  # the lid, opened now
+    s.state("alarm", "#alarms:not(.hidden) #alarm-list li")
+    assert "capot" in s["fr"].inner_text("#alarm-list") and "lid" in en.inner_text("#alarm-list")
+    en.click("#clear-alarms")
+    en.wait_for_selector("#alarms", state="hidden")
     assert not s.problems, s.problems
 
 
@@ -291,8 +296,10 @@ def test_a_paired_tablet_drives_its_machine_and_nothing_else(lab, tablet_address
     code = httpx.post(f"{url}/v1/machines/mill-1/pairing-code", headers={"X-Api-Key": KEYS["manager"]}).json()
     page = browser.new_page(viewport={"width": 800, "height": 480}, has_touch=True)
     page.goto(f"{tablet}/kiosk/mill-1?lang=fr")
-    page.wait_for_selector("#pairing:not(.hidden)")
+    page.wait_for_selector("#pairing:not(.hidden) #pair-send:has-text('Appairer')")
     page.screenshot(path=str(ARTIFACTS / "tablet-1-pairing-fr.png"))
+    page.add_script_tag(path=str(AXE))
+    assert page.evaluate(AXE_RUN) == [] and page.evaluate(SMALL_TARGETS) == []
     page.fill("#pair-code", code["code"])
     page.click("#pair-send")
     page.wait_for_selector("#badge-in:not(.hidden)")
