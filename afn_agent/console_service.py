@@ -153,16 +153,18 @@ def _axes(body: dict[str, Any], key: str, nonzero: bool = False) -> dict[str, fl
     for axis in raw:
         if axis not in ("X", "Y", "Z"):
             raise InvalidInput(f"{key}.{axis}: only X, Y and Z can be moved from the console")
-        out[axis] = _number(raw, axis, -MAX_MOVE_MM, MAX_MOVE_MM)
+        out[axis] = _number(raw, axis, -MAX_MOVE_MM, MAX_MOVE_MM, where=f"{key}.{axis}")
         if nonzero and out[axis] == 0:
             raise InvalidInput(f"{key}.{axis}: a jog of 0 mm moves nothing")
     return out
 
 
-def _number(body: dict[str, Any], key: str, low: float, high: float, default: float | None = None) -> float:
-    value = body.get(key, default)
+def _number(
+    body: dict[str, Any], key: str, low: float, high: float, default: float | None = None, where: str = ""
+) -> float:
+    value, where = body.get(key, default), where or key
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise InvalidInput(f"{key}: expected a number from {low:g} to {high:g}, got {value!r}")
+        raise InvalidInput(f"{where}: expected a number from {low:g} to {high:g}, got {value!r}")
     if not low <= value <= high:
-        raise InvalidInput(f"{key}: {value:g} is outside {low:g} to {high:g}")
+        raise InvalidInput(f"{where}: {value:g} is outside {low:g} to {high:g}")
     return float(value)

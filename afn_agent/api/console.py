@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import AfnError
+from ..errors import AfnError, InvalidInput
 from ..machine.console import Do
+from ..payload import Malformed, decode_json
 from .auth import Authenticator
 from .authz import Act, Gate
 
@@ -35,15 +36,33 @@ class ConsoleBody(BaseModel):
     z: float | None = Field(None, description="babystep: mm (±0.2)")
 
 
+async def _body(request: Request) -> dict[str, Any]:
+    """The JSON body checked against ConsoleBody (bounded: the app's body limit and JSON decoder)."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = decode_json(raw, max_bytes=8192)
+        body = ConsoleBody.model_validate(data)
+    except Malformed as exc:
+        raise InvalidInput(f"body: {exc.reason}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"body.{where}: {first['msg']}") from None
+    return body.model_dump(exclude_none=True, exclude_defaults=True)
+
+
 def build(agent: Agent, auth: Authenticator) -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["console"])
     gate = Gate(agent, auth)
 
-    @r.post("/machines/{machine_id}/console/{action}")
-    async def console(
-        machine_id: str, action: str, request: Request, body: ConsoleBody | None = None
-    ) -> dict[str, Any]:
-        """A console action at the machine; 409 with the reason when the machine cannot take it now."""
+    schema = {"requestBody": {"content": {"application/json": {"schema": ConsoleBody.model_json_schema()}}}}
+
+    @r.post("/machines/{machine_id}/console/{action}", openapi_extra=schema)
+    async def console(machine_id: str, action: str, request: Request) -> dict[str, Any]:
+        """A console action at the machine; 409 with the reason when the machine cannot take it now. The
+        body is read only once the caller may act here (a stranger learns nothing from a 422)."""
         name = f"console:{action}"[:40]
         caller = gate.allow(request, Act.CONSOLE, machine=machine_id, action=name)
         if machine_id not in agent.machines:
@@ -53,8 +72,9 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
         except ValueError:
             known = ", ".join(d.value for d in Do)
             raise HTTPException(404, f"no console action {action!r} (actions: {known})") from None
-        args = body.model_dump(exclude_none=True, exclude_defaults=True) if body is not None else {}
+        args: dict[str, Any] = {}
         try:
+            args = await _body(request)
             said = await anyio.to_thread.run_sync(agent.console.act, machine_id, do, args, caller.name)
         except AfnError as exc:
             gate.record(caller, name, "refused", machine_id, code=exc.code, problem=str(exc), args=args)

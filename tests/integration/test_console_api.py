@@ -127,8 +127,9 @@ def test_hostile_bodies_are_refused_with_the_field(mill, body):
     read_badge(agent, "ana", "mill-1")
     before = len(sim.executed())
     r = post(url, Do.JOG, body, key=session_token(url))
-    assert r.status_code == 422, r.text
+    assert r.status_code == 422 and r.json()["detail"].startswith(("body.", "axes")), r.text
     assert len(sim.executed()) == before
+    assert audit(agent, "jog")[0]["result"] == "refused"  # hostile input is refused and audited
     assert post(url, "reboot", None, key=KEYS["manager"]).status_code == 404
 
 
