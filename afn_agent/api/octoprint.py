@@ -131,7 +131,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
                 else ("tool0" if name == "T" else f"tool{name[1:]}" if name.startswith("T") else name.lower())
             )
             temps[key] = {"actual": actual, "target": target, "offset": 0}
-        printing, paused = m.state == "printing", m.state == "paused"
+        printing, paused = m.state == "printing", m.state in ("paused", "waiting")  # waiting: M0, M600 …
         error = m.state in STOPPED_STATES
         flags = {
             "operational": not error,
