@@ -73,7 +73,9 @@ def test_no_server_error_on_generated_input(app):
     assert failures == []
 
 
-PUBLIC = {"/health", "/metrics"}
+# /v1/pair takes a one-time code instead of a key (a screen not yet paired; test_console_browser checks
+# it refuses wrong and used codes and pauses after ten); /v1/kiosk-words is the console's labels alone.
+PUBLIC = {"/health", "/metrics", "/v1/pair", "/v1/kiosk-words"}
 BODIES = {  # valid bodies, so a refusal is about the caller, not the input
     "/v1/machines/{machine_id}/lock": {"json": {"reason": "x"}},
     "/v1/jobs/{job_id}/move": {"json": {"position": 1}},
