@@ -51,7 +51,17 @@ function labels(v) {
   document.title = machine + " · " + v.text["ui.title"];
 }
 
-function jobLine(job, withStart) {
+// A job's own button (start, claim): one request on the job, named by the catalogue.
+function jobButton(job, cls, label, action) {
+  const b = document.createElement("button");
+  b.className = cls;
+  b.type = "button";
+  b.textContent = view.text[label];
+  b.onclick = () => call("POST", "/v1/jobs/" + job.id + "/" + action);
+  return b;
+}
+
+function jobLine(job, action) {
   const li = document.createElement("li");
   if (job.thumbnail) {
     const img = document.createElement("img");
@@ -75,34 +85,19 @@ function jobLine(job, withStart) {
     warn.textContent = job.material.warning[view.lang];
     li.appendChild(warn);
   }
-  if (withStart && job.state === "held") {
-    const b = document.createElement("button");
-    b.className = "start";
-    b.type = "button";
-    b.textContent = view.text["ui.start"];
-    b.onclick = () => call("POST", "/v1/jobs/" + job.id + "/start");
-    li.appendChild(b);
-  }
+  if (action === "start" && job.state === "held") li.appendChild(jobButton(job, "start", "ui.start", "start"));
+  if (action === "claim") li.appendChild(jobButton(job, "claim", "ui.claim", "claim"));
   return li;
 }
 
 function drawJobs(v) {
   const queue = $("queue");
   queue.textContent = "";
-  for (const job of v.queue) queue.appendChild(jobLine(job, true));
+  for (const job of v.queue) queue.appendChild(jobLine(job, "start"));
   show("queue-box", v.queue.length > 0);
   const unclaimed = $("unclaimed");
   unclaimed.textContent = "";
-  for (const job of v.unclaimed || []) {
-    const li = jobLine(job, false);
-    const b = document.createElement("button");
-    b.className = "claim";
-    b.type = "button";
-    b.textContent = v.text["ui.claim"];
-    b.onclick = () => call("POST", "/v1/jobs/" + job.id + "/claim");
-    li.appendChild(b);
-    unclaimed.appendChild(li);
-  }
+  for (const job of v.unclaimed || []) unclaimed.appendChild(jobLine(job, "claim"));
   show("unclaimed-box", (v.unclaimed || []).length > 0);
 }
 
