@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+PNG = bytes.fromhex("89504e470d0a1a0a")  # the PNG signature
+JPEG = bytes.fromhex("ffd8")
 SCAN_BYTES = 4_000_000  # thumbnails sit in the first kilobytes; a file without them is not read further
 MAX_SIDE = 640
 MAX_PIXELS = 640 * 640
@@ -57,9 +59,9 @@ def _decode(kind: str, size: tuple[int, int], text: str) -> Thumbnail | None:
     except (binascii.Error, ValueError):
         return None
     width, height = size
-    if kind == "PNG" and data.startswith(b"\x89PNG"):
+    if kind == "PNG" and data.startswith(PNG):
         return Thumbnail("image/png", width, height, data)
-    if kind == "JPG" and data.startswith(b"\xff\xd8"):
+    if kind == "JPG" and data.startswith(JPEG):
         return Thumbnail("image/jpeg", width, height, data)
     if kind == "QOI" and data.startswith(b"qoif"):
         decoded = qoi_to_png(data)
@@ -120,4 +122,4 @@ def _png(width: int, height: int, rgba: bytes) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
+    return PNG + body

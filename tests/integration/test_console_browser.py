@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -157,8 +158,27 @@ def ran(sim) -> list[str]:
 
 
 def at_rest(agent, machine: str) -> None:
+    """Idle in two status reports 0.3 s apart (one poll is 0.25 s: the first may predate the move)."""
     m = agent.machines[machine]
-    wait_for(lambda: m.grbl_state == "Idle" and m.driver.core.oldest_unanswered() is None, 15, "at rest")
+
+    def idle() -> bool:
+        return m.grbl_state == "Idle" and m.driver.core.oldest_unanswered() is None
+
+    def twice() -> bool:
+        if not idle():
+            return False
+        time.sleep(0.3)  # real time: longer than one status poll
+        return idle()
+
+    wait_for(twice, 20, "at rest")
+
+
+def tap(page, selector: str, agent, machine: str, sim, line: str, times: int = 1) -> None:
+    """Tap a console button and wait until what it sends has run on the machine (`times`: the line's
+    count in the log by then): the page's request is asynchronous, and the next tap must not overtake it."""
+    page.click(selector)
+    wait_for(lambda: ran(sim).count(line) >= times, 20, f"{line!r} on the machine")
+    at_rest(agent, machine)
 
 
 def test_mill_set_up_tool_change_and_summary(lab, tmp_path):
@@ -173,28 +193,21 @@ def test_mill_set_up_tool_change_and_summary(lab, tmp_path):
     s.state("set-up", "#setup:not(.hidden) #zero-xy")
     assert fr.inner_text("#setup-title") == "Préparation" and s["en"].inner_text("#setup-title") == "Set-up"
     fr.select_option("#step", "10")
-    fr.click(".jog-btn[data-axis='X'][data-dir='-1']")
     at_rest(agent, "mill-1")
-    fr.click(".jog-btn[data-axis='Y'][data-dir='-1']")
-    at_rest(agent, "mill-1")
-    fr.click("#zero-xy")
+    tap(fr, ".jog-btn[data-axis='X'][data-dir='-1']", agent, "mill-1", sim, "$\t$J=G91G21X-10F1000")
+    tap(fr, ".jog-btn[data-axis='Y'][data-dir='-1']", agent, "mill-1", sim, "$\t$J=G91G21Y-10F1000")
+    tap(fr, "#zero-xy", agent, "mill-1", sim, "-\tG10L20P1X0Y0")
     wait_for(lambda: agent.machines["mill-1"].work_offset.get("Y") == -10.0, 10, "work zero X/Y")
-    at_rest(agent, "mill-1")
-    fr.click("#probe")
+    tap(fr, "#probe", agent, "mill-1", sim, "-\tG90G0Z20")
     s.state("probed", "#probe-result:not(:empty)")
     assert "15" in fr.inner_text("#probe-result")
-    at_rest(agent, "mill-1")
-    fr.click("#frame")
-    wait_for(lambda: "-\tG0X0Y10" in ran(sim), 20, "the frame traced")
-    at_rest(agent, "mill-1")
+    tap(fr, "#frame", agent, "mill-1", sim, "-\tG0X0Y10")
     fr.click("#queue button.start")
     s.state("tool-change", "#prompt-box:not(.hidden)")
     assert "outil 2" in fr.inner_text("#prompt-title") and "tool 2" in s["en"].inner_text("#prompt-title")
     assert fr.inner_text("#prompt-text") == "6 mm end mill"
     at_rest(agent, "mill-1")
-    fr.click("#probe")  # the new tool's length: Z zero again on the plate
-    wait_for(lambda: ran(sim).count("-\tG90G0Z20") == 2, 20, "the second probe's retract")
-    at_rest(agent, "mill-1")
+    tap(fr, "#probe", agent, "mill-1", sim, "-\tG90G0Z20", times=2)  # the new tool: Z zero again on the plate
     fr.click("#continue")
     s.state("summary", "#summary:not(.hidden) #summary-machine:not(:empty)")
     assert fr.inner_text("#summary-outcome") == "Terminé" and s["en"].inner_text("#summary-outcome") == "Finished"
@@ -217,12 +230,11 @@ def test_laser_frame_beam_off_and_beam_time(lab, tmp_path):
     s.state("set-up", "#setup:not(.hidden) #frame:not(.hidden)")
     assert not en.is_visible("#probe"), "a laser has no touch plate"
     mark = len(sim.executed())
-    en.click("#frame")
-    wait_for(lambda: "-\tG0X10Y0" in ran(sim)[mark:], 20, "the frame traced")
+    at_rest(agent, "laser-1")
+    tap(en, "#frame", agent, "laser-1", sim, "-\tG0X10Y0")
     framed = ran(sim)[mark:]
     assert not any(line.startswith(("-\tM3", "-\tM4")) for line in framed), framed  # beam off
     assert "-\tM5" in framed and not any("Z" in line for line in framed), framed  # a laser's focus stays
-    at_rest(agent, "laser-1")
     en.click("#queue button.start")
     s.state("running", "#running:not(.hidden) #machine-time-fig:not(.hidden)")
     assert en.inner_text("#machine-time-label") == "Beam on" and s["fr"].inner_text("#machine-time-label") == (
@@ -311,8 +323,7 @@ def test_a_paired_tablet_drives_its_machine_and_nothing_else(lab, tablet_address
     page.screenshot(path=str(ARTIFACTS / "tablet-2-console-fr.png"))
     at_rest(agent, "mill-1")
     page.select_option("#step", "1")
-    page.click(".jog-btn[data-axis='Z'][data-dir='-1']")
-    wait_for(lambda: "$\t$J=G91G21Z-1F300" in ran(sims["mill-1"]), 10, "the tablet's jog on the mill")
+    tap(page, ".jog-btn[data-axis='Z'][data-dir='-1']", agent, "mill-1", sims["mill-1"], "$\t$J=G91G21Z-1F300")
     with httpx.Client(transport=local, headers={"Authorization": f"Bearer {key}"}) as paired:
         assert paired.get(f"{tablet}/v1/kiosk/printer-1").status_code == 403  # another machine's console
         r = paired.post(f"{tablet}/v1/machines/printer-1/console/preheat", json={"hotend": 200, "bed": 60})

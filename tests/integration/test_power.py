@@ -104,7 +104,8 @@ def powered(tmp_path, start_sim):
 def test_power_follows_the_session_never_cut_mid_job_and_fails_to_its_safe_side(powered, tmp_path, kind):
     agent, device = powered(kind)
     wait_for(lambda: device.switched() and not device.on(), 10, "power off while nobody holds the machine")
-    wait_for(lambda: agent.control.status("printer-1")["power"]["on"] is False, 5, "the off read back")
+    # read back at the next poll; a loaded host may first miss one answer (3 s), then read it again
+    wait_for(lambda: agent.control.status("printer-1")["power"]["on"] is False, 15, "the off read back")
 
     assert read_badge(agent, "ana")["action"] == "opened"
     wait_for(device.on, 5, "power on at an allowed badge")
