@@ -48,7 +48,11 @@ def audit(agent, action: str) -> list[dict]:
 
 
 def upload(url: str, path, key: str) -> str:
-    r = httpx.post(f"{url}/v1/jobs", files={"file": (path.name, path.read_bytes())}, data={"machine": "mill-1"},
+    return upload_to(url, path, key, "mill-1")
+
+
+def upload_to(url: str, path, key: str, machine: str) -> str:
+    r = httpx.post(f"{url}/v1/jobs", files={"file": (path.name, path.read_bytes())}, data={"machine": machine},
                    headers={"X-Api-Key": key}, timeout=30)  # fmt: skip
     assert r.status_code == 201, r.text
     return r.json()["id"]
@@ -158,3 +162,36 @@ def test_a_job_outside_the_travel_with_the_work_offset_is_refused_before_a_byte(
     assert agent.ledger.job(job_id)["state"] == "held"
     fits = upload(url, part, ana)
     wait_for(lambda: agent.ledger.job(fits)["state"] == "completed", 30, "the job that fits runs")
+
+
+def test_babysteps_need_the_training_the_machine_names(tmp_path, start_sim):
+    sim = start_sim("marlin", babystep=True, speed=10)
+    machines = [{"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
+                 "baud": sim.options["baud"], "reader": "sim", "start_on_badge": True,
+                 "console": {"babystep_training": "fdm-advanced"}}]  # fmt: skip
+    path = write_config(tmp_path / "agent.toml", machines)
+    path.write_text(path.read_text() + api_table() + f'\n[access]\nbadge_secret = "{SECRET}"\ndebounce_s = 0.2\n')
+    agent = Agent(load_config(path)).start()
+    try:
+        agent.access.directory.apply_snapshot(snapshot(), "test")  # Ana: fdm-printer only; Tom: a trainer
+        assert agent.machines["printer-1"].wait_ready(15)
+        url = f"http://127.0.0.1:{agent.api.port}"
+        job = tmp_path / "long.gcode"
+        job.write_text("".join(f"G1 X{10 + i % 50} Y10 F600\n" for i in range(6000)))
+        for who, ok in (("ana", False), ("tom", True)):
+            read_badge(agent, who)
+            token = httpx.get(f"{url}/v1/kiosk/printer-1").json()["token"]
+            upload_to(url, job, token, "printer-1")
+            wait_for(lambda: agent.machines["printer-1"].state == MachineState.PRINTING, 15, "printing")
+            r = httpx.post(f"{url}/v1/machines/printer-1/console/babystep", json={"z": 0.02},
+                           headers={"X-Api-Key": token})  # fmt: skip
+            if ok:
+                assert r.status_code == 200, r.text
+            else:
+                assert r.status_code == 409 and "need the 'fdm-advanced' training" in r.json()["detail"], r.text
+            httpx.post(f"{url}/v1/machines/printer-1/cancel", headers={"X-Api-Key": token})
+            wait_for(lambda: agent.machines["printer-1"].state == MachineState.IDLE, 20, "cancelled")
+            read_badge(agent, who)  # badge out
+        assert "M290 Z0.02" in [c for _, c in sim.executed()]
+    finally:
+        agent.stop()
