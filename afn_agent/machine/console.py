@@ -9,6 +9,7 @@ caller. What the action then does (a probe's result, a prompt) comes back as mac
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from .events import MachineState
 if TYPE_CHECKING:
     from .loop import MachineLoop
 
+log = logging.getLogger("afn_agent")
 JOG_LEASE_S = 0.5  # a continuous jog stops this long after the last "still pressed" (release, lost link)
 TOOL_CHANGE_RE = re.compile(r"(?:^|\s)M0*6(?![\d.])", re.I)
 TOOL_RE = re.compile(r"(?:^|\s)T(\d+)", re.I)
@@ -124,10 +126,14 @@ class ConsoleRunner:
 
     # ---- actions from people ---------------------------------------------------------------------------
     def take(self, action: ConsoleAction, answer: Future[str], now: float) -> None:
+        """Answer at once; a console action never takes the machine thread down, not even by a bug."""
         try:
             answer.set_result(self._take(action, now))
         except (ConsoleRefused, NotHere) as exc:
             answer.set_exception(exc if isinstance(exc, ConsoleRefused) else ConsoleRefused(str(exc)))
+        except Exception as exc:  # a bug: refused with its name, logged; the job and the port carry on
+            log.exception("%s: console action %s failed", self.loop.m.name, action.do)
+            answer.set_exception(ConsoleRefused(f"internal error in {action.do}: {exc!r}"))
 
     def _take(self, a: ConsoleAction, now: float) -> str:
         m, loop = self.loop.m, self.loop

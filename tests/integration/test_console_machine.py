@@ -260,3 +260,18 @@ def test_marlin_host_prompt_words_replace_ours(start_sim, connect, tmp_path):
     assert (m.prompt.kind, m.prompt.text) == ("filament-change", "Insert filament and press Continue")
     act(m, Do.CONTINUE)
     assert m.wait_job(20).outcome == "completed"
+
+
+def test_a_bug_in_a_console_action_is_refused_and_the_machine_thread_lives_on(start_sim, connect, monkeypatch):
+    sim = start_sim("grbl")
+    m = connect(sim, "grbl-1.1")
+    at_rest(m)
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("afn_agent.firmware.console_lines.GrblConsole.zero", broken)
+    assert "internal error in zero: RuntimeError('a bug')" in refused(m, Do.ZERO, axes={"X": 0.0})
+    assert m.is_alive() and m.state == MachineState.IDLE
+    act(m, Do.JOG, axes={"X": -1.0}, feed=1000)  # the thread still takes actions
+    at_rest(m)
