@@ -163,6 +163,23 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def grbl_at_rest(m, timeout: float = 10.0, gap_s: float = 0.3) -> None:
+    """A GRBL machine Idle with nothing of ours unanswered, in two looks `gap_s` apart: one status poll is
+    0.25 s, so the first look may predate the move just sent (real grbl-sim lags: give it a longer gap)."""
+    import time
+
+    def idle() -> bool:
+        return m.grbl_state == "Idle" and m.driver.core.oldest_unanswered() is None
+
+    def twice() -> bool:
+        if not idle():
+            return False
+        time.sleep(gap_s)  # real time: longer than one status poll
+        return idle()
+
+    wait_for(twice, timeout, "the controller at rest")
+
+
 def under_way(machine, lines: int = 50, timeout: float = 15.0) -> int:
     """Wait until a machine's running job has `lines` answered; returns how many it has."""
     return wait_for(

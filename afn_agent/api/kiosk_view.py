@@ -40,7 +40,8 @@ def kiosk_view(agent: Agent, auth: Authenticator, machine_id: str, with_token: b
     jobs = agent.ledger.jobs(machine_id, ("held", "queued")) if member else []
     waiting = [j for j in jobs if j["member_id"] == member]
     unclaimed = [j for j in jobs if j["member_id"] is None and j["state"] == "held" and j["source"] != "cli"]
-    decision = _last_decision(agent, machine_id, lang)
+    badges = [r for r in agent.ledger.audit_log(machine_id, 50) if r["action"] == "badge"]  # newest first
+    decision = _last_decision(badges, lang)
     view: dict[str, Any] = {
         "machine": machine_id,
         "kind": kind,
@@ -67,7 +68,7 @@ def kiosk_view(agent: Agent, auth: Authenticator, machine_id: str, with_token: b
         "jog_steps": list(agent.config.machine(machine_id).console.jog_steps),
         "homes": kind == "printer" or machine.driver.travel_known,
         "running": _running(agent, machine_id, status, kind, lang),
-        "summary": _summary(agent, machine_id, lang),
+        "summary": _summary(agent, machine_id, _last_opened(badges), lang),
     }
     access = agent.access
     if with_token and session is not None and access and (raw := access.sessions.current(machine_id)):
@@ -130,12 +131,7 @@ def _job(agent: Agent, job: dict[str, Any], lang: str) -> dict[str, Any]:
     out["estimate_text"] = i18n.duration(out.get("estimate_s"), lang)
     out["price_text"] = i18n.money(quote.get("price"), quote.get("currency"), lang)
     out["grams_text"] = i18n.text("fmt.grams", lang, g=out.get("material_g") or 0.0)
-    out["thumbnail"] = f"/v1/jobs/{job['id']}/thumbnail" if _has_thumbnail(job) else None
     return out
-
-
-def _has_thumbnail(job: dict[str, Any]) -> bool:
-    return bool(json.loads(job["estimate_json"] or "{}").get("thumbnail"))
 
 
 def _running(
@@ -169,12 +165,11 @@ def _running(
     return out
 
 
-def _summary(agent: Agent, machine_id: str, lang: str) -> dict[str, Any] | None:
+def _summary(agent: Agent, machine_id: str, badge_at: str | None, lang: str) -> dict[str, Any] | None:
     """The last job that ended here, until the next badge: time, material or beam/spindle, price, outcome."""
     job = agent.ledger.last_ended(machine_id)
     if job is None:
         return None
-    badge_at = _last_badge_at(agent, machine_id)
     if badge_at and job["ended_at"] < badge_at:
         return None  # someone badged since: the summary was theirs to see
     record = agent.ledger.record_of(job["id"]) or {}
@@ -186,7 +181,7 @@ def _summary(agent: Agent, machine_id: str, lang: str) -> dict[str, Any] | None:
         "time_text": i18n.duration((record.get("time_s") or {}).get("total_s"), lang),
         "price_text": i18n.money(record.get("price"), record.get("currency"), lang),
         "material_text": i18n.text("fmt.grams", lang, g=grams) if kind == "printer" else "",
-        "thumbnail": f"/v1/jobs/{job['id']}/thumbnail" if _has_thumbnail(job) else None,
+        "thumbnail": job_view(job)["thumbnail"],
     }  # fmt: skip
     if kind in ("laser", "mill"):
         seconds = record.get("beam_on_s" if kind == "laser" else "spindle_on_s")
@@ -195,28 +190,27 @@ def _summary(agent: Agent, machine_id: str, lang: str) -> dict[str, Any] | None:
     return out
 
 
-def _last_badge_at(agent: Agent, machine_id: str) -> str | None:
-    for row in agent.ledger.audit_log(machine_id, 50):
-        if row["action"] == "badge" and json.loads(row["detail_json"]).get("action") == "opened":
+def _last_opened(badges: list[dict[str, Any]]) -> str | None:
+    """When the last session opened at the machine (badge rows, newest first)."""
+    for row in badges:
+        if json.loads(row["detail_json"]).get("action") == "opened":
             return str(row["at"])
     return None
 
 
-def _last_decision(agent: Agent, machine_id: str, lang: str) -> dict[str, Any] | None:
-    for row in agent.ledger.audit_log(machine_id, 20):
-        if row["action"] != "badge":
-            continue
-        if (utc_now() - parse_iso(row["at"])).total_seconds() > DECISION_SHOWN_S:
-            return None
-        detail = json.loads(row["detail_json"])
-        code = "badge-out" if detail.get("action") == "badge-out" else row["result"]
-        key = f"decision.{code}" if f"decision.{code}" in i18n.CATALOGUE else "decision.other"
-        name = detail.get("member_name") or ""
-        return {
-            "code": row["result"],
-            "action": detail.get("action"),
-            "member_name": detail.get("member_name"),
-            "text": i18n.text(key, lang, name=name, detail=detail.get("detail") or code),
-            "at": row["at"],
-        }
-    return None
+def _last_decision(badges: list[dict[str, Any]], lang: str) -> dict[str, Any] | None:
+    """The newest badge decision, in words, for its first minute on the screen."""
+    if not badges or (utc_now() - parse_iso(badges[0]["at"])).total_seconds() > DECISION_SHOWN_S:
+        return None
+    row = badges[0]
+    detail = json.loads(row["detail_json"])
+    code = "badge-out" if detail.get("action") == "badge-out" else row["result"]
+    key = f"decision.{code}" if f"decision.{code}" in i18n.CATALOGUE else "decision.other"
+    name = detail.get("member_name") or ""
+    return {
+        "code": row["result"],
+        "action": detail.get("action"),
+        "member_name": detail.get("member_name"),
+        "text": i18n.text(key, lang, name=name, detail=detail.get("detail") or code),
+        "at": row["at"],
+    }

@@ -56,6 +56,7 @@ def job_view(job: dict[str, Any], spool_dir: Any = None, named: bool = True) -> 
         "estimate_s": estimate.get("time_s"),
         "material_g": estimate.get("material_g"),
         "material_mm": estimate.get("material_mm"),
+        "thumbnail": f"/v1/jobs/{job['id']}/thumbnail" if estimate.get("thumbnail") else None,  # the slicer's
     }
     if out["reason"] and spool_dir is not None:
         out["reason"] = out["reason"].replace(f"{spool_dir}/", "").replace(str(spool_dir), "<spool>")

@@ -17,8 +17,9 @@ class NotHere(ValueError):
     """This firmware cannot do that action (no homing, no babystepping …); the message says why."""
 
 
-class HasSettings(Protocol):
-    settings: dict[str, str]  # GRBL `$n=` as the controller printed them
+class Homes(Protocol):
+    @property
+    def homing_enabled(self) -> bool: ...  # GRBL `$22=1`
 
 
 class HasCapabilities(Protocol):
@@ -38,7 +39,7 @@ class GrblConsole:
 
     jog_cancels = True  # a jog can be stopped at once (0x85) — continuous jog is possible
 
-    def __init__(self, core: HasSettings) -> None:
+    def __init__(self, core: Homes) -> None:
         self.core = core
 
     def jog(self, axes: Mapping[str, float], feed: float) -> tuple[str, ...]:
@@ -57,7 +58,7 @@ class GrblConsole:
         return (f"G53 G0 Z{_num(safe_z)}", "G90 G0 X0 Y0")
 
     def home(self) -> tuple[str, ...]:
-        if self.core.settings.get("22", "0").split(".")[0] != "1":
+        if not self.core.homing_enabled:
             raise NotHere("homing is not enabled on this controller ($22=0): set work zero by jogging")
         return ("$H",)
 

@@ -143,7 +143,7 @@ class ProbeResult(Event):
 
 @dataclass(frozen=True, slots=True)
 class WorkOffset(Event):
-    """The active work offset (GRBL `WCO:` or `[G54:…]`): work position = machine position − offset."""
+    """The active work offset (GRBL's `WCO:` status field): work position = machine position − offset."""
 
     axes: dict[str, float]
 

@@ -10,7 +10,7 @@ import re
 from collections import deque
 
 from . import events as ev
-from .framing import plain
+from .framing import command_word, plain
 from .grbl_codes import alarm_meaning, error_meaning
 from .profile import Profile
 from .window import SentLine, Window
@@ -324,7 +324,7 @@ class GrblProtocol:
         oldest = self.window.oldest()
         if self.state != "Hold" or self.substate != 0 or oldest is None or oldest.seq == self._waiting_on:
             return
-        if oldest.text and oldest.text.split(None, 1)[0].upper() in PROGRAM_PAUSES:
+        if command_word(oldest.text) in PROGRAM_PAUSES:
             self._waiting_on = oldest.seq
             self._emit(ev.UserWait(oldest.text, oldest.tag))
 

@@ -67,6 +67,20 @@ def strip_comments(raw: str, parens: bool = True) -> str:
     return text.strip()
 
 
+def comment_text(raw: str, parens: bool = True, limit: int = 200) -> str:
+    """The words of a line's comment (`; …`, or `( … )` where parentheses are comments), by the rules
+    strip_comments cuts by: a message command's text (M117) is not a comment."""
+    text = raw.strip()
+    if text[:4].upper() in ("M117", "M118"):
+        return ""
+    _, semi, after = text.partition(";")
+    if semi and after.strip():
+        return after.strip()[:limit]
+    if parens and (m := PAREN_COMMENT.search(text)):
+        return m.group(0).strip("()").strip()[:limit]
+    return ""
+
+
 def wire_text(raw: str, *, parens: bool = True) -> str:
     """A line as it goes on the wire: comments and blanks removed; '' if nothing is left to send."""
     text = strip_comments(raw, parens)

@@ -122,18 +122,19 @@ class Pairing:
 
     def pair(self, code: str, device: str) -> tuple[str, dict[str, Any]] | None:
         """The device's key and its row, or None (unknown, used or expired code)."""
+        code_hash = digest(code)
         with self.book.ledger.tx() as c:
             row = c.execute(
                 "SELECT * FROM pairing_codes WHERE code_hash=? AND used_at IS NULL AND expires_at>?",
-                (digest(code), time.time()),
+                (code_hash, time.time()),
             ).fetchone()
             if row is None:
                 return None
-            c.execute("UPDATE pairing_codes SET used_at=? WHERE code_hash=?", (iso(utc_now()), digest(code)))
+            c.execute("UPDATE pairing_codes SET used_at=? WHERE code_hash=?", (iso(utc_now()), code_hash))
         key, key_row = self.book.add(f"screen {device}"[:80], "kiosk", f"pairing:{row['created_by']}",
                                      machines=(row["machine_id"],))  # fmt: skip
         with self.book.ledger.tx() as c:
-            c.execute("UPDATE pairing_codes SET key_id=? WHERE code_hash=?", (key_row["id"], digest(code)))
+            c.execute("UPDATE pairing_codes SET key_id=? WHERE code_hash=?", (key_row["id"], code_hash))
         return key, key_row
 
 

@@ -53,8 +53,6 @@ class Do(StrEnum):
     BABYSTEP = "babystep"
 
 
-SET_UP = frozenset({Do.JOG, Do.JOG_STOP, Do.ZERO, Do.GO_TO_ZERO, Do.HOME, Do.PROBE, Do.FRAME, Do.PREHEAT,
-                    Do.COOLDOWN, Do.LOAD, Do.UNLOAD, Do.RAISE_Z})  # fmt: skip
 AT_TOOL_CHANGE = frozenset({Do.JOG, Do.JOG_STOP, Do.ZERO, Do.PROBE, Do.RAISE_Z, Do.CONTINUE})
 WHILE_MOVING = frozenset({Do.JOG, Do.JOG_STOP})  # the rest wait until the axes are at rest
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..gcode.lexer import wire_text
-
-PAREN_RE = re.compile(r"\(([^)]*)\)")
+from ..gcode.lexer import comment_text, wire_text
 
 
 class JobError(ValueError):
@@ -54,7 +51,7 @@ class JobFile:
             self.offset += len(raw)
             decoded = raw.decode("utf-8", "replace")
             text = wire_text(decoded, parens=self.parens)
-            said = _comment(decoded, self.parens)
+            said = comment_text(decoded, self.parens)
             if not text:
                 self._comment = said or self._comment
                 continue
@@ -72,13 +69,3 @@ class JobFile:
 
     def close(self) -> None:
         self._f.close()
-
-
-def _comment(line: str, parens: bool) -> str:
-    """The words of a line's comment (`; …`, or `( … )` where parentheses are comments), at most 200."""
-    _, semi, after = line.partition(";")
-    if semi and after.strip():
-        return after.strip()[:200]
-    if parens and (m := PAREN_RE.search(line)):
-        return m.group(1).strip()[:200]
-    return ""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..firmware import events as ev
+from ..firmware.framing import command_word
 from ..gcode.analyzer import analyzer_for
 from . import events as me
 from .console import ConsoleAction, ConsoleRunner
@@ -216,7 +217,7 @@ class MachineLoop:
                 self.driver.send_end(job.check)
                 return
             text, pos = item
-            if text.split(None, 1)[0].upper() in PROMPTS:
+            if command_word(text) in PROMPTS:
                 job.notes[pos.line] = job.file.note
             if not job.check and (tool := self.console.tool_change(text)) is not None:
                 job.held_for_tool = True

@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,7 @@ import pytest
 from afn_agent.agent import Agent
 from afn_agent.config import load_config
 from afn_agent.intake import submit
-from tests.helpers import KEYS, api_table, profile_file, wait_for, write_config
+from tests.helpers import KEYS, api_table, grbl_at_rest, profile_file, wait_for, write_config
 from tests.integration.test_access import SECRET, UIDS, day, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,19 +157,7 @@ def ran(sim) -> list[str]:
 
 
 def at_rest(agent, machine: str) -> None:
-    """Idle in two status reports 0.3 s apart (one poll is 0.25 s: the first may predate the move)."""
-    m = agent.machines[machine]
-
-    def idle() -> bool:
-        return m.grbl_state == "Idle" and m.driver.core.oldest_unanswered() is None
-
-    def twice() -> bool:
-        if not idle():
-            return False
-        time.sleep(0.3)  # real time: longer than one status poll
-        return idle()
-
-    wait_for(twice, 20, "at rest")
+    grbl_at_rest(agent.machines[machine], 20)
 
 
 def tap(page, selector: str, agent, machine: str, sim, line: str, times: int = 1) -> None:

@@ -12,7 +12,7 @@ from afn_agent.firmware.profile import load_profile
 from afn_agent.machine.console import ConsoleAction, ConsoleRefused, Do
 from afn_agent.machine.events import MachineState, Probed, PromptShown
 from afn_agent.machine.worker import Machine
-from tests.helpers import wait_for
+from tests.helpers import grbl_at_rest, wait_for
 
 
 def act(m, do: Do, **kw) -> str:
@@ -26,17 +26,7 @@ def refused(m, do: Do, **kw) -> str:
 
 
 def at_rest(m, timeout: float = 10.0) -> None:
-    """Idle in two status reports in a row, 0.3 s apart (one poll is 0.25 s: the first may predate the move)."""
-    def idle() -> bool:
-        return m.grbl_state == "Idle" and m.driver.core.oldest_unanswered() is None
-
-    def twice() -> bool:
-        if not idle():
-            return False
-        time.sleep(0.3)  # real time: longer than one status poll
-        return idle()
-
-    wait_for(twice, timeout, "at rest")
+    grbl_at_rest(m, timeout)
 
 
 def events_of(m, kind):

@@ -14,7 +14,7 @@ import pytest
 
 from afn_agent.machine.console import ConsoleAction, ConsoleRefused, Do
 from afn_agent.machine.events import Alarm, MachineState, Probed
-from tests.helpers import wait_for
+from tests.helpers import grbl_at_rest, wait_for
 from tests.realfw.test_grbl_real import STEPS_PER_MM, grbl
 from tests.realfw.test_marlin_real import marlin
 
@@ -24,16 +24,7 @@ def act(m, do: Do, **kw) -> str:
 
 
 def settled(m, timeout: float = 60.0) -> None:
-    def idle() -> bool:
-        return m.grbl_state == "Idle" and m.driver.core.oldest_unanswered() is None
-
-    def twice() -> bool:
-        if not idle():
-            return False
-        time.sleep(0.5)  # real time: two status polls; grbl-sim lags behind real time
-        return idle()
-
-    wait_for(twice, timeout, "the controller at rest")
+    grbl_at_rest(m, timeout, gap_s=0.5)  # grbl-sim lags behind real time
 
 
 def drained(m) -> list:
