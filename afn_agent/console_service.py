@@ -13,6 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from .errors import Conflict, InvalidInput, NotFound
+from .i18n import Msg
 from .machine.console import ConsoleAction, ConsoleRefused, Do, travel_problem
 from .materials import loaded
 
@@ -81,7 +82,7 @@ class Console:
         job = self._job_to_frame(machine_id, body.get("job_id"))
         bounds = json.loads(job["estimate_json"] or "{}").get("bounds") or {}
         if "X" not in bounds or "Y" not in bounds:
-            raise ConsoleRefused(f"job {job['id']} has no working moves in X and Y to frame")
+            raise ConsoleRefused("no-bounds", job=job["id"])
         return {axis: (float(bounds[axis][0]), float(bounds[axis][1])) for axis in ("X", "Y")}
 
     def _job_to_frame(self, machine_id: str, job_id: Any) -> dict[str, Any]:
@@ -95,7 +96,7 @@ class Console:
         waiting = self.agent.ledger.jobs(machine_id, ("held", "queued"))
         mine = [j for j in waiting if session is None or j["member_id"] == session["member_id"]]
         if not mine:
-            raise ConsoleRefused("no job waits at this machine to be framed: send one first")
+            raise ConsoleRefused("nothing-to-frame")
         return mine[0]
 
     def _temperatures(self, machine_id: str, body: dict[str, Any]) -> tuple[float, float]:
@@ -118,10 +119,9 @@ class Console:
         """Babysteps are for the first layers, by members trained for them (when the machine says so)."""
         figures = self.agent.control.job_figures(machine_id)
         if figures is None:
-            raise ConsoleRefused("babysteps are for a running print")
+            raise ConsoleRefused("babystep-no-print")
         if figures.get("total_s", 0.0) > until_s:
-            raise ConsoleRefused(f"babysteps are for the first layers: this print started more than "
-                                 f"{until_s / 60:g} min ago")  # fmt: skip
+            raise ConsoleRefused("babystep-late", minutes=until_s / 60)
         access = self.agent.access
         session = access.sessions.current(machine_id) if access else None
         if training is None or access is None or session is None:
@@ -131,18 +131,18 @@ class Console:
             return
         held = member.trainings.get(training)
         if held is None or (held.expires is not None and held.expires.timestamp() < time.time()):
-            raise ConsoleRefused(f"babysteps need the {training!r} training, which this member does not hold")
+            raise ConsoleRefused("babystep-training", training=training)
 
 
 
-def job_outside_travel(machine: Machine, job: dict[str, Any]) -> str:
-    """Why a job, moved by the machine's current work offset, would leave its travel ("" if it fits).
+def job_outside_travel(machine: Machine, job: dict[str, Any]) -> Msg | None:
+    """Why a job, moved by the machine's current work offset, would leave its travel (None if it fits).
     Checked where machine coordinates are referenced (a GRBL that homes, reporting its WCO); printers are
     checked at upload against their absolute volume."""
     if not machine.work_offset or not machine.driver.travel_known:
-        return ""
+        return None
     bounds = json.loads(job["estimate_json"] or "{}").get("bounds_all") or {}
-    return travel_problem(bounds, machine.work_offset, machine.profile.volume.axes, "the job")
+    return travel_problem(bounds, machine.work_offset, machine.profile.volume.axes, "job")
 
 
 def _axes(body: dict[str, Any], key: str, nonzero: bool = False) -> dict[str, float]:

@@ -16,6 +16,7 @@ from .access.service import Access
 from .config import AgentConfig
 from .console_service import job_outside_travel
 from .errors import Conflict, InvalidInput, NotFound
+from .i18n import msg
 from .ledger import Ledger
 from .ledger.keys import KeyBook, Pairing
 from .ledger.states import TERMINAL
@@ -159,8 +160,10 @@ class Control:
         A member's job that would run past the session's end raises BookingOverrun with the reason."""
         job = self.job(job_id)
         if outside := job_outside_travel(self.machines[job["machine_id"]], job):
-            self.ledger.audit(actor, "job-release", "refused", job["machine_id"], job_id, problem=outside)
-            raise Conflict(f"{outside}; move the work zero, then start it", code="outside-travel")
+            refusal = Conflict(msg("refused.job-travel", travel=outside), code="outside-travel")
+            self.ledger.audit(actor, "job-release", "refused", job["machine_id"], job_id,
+                              problem=str(refusal))  # fmt: skip
+            raise refusal
         sessions = self.access.sessions if self.access else None
         session = sessions.current(job["machine_id"]) if sessions else None
         if sessions is not None and not manager and job["member_id"] is None and job["source"] != "cli":

@@ -7,6 +7,10 @@ it `job_overruns_booking`, an illegal job transition included.
 
 from __future__ import annotations
 
+from typing import Any
+
+from .i18n import Msg
+
 
 class AfnError(Exception):
     """Base of the family. Subclasses set `status` and `code`; an instance may narrow `code`."""
@@ -14,13 +18,24 @@ class AfnError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    said: Msg | None = None  # the reason as a message, for a person in their language
+
+    def __init__(self, message: str | Msg, *, code: str | None = None) -> None:
+        """A plain sentence (for programs and logs), or a Msg: then the English words are the sentence
+        and the body carries the reason's key and its words in every language."""
+        if isinstance(message, Msg):
+            self.said = message
+            message = message.words()["en"]
         super().__init__(message)
         if code is not None:
             self.code = code
 
-    def body(self) -> dict[str, str]:
-        return {"error": str(self), "detail": str(self), "code": self.code}
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": str(self), "detail": str(self), "code": self.code}
+        if self.said is not None:
+            out["reason"] = self.said.key
+            out["words"] = self.said.words()
+        return out
 
 
 class InvalidInput(AfnError, ValueError):

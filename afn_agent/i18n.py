@@ -5,6 +5,8 @@ money, clock times and durations are formatted for the language's locale here to
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 from babel.dates import format_time
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_decimal
 
 LANGUAGES = ("en", "fr")
 LOCALES = {"en": "en_GB", "fr": "fr_FR"}  # money, dates and times: "€0.50" / "0,50 €", a 24-hour clock
@@ -45,11 +47,44 @@ class _Blank(dict[str, Any]):
         return ""
 
 
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """A message not yet in words: its key and facts, rendered in each language where it is shown (a
+    refusal's reason travels as one; a fact may itself be a Msg, e.g. the machine's state)."""
+
+    key: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    def words(self) -> dict[str, str]:
+        return words(self.key, **self.facts)
+
+
+def msg(key: str, **facts: Any) -> Msg:
+    if key not in CATALOGUE:
+        raise KeyError(f"no message {key!r} in the catalogues")  # a bug: caught by the tests
+    return Msg(key, facts)
+
+
+class _Filler(string.Formatter):
+    """Fills a message's fields for one language: a nested Msg in that language, a bare number with the
+    language's decimal mark (`0,5` in French); a field with a format spec keeps it."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, Msg):
+            return value.words()[self.lang]
+        if isinstance(value, float) and not format_spec:
+            return str(format_decimal(round(value, 3), locale=LOCALES[self.lang]))
+        return str(super().format_field(value, format_spec))
+
+
 def words(key: str, **fields: Any) -> dict[str, str]:
     """The message `key` in every language, its fields filled in."""
     entry = CATALOGUE.get(key) or CATALOGUE["alarm.other"]
     values = _Blank({k: v for k, v in fields.items() if v is not None})
-    return {lang: string.Formatter().vformat(entry[lang], (), values) for lang in LANGUAGES}
+    return {lang: _Filler(lang).vformat(entry[lang], (), values) for lang in LANGUAGES}
 
 
 def alarm_words(kind: str, data: dict[str, Any]) -> dict[str, str]:

@@ -409,7 +409,7 @@ class JobPump:
             if not outside and (self.sessions is None or self.sessions.may_start(machine_id, job)):
                 return job
             why = (
-                f"{outside}: set the work zero again, then start it"
+                outside.words()["en"] + " Set the work zero again, then start it."
                 if outside
                 else "its owner is not in a session at the machine; held until their badge"
                 if job["member_id"]

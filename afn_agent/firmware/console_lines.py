@@ -14,7 +14,12 @@ Bounds = Mapping[str, tuple[float, float]]  # axis -> (low, high)
 
 
 class NotHere(ValueError):
-    """This firmware cannot do that action (no homing, no babystepping …); the message says why."""
+    """This firmware cannot do that action (no homing, no babystepping …). `key` names the reason in the
+    agent's catalogues (`refused.<key>`); the words are the machine thread's to give, not this layer's."""
+
+    def __init__(self, key: str, **facts: object) -> None:
+        super().__init__(key)
+        self.key, self.facts = key, facts
 
 
 class Homes(Protocol):
@@ -59,7 +64,7 @@ class GrblConsole:
 
     def home(self) -> tuple[str, ...]:
         if not self.core.homing_enabled:
-            raise NotHere("homing is not enabled on this controller ($22=0): set work zero by jogging")
+            raise NotHere("no-homing")
         return ("$H",)
 
     def probe(self, work_z_target: float, feed: float) -> tuple[str, ...]:
@@ -99,16 +104,16 @@ class GrblConsole:
         return tuple(lines)
 
     def preheat(self, hotend: float, bed: float) -> tuple[str, ...]:
-        raise NotHere("a GRBL machine has no heaters")
+        raise NotHere("no-heaters")
 
     def filament(self, mm: float, feed: float) -> tuple[str, ...]:
-        raise NotHere("a GRBL machine has no extruder")
+        raise NotHere("no-extruder")
 
     def raise_z(self, mm: float, feed: float) -> tuple[str, ...]:
         return (f"$J=G91 G21 Z{_num(mm)} F{_num(feed)}",)
 
     def babystep(self, z_mm: float) -> tuple[str, ...]:
-        raise NotHere("babystepping is a printer's (Marlin M290)")
+        raise NotHere("babystep-printer")
 
 
 class MarlinConsole:
@@ -123,28 +128,28 @@ class MarlinConsole:
         return ("G91", f"G0 {_words(axes)} F{_num(feed)}", "G90")
 
     def jog_to(self, axis: str, machine_target: float, feed: float) -> tuple[str, ...]:
-        raise NotHere("this firmware cannot cancel a jog: use steps")
+        raise NotHere("no-jog-cancel")
 
     def zero(self, axes: Mapping[str, float]) -> tuple[str, ...]:
         return (f"G92 {_words(axes)}",)
 
     def go_to_zero(self, safe_z: float) -> tuple[str, ...]:
-        raise NotHere("a printer's origin is set by homing")
+        raise NotHere("origin-by-homing")
 
     def home(self) -> tuple[str, ...]:
         return ("G28",)
 
     def probe(self, work_z_target: float, feed: float) -> tuple[str, ...]:
-        raise NotHere("probing with a touch plate is for mills")
+        raise NotHere("probe-mills")
 
     def after_probe(self, plate_mm: float, retract_mm: float) -> tuple[str, ...]:
-        raise NotHere("probing with a touch plate is for mills")
+        raise NotHere("probe-mills")
 
     def frame(self, box: Bounds, safe_z: float | None, feed: float, power: float) -> tuple[str, ...]:
-        raise NotHere("framing is for mills and lasers")
+        raise NotHere("frame-mills")
 
     def tool_change(self, safe_z: float, park: Mapping[str, float] | None) -> tuple[str, ...]:
-        raise NotHere("a printer's filament change is its own (M600)")
+        raise NotHere("m600")
 
     def preheat(self, hotend: float, bed: float) -> tuple[str, ...]:
         return (f"M104 S{_num(hotend)}", f"M140 S{_num(bed)}")
@@ -158,5 +163,5 @@ class MarlinConsole:
 
     def babystep(self, z_mm: float) -> tuple[str, ...]:
         if not self.core.capabilities.get("BABYSTEPPING", False):
-            raise NotHere("this printer's firmware has no babystepping (M115 says Cap:BABYSTEPPING:0)")
+            raise NotHere("no-babystepping")
         return (f"M290 Z{_num(z_mm)}",)

@@ -16,11 +16,12 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict
 from ..firmware import events as ev
 from ..firmware.console_lines import NotHere
+from ..i18n import Msg, msg
 from . import events as me
 from .events import MachineState
 
@@ -58,9 +59,9 @@ WHILE_MOVING = frozenset({Do.JOG, Do.JOG_STOP})  # the rest wait until the axes 
 
 
 def travel_problem(box: Mapping[str, Sequence[float]], offset: Mapping[str, float],
-                   travel: Mapping[str, tuple[float, float]], what: str) -> str:  # fmt: skip
+                   travel: Mapping[str, tuple[float, float]], what: str) -> Msg | None:  # fmt: skip
     """Why a box in work coordinates, moved by the work offset (GRBL WCO), leaves the machine's travel —
-    naming the axis and by how much — or "" when it fits."""
+    naming the axis and by how much — or None when it fits. `what`: jog, frame, raise-z or job."""
     for axis, (lo, hi) in box.items():
         if axis not in travel:
             continue
@@ -68,15 +69,26 @@ def travel_problem(box: Mapping[str, Sequence[float]], offset: Mapping[str, floa
         for target in (lo + offset.get(axis, 0.0), hi + offset.get(axis, 0.0)):
             if target < low - 1e-6 or target > high + 1e-6:
                 by = low - target if target < low else target - high
-                return (f"{what} takes {axis} to {target:.3f} mm (machine coordinates), {by:.3f} mm beyond "
-                        f"its travel ({low:g} to {high:g} mm)")  # fmt: skip
-    return ""
+                return msg("refused.travel", what=msg(f"refused.what.{what}"), axis=axis, target=target,
+                           by=by, low=float(low), high=float(high))  # fmt: skip
+    return None
+
+
+def state_said(state: MachineState, kind: str) -> Msg:
+    """The machine's state as the screens name it (printing: by what the machine makes), for a reason."""
+    if state != MachineState.PRINTING:
+        return msg(f"state.{state}")
+    return msg(f"state.printing.{kind}" if kind in ("printer", "mill", "laser") else "state.printing.other")
 
 
 class ConsoleRefused(Conflict):
-    """The machine cannot take this action now; the message says why (state, travel, firmware)."""
+    """The machine cannot take this action now; the reason (a `refused.*` message with its facts, or a
+    travel Msg) says why in each language: state, travel, firmware."""
 
     code = "console-refused"
+
+    def __init__(self, reason: str | Msg, **facts: Any) -> None:
+        super().__init__(reason if isinstance(reason, Msg) else msg(f"refused.{reason}", **facts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +139,13 @@ class ConsoleRunner:
         """Answer at once; a console action never takes the machine thread down, not even by a bug."""
         try:
             answer.set_result(self._take(action, now))
-        except (ConsoleRefused, NotHere) as exc:
-            answer.set_exception(exc if isinstance(exc, ConsoleRefused) else ConsoleRefused(str(exc)))
+        except ConsoleRefused as exc:
+            answer.set_exception(exc)
+        except NotHere as exc:  # the firmware cannot: its reason, in words
+            answer.set_exception(ConsoleRefused(exc.key, **exc.facts))
         except Exception as exc:  # a bug: refused with its name, logged; the job and the port carry on
             log.exception("%s: console action %s failed", self.loop.m.name, action.do)
-            answer.set_exception(ConsoleRefused(f"internal error in {action.do}: {exc!r}"))
+            answer.set_exception(ConsoleRefused("bug", action=str(action.do), error=repr(exc)))
 
     def _take(self, a: ConsoleAction, now: float) -> str:
         m, loop = self.loop.m, self.loop
@@ -148,7 +162,7 @@ class ConsoleRunner:
         if a.do is Do.JOG and a.continuous:
             return self._continuous(a, now)
         if a.do is Do.JOG:
-            self._within_travel({k: m.position.get(k, 0.0) + v for k, v in a.axes.items()}, "this jog")
+            self._within_travel({k: m.position.get(k, 0.0) + v for k, v in a.axes.items()}, "jog")
             return self._send(a, lines.jog(a.axes, a.feed))
         if a.do is Do.ZERO:
             return self._send(a, lines.zero(a.axes))
@@ -163,7 +177,7 @@ class ConsoleRunner:
             return sent
         if a.do is Do.FRAME:
             assert a.box is not None
-            self.fits(a.box, "the frame")
+            self.fits(a.box, "frame")
             safe = self._safe_z(a) if loop.profile.kind == "mill" else None
             return self._send(a, lines.frame(a.box, safe, a.feed, a.power))
         if a.do is Do.PREHEAT or a.do is Do.COOLDOWN:
@@ -173,40 +187,40 @@ class ConsoleRunner:
             self._hot_enough(a)
             return self._send(a, filament)
         if a.do is Do.RAISE_Z:
-            self._within_travel({"Z": m.position.get("Z", 0.0) + a.mm}, "raising Z")
+            self._within_travel({"Z": m.position.get("Z", 0.0) + a.mm}, "raise-z")
             return self._send(a, lines.raise_z(a.mm, a.feed))
         if a.do is Do.BABYSTEP:
             return self._send(a, lines.babystep(a.mm))
-        raise ConsoleRefused(f"unknown console action {a.do!r}")
+        raise ConsoleRefused("unknown-action", action=str(a.do))
 
     def _check_state(self, a: ConsoleAction) -> None:
         """Refused with the reason when the machine is not in a state to take it."""
         m, loop = self.loop.m, self.loop
         state, prompt = m.state, m.prompt
+        said = state_said(state, loop.profile.kind)
         if a.do is Do.HOME and state == MachineState.ALARM and loop.job is None:
             return  # homing is how a controller that homes at power-up is unlocked
         if a.do is Do.UNLOCK:
             if state != MachineState.ALARM:
-                raise ConsoleRefused(f"the machine is {state}, not in alarm: nothing to unlock")
+                raise ConsoleRefused("nothing-to-unlock", state=said)
             return
         if a.do is Do.CONTINUE:
             if state != MachineState.WAITING or prompt is None:
-                raise ConsoleRefused(f"the machine is {state}: it is not waiting for anyone")
+                raise ConsoleRefused("not-waiting", state=said)
             return
         if a.do is Do.BABYSTEP:
             if state != MachineState.PRINTING:
-                raise ConsoleRefused(f"babysteps are for a running print; the machine is {state}")
+                raise ConsoleRefused("babystep-not-printing", state=said)
             return
         if state == MachineState.WAITING and prompt is not None and prompt.host:
             if a.do not in AT_TOOL_CHANGE:
-                raise ConsoleRefused(f"during a tool change only {', '.join(sorted(AT_TOOL_CHANGE))}")
+                raise ConsoleRefused("tool-change-only")
         elif state != MachineState.IDLE or loop.job is not None:
-            raise ConsoleRefused(f"the machine is {state}: set-up actions need it idle, outside a job")
+            raise ConsoleRefused("not-idle", state=said)
         if a.do not in WHILE_MOVING and self._moving():
-            raise ConsoleRefused("the machine is still busy with the last action (moving or answering): "
-                                 "try again when it has finished")  # fmt: skip
+            raise ConsoleRefused("busy")
         if self.probe is not None and a.do is not Do.JOG_STOP:
-            raise ConsoleRefused("a probe is under way")
+            raise ConsoleRefused("probing")
 
     def _moving(self) -> bool:
         core = self.loop.driver.core
@@ -220,9 +234,9 @@ class ConsoleRunner:
     def _continuous(self, a: ConsoleAction, now: float) -> str:
         """Towards the end of travel while the button is held; `jog` again renews the lease."""
         if not self.loop.driver.console.jog_cancels:
-            raise ConsoleRefused("this firmware cannot stop a jog at once: use steps")
+            raise ConsoleRefused("no-jog-cancel")
         if len(a.axes) != 1:
-            raise ConsoleRefused("a continuous jog moves one axis")
+            raise ConsoleRefused("one-axis")
         direction = tuple(sorted(a.axes.items()))
         if self.jog_until and direction == self.jog_dir:
             self.jog_until = now + JOG_LEASE_S
@@ -230,7 +244,7 @@ class ConsoleRunner:
         axis, sign = direction[0]
         travel = self.loop.profile.volume.axes.get(axis)
         if travel is None:
-            raise ConsoleRefused(f"the profile gives no travel for {axis}")
+            raise ConsoleRefused("no-travel", axis=axis)
         self.jog_dir, self.jog_until = direction, now + JOG_LEASE_S
         end = travel[1] if sign > 0 else travel[0]
         return self._send(a, self.loop.driver.console.jog_to(axis, end, a.feed))
@@ -246,7 +260,7 @@ class ConsoleRunner:
         assert prompt is not None
         if prompt.host:
             if self._moving():
-                raise ConsoleRefused("the machine is still busy with the last action: continue once done")
+                raise ConsoleRefused("busy-continue")
             if self.pending_tool is not None and loop.job is not None:
                 _, text, pos, _ = self.pending_tool
                 loop.job_line_done(pos, text)  # the M6 never goes to GRBL (it would answer error:20)
@@ -254,8 +268,7 @@ class ConsoleRunner:
         else:
             data = loop.driver.continue_bytes()
             if not data:
-                raise ConsoleRefused("this firmware cannot be told to continue from here (no emergency "
-                                     "parser): press the printer's own button")  # fmt: skip
+                raise ConsoleRefused("no-continue")
             loop.write_now(data)
         loop.prompt_answered(a.by)
         return "continuing"
@@ -280,9 +293,10 @@ class ConsoleRunner:
 
     def _hot_enough(self, a: ConsoleAction) -> None:
         hotend = self.loop.m.temperatures.get("T0") or self.loop.m.temperatures.get("T")
-        if hotend is None or hotend[0] < a.hotend:
-            now = f"{hotend[0]:.0f} °C" if hotend else "unknown"
-            raise ConsoleRefused(f"the nozzle is at {now}; preheat to at least {a.hotend:.0f} °C first")
+        if hotend is None:
+            raise ConsoleRefused("cold-unknown", need=round(a.hotend))
+        if hotend[0] < a.hotend:
+            raise ConsoleRefused("cold", now=round(hotend[0]), need=round(a.hotend))
 
     # ---- what the machine says -------------------------------------------------------------------------
     def tick(self, now: float) -> None:

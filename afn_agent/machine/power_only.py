@@ -62,7 +62,7 @@ class PowerOnlyMachine(Machine):
 
     def console(self, action: ConsoleAction) -> Future[str]:
         answer: Future[str] = Future()
-        answer.set_exception(ConsoleRefused(f"{self.name} is switched and metered only: it has no console"))
+        answer.set_exception(ConsoleRefused("power-only", machine=self.name))
         return answer
 
     def start(self) -> PowerOnlyMachine:

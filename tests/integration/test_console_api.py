@@ -83,12 +83,14 @@ def test_another_members_token_and_the_wrong_state_are_refused_per_action(mill, 
         assert r.status_code == 403 and "slicer role may not" in r.json()["detail"], (do, r.text)
     ana = session_token(url)
     wait_for(lambda: agent.machines["mill-1"].grbl_state == "Idle", 5, "idle")
-    wrong = {Do.UNLOCK: "not in alarm", Do.CONTINUE: "not waiting for anyone", Do.BABYSTEP: "running print",
-             Do.PREHEAT: "no heaters", Do.LOAD: "no extruder", Do.UNLOAD: "no extruder",
-             Do.FRAME: "no job waits"}  # fmt: skip
+    wrong = {Do.UNLOCK: "nothing-to-unlock", Do.CONTINUE: "not-waiting", Do.BABYSTEP: "babystep-no-print",
+             Do.PREHEAT: "no-heaters", Do.LOAD: "no-extruder", Do.UNLOAD: "no-extruder",
+             Do.FRAME: "nothing-to-frame"}  # fmt: skip
     for do, why in wrong.items():
         r = post(url, do, BODIES.get(do) or ({"hotend": 200, "bed": 60} if do is Do.PREHEAT else None), key=ana)
-        assert r.status_code == 409 and why in r.json()["detail"], (do, r.text)
+        said = r.json()
+        assert r.status_code == 409 and said["reason"] == f"refused.{why}", (do, r.text)
+        assert said["detail"] == said["words"]["en"] and said["words"]["fr"] != said["words"]["en"], r.text
         assert audit(agent, do)[0]["result"] == "refused"
     long_job = tmp_path / "long.nc"
     long_job.write_text("G21 G90\n" + "".join(f"G1 X{-(i % 50) - 1} F3000\n" for i in range(4000)))
@@ -97,7 +99,9 @@ def test_another_members_token_and_the_wrong_state_are_refused_per_action(mill, 
     wait_for(lambda: agent.machines["mill-1"].state == MachineState.PRINTING, 15, "the job running")
     for do in (Do.JOG, Do.JOG_STOP, Do.ZERO, Do.GO_TO_ZERO, Do.PROBE, Do.RAISE_Z):
         r = post(url, do, BODIES.get(do), key=ana)
-        assert r.status_code == 409 and "need it idle, outside a job" in r.json()["detail"], (do, r.text)
+        said = r.json()
+        assert r.status_code == 409 and said["reason"] == "refused.not-idle", (do, r.text)
+        assert "(Fraisage)" in said["words"]["fr"] and "(Milling)" in said["words"]["en"], r.text
     assert httpx.post(f"{url}/v1/machines/mill-1/cancel", headers={"X-Api-Key": ana}).status_code == 200
     wait_for(lambda: agent.ledger.job(job_id)["state"] == "cancelled", 20, "cancelled")
 
@@ -152,12 +156,14 @@ def test_a_job_outside_the_travel_with_the_work_offset_is_refused_before_a_byte(
     wide.write_text("G21 G90\nG0 X0 Y0\nG1 X280 Y20 F1000\nG1 X0 Y0\n")  # reaches X +30: beyond 0
     before = len(sim.executed())
     job_id = upload(url, wide, ana)  # Ana is in session: it is queued at once, and the pump holds it back
-    why = "the job takes X to 30.000 mm (machine coordinates), 30.000 mm beyond its travel (-300 to 0 mm)"
+    why = "The job takes X to 30 mm (machine coordinates), 30 mm beyond its travel (-300 to 0 mm)."
     held = wait_for(lambda: [r for r in agent.ledger.audit_log("mill-1", 50)
                              if r["action"] == "job-hold" and r["subject"] == job_id], 10, "held back")  # fmt: skip
     assert why in json.loads(held[0]["detail_json"])["reason"]
     r = httpx.post(f"{url}/v1/jobs/{job_id}/start", headers={"X-Api-Key": ana})  # Start, pressed again
     assert r.status_code == 409 and r.json()["code"] == "outside-travel" and why in r.json()["detail"], r.text
+    assert r.json()["words"]["fr"] == ("Le travail amène l'axe X à 30 mm (coordonnées machine), 30 mm au-delà "
+                                       "de sa course (de -300 à 0 mm). Déplacez le zéro pièce, puis lancez-le.")
     assert len(sim.executed()) == before, "not a byte of it reached the machine"
     assert agent.ledger.job(job_id)["state"] == "held"
     fits = upload(url, part, ana)
@@ -188,7 +194,8 @@ def test_babysteps_need_the_training_the_machine_names(tmp_path, start_sim):
             if ok:
                 assert r.status_code == 200, r.text
             else:
-                assert r.status_code == 409 and "need the 'fdm-advanced' training" in r.json()["detail"], r.text
+                assert r.status_code == 409 and r.json()["reason"] == "refused.babystep-training", r.text
+                assert "fdm-advanced" in r.json()["words"]["fr"], r.text
             httpx.post(f"{url}/v1/machines/printer-1/cancel", headers={"X-Api-Key": token})
             wait_for(lambda: agent.machines["printer-1"].state == MachineState.IDLE, 20, "cancelled")
             read_badge(agent, who)  # badge out

@@ -4,7 +4,7 @@
 - mill: badge -> jog -> zero X/Y -> probe Z -> frame -> a file with `T2 M6` -> tool-change prompt ->
   re-probe -> continue -> summary with spindle time;
 - laser: badge -> frame (beam off) -> run -> beam time live and in the summary;
-- printer: badge -> preheat -> a PrusaSlicer file with an M600 colour change -> prompt -> continue ->
+- printer: badge -> load refused cold (the reason in each screen's language) -> preheat -> a PrusaSlicer file with an M600 colour change -> prompt -> continue ->
   summary with grams and the file's own thumbnail.
 
 At every state both screens are photographed (tests/artifacts/console/) and checked with axe-core (no
@@ -245,8 +245,16 @@ def test_printer_preheat_colour_change_and_summary(lab, tmp_path):
     s.state("set-up", "#printer-tools:not(.hidden)")
     fr.select_option("#material", "PLA")
     wait_for(lambda: agent.control.status("printer-1")["material"] == "PLA", 5, "PLA loaded")
+    fr.wait_for_selector("#temp-list li")
+    for page in s.pages.values():
+        page.click("#load")  # cold: the agent refuses, each screen gives the reason in its language
+    s.state("refused", "#error:not(.hidden)")
+    assert fr.inner_text("#error").startswith("La buse est à "), fr.inner_text("#error")
+    assert s["en"].inner_text("#error").startswith("The nozzle is at "), s["en"].inner_text("#error")
+    assert not any(line.startswith("-\tG1E") for line in ran(sim)), "nothing extruded cold"
     fr.click("#preheat")
     s.state("preheat", "#temp-list li:has-text('/ 210 °C')")
+    assert not fr.is_visible("#error"), "the next action taken clears the refusal"
     assert fr.inner_text("#temps-title") == "Températures"
     submit(agent.config, agent.ledger, "printer-1", printer_job(tmp_path / "benchy.gcode"), "upload",
            member_id="ana")  # fmt: skip

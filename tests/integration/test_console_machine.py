@@ -19,10 +19,15 @@ def act(m, do: Do, **kw) -> str:
     return m.console(ConsoleAction(do, "test", **kw)).result(5)
 
 
-def refused(m, do: Do, **kw) -> str:
+def refused(m, do: Do, **kw) -> dict:
+    """The refusal's body (reason key, English sentence, words), once its reason is checked to be in French
+    too."""
     with pytest.raises(ConsoleRefused) as err:
         act(m, do, **kw)
-    return str(err.value)
+    body = err.value.body()
+    assert body["reason"].startswith(("refused.", "state.")) and body["error"] == body["words"]["en"]
+    assert body["words"]["fr"] and body["words"]["fr"] != body["words"]["en"] and "{" not in body["words"]["fr"]
+    return body
 
 
 def at_rest(m, timeout: float = 10.0) -> None:
@@ -89,15 +94,20 @@ def test_travel_is_checked_before_a_byte_is_sent(start_sim, connect):
 
 def _travel_checks(m, sim) -> None:
     wait_for(lambda: "X" in m.position, 5, "position")
-    why = refused(m, Do.JOG, axes={"X": 5.0}, feed=1000)
-    assert why == "this jog takes X to 5.000 mm (machine coordinates), 5.000 mm beyond its travel (-300 to 0 mm)"
+    with pytest.raises(ConsoleRefused) as err:
+        act(m, Do.JOG, axes={"X": 5.5}, feed=1000)
+    assert err.value.body()["words"] == {
+        "en": "This jog takes X to 5.5 mm (machine coordinates), 5.5 mm beyond its travel (-300 to 0 mm).",
+        "fr": "Ce déplacement amène l'axe X à 5,5 mm (coordonnées machine), 5,5 mm au-delà de sa course "
+              "(de -300 à 0 mm).",
+    }
     act(m, Do.JOG, axes={"X": -100.0}, feed=6000)
     at_rest(m)
     act(m, Do.ZERO, axes={"X": 0.0})
     wait_for(lambda: m.work_offset.get("X") == -100.0, 5, "WCO")
     before = len(sim.executed())
-    why = refused(m, Do.FRAME, box={"X": (0.0, 150.0), "Y": (-10.0, 0.0)}, feed=1000)
-    assert why.startswith("the frame takes X to 50.000 mm (machine coordinates), 50.000 mm beyond"), why
+    why = refused(m, Do.FRAME, box={"X": (0.0, 150.0), "Y": (-10.0, 0.0)}, feed=1000)["error"]
+    assert why.startswith("The frame takes X to 50 mm (machine coordinates), 50 mm beyond"), why
     time.sleep(0.3)  # real time: anything sent would have run by now
     assert len(sim.executed()) == before
 
@@ -128,10 +138,10 @@ def test_probe_that_touches_nothing_fails_cleanly_and_unlock_says_so(start_sim, 
     wait_for(lambda: m.state == MachineState.ALARM, 10, "alarm")
     probed = events_of(m, Probed)
     assert probed and not probed[0].touched
-    assert "nothing to unlock" not in refused(m, Do.JOG, axes={"X": -1.0}, feed=100)
+    assert refused(m, Do.JOG, axes={"X": -1.0}, feed=100)["reason"] == "refused.not-idle"
     act(m, Do.UNLOCK)
     wait_for(lambda: m.state == MachineState.IDLE, 10, "unlocked")
-    assert "nothing to unlock" in refused(m, Do.UNLOCK)
+    assert refused(m, Do.UNLOCK)["reason"] == "refused.nothing-to-unlock"
 
 
 def test_continuous_jog_stops_when_the_button_is_no_longer_held(start_sim, connect):
@@ -159,7 +169,8 @@ def test_grbl_m0_and_m6_wait_for_a_person(start_sim, connect, tmp_path):
     wait_for(lambda: m.state == MachineState.WAITING and m.prompt.kind == "tool-change", 10, "M6 prompt")
     assert m.prompt.tool == 2 and m.prompt.text == "6 mm end mill" and m.prompt.host
     at_rest(m)
-    assert "outside a job" not in refused(m, Do.FRAME, box={"X": (0.0, 1.0), "Y": (0.0, 1.0)}, feed=100)
+    frame = refused(m, Do.FRAME, box={"X": (0.0, 1.0), "Y": (0.0, 1.0)}, feed=100)
+    assert frame["reason"] == "refused.tool-change-only"
     act(m, Do.JOG, axes={"Z": -20.0}, feed=3000)
     at_rest(m)
     act(m, Do.PROBE, feed=100, depth_mm=40, plate_mm=10.0)
@@ -186,7 +197,7 @@ def test_marlin_m0_and_m600_prompt_and_m108_continues(start_sim, connect, tmp_pa
     m.start_job(job)
     wait_for(lambda: m.state == MachineState.WAITING, 15, "M0 prompt")
     assert m.prompt.kind == "pause" and m.prompt.text == "Remove the brim"
-    assert "during a tool change" not in refused(m, Do.JOG, axes={"X": 1.0}, feed=100)
+    assert refused(m, Do.JOG, axes={"X": 1.0}, feed=100)["reason"] == "refused.not-idle"  # not a host wait
     act(m, Do.CONTINUE)
     wait_for(lambda: m.state == MachineState.WAITING and m.prompt.kind == "filament-change", 15, "M600")
     assert m.prompt.text == "COLOR_CHANGE,T0,#FF0000"
@@ -201,7 +212,9 @@ def test_printer_tools_preheat_filament_raise_and_babysteps(start_sim, connect, 
     sim = start_sim("marlin", speed=20, babystep=True)
     m = connect(sim, "marlin2")
     quiet(m)
-    assert "nozzle is at" in refused(m, Do.LOAD, mm=80, feed=300, hotend=170)  # cold: refused, nothing sent
+    wait_for(lambda: "T0" in m.temperatures or "T" in m.temperatures, 10, "the first temperature report")
+    cold = refused(m, Do.LOAD, mm=80, feed=300, hotend=170)  # cold: refused, nothing sent
+    assert cold["reason"] == "refused.cold" and "170 °C" in cold["words"]["fr"], cold
     act(m, Do.PREHEAT, hotend=210, bed=60)
     wait_for(lambda: m.temperatures.get("T", (0, 0))[0] >= 170, 30, "the nozzle hot enough")
     quiet(m)
@@ -209,13 +222,14 @@ def test_printer_tools_preheat_filament_raise_and_babysteps(start_sim, connect, 
     quiet(m)
     act(m, Do.RAISE_Z, mm=10, feed=600)
     wait_for(lambda: "G90" in [c for _, c in sim.executed()][-3:], 10, "raised")
-    assert "running print" in refused(m, Do.BABYSTEP, mm=0.05)  # not while idle: a print's first layers
+    idle = refused(m, Do.BABYSTEP, mm=0.05)  # not while idle: a print's first layers
+    assert idle["reason"] == "refused.babystep-not-printing" and "(Prête)" in idle["words"]["fr"], idle
     job = tmp_path / "slow.gcode"
     job.write_text("G28\n" + "".join(f"G1 X{10 + i % 50} Y10 F600\n" for i in range(3000)))
     m.start_job(job)
     wait_for(lambda: m.state == MachineState.PRINTING and m.snapshot()["lines_acked"] > 20, 15, "printing")
     act(m, Do.BABYSTEP, mm=0.05)
-    assert "idle, outside a job" in refused(m, Do.COOLDOWN)
+    assert refused(m, Do.COOLDOWN)["reason"] == "refused.not-idle"
     m.cancel()
     m.wait_job(20)
     quiet(m)
@@ -235,7 +249,7 @@ def test_babysteps_need_the_firmware_to_have_them(start_sim, connect, tmp_path):
     job.write_text("".join(f"G1 X{10 + i % 50} Y10 F600\n" for i in range(3000)))
     m.start_job(job)
     wait_for(lambda: m.state == MachineState.PRINTING, 15, "printing")
-    assert "Cap:BABYSTEPPING:0" in refused(m, Do.BABYSTEP, mm=0.05)
+    assert refused(m, Do.BABYSTEP, mm=0.05)["reason"] == "refused.no-babystepping"
     m.cancel()
     m.wait_job(20)
 
@@ -261,7 +275,8 @@ def test_a_bug_in_a_console_action_is_refused_and_the_machine_thread_lives_on(st
         raise RuntimeError("a bug")
 
     monkeypatch.setattr("afn_agent.firmware.console_lines.GrblConsole.zero", broken)
-    assert "internal error in zero: RuntimeError('a bug')" in refused(m, Do.ZERO, axes={"X": 0.0})
+    bug = refused(m, Do.ZERO, axes={"X": 0.0})
+    assert bug["reason"] == "refused.bug" and "Internal error in zero: RuntimeError('a bug')" in bug["error"]
     assert m.is_alive() and m.state == MachineState.IDLE
     act(m, Do.JOG, axes={"X": -1.0}, feed=1000)  # the thread still takes actions
     at_rest(m)

@@ -56,8 +56,9 @@ def test_jog_zero_and_frame_on_real_grbl(real_fw, machine_on):
     trace = [steps(-4, -2, -0.5), steps(-3, -2, -0.5), steps(-3, -1.5, -0.5), steps(-4, -1.5, -0.5),
              steps(-4, -2, -0.5)]
     assert blocks[1:] == trace, blocks
-    with pytest.raises(ConsoleRefused, match=r"takes X to 1\.000 mm"):
+    with pytest.raises(ConsoleRefused, match=r"^This jog takes X to 1 mm") as err:
         act(m, Do.JOG, axes={"X": 5.0}, feed=3000)
+    assert err.value.body()["words"]["fr"].startswith("Ce déplacement amène l'axe X à 1 mm")
 
 
 def test_probe_fails_cleanly_on_real_grbl_and_unlock_recovers(real_fw, machine_on):
@@ -71,8 +72,9 @@ def test_probe_fails_cleanly_on_real_grbl_and_unlock_recovers(real_fw, machine_o
     assert alarms and alarms[0].code == 4 and "probe" in alarms[0].meaning.lower()
     probed = [e for e in events if isinstance(e, Probed)]
     assert probed and not probed[0].touched
-    with pytest.raises(ConsoleRefused, match="alarm"):
+    with pytest.raises(ConsoleRefused) as err:
         act(m, Do.JOG, axes={"X": -1.0}, feed=1000)
+    assert err.value.body()["reason"] == "refused.not-idle", err.value.body()
     act(m, Do.UNLOCK)
     wait_for(lambda: m.state == MachineState.IDLE, 30, "unlocked")
     settled(m)

@@ -32,7 +32,9 @@ async function call(method, path, body) {
   let answer = null;
   try { answer = await resp.json(); } catch (e) { /* no JSON body (204) */ }
   if (!resp.ok) {
-    put("error", (answer && (answer.detail || answer.error)) || resp.statusText);
+    // A reason in words (the console's refusals) in the screen's language; else the agent's sentence.
+    const said = answer && answer.words && view ? answer.words[view.lang] : null;
+    put("error", said || (answer && (answer.error || answer.detail)) || resp.statusText);
     show("error", true);
     return null;
   }
