@@ -91,6 +91,7 @@ class Broker:
                 if open_access
                 else ["allow_anonymous false", f"password_file {passwd}", f"acl_file {self.acl}"]
             ),
+            "persistence true",  # set by Debian's main mosquitto.conf, which the shipped drop-in adds to
             f"persistence_location {self.dir}/",
             f"log_dest file {self.dir}/mosquitto.log",
             "log_type all",

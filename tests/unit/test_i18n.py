@@ -50,11 +50,15 @@ def test_a_reason_reads_naturally_in_each_language():
     assert travel is not None
     said = Conflict(i18n.msg("refused.job-travel", travel=travel), code="outside-travel").body()
     assert said["code"] == "outside-travel" and said["reason"] == "refused.job-travel"
-    assert said["words"]["en"] == ("The frame takes X to 10.25 mm (machine coordinates), 10.25 mm beyond its "
-                                   "travel (-300 to 0 mm). Move the work zero, then start it.")
-    assert said["words"]["fr"] == ("Le cadrage amène l'axe X à 10,25 mm (coordonnées machine), 10,25 mm "
-                                   "au-delà de sa course (de -300 à 0 mm). Déplacez le zéro pièce, puis "
-                                   "lancez-le.")
+    assert said["words"]["en"] == (
+        "The frame takes X to 10.25 mm (machine coordinates), 10.25 mm beyond its "
+        "travel (-300 to 0 mm). Move the work zero, then start it."
+    )
+    assert said["words"]["fr"] == (
+        "Le cadrage amène l'axe X à 10,25 mm (coordonnées machine), 10,25 mm "
+        "au-delà de sa course (de -300 à 0 mm). Déplacez le zéro pièce, puis "
+        "lancez-le."
+    )
     assert said["error"] == said["detail"] == said["words"]["en"]
     assert travel_problem({"X": (0.0, 5.0)}, {"X": -10.0}, {"X": (-300.0, 0.0)}, "frame") is None
 
