@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from .console_service import Console
 from .control import Control
 from .firmware.profile import load_profile
 from .intake import AnalysisPool
-from .ledger import Ledger
+from .ledger import Ledger, LedgerError
 from .ledger.keys import KeyBook
 from .machine.events import JOB_STATES, MachineEvent, MachineState
 from .machine.power_only import PowerOnlyMachine
@@ -39,9 +40,14 @@ STUCK_S = 15.0  # a machine thread that has not turned for this long is stuck: s
 
 
 def open_ledger(config: AgentConfig) -> Ledger:
-    """The agent's ledger, created if new, with its configured machines recorded."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(config.ledger_path, config.site)
+    """The agent's ledger, created if new, with its configured machines recorded. A file that cannot be
+    opened at all (a directory in its place, no permission) is a LedgerError naming it, like a damaged one."""
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        ledger = Ledger(config.ledger_path, config.site)
+    except (OSError, sqlite3.Error) as exc:
+        raise LedgerError(f"{config.ledger_path}: the ledger cannot be opened ({exc}); check the file and "
+                          f"[agent].data_dir") from None  # fmt: skip
     for m in config.machines:
         ledger.upsert_machine(m.id, m.machine_class, m.profile)
     return ledger

@@ -9,13 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .firmware.profile import ProfileError, available_profiles, load_profile
 from .gcode.analyzer import Analysis
 from .machine.worker import JobResult, Machine
+from .startup import Exit
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="afn-agent", description="Machine-side agent for fab labs.")
+    parser = argparse.ArgumentParser(
+        prog="afn-agent", description="Machine-side agent for fab labs.",
+        epilog="Exit codes: " + "; ".join(f"{int(e)} {e.name.lower().replace('_', ' ')}" for e in Exit),
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stream", help="stream a G-code file to a machine and wait for the end")
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.handler(args))
         except LedgerError as exc:  # a ledger that is not whole: say which file and what to do
             print(f"afn-agent: {exc}", file=sys.stderr)
-            return 2
+            return int(Exit.LEDGER)
     if args.command == "stream":
         return cmd_stream(args)
     if args.command == "sim":

@@ -8,14 +8,17 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import AgentConfig, ConfigError, load_config
+from .startup import Exit, Failure, api_port, broker, refused_sentence
 
 if TYPE_CHECKING:  # imported where used: the access room pulls in OpenSSL (hashlib), 4 MB of RSS
     from .access.decide import AccessPolicy
     from .access.directory import Directory
+    from .agent import Agent
     from .ledger import Ledger
 
 
@@ -267,14 +270,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if found:
         print(f"afn-agent: not starting: {len(found)} problem(s) in {cfg.path}", file=sys.stderr)
         return 2
-    agent = Agent(cfg)
+    from .ledger import LedgerError
+
+    try:
+        agent = Agent(cfg)
+    except LedgerError as exc:
+        return _not_starting(Failure(Exit.LEDGER, str(exc)))
+    if failure := api_port(cfg) or broker(cfg):
+        agent.ledger.close()
+        return _not_starting(failure)
     stop = until_signal()
     hup = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: hup.set())  # systemctl reload
     from .errors import AfnError
     from .systemd import notify
 
-    agent.start()
+    try:
+        agent.start()
+    except RuntimeError as exc:  # the API's port, taken since the check
+        agent.stop(f"not started: {exc}")
+        return _not_starting(Failure(Exit.PORT_TAKEN, str(exc)))
+    if failure := _broker_refusal(agent):
+        agent.stop(f"not started: {failure.sentence}")
+        return _not_starting(failure)
     print(f"afn-agent: running {', '.join(agent.machines)}; ledger {agent.config.ledger_path}", flush=True)
     notify(f"READY=1\nSTATUS=running {len(agent.machines)} machine(s)")
     while not stop.wait(0.2):
@@ -290,6 +308,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     notify("STOPPING=1")
     agent.stop("agent stopped by a signal", grace_s=agent.config.stop_grace_s)
     return 0
+
+
+def _not_starting(failure: Failure) -> int:
+    print(f"afn-agent: not starting: {failure.sentence}", file=sys.stderr)
+    return int(failure.code)
+
+
+def _broker_refusal(agent: Agent, wait_s: float = 10.0) -> Failure | None:
+    """The broker's first answer to the agent's credentials: a refusal stops the start (nothing was
+    published: a refused connection carries nothing). No answer in time is no refusal: the bus retries."""
+    bus = agent.bus
+    if bus is None:
+        return None
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not bus.connected.is_set() and bus.refused is None:
+        time.sleep(0.05)
+    return refused_sentence(agent.config, bus.refused) if bus.refused and not bus.connected.is_set() else None
 
 
 def cmd_jobs_add(args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ class Bus:
         self.status = status
         self.on_command = on_command
         self.connected = threading.Event()
+        self.refused: str | None = None  # the broker's reason when its last CONNACK refused the agent
         self.malformed = 0  # messages refused unread (too large, too deep, not JSON, wrong shape)
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self.machine_classes: dict[str, str] = {}
@@ -189,7 +190,10 @@ class Bus:
                 log.warning("broker does not speak MQTT 5; falling back to 3.1.1")
                 self.protocol = mqtt.MQTTv311
                 threading.Thread(target=self._restart_client, daemon=True).start()
+            else:
+                self.refused = str(reason_code)
             return
+        self.refused = None
         subs = [
             (self.topics.machine(m, leaf), 1) for m in self.machine_ids for leaf in (t.COMMAND, t.USAGE_ACK)
         ]

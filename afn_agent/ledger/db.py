@@ -119,6 +119,10 @@ def check_file(path: str | Path) -> None:
     path = Path(path)
     if not path.exists():
         return
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise LedgerError(f"{path}: the ledger cannot be opened: this is {what}, where the agent keeps its "
+                          "SQLite file; move it aside")  # fmt: skip
     if path.stat().st_size == 0:
         raise LedgerError(
             f"{path}: the ledger file is empty (0 bytes): it was truncated, so every record it held is gone "

@@ -77,5 +77,5 @@ def test_the_cli_says_so_in_a_sentence_not_a_traceback(tmp_path):
         text=True,
         timeout=60,
     )
-    assert run.returncode == 2, run.stderr
+    assert run.returncode == 6, run.stderr  # Exit.LEDGER
     assert "Traceback" not in run.stderr and "0 bytes" in run.stderr
