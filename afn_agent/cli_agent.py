@@ -276,7 +276,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         agent = Agent(cfg)
     except LedgerError as exc:
         return _not_starting(Failure(Exit.LEDGER, str(exc)))
-    if failure := api_port(cfg) or broker(cfg):
+    failure = api_port(cfg) or broker(cfg)
+    if failure and failure.passing and not (cfg.broker and cfg.broker.required):
+        print(f"afn-agent: {failure.sentence}; running without it: usage records wait in the outbox",
+              file=sys.stderr, flush=True)  # fmt: skip
+    elif failure:
         agent.ledger.close()
         return _not_starting(failure)
     stop = until_signal()
@@ -290,9 +294,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # the API's port, taken since the check
         agent.stop(f"not started: {exc}")
         return _not_starting(Failure(Exit.PORT_TAKEN, str(exc)))
-    if failure := _broker_refusal(agent):
-        agent.stop(f"not started: {failure.sentence}")
-        return _not_starting(failure)
+    if not failure and (refusal := _broker_refusal(agent)):
+        agent.stop(f"not started: {refusal.sentence}")
+        return _not_starting(refusal)
     print(f"afn-agent: running {', '.join(agent.machines)}; ledger {agent.config.ledger_path}", flush=True)
     notify(f"READY=1\nSTATUS=running {len(agent.machines)} machine(s)")
     while not stop.wait(0.2):

@@ -71,6 +71,7 @@ class BrokerConfig:
     command_secret: str | None = None
     home_assistant: bool = False
     protocol: str = "auto"  # auto (MQTT 5, else 3.1.1) | 5 | 3.1.1
+    required: bool = False  # unreachable at start: refuse to run (exit 8) rather than run on the outbox
 
 
 @dataclass(frozen=True)
@@ -484,6 +485,7 @@ def _broker(data: Any, file: Path) -> BrokerConfig:
         command_secret=t.get("command_secret", str, None, lambda v: len(v) >= 16, "at least 16 characters"),
         home_assistant=t.get("home_assistant", bool, False),
         protocol=t.get("protocol", str, "auto", lambda v: v in ("auto", "5", "3.1.1"), "auto, 5 or 3.1.1"),
+        required=t.get("required", bool, False),
     )
     t.done()
     return cfg

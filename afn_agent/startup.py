@@ -6,7 +6,10 @@ and the Home Assistant discovery had already gone out.
 The broker is probed at the TCP and TLS level only: an MQTT connection under the agent's user name (its
 client id on the lab's broker) would end the agent's persistent session and drop what waits in it. The
 broker's own answer to the agent's credentials is the bus's first CONNACK (`Bus.refused`), awaited before
-`run` says it is running; a refused CONNACK publishes nothing.
+`run` says it is running; a refused CONNACK publishes nothing. A broker that is only out of reach (down,
+still booting, the network away) is said in one sentence and the agent runs on its outbox — a Pi that
+boots before the lab's server, or restarts during a broker outage, must still run its machines — unless
+`[broker] required = true`.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ class Exit(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why the agent does not start: one sentence and the exit code that says it."""
+    """Why the agent does not start: one sentence and the exit code that says it. `passing`: it may mend
+    by itself (a broker still booting, a network down); the agent then runs on its outbox unless told
+    otherwise ([broker] required)."""
 
     code: Exit
     sentence: str
+    passing: bool = False
 
 
 def api_port(cfg: AgentConfig) -> Failure | None:
@@ -77,13 +83,13 @@ def broker(cfg: AgentConfig, timeout_s: float = 5.0) -> Failure | None:
     try:
         sock = socket.create_connection((b.host, b.port), timeout=timeout_s)
     except socket.gaierror as exc:
-        return Failure(Exit.BROKER_DOWN, f"{where}: the name does not resolve ({exc.strerror})")
+        return Failure(Exit.BROKER_DOWN, f"{where}: the name does not resolve ({exc.strerror})", True)
     except TimeoutError:
         return Failure(Exit.BROKER_DOWN, f"{where} does not answer within {timeout_s:g} s (down, or a "
-                       "firewall drops the connection)")  # fmt: skip
+                       "firewall drops the connection)", True)  # fmt: skip
     except OSError as exc:
         return Failure(Exit.BROKER_DOWN, f"{where} cannot be reached ({exc.strerror}): is Mosquitto "
-                       "running there? systemd starts the agent again until it is")  # fmt: skip
+                       "running there?", True)  # fmt: skip
     with sock:
         if b.tls:
             return _tls_handshake(sock, b, where)

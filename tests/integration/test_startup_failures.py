@@ -68,11 +68,24 @@ def test_a_taken_api_port(lab):
     nothing_published(watcher)
 
 
-def test_the_broker_down(lab):
+def test_the_broker_down_is_fatal_only_when_required(lab):
+    """By default a broker out of reach is said, and the agent runs on its outbox (a Pi that boots before
+    the lab's server); `required = true` refuses to start."""
     config, watcher, _ = lab
-    out = run(config(port=free_port()))
+    out = run(config(port=free_port(), required=True))
     one_sentence(out, Exit.BROKER_DOWN, "cannot be reached", "Connection refused")
     nothing_published(watcher)
+    proc = subprocess.Popen([sys.executable, "-m", "afn_agent", "run", "--config", config(port=free_port())],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "cannot be reached" in first and "running without it" in first, first
+        time.sleep(2.0)  # real time: still running
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
 
 
 def test_the_broker_refuses_the_password(lab):
