@@ -45,6 +45,8 @@ def open_ledger(config: AgentConfig) -> Ledger:
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(config.ledger_path, config.site)
+        mode, bus = config.booking.mode, config.broker is not None
+        ledger.usage_outbox = "usage" if mode == "mqtt" else "usage-copy" if bus else None
     except (OSError, sqlite3.Error) as exc:
         raise LedgerError(f"{config.ledger_path}: the ledger cannot be opened ({exc}); check the file and "
                           f"[agent].data_dir") from None  # fmt: skip

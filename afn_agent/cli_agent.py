@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import AgentConfig, ConfigError, load_config
+from .i18n import LANGUAGES
 from .startup import Exit, Failure, api_port, broker, refused_sentence
 
 if TYPE_CHECKING:  # imported where used: the access room pulls in OpenSSL (hashlib), 4 MB of RSS
@@ -103,6 +104,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ex.add_argument("--until", help="day after the last (UTC); default: no end")
     ex.add_argument("--format", choices=("csv", "json"), default="csv")
     ex.set_defaults(handler=cmd_ledger_export)
+
+    rp = sub.add_parser("report", help="a month's statement per member and per machine: two CSV files and a "
+                        "printable page, totals equal to the ledger's")  # fmt: skip
+    rp.add_argument("--config", required=True, help="the agent's configuration (its ledger is read)")
+    rp.add_argument("--month", required=True, help="the agent's local calendar month, e.g. 2026-11")
+    rp.add_argument("--out", default=".", help="directory for the files (default: the current one)")
+    rp.add_argument("--lang", choices=LANGUAGES, default="fr", help="the page's language (default fr)")
+    rp.set_defaults(handler=cmd_report)
 
 
 def until_signal() -> threading.Event:
@@ -371,6 +380,24 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
         print(f"afn-agent: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(export(open_ledger(cfg), since, until, args.format))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .agent import open_ledger
+    from .ledger.statement import statement, write
+
+    cfg = _config(args.config)
+    try:
+        month = statement(open_ledger(cfg), args.month)
+    except ValueError as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return int(Exit.INVALID)
+    for path in write(month, Path(args.out), cfg.site, args.lang):
+        print(path)
+    total = month.total
+    amounts = ", ".join(f"{amount:.2f} {currency}" for currency, amount in sorted(total.amounts.items()))
+    print(f"{args.month}: {total.jobs} job(s), {len(month.members)} member(s), {amounts or 'nothing billed'}")
     return 0
 
 

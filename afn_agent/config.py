@@ -129,6 +129,18 @@ class SpoolConfig:
     min_free_mb: float = 50.0  # an upload that would leave less free space on the disk is refused
 
 
+USAGE_MODES = ("mqtt", "pull", "none")
+
+
+@dataclass(frozen=True)
+class BookingConfig:
+    """Who takes the usage records: `mqtt` (a booking system acknowledges each on the broker; resent until
+    it does), `pull` (it fetches and acknowledges them over HTTP: GET /v1/usage, POST /v1/usage/ack) or
+    `none` (a lab without one: records are kept, exported and reported, awaited by nobody, never resent)."""
+
+    mode: str = "none"
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     path: Path
@@ -145,6 +157,7 @@ class AgentConfig:
     spool: SpoolConfig = field(default_factory=lambda: SpoolConfig())
     materials: dict[str, Material] = field(default_factory=lambda: dict(BUILT_IN))
     stop_grace_s: float = 600.0  # a stop waits this long for running jobs to end (TimeoutStopSec above it)
+    booking: BookingConfig = field(default_factory=BookingConfig)
 
     @property
     def ledger_path(self) -> Path:
@@ -284,10 +297,16 @@ def load_config(path: str | Path) -> AgentConfig:
     api = _api(top.get("api", dict), file, machines) if "api" in raw else None
     safety = _safety(top.get("safety", dict), file) if "safety" in raw else SafetyConfig()
     materials = _materials(top.get("materials", dict, {}), file)
+    booking = _Table(top.get("booking", dict, {}), "booking", file)
+    mode = booking.get("mode", str, "mqtt" if broker else "none", lambda v: v in USAGE_MODES,
+                       "mqtt, pull or none")  # fmt: skip
+    booking.done()
+    if mode == "mqtt" and broker is None:
+        raise ConfigError(f"{file}: [booking].mode: mqtt needs a [broker] (or mode = \"pull\" or \"none\")")
     top.done()
     return AgentConfig(
         file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api, safety, spool,
-        materials, stop_grace_s,
+        materials, stop_grace_s, BookingConfig(mode),
     )  # fmt: skip
 
 

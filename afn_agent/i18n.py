@@ -115,6 +115,12 @@ def money(amount: str | Decimal | None, currency: str | None, lang: str) -> str:
     return str(format_currency(Decimal(str(amount)), currency, locale=LOCALES.get(lang, "en_GB")))
 
 
+def number(value: float, lang: str, places: int = 1) -> str:
+    """`1 234,5` in French, `1,234.5` in English, with exactly `places` decimals."""
+    pattern = "#,##0." + "0" * places if places else "#,##0"
+    return str(format_decimal(value, format=pattern, locale=LOCALES.get(lang, "en_GB")))
+
+
 def duration(seconds: float | None, lang: str) -> str:
     """`1 h 05 min`, or `4 min 09 s` under an hour; a dash when unknown."""
     if seconds is None:

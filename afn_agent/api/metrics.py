@@ -81,7 +81,8 @@ class AgentCollector(Collector):
         undelivered = GaugeMetricFamily(
             "afn_usage_undelivered", "Usage records not acknowledged by the booking system."
         )
-        undelivered.add_metric([], agent.ledger.undelivered())
+        awaited = agent.config.booking.mode != "none"  # a lab without a booking system awaits nobody
+        undelivered.add_metric([], agent.ledger.undelivered() if awaited else 0)
         mqtt = GaugeMetricFamily("afn_mqtt_connected", "1 when connected to the broker (absent: no broker).")
         restarts = CounterMetricFamily(
             "afn_mqtt_network_restarts", "Times the MQTT network loop failed and was rebuilt."

@@ -13,7 +13,7 @@ EVENTS = "events"  # QoS 1, from the ledger's outbox
 USAGE = "usage"  # QoS 1, from the outbox until acknowledged
 USAGE_ACK = "usage/ack"  # booking system -> agent: {"record_id": ...}
 COMMAND = "command"  # manager -> agent, signed
-KINDS_TO_LEAF = {"event": EVENTS, "usage": USAGE}
+KINDS_TO_LEAF = {"event": EVENTS, "usage": USAGE, "usage-copy": USAGE}  # usage-copy: nobody acknowledges
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ class Ledger:
     def __init__(self, path: str | Path, site: str = "lab") -> None:
         self.path = Path(path)
         self.site = site
+        # how a new usage record leaves: "usage" (sent until the booking system acknowledges it),
+        # "usage-copy" (published once, acknowledged by nobody), None (kept here only); agent.open_ledger
+        self.usage_outbox: str | None = "usage"
         self._local = threading.local()
         check_file(self.path)
         migrate(self.conn, self.path)
@@ -266,7 +269,8 @@ class Ledger:
                     iso(utc_now()),
                 ),
             )
-            self._outbox_row(c, "usage", job["machine_id"], payload, record["record_id"])
+            if self.usage_outbox is not None:
+                self._outbox_row(c, self.usage_outbox, job["machine_id"], payload, record["record_id"])
         return record
 
     def withdraw(self, job_id: str, cause: str) -> None:
