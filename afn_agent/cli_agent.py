@@ -82,7 +82,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     mem = sub.add_parser("members", help="the member directory cached by the agent")
     msub = mem.add_subparsers(dest="members_command", required=True)
-    imp = msub.add_parser("import", help="load a directory snapshot (JSON, or CSV for small labs)")
+    imp = msub.add_parser("import", help="load the member directory: a JSON snapshot, or a member list as "
+                          "CSV or XLSX (docs/members.md)")  # fmt: skip
     imp.add_argument("file")
     imp.add_argument("--config", required=True)
     imp.add_argument(
@@ -422,7 +423,8 @@ def _access(cfg: AgentConfig) -> tuple[Ledger, Directory, AccessPolicy]:
 
 
 def cmd_members_import(args: argparse.Namespace) -> int:
-    from .access.directory import DirectoryError, load_snapshot_file
+    from .access.directory import DirectoryError
+    from .access.member_file import load_snapshot_file
 
     cfg = _config(args.config)
     _, directory, _ = _access(cfg)
@@ -432,7 +434,8 @@ def cmd_members_import(args: argparse.Namespace) -> int:
         snap = load_snapshot_file(args.file, version)
         now = directory.apply_snapshot(snap, f"file:{Path(args.file).name}")
     except (OSError, DirectoryError) as exc:
-        print(f"afn-agent: {args.file}: {exc}", file=sys.stderr)
+        said = str(exc) if str(exc).startswith(Path(args.file).name) else f"{args.file}: {exc}"
+        print(f"afn-agent: {said}", file=sys.stderr)
         return 2
     n = len(snap.get("members", []))
     if now != snap.get("version"):

@@ -6,11 +6,8 @@ already hashed; they are stored, compared and logged only as HMAC-SHA256 with th
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
-import io
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -250,44 +247,3 @@ def _insert_member(c: sqlite3.Connection, entry: dict[str, Any]) -> None:
 
 def _set_meta(c: sqlite3.Connection, version: int, source: str) -> None:
     c.execute("INSERT OR REPLACE INTO directory_meta VALUES(1,?,?,?)", (version, iso(utc_now()), source))
-
-
-def snapshot_from_csv(text: str, version: int) -> dict[str, Any]:
-    """A snapshot from a small lab's spreadsheet: one row per member and training.
-
-    Columns: member_id, name, roles (space separated), badge_uid, class, expires, grace_days, supervised.
-    """
-    members: dict[str, dict[str, Any]] = {}
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"member_id", "badge_uid"} - set(reader.fieldnames or [])
-    if missing:
-        raise DirectoryError(f"CSV header: missing column(s) {', '.join(sorted(missing))}")
-    for n, row in enumerate(reader, start=2):
-        mid = (row.get("member_id") or "").strip()
-        if not mid:
-            raise DirectoryError(f"CSV line {n}: member_id is empty")
-        m = members.setdefault(mid, {"id": mid, "name": row.get("name") or mid, "badges": [], "trainings": [],
-                                     "roles": (row.get("roles") or "member").split()})  # fmt: skip
-        uid = (row.get("badge_uid") or "").strip()
-        if uid and uid not in m["badges"]:
-            m["badges"].append(uid)
-        if row.get("class"):
-            supervised = (row.get("supervised") or "").lower() in ("1", "yes", "true")
-            grace = float(row.get("grace_days") or 0)
-            training = {"class": row["class"], "expires": row.get("expires") or None, "grace_days": grace}
-            m["trainings"].append({**training, "supervised": supervised})
-    return {"version": version, "members": list(members.values()), "bookings": []}
-
-
-def load_snapshot_file(path: str, version: int) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if path.endswith(".csv"):
-        return snapshot_from_csv(text, version)
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise DirectoryError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise DirectoryError(f"{path}: expected a JSON object")
-    return doc

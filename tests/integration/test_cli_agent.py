@@ -65,7 +65,7 @@ def test_members_import_and_check(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("name,badge_uid\nAna,1234\n")
     p = afn("members", "import", str(bad), "--config", cfg)
-    assert p.returncode == 2 and "missing column(s) member_id" in p.stderr
+    assert p.returncode == 2 and "missing column member_id" in p.stderr
     db = b"".join(f.read_bytes() for f in (tmp_path / "data").glob("ledger.sqlite3*"))
     assert b"0A00123456" not in db
 
