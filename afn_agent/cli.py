@@ -47,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="stream to simulated machines, no hardware needed")
     d.add_argument("--fast", action="store_true", help="shorter jobs and sped-up machines (for tests)")
     d.add_argument("--json", help="write the bills and the booking system's MQTT traffic to this file")
-    d.add_argument("--keep", type=float, default=0.0, help="keep the lab running this long (s) at the end")
+    d.add_argument("--keep", type=float, nargs="?", const=float("inf"), default=0.0, metavar="SECONDS",
+                   help="then keep the lab living (members come and go, jobs run, now and then a fault) this "
+                   "long, or until Ctrl-C without a number")  # fmt: skip
 
     from .cli_agent import add_commands
+    from .cli_lab import add_lab_commands
 
     add_commands(sub)
+    add_lab_commands(sub)
 
     args = parser.parse_args(argv)
     if hasattr(args, "handler"):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import AgentConfig, ConfigError, load_config
-from .i18n import LANGUAGES
 from .startup import Exit, Failure, api_port, broker, refused_sentence
 
 if TYPE_CHECKING:  # imported where used: the access room pulls in OpenSSL (hashlib), 4 MB of RSS
@@ -106,14 +105,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ex.add_argument("--format", choices=("csv", "json"), default="csv")
     ex.set_defaults(handler=cmd_ledger_export)
 
-    rp = sub.add_parser("report", help="a month's statement per member and per machine: two CSV files and a "
-                        "printable page, totals equal to the ledger's")  # fmt: skip
-    rp.add_argument("--config", required=True, help="the agent's configuration (its ledger is read)")
-    rp.add_argument("--month", required=True, help="the agent's local calendar month, e.g. 2026-11")
-    rp.add_argument("--out", default=".", help="directory for the files (default: the current one)")
-    rp.add_argument("--lang", choices=LANGUAGES, default="fr", help="the page's language (default fr)")
-    rp.set_defaults(handler=cmd_report)
-
 
 def until_signal() -> threading.Event:
     """An event set by SIGTERM (systemd stop) or SIGINT (Ctrl-C): long-running commands wait on it."""
@@ -123,7 +114,7 @@ def until_signal() -> threading.Event:
     return stop
 
 
-def _config(path: str) -> AgentConfig:
+def config_or_exit(path: str) -> AgentConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -252,7 +243,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .preflight import problems
 
-    cfg = _config(args.file)
+    cfg = config_or_exit(args.file)
     found = problems(cfg, ports=not args.no_ports)
     for problem in found:
         print(f"afn-agent: {problem}", file=sys.stderr)
@@ -273,7 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from .preflight import problems
 
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     found = problems(cfg, ports=not args.wait_for_ports)
     for problem in found:
         print(f"afn-agent: {problem}", file=sys.stderr)
@@ -345,7 +336,7 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
     from .agent import open_ledger
     from .intake import JobRefused, submit
 
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     ledger = open_ledger(cfg)
     try:
         cfg.machine(args.machine)
@@ -362,7 +353,7 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     from .agent import open_ledger
 
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     for job in open_ledger(cfg).jobs(args.machine):
         who = job["member_id"] or "-"
         print(f"{job['id']}  {job['machine_id']:12} {job['state']:11} {who:12} {job['name']}")
@@ -373,7 +364,7 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
     from .agent import open_ledger
     from .ledger.export import export, parse_day
 
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     try:
         since = parse_day(args.since, "--since")
         until = parse_day(args.until, "--until") if args.until else None
@@ -381,24 +372,6 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
         print(f"afn-agent: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(export(open_ledger(cfg), since, until, args.format))
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .agent import open_ledger
-    from .ledger.statement import statement, write
-
-    cfg = _config(args.config)
-    try:
-        month = statement(open_ledger(cfg), args.month)
-    except ValueError as exc:
-        print(f"afn-agent: {exc}", file=sys.stderr)
-        return int(Exit.INVALID)
-    for path in write(month, Path(args.out), cfg.site, args.lang):
-        print(path)
-    total = month.total
-    amounts = ", ".join(f"{amount:.2f} {currency}" for currency, amount in sorted(total.amounts.items()))
-    print(f"{args.month}: {total.jobs} job(s), {len(month.members)} member(s), {amounts or 'nothing billed'}")
     return 0
 
 
@@ -426,7 +399,7 @@ def cmd_members_import(args: argparse.Namespace) -> int:
     from .access.directory import DirectoryError
     from .access.member_file import load_snapshot_file
 
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     _, directory, _ = _access(cfg)
     meta = directory.meta()
     version = args.version if args.version is not None else (meta["version"] + 1 if meta else 1)
@@ -451,7 +424,7 @@ def cmd_members_check(args: argparse.Namespace) -> int:
     from .access.directory import badge_hash
     from .ledger.usage import utc_now
 
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     ledger, directory, policy = _access(cfg)
     try:
         machine = cfg.machine(args.machine)

@@ -34,6 +34,7 @@ from .sim.run import SimProcess
 SITE = "demolab"
 BADGE_SECRET = "demo-lab-badge-secret-0123456789"
 COMMAND_SECRET = "demo-lab-command-secret-0123456789"
+DEMO_MANAGER_KEY = "demo-manager-key-0123456789"  # the demo agents' manager key: `afn-agent badge` with it
 MEMBERS: dict[
     str, dict[str, Any]
 ] = {  # badge UID -> member (the booking system's view; the agents only ever see keyed hashes)
@@ -245,6 +246,8 @@ class Lab:
             text += (
                 f'\n[broker]\nhost = "127.0.0.1"\nport = {broker_port}\ncommand_secret = "{COMMAND_SECRET}"\n'
             )
+        manager = hashlib.sha256(DEMO_MANAGER_KEY.encode()).hexdigest()
+        text += f'\n[[api.keys]]\nname = "demo-manager"\nrole = "manager"\nsha256 = "{manager}"\n'
         path = self.work / f"{agent_id}.toml"
         path.write_text(text)
         return Agent(load_config(path)).start()
@@ -359,6 +362,28 @@ class Lab:
                 f"  fleet dashboard  http://127.0.0.1:{self.fleet.port}/  (manager sign-in: manager / demo)"
             )
 
+    def reset(self, machine: str) -> None:
+        """Power-cycle a simulated machine, its fault repaired: Marlin stays halted after a kill until reset,
+        and the demo's runaway printer gets a new thermistor."""
+        sim = self.sims[machine]
+        sim.stop()
+        sim.options.pop("thermal_runaway_at", None)
+        sim.start()
+
+    def keep(self, seconds: float) -> None:
+        """The lab goes on living (members, jobs, now and then a fault) until `seconds` or Ctrl-C."""
+        from .demo_play import Play
+
+        until = "until Ctrl-C" if seconds == float("inf") else f"for {seconds:.0f} s"
+        self.say(f"\nThe lab keeps running {until}: open the URLs above. A card at a machine's reader:")
+        agent = self.agent_of("printer-1")
+        self.say(f"  afn-agent badge {UID['ana']} --machine printer-1 --url http://127.0.0.1:{agent.api.port} "
+                 f"--key {DEMO_MANAGER_KEY}")  # fmt: skip
+        try:
+            Play(self).run(seconds)
+        except KeyboardInterrupt:
+            self.say("stopping the lab")
+
     def stop(self) -> None:
         for agent in self.agents:
             agent.stop()
@@ -416,8 +441,7 @@ def run(fast: bool, json_out: str | None = None, keep_s: float = 0.0) -> int:
                 )
             )
         if keep_s:
-            lab.say(f"\nThe lab keeps running for {keep_s:.0f} s: open the URLs above.")
-            time.sleep(keep_s)
+            lab.keep(keep_s)
         return 0
     finally:
         lab.stop()

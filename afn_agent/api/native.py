@@ -11,6 +11,7 @@ import anyio
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
+from ..errors import Conflict
 from ..intake import JobRefused, SpoolFull, submit
 from . import uploads
 from .auth import Authenticator, Caller
@@ -26,6 +27,10 @@ class Position(BaseModel):
 
 class LockBody(BaseModel):
     reason: str = Field("maintenance", max_length=200)
+
+
+class BadgeBody(BaseModel):
+    uid: str = Field(min_length=4, max_length=32, pattern="^[0-9A-Fa-f]+$", description="the card's UID, hex")
 
 
 class MaterialBody(BaseModel):
@@ -200,6 +205,24 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
         caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="lock")
         machine_or_404(machine_id)
         return {"result": agent.control.lock(machine_id, caller.name, body.reason)}
+
+    @r.post("/machines/{machine_id}/sim-badge", tags=["control"])
+    def sim_badge(machine_id: str, body: BadgeBody, request: Request) -> dict[str, Any]:
+        """A card held to a simulated reader (`reader = "sim"`: the demo, a lab trying the agent without
+        hardware); 409 on a machine with a real reader. The audit keeps the act, never the UID."""
+        caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="sim-badge")
+        machine_or_404(machine_id)
+        try:
+            reader = agent.access.sim_reader(machine_id) if agent.access else None
+        except (KeyError, TypeError):
+            reader = None
+        if reader is None:
+            agent.ledger.audit(caller.name, "sim-badge", "refused", machine_id, None, code="no-sim-reader")
+            why = f"{machine_id} has no simulated badge reader (reader = \"sim\")"
+            raise Conflict(why, code="no-sim-reader")
+        reader.present(body.uid.upper())
+        agent.ledger.audit(caller.name, "sim-badge", "presented", machine_id, None)
+        return {"result": "presented"}
 
     @r.post("/machines/{machine_id}/unlock", tags=["control"])
     def unlock(machine_id: str, request: Request) -> dict[str, Any]:

@@ -23,6 +23,7 @@ def api_printer(tmp_path, start_sim):
         sim = start_sim("marlin", speed=10)
         machine = {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
                    "baud": sim.options["baud"], "tariff": "printer", "reader": "sim", **machine_extra}  # fmt: skip
+        machine = {k: v for k, v in machine.items() if v is not None}
         path = write_config(tmp_path / "agent.toml", [machine])
         path.write_text(path.read_text() + api_table(max_upload_mb)
                         + f'\n[access]\nbadge_secret = "{SECRET}"\ndebounce_s = 0.2\n')  # fmt: skip
@@ -209,3 +210,27 @@ def test_one_error_family_each_refusal_with_its_own_reason_code(api_printer, tmp
     )
     assert r.status_code == 422 and r.json()["code"] == "job-refused"
     assert c.get("/v1/jobs/nope", headers=key("manager")).json()["code"] == "not-found"
+
+
+def test_sim_badge_holds_a_card_to_the_simulated_reader(api_printer):
+    """`afn-agent badge` and the demo's visitors: a manager's key only, audited without the card's UID."""
+    agent, c = api_printer()
+    url = "/v1/machines/printer-1/sim-badge"
+    assert c.post(url, json={"uid": UIDS["ana"]}, headers=key("slicer")).status_code == 403
+    assert c.post(url, json={"uid": "zz-not-hex"}, headers=key("manager")).status_code == 422
+    assert c.post("/v1/machines/nope/sim-badge", json={"uid": UIDS["ana"]}, headers=key("manager")).status_code == 404
+    r = c.post(url, json={"uid": UIDS["ana"].lower()}, headers=key("manager"))
+    assert r.status_code == 200 and r.json() == {"result": "presented"}
+    session = wait_for(lambda: agent.access.sessions.current("printer-1"), 5, "ana's session")
+    assert session["member_id"] == "ana"
+    rows = agent.ledger.audit_log("printer-1", 50)
+    sim = [r for r in rows if r["action"] == "sim-badge"]
+    assert sim and sim[0]["actor"] == "manager-max" and sim[0]["result"] == "presented"
+    assert all(UIDS["ana"].lower() not in str(row).lower() for row in rows)
+
+
+def test_sim_badge_refused_where_the_reader_is_real(api_printer):
+    agent, c = api_printer(reader=None)  # no simulated reader at this machine (the kiosk is its way in)
+    r = c.post("/v1/machines/printer-1/sim-badge", json={"uid": UIDS["ana"]}, headers=key("manager"))
+    assert r.status_code == 409 and r.json()["code"] == "no-sim-reader"
+    assert agent.ledger.audit_log("printer-1", 5)[0]["result"] == "refused"
