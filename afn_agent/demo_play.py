@@ -42,6 +42,8 @@ class Play:
         self.visits: dict[str, Visit] = {}
         self.rest_until: dict[str, float] = {}
         self.jobs = 0
+        # lines per job: at the normal pace a job lasts long enough (30-90 s) to be seen running
+        self.lines = (400, 1200) if lab.fast else (5000, 15000)
 
     def run(self, seconds: float) -> None:
         """Until `seconds` have passed (inf: until Ctrl-C)."""
@@ -108,7 +110,7 @@ class Play:
         self.jobs += 1
         name = f"{member}-{self.jobs}.{'gcode' if machine.startswith('printer') else 'nc'}"
         heat = {"heat": (205, 60)} if machine.startswith("printer") else {}
-        job_id = self.lab.job(machine, member, name, self.rng.randint(400, 1200), **heat)
+        job_id = self.lab.job(machine, member, name, self.rng.randint(*self.lines), **heat)
         visit = Visit(member, job_id, now)
         if self.rng.random() < 0.15:
             visit.cancel_at = self.rng.uniform(0.2, 0.6)
