@@ -57,10 +57,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     fl.add_argument("--config", required=True, help="fleet TOML file ([fleet] and [broker])")
     fl.set_defaults(handler=cmd_fleet)
 
-    c = sub.add_parser("check-config", help="validate an agent configuration file and say what is wrong")
-    c.add_argument("file")
-    c.add_argument("--no-ports", action="store_true", help="do not require the machines' ports to exist now")
+    c = sub.add_parser("check-config", help="validate an agent's or the fleet dashboard's configuration "
+                       "file: every mistake at once, with its line, key and what is expected")  # fmt: skip
+    c.add_argument("file", help="agent.toml or fleet.toml (told apart by its [agent] or [fleet] table)")
+    c.add_argument("--no-ports", action="store_true", help="do not require the machines' serial ports to "
+                   "exist now, nor the API's TCP port to be free (a running agent holds it)")  # fmt: skip
     c.set_defaults(handler=cmd_check_config)
+
+    cf = sub.add_parser("config-files", help="write the configuration's JSON Schemas and the example "
+                        "agent.toml, generated from the models (for deploy/ or an editor)")  # fmt: skip
+    cf.add_argument("--out", default=".", help="directory to write them to (default: the current one)")
+    cf.set_defaults(handler=cmd_config_files)
 
     j = sub.add_parser("jobs", help="queue, list or cancel jobs in the agent's ledger")
     jsub = j.add_subparsers(dest="jobs_command", required=True)
@@ -118,8 +125,12 @@ def config_or_exit(path: str) -> AgentConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"afn-agent: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        lines = str(exc).splitlines()
+        for line in lines:
+            print(f"afn-agent: {line}", file=sys.stderr)
+        if len(lines) > 1:
+            print(f"afn-agent: {len(lines)} mistakes in {path}", file=sys.stderr)
+        raise SystemExit(int(Exit.INVALID)) from None
 
 
 def cmd_api_key(args: argparse.Namespace) -> int:
@@ -241,10 +252,21 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import read_toml
     from .preflight import problems
+    from .startup import api_port
 
+    try:
+        raw, _ = read_toml(Path(args.file))
+    except ConfigError as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return int(Exit.INVALID)
+    if "fleet" in raw and "agent" not in raw:
+        return _check_fleet(args.file)
     cfg = config_or_exit(args.file)
     found = problems(cfg, ports=not args.no_ports)
+    if not args.no_ports and (taken := api_port(cfg)) is not None:
+        found.append(taken.sentence + " (a running agent holds its own port: --no-ports skips this check)")
     for problem in found:
         print(f"afn-agent: {problem}", file=sys.stderr)
     if found:
@@ -253,6 +275,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.file}: ok - site {cfg.site}, agent {cfg.agent_id}, {len(cfg.machines)} machine(s): "
         + ", ".join(f"{m.id} ({m.profile} on {m.port})" for m in cfg.machines)
     )
+    return 0
+
+
+def cmd_config_files(args: argparse.Namespace) -> int:
+    from .config_docs import write
+
+    for path in write(Path(args.out)):
+        print(path)
+    return 0
+
+
+def _check_fleet(path: str) -> int:
+    from .fleet.service import load_fleet_config
+
+    try:
+        cfg = load_fleet_config(path)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"afn-agent: {line}", file=sys.stderr)
+        return int(Exit.INVALID)
+    print(f"{path}: ok - fleet dashboard of site {cfg.site} on {cfg.host}:{cfg.port}, "
+          f"{len(cfg.managers)} manager(s), broker {cfg.broker.host}:{cfg.broker.port}")  # fmt: skip
     return 0
 
 

@@ -3,22 +3,23 @@ was expected, so a fab manager can fix it without reading code."""
 
 from __future__ import annotations
 
-import re
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .console_config import ConsoleSettings, console_settings
+from pydantic import BaseModel, ValidationError
+
+from .config_errors import Problem, from_validation, sentences
+from .config_model import AgentFile, MachineTable
+from .console_config import ConsoleSettings
 from .firmware.profile import ProfileError, load_profile
-from .ledger.tariff import Tariff, TariffError
+from .ledger.tariff import Tariff
 from .materials import BUILT_IN, Material, key, tariff_with
-from .power.spec import SPEC as power_spec
 
-ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # usable as an MQTT topic level and a file name
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -129,7 +130,6 @@ class SpoolConfig:
     min_free_mb: float = 50.0  # an upload that would leave less free space on the disk is refused
 
 
-USAGE_MODES = ("mqtt", "pull", "none")
 
 
 @dataclass(frozen=True)
@@ -193,379 +193,176 @@ class AgentConfig:
         return tariff_with(self.tariffs[m.tariff if m else "default"], material)
 
 
-class _Table:
-    """A TOML table read key by key, with the place of each key for error messages."""
-
-    def __init__(self, data: Any, where: str, file: Path) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file}: [{where}] must be a table")
-        self.data, self.where, self.file = data, where, file
-        self.seen: set[str] = set()
-
-    def get(
-        self,
-        key: str,
-        kind: type | tuple[type, ...],
-        default: Any = ...,
-        check: Callable[[Any], Any] | None = None,
-        hint: str = "",
-    ) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if default is ...:
-                raise ConfigError(
-                    f"{self.file}: {self.where}.{key} is required{' (' + hint + ')' if hint else ''}"
-                )
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise ConfigError(f"{self.file}: {self.where}.{key}: expected {names}, got {value!r}")
-        if check and not check(value):
-            raise ConfigError(f"{self.file}: {self.where}.{key}: {hint or 'invalid value'}, got {value!r}")
-        return value
-
-    def done(self) -> None:
-        extra = set(self.data) - self.seen
-        if extra:
-            raise ConfigError(f"{self.file}: {self.where}: unknown key(s) {', '.join(sorted(extra))}")
-
-
-def read_toml(file: Path) -> dict[str, Any]:
-    """A TOML file's tables, or a ConfigError naming the file and what is wrong with it."""
+def read_toml(file: Path) -> tuple[dict[str, Any], str]:
+    """A TOML file's tables and its text, or a ConfigError naming the file and what is wrong with it."""
     try:
-        return tomllib.loads(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        line = file.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            f"{file}: line {line}: byte 0x{exc.object[exc.start]:02x} is not UTF-8 "
-            "(save the file as UTF-8; Latin-1 accents are the usual cause)"
-        ) from None
+        data = file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{file}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 "
+            "(save the file as UTF-8; Latin-1 accents are the usual cause)"
+        ) from None
+    try:
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
 
 
+def validated(model: type[M], file: Path) -> tuple[M | None, dict[str, Any], str, list[Problem]]:
+    """The file read against its model: the model (None if invalid), the raw tables, the text, problems."""
+    raw, text = read_toml(file)
+    try:
+        return model.model_validate(raw), raw, text, []
+    except ValidationError as exc:
+        return None, raw, text, from_validation(exc, model, raw)
+
+
 def load_config(path: str | Path) -> AgentConfig:
+    """The agent's configuration; a ConfigError lists every mistake in the file at once."""
     file = Path(path)
-    raw = read_toml(file)
-    top = _Table(raw, "(top level)", file)
-    agent = _Table(top.get("agent", dict), "agent", file)
-    ident = "a letter or digit then letters, digits, - or _ (64 at most)"
-    site = agent.get("site", str, check=ID.match, hint=ident)
-    agent_id = agent.get("id", str, check=ID.match, hint=ident)
-    data_dir = Path(agent.get("data_dir", str, "/var/lib/afn-agent"))
+    model, raw, text, found = validated(AgentFile, file)
+    found += cross_checks(raw)
+    if model is None or found:
+        raise ConfigError("\n".join(sentences(found, file, raw, text)))
+    return _runtime(model, file)
+
+
+def _runtime(f: AgentFile, file: Path) -> AgentConfig:
+    """A validated file as the agent's frozen runtime configuration."""
+    a = f.agent
+    data_dir = Path(a.data_dir)
     if not data_dir.is_absolute():
         data_dir = (file.parent / data_dir).resolve()
-    checkpoint_s = float(
-        agent.get("checkpoint_s", (int, float), 2.0, lambda v: 0.1 <= v <= 5, "between 0.1 and 5 s")
-    )
-    spool = SpoolConfig(
-        keep_h=float(agent.get("spool_keep_h", (int, float), 0.0, lambda v: 0 <= v <= 8760, "0 to 8760 h")),
-        quota_mb=float(
-            agent.get("spool_quota_mb", (int, float), 2000.0, lambda v: v > 0, "a positive number")
-        ),
-        min_free_mb=float(agent.get("min_free_mb", (int, float), 50.0, lambda v: v >= 0, ">= 0")),
-    )
-    stop_grace_s = float(
-        agent.get("stop_grace_s", (int, float), 600.0, lambda v: 0 <= v <= 86400, "0 to 86400 s")
-    )
-    agent.done()
     tariffs = {"default": Tariff()}
-    for name, table in top.get("tariffs", dict, {}).items():
-        try:
-            tariffs[name] = Tariff.from_snapshot({"name": name, **table}, where=f"tariffs.{name}")
-        except TariffError as exc:
-            raise ConfigError(f"{file}: {exc}") from None
-        except TypeError:
-            raise ConfigError(f"{file}: [tariffs.{name}] must be a table") from None
-    machines = tuple(_machine(m, i, file, tariffs) for i, m in enumerate(top.get("machines", list, [])))
-    ids = [m.id for m in machines]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(
-            f"{file}: machines: the same id twice ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})"
-        )
-    broker = _broker(top.get("broker", dict), file) if "broker" in raw else None
-    for m in machines:
-        if broker is None and any(x and x.startswith("tasmota:") for x in (m.power, m.extraction)):
-            raise ConfigError(
-                f"{file}: machines ({m.id}).power: a Tasmota switch speaks MQTT: add a [broker]"
-            )
-    access = _access(top.get("access", dict), file) if "access" in raw else None
-    api = _api(top.get("api", dict), file, machines) if "api" in raw else None
-    safety = _safety(top.get("safety", dict), file) if "safety" in raw else SafetyConfig()
-    materials = _materials(top.get("materials", dict, {}), file)
-    booking = _Table(top.get("booking", dict, {}), "booking", file)
-    mode = booking.get("mode", str, "mqtt" if broker else "none", lambda v: v in USAGE_MODES,
-                       "mqtt, pull or none")  # fmt: skip
-    booking.done()
-    if mode == "mqtt" and broker is None:
-        raise ConfigError(f"{file}: [booking].mode: mqtt needs a [broker] (or mode = \"pull\" or \"none\")")
-    top.done()
+    for name, table in f.tariffs.items():
+        tariffs[name] = Tariff.from_snapshot({"name": name, **table.model_dump()}, where=f"tariffs.{name}")
+    materials = dict(BUILT_IN)
+    for name, m in f.materials.items():
+        materials[key(name)] = Material(
+            name=key(name), density_g_cm3=m.density_g_cm3,
+            price_per_kg=Decimal(str(m.price_per_kg)) if m.price_per_kg is not None else None,
+            nozzle_c=_pair(m.nozzle_c), bed_c=_pair(m.bed_c),
+        )  # fmt: skip
+    machines = tuple(_machine(m) for m in f.machines)
+    broker = BrokerConfig(**f.broker.model_dump()) if f.broker else None
+    access = None
+    if f.access is not None:
+        hours = {day: _hours(value) for day, value in f.access.opening_hours.items()}
+        access = AccessConfig(**{**f.access.model_dump(), "opening_hours": hours})
+    api = None
+    if f.api is not None:
+        keys = tuple(ApiKey(**{**k.model_dump(), "machines": tuple(k.machines)}) for k in f.api.keys)
+        default = f.api.octoprint_machine or (machines[0].id if machines else None)
+        api = ApiConfig(**{**f.api.model_dump(), "keys": keys, "octoprint_machine": default})
+    spool = SpoolConfig(keep_h=a.spool_keep_h, quota_mb=a.spool_quota_mb, min_free_mb=a.min_free_mb)
+    mode = f.booking.mode or ("mqtt" if broker else "none")
     return AgentConfig(
-        file, site, agent_id, data_dir, checkpoint_s, machines, tariffs, broker, access, api, safety, spool,
-        materials, stop_grace_s, BookingConfig(mode),
+        file, a.site, a.id, data_dir, a.checkpoint_s, machines, tariffs, broker, access, api,
+        SafetyConfig(**f.safety.model_dump()), spool, materials, a.stop_grace_s, BookingConfig(mode),
     )  # fmt: skip
 
 
-def _range(t: _Table, name: str, low: float, high: float) -> tuple[float, float] | None:
-    value = t.get(name, list, None, lambda v: len(v) == 2 and all(isinstance(x, int | float) for x in v)
-                  and low <= v[0] <= v[1] <= high, f"[low, high] in °C, {low:g} to {high:g}")  # fmt: skip
+def _machine(m: MachineTable) -> MachineConfig:
+    """A machine's keys with the defaults its profile decides: a laser's switch fails closed and keeps
+    extraction on 5 minutes."""
+    laser = load_profile(m.profile).kind == "laser"
+    values = m.model_dump(exclude={"console", "machine_class"})
+    values.update(
+        machine_class=m.machine_class, port=m.port or "", console=m.console,
+        power_safe=m.power_safe or ("closed" if laser else "open"),
+        power_after_s=m.power_after_s if m.power_after_s is not None else (300.0 if laser else 0.0),
+    )  # fmt: skip
+    return MachineConfig(**values)
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
     return (float(value[0]), float(value[1])) if value else None
 
 
-def _materials(data: dict[str, Any], file: Path) -> dict[str, Material]:
-    """[materials.<NAME>]: density, price per kg, temperature ranges; replaces a built-in preset."""
-    out = dict(BUILT_IN)
-    for name, table in data.items():
-        t = _Table(table, f"materials.{name}", file)
-        price = t.get("price_per_kg", (int, float), None, lambda v: 0 <= v <= 100_000, "0 to 100000")
-        out[key(name)] = Material(
-            name=key(name),
-            density_g_cm3=float(
-                t.get("density_g_cm3", (int, float), check=lambda v: 0.5 <= v <= 3.0, hint="0.5 to 3.0 g/cm³")
-            ),
-            price_per_kg=Decimal(str(price)) if price is not None else None,
-            nozzle_c=_range(t, "nozzle_c", 0, 500),
-            bed_c=_range(t, "bed_c", 0, 200),
-        )
-        t.done()
+def _hours(value: str) -> tuple[time, time]:
+    opens, closes = value.split("-")
+    return time.fromisoformat(opens), time.fromisoformat(closes)
+
+
+def cross_checks(raw: dict[str, Any]) -> list[Problem]:
+    """What no single key can say wrong: names that must exist elsewhere in the file, ids given twice, a
+    machine that could never be used. Reads the raw tables defensively: it runs even when types are wrong."""
+    out: list[Problem] = []
+    machines = [m for m in _list(raw.get("machines")) if isinstance(m, dict)]
+    tariffs = {"default", *_dict(raw.get("tariffs"))}
+    has = {name: isinstance(raw.get(name), dict) for name in ("broker", "access", "api")}
+    ids: dict[str, int] = {}
+    ports: dict[str, int] = {}
+    readers: dict[str, int] = {}
+    for i, m in enumerate(machines):
+        out += _machine_checks(i, m, tariffs, has)
+        if isinstance(mid := m.get("id"), str):
+            if mid in ids:
+                out.append(Problem(("machines", i, "id"), f"{mid} is already machines[{ids[mid]}]'s id"))
+            ids.setdefault(mid, i)
+        for name, seen in (("port", ports), ("reader", readers)):
+            value = m.get(name)
+            if isinstance(value, str) and value and value != "sim":
+                device = value.split(":", 1)[-1].split("@")[0] if name == "reader" else value
+                if device in seen:
+                    said = (
+                        f"{value} is already machines[{seen[device]}]'s {name}: one device serves one machine"
+                    )
+                    out.append(Problem(("machines", i, name), said))
+                seen.setdefault(device, i)
+    api = _dict(raw.get("api"))
+    for i, k in enumerate(_list(api.get("keys"))):
+        for name in _list(_dict(k).get("machines")):
+            if isinstance(name, str) and name not in ids:
+                out.append(Problem(("api", "keys", i, "machines"), f"no machine {name!r} ({_known(ids)})"))
+    if isinstance(op := api.get("octoprint_machine"), str) and op not in ids:
+        out.append(Problem(("api", "octoprint_machine"), f"no machine {op!r} ({_known(ids)})"))
+    if _dict(raw.get("booking")).get("mode") == "mqtt" and not has["broker"]:
+        out.append(Problem(("booking", "mode"), 'mqtt needs a [broker] (or mode = "pull" or "none")'))
     return out
 
 
-def _safety(data: Any, file: Path) -> SafetyConfig:
-    t = _Table(data, "safety", file)
-    cfg = SafetyConfig(
-        idle_heat_s=float(t.get("idle_heat_s", (int, float), 600.0, lambda v: v >= 1, "at least 1 s")),
-        session_warn_s=float(t.get("session_warn_s", (int, float), 600.0, lambda v: v >= 0, ">= 0 s")),
-    )
-    t.done()
-    return cfg
-
-
-def _machine(data: Any, index: int, file: Path, tariffs: dict[str, Tariff]) -> MachineConfig:
-    t = _Table(data, f"machines[{index}]", file)
-    ident = "a letter or digit then letters, digits, - or _ (64 at most)"
-    mid = t.get("id", str, check=ID.match, hint=ident)
-    t.where = f"machines[{index}] ({mid})"
-    profile = t.get("profile", str, hint="a firmware profile name, see `afn-agent profiles`")
-    try:
-        loaded = load_profile(profile)
-    except ProfileError as exc:
-        raise ConfigError(f"{file}: {t.where}.profile: {exc}") from None
-    tariff = t.get("tariff", str, "default")
-    if tariff not in tariffs:
-        raise ConfigError(f"{file}: {t.where}.tariff: no [tariffs.{tariff}] (defined: {', '.join(tariffs)})")
-    streamed, kind = loaded.streamed, loaded.kind
-    cfg = MachineConfig(
-        id=mid,
-        machine_class=t.get(
-            "class", str, check=ID.match, hint="a machine class such as fdm-printer or laser"
-        ),
-        profile=profile,
-        port=t.get(
-            "port", str, ... if streamed else "", hint="serial device, e.g. /dev/afn/printer-1"
-        ),
-        baud=t.get("baud", int, None, lambda v: 1200 <= v <= 4_000_000, "a baud rate"),
-        tariff=tariff,
-        material=t.get("material", str, "filament"),
-        hold_uploads=t.get("hold_uploads", bool, True),
-        reader=t.get("reader", str, None, valid_reader, READER_HINT),
-        booking_required=t.get("booking_required", bool, False),
-        confirm_clear=t.get("confirm_clear", bool, False),
-        start_on_badge=t.get("start_on_badge", bool, True),
-        claim_uploads=t.get("claim_uploads", bool, True),
-        interlock=t.get("interlock", str, None, INTERLOCK.fullmatch, INTERLOCK_HINT),
-        session_end=t.get(
-            "session_end", str, "finish", lambda v: v in ("finish", "pause", "stop"), "finish, pause or stop"
-        ),
-        wait_for_port=t.get("wait_for_port", bool, False),
-        console=_console(t.get("console", dict, {}), t.where, file),
-        **_power(t, kind, streamed),
-    )
-    t.done()
-    return cfg
-
-
-def _console(data: dict[str, Any], where: str, file: Path) -> ConsoleSettings:
-    table = _Table(data, f"{where}.console", file)
-    settings = console_settings(table)
-    table.done()
-    return settings
-
-
-def _power(t: _Table, kind: str, streamed: bool) -> dict[str, Any]:
-    """A machine's power keys; a laser's switch fails closed and keeps extraction on 5 minutes by default."""
-    spec_ok = lambda v: bool(power_spec.fullmatch(v))  # noqa: E731
-    number = (int, float)
-    laser = kind == "laser"
-    after, side = (300.0, "closed") if laser else (0.0, "open")
-    return {
-        "power": t.get("power", str, None if streamed else ..., spec_ok, POWER_HINT),
-        "power_safe": t.get("power_safe", str, side, SIDES.__contains__, "closed or open"),
-        "power_after_s": float(t.get("power_after_s", number, after, lambda v: 0 <= v <= 86400, "0-86400")),
-        "power_cool_c": float(t.get("power_cool_c", number, 50.0, lambda v: 20 <= v <= 150, "20 to 150")),
-        "busy_w": float(t.get("busy_w", number, 20.0, lambda v: 0 < v <= 100_000, "above 0 W")),
-        "power_poll_s": float(t.get("power_poll_s", number, 1.0, lambda v: 0.1 <= v <= 60, "0.1 to 60 s")),
-        "extraction": t.get("extraction", str, None, spec_ok, POWER_HINT),
-    }
-
-
-SIDES = ("closed", "open")
-POWER_HINT = (
-    "sim, gpio:<chip>:<line>[:active_low], tasmota:<topic> or shelly:<host>[:port][#<switch id>]; a machine "
-    "the agent does not stream to (protocol none) needs one"
-)
-READERS = ("evdev", "uart", "pcsc", "sim")
-READER_HINT = "evdev:<device>, uart:<port>[@baud], pcsc[:<reader name>] or sim"
-BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-INTERLOCK = re.compile(r"sim|gpio:[A-Za-z0-9_/.-]+:\d{1,4}(:active_high|:active_low)?")
-INTERLOCK_HINT = "gpio:<chip>:<line>[:active_high] (e.g. gpio:gpiochip0:17) or sim"
-
-
-def valid_reader(spec: str) -> bool:
-    """`uart:/dev/ttyUSB0@9600` with a standard baud rate, `evdev:<device>`, `pcsc[:name]`, `sim[:name]`."""
-    kind, _, arg = spec.partition(":")
-    if kind == "uart":
-        port, at, baud = arg.partition("@")
-        return bool(port) and (not at or (baud.isdigit() and int(baud) in BAUDS))
-    if kind == "evdev":
-        return bool(arg)
-    return kind in ("pcsc", "sim")
-
-
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _hours(value: str, where: str, file: Path) -> tuple[time, time]:
-    try:
-        opens, closes = (time.fromisoformat(x.strip()) for x in value.split("-"))
-    except ValueError:
-        raise ConfigError(f'{file}: {where}: expected "HH:MM-HH:MM", got {value!r}') from None
-    if closes <= opens:
-        raise ConfigError(f"{file}: {where}: closes before it opens ({value})")
-    return opens, closes
-
-
-def _access(data: Any, file: Path) -> AccessConfig:
-    t = _Table(data, "access", file)
-    hours_table = t.get("opening_hours", dict, {})
-    bad = set(hours_table) - set(DAYS)
-    if bad:
-        raise ConfigError(
-            f"{file}: access.opening_hours: unknown day(s) {', '.join(sorted(bad))} (use {', '.join(DAYS)})"
+def _machine_checks(i: int, m: dict[str, Any], tariffs: set[str], has: dict[str, bool]) -> list[Problem]:
+    out = []
+    profile = None
+    if isinstance(name := m.get("profile"), str):
+        try:
+            profile = load_profile(name)
+        except ProfileError as exc:
+            out.append(Problem(("machines", i, "profile"), f"{exc} (`afn-agent profiles` lists them)"))
+    if isinstance(t := m.get("tariff"), str) and t not in tariffs:
+        out.append(
+            Problem(("machines", i, "tariff"), f"no [tariffs.{t}] (defined: {', '.join(sorted(tariffs))})")
         )
-    hours = {}
-    for day, value in hours_table.items():
-        if not isinstance(value, str):
-            raise ConfigError(f'{file}: access.opening_hours.{day}: expected "HH:MM-HH:MM"')
-        hours[day] = _hours(value, f"access.opening_hours.{day}", file)
-    positive = lambda v: v > 0  # noqa: E731
-    cfg = AccessConfig(
-        badge_secret=t.get("badge_secret", str, check=lambda v: len(v) >= 16, hint="at least 16 characters"),
-        cache_max_age_days=float(t.get("cache_max_age_days", (int, float), 7.0, positive, "above 0")),
-        managers_always=t.get("managers_always", bool, True),
-        supervisor_window_s=float(t.get("supervisor_window_s", (int, float), 120.0, positive, "above 0")),
-        session_idle_s=float(t.get("session_idle_s", (int, float), 900.0, positive, "above 0")),
-        opening_hours=hours,
-        sync_url=t.get(
-            "sync_url", str, None, lambda v: v.startswith(("http://", "https://")), "an http(s) URL"
-        ),
-        sync_token=t.get("sync_token", str, None),
-        sync_every_s=float(t.get("sync_every_s", (int, float), 300.0, lambda v: v >= 5, "at least 5 s")),
-        debounce_s=float(
-            t.get("debounce_s", (int, float), 2.0, lambda v: 0 <= v <= 60, "between 0 and 60 s")
-        ),
-    )
-    t.done()
-    return cfg
-
-
-def _broker(data: Any, file: Path) -> BrokerConfig:
-    t = _Table(data, "broker", file)
-    cfg = BrokerConfig(
-        host=t.get("host", str, "127.0.0.1"),
-        port=t.get("port", int, 1883, lambda v: 0 < v < 65536, "a TCP port"),
-        username=t.get("username", str, None),
-        password=t.get("password", str, None),
-        tls=t.get("tls", bool, False),
-        ca_file=t.get("ca_file", str, None),
-        cert_file=t.get("cert_file", str, None),
-        key_file=t.get("key_file", str, None),
-        keepalive_s=t.get("keepalive_s", int, 30, lambda v: 5 <= v <= 3600, "between 5 and 3600 s"),
-        telemetry_hz=float(
-            t.get("telemetry_hz", (int, float), 1.0, lambda v: 0 < v <= 50, "above 0, at most 50")
-        ),
-        topic_prefix=t.get(
-            "topic_prefix", str, "afn/v1", lambda v: "#" not in v and "+" not in v, "no wildcards"
-        ),
-        command_secret=t.get("command_secret", str, None, lambda v: len(v) >= 16, "at least 16 characters"),
-        home_assistant=t.get("home_assistant", bool, False),
-        protocol=t.get("protocol", str, "auto", lambda v: v in ("auto", "5", "3.1.1"), "auto, 5 or 3.1.1"),
-        required=t.get("required", bool, False),
-    )
-    t.done()
-    return cfg
-
-
-API_ROLES = ("slicer", "manager", "booking")
-
-
-def _api(data: Any, file: Path, machines: tuple[MachineConfig, ...]) -> ApiConfig:
-    t = _Table(data, "api", file)
-    ids = {m.id for m in machines}
-    keys = []
-    for i, k in enumerate(t.get("keys", list, [])):
-        kt = _Table(k, f"api.keys[{i}]", file)
-        machines_of = tuple(kt.get("machines", list, []))
-        if not all(isinstance(m, str) for m in machines_of):
-            raise ConfigError(
-                f"{file}: api.keys[{i}].machines: expected a list of machine ids, got {list(machines_of)!r}"
-            )
-        unknown = set(machines_of) - ids
-        if unknown:
-            raise ConfigError(
-                f"{file}: api.keys[{i}].machines: unknown machine(s) {', '.join(sorted(unknown))}"
-            )
-        hexhash = lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v)  # noqa: E731
-        hint = "64 lower-case hex digits: `afn-agent api-key` makes a key and its hash"
-        keys.append(
-            ApiKey(
-                name=kt.get("name", str),
-                role=kt.get("role", str, check=lambda v: v in API_ROLES, hint=" or ".join(API_ROLES)),
-                sha256=kt.get("sha256", str, check=hexhash, hint=hint),
-                member=kt.get("member", str, None),
-                machines=machines_of,
-                quota_mb=kt.get("quota_mb", (int, float), None, lambda v: v > 0, "a positive number"),
-            )
+    if profile is not None and profile.streamed and not m.get("port"):
+        out.append(
+            Problem(("machines", i, "port"), "is required (the serial device, e.g. /dev/afn/printer-1)")
         )
-        kt.done()
-    default = t.get(
-        "octoprint_machine", str, machines[0].id if machines else None, lambda v: v in ids, "a machine id"
-    )
-    cfg = ApiConfig(
-        host=t.get("host", str, "127.0.0.1"),
-        port=t.get("port", int, 8080, lambda v: 0 <= v < 65536, "a TCP port"),
-        keys=tuple(keys),
-        max_upload_mb=float(
-            t.get("max_upload_mb", (int, float), 200.0, lambda v: 0 < v <= 4096, "1 to 4096")
-        ),
-        octoprint_machine=default,
-        kiosk_loopback=t.get("kiosk_loopback", bool, True),
-        metrics_public=t.get("metrics_public", bool, True),
-        max_connections=t.get("max_connections", int, 256, lambda v: 8 <= v <= 100_000, "8 to 100000"),
-        max_connections_per_client=t.get(
-            "max_connections_per_client", int, 32, lambda v: 1 <= v <= 100_000, "1 to 100000"
-        ),
-        header_timeout_s=float(
-            t.get("header_timeout_s", (int, float), 10.0, lambda v: 0 < v <= 600, "0 to 600")
-        ),
-        key_quota_mb=float(t.get("key_quota_mb", (int, float), 500.0, lambda v: v > 0, "a positive number")),
-        body_timeout_s=float(
-            t.get("body_timeout_s", (int, float), 30.0, lambda v: 0 < v <= 3600, "0 to 3600")
-        ),
-    )
-    t.done()
-    return cfg
+    if profile is not None and not profile.streamed and not m.get("power"):
+        out.append(Problem(("machines", i, "power"), "is required: the agent does not stream to this machine "
+                           "(protocol none), its plug says when it is busy"))  # fmt: skip
+    for name in ("power", "extraction"):
+        if str(m.get(name, "")).startswith("tasmota:") and not has["broker"]:
+            out.append(Problem(("machines", i, name), "a Tasmota switch speaks MQTT: add a [broker]"))
+    if has["access"] and not m.get("reader") and m.get("hold_uploads", True) is not False:
+        said = ("under [access] a machine needs a badge reader: without one no session opens and its held "
+                "uploads wait forever (or hold_uploads = false)")  # fmt: skip
+        out.append(Problem(("machines", i, "reader"), said))
+    return out
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _known(ids: dict[str, int]) -> str:
+    return f"configured: {', '.join(ids)}" if ids else "no machines configured"

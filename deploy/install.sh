@@ -55,6 +55,7 @@ if [ ! -e "$ETC/agent.toml" ]; then
     install -m 0640 -o root -g "$USER_NAME" "$SRC/deploy/agent.example.toml" "$ETC/agent.toml"
     echo "   wrote $ETC/agent.toml from the example: edit it, then: afn-agent check-config $ETC/agent.toml"
 fi
+install -m 0644 "$SRC/deploy/agent.schema.json" "$SRC/deploy/fleet.schema.json" "$ETC/"  # editors check the TOML
 install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$DATA"
 ln -sf "$PREFIX/venv/bin/afn-agent" /usr/local/bin/afn-agent
 

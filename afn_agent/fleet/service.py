@@ -28,7 +28,9 @@ from pydantic import BaseModel
 
 from ..bus.tokens import sign
 from ..bus.topics import COMMAND, Topics
-from ..config import ID, BrokerConfig, _broker, _Table, read_toml
+from ..config import BrokerConfig, ConfigError, validated
+from ..config_errors import sentences
+from ..config_model import FleetFile
 from ..ledger.keys import PAIRING_S, digest, new_pairing_code
 from .state import FleetState
 
@@ -50,28 +52,15 @@ class FleetConfig:
 
 
 def load_fleet_config(path: str | Path) -> FleetConfig:
+    """The dashboard's configuration; a ConfigError lists every mistake in the file at once."""
     file = Path(path)
-    top = _Table(read_toml(file), "(top level)", file)
-    f = _Table(top.get("fleet", dict), "fleet", file)
-    managers = {}
-    for i, m in enumerate(f.get("managers", list, [])):
-        mt = _Table(m, f"fleet.managers[{i}]", file)
-        managers[mt.get("name", str)] = mt.get(
-            "sha256", str, check=lambda v: len(v) == 64, hint="64 hex digits"
-        )
-        mt.done()
-    cfg = FleetConfig(
-        path=file,
-        site=f.get("site", str, check=ID.match, hint="the agents' site"),
-        host=f.get("host", str, "127.0.0.1"),
-        port=f.get("port", int, 8090, lambda v: 0 <= v < 65536, "a TCP port"),
-        command_secret=f.get("command_secret", str, None, lambda v: len(v) >= 16, "at least 16 characters"),
-        managers=managers,
-        broker=_broker(top.get("broker", dict, {}), file),
-    )
-    f.done()
-    top.done()
-    return cfg
+    model, raw, text, found = validated(FleetFile, file)
+    if model is None or found:
+        raise ConfigError("\n".join(sentences(found, file, raw, text)))
+    f = model.fleet
+    return FleetConfig(path=file, site=f.site, host=f.host, port=f.port, command_secret=f.command_secret,
+                       managers={m.name: m.sha256 for m in f.managers},
+                       broker=BrokerConfig(**model.broker.model_dump()))  # fmt: skip
 
 
 class LoginBody(BaseModel):

@@ -37,7 +37,7 @@ def config(tmp_path, machine=None, extra: str = "", broker=None):
             {},
             api_table().replace('role = "slicer"\n', 'role = "slicer"\nmachines = [1]\n', 1),
             None,
-            "api.keys[0].machines: expected a list of machine ids",
+            "api.keys[0].machines[0]: expected a string (in quotes), got 1",
         ),
         (
             {"interlock": "gpio:nochip"},

@@ -230,7 +230,7 @@ def test_sim_badge_holds_a_card_to_the_simulated_reader(api_printer):
 
 
 def test_sim_badge_refused_where_the_reader_is_real(api_printer):
-    agent, c = api_printer(reader=None)  # no simulated reader at this machine (the kiosk is its way in)
+    agent, c = api_printer(reader=None, hold_uploads=False)  # no simulated reader at this machine
     r = c.post("/v1/machines/printer-1/sim-badge", json={"uid": UIDS["ana"]}, headers=key("manager"))
     assert r.status_code == 409 and r.json()["code"] == "no-sim-reader"
     assert agent.ledger.audit_log("printer-1", 5)[0]["result"] == "refused"

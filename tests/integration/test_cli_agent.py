@@ -18,7 +18,7 @@ def afn(*args: str) -> subprocess.CompletedProcess:
 
 def config(tmp_path):
     machine = {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": "/dev/null",
-               "tariff": "printer"}  # fmt: skip
+               "tariff": "printer", "reader": "sim"}  # fmt: skip
     path = write_config(tmp_path / "agent.toml", [machine])
     path.write_text(path.read_text() + '\n[access]\nbadge_secret = "site-badge-secret-0123456789"\n')
     return str(path)

@@ -90,8 +90,8 @@ def test_material_refusals(one_machine, tmp_path):
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ("density_g_cm3 = 12.0", r"materials.PETG.density_g_cm3: 0.5 to 3.0"),
-        ("density_g_cm3 = 1.2\nprice = 3", r"materials.PETG: unknown key\(s\) price"),
+        ("density_g_cm3 = 12.0", r"materials.PETG.density_g_cm3: expected a number <= 3, got 12.0"),
+        ("density_g_cm3 = 1.2\nprice = 3", r"materials.PETG.price: unknown key \(did you mean price_per_kg\?\)"),
         ("density_g_cm3 = 1.2\nnozzle_c = [250, 200]", r"materials.PETG.nozzle_c: \[low, high\]"),
         ("price_per_kg = 30", r"materials.PETG.density_g_cm3 is required"),
     ],

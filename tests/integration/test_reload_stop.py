@@ -238,7 +238,7 @@ def test_a_machine_thread_change_waits_for_its_job_and_a_bad_file_changes_nothin
     good = config.read_text()
     config.write_text(good.replace('tariff = "printer"', 'tariff = "nonesuch"'))
     with pytest.raises(
-        InvalidInput, match=r"agent.toml: machines\[0\] \(printer-1\).tariff: no \[tariffs.nonesuch\]"
+        InvalidInput, match=r"agent.toml: line \d+: machines\[0\] \(printer-1\).tariff: no \[tariffs.nonesuch\]"
     ):
         agent.reload("test")
     assert agent.config.machine("printer-1").tariff == "printer", "a file that does not load changes nothing"

@@ -115,9 +115,9 @@ def test_a_missing_gpio_chip_is_an_unreachable_switch():
         ),
         (
             {"profile": "marlin2", "port": "/dev/null", "power": "sim", "power_safe": "ajar"},
-            r"closed or open",
+            r"power_safe: expected 'closed' or 'open', got 'ajar'",
         ),
-        ({"profile": "laser-power-only", "power": "sim", "busy_w": 0}, r"busy_w: above 0 W"),
+        ({"profile": "laser-power-only", "power": "sim", "busy_w": 0}, r"busy_w: expected a number > 0"),
     ],
 )
 def test_power_settings_are_checked_by_name(tmp_path, machine, message):
