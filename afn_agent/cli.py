@@ -6,6 +6,8 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from .firmware.profile import ProfileError, available_profiles, load_profile
 from .gcode.analyzer import Analysis
 from .machine.worker import JobResult, Machine
 from .startup import Exit
+
+BAR_FROM_BYTES = 20 << 20  # files this large get a progress bar on a terminal
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("stream", help="stream a G-code file to a machine and wait for the end")
-    s.add_argument("file")
+    s.add_argument("file", help="the G-code file")
     s.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0 or /dev/afn/printer-1")
     s.add_argument("--profile", required=True, help="firmware profile name or .toml path")
     s.add_argument("--baud", type=int, help="override the profile's baud rate")
     s.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    s.add_argument("--connect-timeout", type=float, default=20.0)
+    s.add_argument("--connect-timeout", type=float, default=20.0,
+                   help="seconds to wait for the firmware's greeting (default 20)")  # fmt: skip
 
     from .sim.run import add_arguments as sim_arguments
 
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("profiles", help="list the firmware profiles found")
 
     a = sub.add_parser("analyze", help="what a job will take: time, material, bounds, beam, policy")
-    a.add_argument("file")
+    a.add_argument("file", help="the G-code file")
     a.add_argument("--profile", help="machine profile: its limits, volume and forbidden commands")
     a.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -88,7 +93,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile) if args.profile else None
         if not Path(args.file).is_file():
             raise GcodeError(f"{args.file}: no such file")
-        result = analyze_path(args.file, profile)
+        with _progress(Path(args.file)) as progress:
+            result = analyze_path(args.file, profile, progress)
     except (ProfileError, GcodeError) as exc:
         print(f"afn-agent: {exc}", file=sys.stderr)
         return 2
@@ -101,6 +107,27 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"afn-agent: refused: {result.refused}", file=sys.stderr)
         return 4
     return 0
+
+
+@contextmanager
+def _progress(path: Path) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar on the terminal for a file that takes more than a moment (20 MB: about a second here, several
+    on a Pi); nothing when stderr is not a terminal (scripts, logs)."""
+    if not sys.stderr.isatty() or path.stat().st_size < BAR_FROM_BYTES:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress("analysing", BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True,
+                  console=_stderr_console()) as bar:  # fmt: skip
+        task = bar.add_task(path.name, total=path.stat().st_size)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _analysis_json(a: Analysis) -> dict[str, Any]:

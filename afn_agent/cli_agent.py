@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # imported where used: the access room pulls in OpenSSL (hash
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("run", help="run the agent: machines, ledger, bus (foreground; systemd runs this)")
     r.add_argument("--config", required=True, help="agent TOML file, e.g. /etc/afn-agent/agent.toml")
-    r.add_argument("--log-level", default="INFO")
+    r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="what the journal receives (default INFO)")  # fmt: skip
     r.add_argument("--wait-for-ports", action="store_true",
                    help="start even if a machine's port is missing, and connect when it appears")  # fmt: skip
     r.set_defaults(handler=cmd_run)
@@ -72,44 +73,46 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     j = sub.add_parser("jobs", help="queue, list or cancel jobs in the agent's ledger")
     jsub = j.add_subparsers(dest="jobs_command", required=True)
     add = jsub.add_parser("add", help="spool, quote and queue a G-code file for a machine")
-    add.add_argument("file")
-    add.add_argument("--config", required=True)
-    add.add_argument("--machine", required=True)
+    add.add_argument("file", help="the G-code file")
+    add.add_argument("--config", required=True, help="the agent's TOML file, e.g. /etc/afn-agent/agent.toml")
+    add.add_argument("--machine", required=True, help="the machine's id")
     add.add_argument("--member", help="member id (from the directory; never a badge UID)")
-    add.add_argument("--supervisor")
-    add.add_argument("--account")
-    add.add_argument("--booking")
+    add.add_argument("--supervisor", help="the trainer's member id, for a supervised job")
+    add.add_argument("--account", help="the account billed, when not the member's own (a project, a class)")
+    add.add_argument("--booking", help="the booking system's reservation id")
     add.add_argument("--held", action="store_true", help="hold until the member badges in")
     add.set_defaults(handler=cmd_jobs_add)
     ls = jsub.add_parser("list", help="jobs and their states")
-    ls.add_argument("--config", required=True)
-    ls.add_argument("--machine")
+    ls.add_argument("--config", required=True, help="the agent's TOML file, e.g. /etc/afn-agent/agent.toml")
+    ls.add_argument("--machine", help="only this machine's jobs")
+    ls.add_argument("--json", action="store_true", help="one JSON array, an object per job (for scripts)")
     ls.set_defaults(handler=cmd_jobs_list)
 
     mem = sub.add_parser("members", help="the member directory cached by the agent")
     msub = mem.add_subparsers(dest="members_command", required=True)
     imp = msub.add_parser("import", help="load the member directory: a JSON snapshot, or a member list as "
                           "CSV or XLSX (docs/members.md)")  # fmt: skip
-    imp.add_argument("file")
-    imp.add_argument("--config", required=True)
+    imp.add_argument("file", help="the member list (.csv, .xlsx) or a directory snapshot (.json)")
+    imp.add_argument("--config", required=True, help="the agent's TOML file, e.g. /etc/afn-agent/agent.toml")
     imp.add_argument(
         "--version", type=int, help="snapshot version for a CSV file (default: one above the cache)"
     )
     imp.set_defaults(handler=cmd_members_import)
     chk = msub.add_parser("check", help="what the agent would decide for a badge at a machine, and why")
     chk.add_argument("badge", help="badge UID as the reader gives it")
-    chk.add_argument("--config", required=True)
-    chk.add_argument("--machine", required=True)
+    chk.add_argument("--config", required=True, help="the agent's TOML file, e.g. /etc/afn-agent/agent.toml")
+    chk.add_argument("--machine", required=True, help="the machine's id")
     chk.add_argument("--job-minutes", type=float, help="check a job of this length against the bookings")
+    chk.add_argument("--json", action="store_true", help="the decision as one JSON object (for scripts)")
     chk.set_defaults(handler=cmd_members_check)
 
     led = sub.add_parser("ledger", help="usage records")
     lsub = led.add_subparsers(dest="ledger_command", required=True)
     ex = lsub.add_parser("export", help="usage records that ended in a period, as CSV or JSON")
-    ex.add_argument("--config", required=True)
+    ex.add_argument("--config", required=True, help="the agent's TOML file, e.g. /etc/afn-agent/agent.toml")
     ex.add_argument("--since", required=True, help="first day (UTC), e.g. 2026-11-01")
     ex.add_argument("--until", help="day after the last (UTC); default: no end")
-    ex.add_argument("--format", choices=("csv", "json"), default="csv")
+    ex.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     ex.set_defaults(handler=cmd_ledger_export)
 
 
@@ -394,11 +397,22 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
     return 0
 
 
+JOB_FIELDS = ("id", "machine_id", "state", "name", "member_id", "supervisor_id", "account", "booking_id",
+              "source", "bytes", "sha256", "created_at", "started_at", "ended_at", "stop_type",
+              "reason")  # fmt: skip
+
+
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     from .agent import open_ledger
 
     cfg = config_or_exit(args.config)
-    for job in open_ledger(cfg).jobs(args.machine):
+    jobs = open_ledger(cfg).jobs(args.machine)
+    if args.json:
+        shown = [{k: job[k] for k in JOB_FIELDS} | {"estimate": json.loads(job["estimate_json"] or "{}")}
+                 for job in jobs]  # fmt: skip
+        print(json.dumps(shown, indent=1, ensure_ascii=False))
+        return 0
+    for job in jobs:
         who = job["member_id"] or "-"
         print(f"{job['id']}  {job['machine_id']:12} {job['state']:11} {who:12} {job['name']}")
     return 0
@@ -483,7 +497,10 @@ def cmd_members_check(args: argparse.Namespace) -> int:
         directory, policy, machine.id, machine.machine_class, badge, utc_now(), locked, estimate
     )
     out = decision.public()
+    if args.json:
+        print(json.dumps({**out, "machine": machine.id, "allowed": decision.allowed}, ensure_ascii=False))
+        return 0 if decision.allowed else int(Exit.ACCESS_REFUSED)
     print(f"{out['code']}: {out['detail'] or 'may use ' + machine.id}"
           + (f" until {out['allowed_until']}" if out["allowed_until"] else "")
           + (f" ({out['member_name']}, {out['member_id']})" if out["member_id"] else ""))  # fmt: skip
-    return 0 if decision.allowed else 5
+    return 0 if decision.allowed else int(Exit.ACCESS_REFUSED)

@@ -6,6 +6,9 @@ actually used, so the quote and the bill come from one piece of code.
 
 from __future__ import annotations
 
+import io
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,7 +301,10 @@ class Analyzer:
         return problems
 
 
-def analyze_file(path: str | Path, **kw: Any) -> Analysis:
+Progress = Callable[[int, int], None]  # (bytes read, file size): a long analysis shows it is moving
+
+
+def analyze_file(path: str | Path, progress: Progress | None = None, **kw: Any) -> Analysis:
     """Analyse a whole file, reading it as a stream (constant memory whatever its size).
 
     Without given limits, the slicer's own machine limits (from its configuration block) are used.
@@ -306,17 +312,21 @@ def analyze_file(path: str | Path, **kw: Any) -> Analysis:
     path = Path(path)
     if kw.get("limits") is None:
         kw["limits"] = limits_from_slicer(path)
-    return _read(Analyzer(str(path), **kw), path)
+    return _read(Analyzer(str(path), **kw), path, progress)
 
 
-def _read(analyzer: Analyzer, path: Path) -> Analysis:
-    """Feed a whole file, line by line, and take the result."""
+def _read(analyzer: Analyzer, path: Path, progress: Progress | None = None) -> Analysis:
+    """Feed a whole file, line by line, and take the result; `progress` is told after each megabyte."""
     fast, slow = analyzer.core.line, analyzer.read_line
     try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            for raw in f:
-                if fast(raw):
-                    slow(raw)
+        with open(path, "rb") as data, io.TextIOWrapper(data, "utf-8", "replace", newline="") as f:
+            size = os.fstat(data.fileno()).st_size
+            while batch := f.readlines(1 << 20):
+                for raw in batch:
+                    if fast(raw):
+                        slow(raw)
+                if progress is not None:
+                    progress(data.tell(), size)
     except OSError as exc:
         raise GcodeError(f"{path}: cannot read: {exc.strerror}") from exc
     result = analyzer.result()
@@ -398,9 +408,11 @@ def material_from_file(path: str | Path) -> dict[str, float]:
     return found
 
 
-def analyze_path(path: str | Path, profile: Profile | None = None) -> Analysis:
+def analyze_path(
+    path: str | Path, profile: Profile | None = None, progress: Progress | None = None
+) -> Analysis:
     """Analyse a file for a machine profile (or with the slicer's own limits when there is none)."""
     if profile is None:
-        return analyze_file(path)
+        return analyze_file(path, progress)
     path = Path(path)
-    return _read(analyzer_for(profile, str(path), path), path)
+    return _read(analyzer_for(profile, str(path), path), path, progress)

@@ -64,7 +64,7 @@ def make_sim(kind: str, link: str | Path, opts: SimOptions) -> SimFirmware:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", choices=sorted(KINDS))
+    p.add_argument("kind", choices=sorted(KINDS), help="the firmware to simulate")
     p.add_argument("--link", required=True, help="path of the symlink to the pty (the port to open)")
     for f in fields(SimOptions):
         flag = "--" + f.name.replace("_", "-")

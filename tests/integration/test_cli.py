@@ -186,3 +186,30 @@ def test_analyze_names_a_missing_file_and_a_bad_profile(tmp_path):
     assert p.returncode == 2 and "nope.gcode: no such file" in p.stderr
     p = run("analyze", os.path.join(DATA, "kirimoto-3.0.gcode"), "--profile", "nosuch")
     assert p.returncode == 2 and "unknown profile 'nosuch'" in p.stderr
+
+
+def test_a_long_analysis_shows_a_bar_on_a_terminal_only(tmp_path):
+    """analyze on a big file was silent for 13 s here (a minute on a Pi): a bar on a terminal, never in a
+    script's output; the figures are the same either way."""
+    import pty
+
+    big = tmp_path / "big.gcode"
+    big.write_bytes(b"G28\nG92 E0\n" + b"G1 X10 Y10 E0.1 F3000\nG1 X20 Y20 E0.2\n" * 700_000)  # 26 MB
+    plain = run("analyze", str(big), "--json")
+    assert plain.returncode == 0 and plain.stderr == ""
+    leader, follower = pty.openpty()
+    done = subprocess.run([*AGENT, "analyze", str(big), "--json"], stdout=subprocess.PIPE, stderr=follower,
+                          timeout=120)  # fmt: skip
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert done.returncode == 0 and b"analysing" in shown
+    assert json.loads(done.stdout) == json.loads(plain.stdout)

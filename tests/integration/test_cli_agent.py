@@ -41,6 +41,12 @@ def test_jobs_add_list_and_refusal(tmp_path):
     assert (
         p.stdout.count("\n") == 1 and "queued" in p.stdout and "m-1" in p.stdout
     )  # a manager's CLI job runs
+    p = afn("jobs", "list", "--config", cfg, "--json")
+    jobs = json.loads(p.stdout)
+    assert p.returncode == 0 and [(j["state"], j["member_id"], j["name"]) for j in jobs] == [
+        ("queued", "m-1", "ok.gcode")
+    ]
+    assert jobs[0]["estimate"]["time_s"] > 0 and "path" not in jobs[0]
     assert len(list((tmp_path / "data" / "jobs").iterdir())) == 1, (
         "a refused file leaves nothing in the spool"
     )
@@ -60,6 +66,13 @@ def test_members_import_and_check(tmp_path):
     assert p.returncode == 0 and p.stdout.startswith("allowed") and "(Ana, ana)" in p.stdout
     p = afn("members", "check", "0A00BBBBBB", "--config", cfg, "--machine", "printer-1")
     assert p.returncode == 5 and p.stdout.startswith("not_trained")
+    p = afn("members", "check", "0A00BBBBBB", "--config", cfg, "--machine", "printer-1", "--json")
+    said = json.loads(p.stdout)
+    assert p.returncode == 5 and (said["code"], said["allowed"], said["member_id"]) == (
+        "not_trained",
+        False,
+        "bob",
+    )
     p = afn("members", "check", "FFFF", "--config", cfg, "--machine", "printer-1")
     assert p.returncode == 5 and p.stdout.startswith("unknown_badge")
     bad = tmp_path / "bad.csv"

@@ -197,3 +197,33 @@ def test_the_files_defaults_are_the_agents(model, runtime_class):
     for name, field in model.model_fields.items():
         if name in defaults and field.default is not None and field.default_factory is None:
             assert field.default == defaults[name], (runtime_class.__name__, name)
+
+
+def test_every_command_and_option_says_what_it_does(monkeypatch):
+    """`afn-agent <command> --help` explains every option (a new user reads it before any doc)."""
+    import argparse
+
+    seen: list[argparse.ArgumentParser] = []
+    real = argparse.ArgumentParser.parse_args
+
+    def capture(self, *args, **kwargs):
+        seen.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(SystemExit):
+        main(["profiles"])
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", real)
+    silent, walked = [], 0
+    stack = list(seen)
+    while stack:
+        parser = stack.pop()
+        walked += 1
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack += list(action.choices.values())
+                helps = {a.dest: a.help for a in action._choices_actions}
+                silent += [f"{parser.prog} {name}" for name in action.choices if not helps.get(name)]
+            elif not isinstance(action, argparse._HelpAction | argparse._VersionAction) and not action.help:
+                silent.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
+    assert walked > 20 and silent == []
