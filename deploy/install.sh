@@ -65,10 +65,15 @@ if [ ! -e /etc/udev/rules.d/99-afn-agent.rules ]; then
 fi
 install -D -m 0644 "$SRC/deploy/systemd/afn-agent.service" /etc/systemd/system/afn-agent.service
 [ "$FLEET" -eq 1 ] && install -D -m 0644 "$SRC/deploy/systemd/afn-fleet.service" /etc/systemd/system/afn-fleet.service
+for unit in afn-ledger-backup.service afn-ledger-backup.timer; do
+    install -D -m 0644 "$SRC/deploy/systemd/$unit" "/etc/systemd/system/$unit"
+done
+install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" /var/backups/afn-agent
 if [ -d /run/systemd/system ]; then
     udevadm control --reload 2>/dev/null && udevadm trigger 2>/dev/null || true
     systemctl daemon-reload
     systemctl enable afn-agent.service >/dev/null
+    systemctl enable afn-ledger-backup.timer >/dev/null   # a copy of the ledger every night
     [ "$FLEET" -eq 1 ] && systemctl enable afn-fleet.service >/dev/null
     echo "   enabled; start with: systemctl start afn-agent (after editing $ETC/agent.toml)"
 else

@@ -88,3 +88,43 @@ def test_ledger_export_bad_date(tmp_path):
     assert p.returncode == 2 and "--since: expected a date" in p.stderr
     p = afn("ledger", "export", "--config", config(tmp_path), "--since", "2026-01-01")
     assert p.returncode == 0 and p.stdout.startswith("record_id,end,start")
+
+
+def test_ledger_backup_while_it_is_written(tmp_path):
+    """docs/deploy.md's nightly copy: taken while another connection writes, whole, checked."""
+    import sqlite3
+    import threading
+
+    from afn_agent.config import load_config
+    from afn_agent.ledger import Ledger
+
+    cfg = config(tmp_path)
+    assert afn("ledger", "backup", "--config", cfg, "--to", str(tmp_path)).returncode == 6  # no ledger yet
+    job = circle_gcode(tmp_path / "ok.gcode", 200, 0.5, centre=(110, 110))
+    for _ in range(3):
+        assert afn("jobs", "add", str(job), "--config", cfg, "--machine", "printer-1").returncode == 0
+    ledger = Ledger(load_config(cfg).ledger_path, "fablab")
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            ledger.audit("test", "busy", "written", "printer-1", None, n=n)
+            n += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        copies = tmp_path / "backups"
+        copies.mkdir()
+        p = afn("ledger", "backup", "--config", cfg, "--to", str(copies))
+    finally:
+        stop.set()
+        writer.join()
+    assert p.returncode == 0, p.stderr
+    assert "3 job(s), 0 usage record(s), integrity ok" in p.stdout
+    (copy,) = copies.glob("ledger-*.sqlite3")
+    with sqlite3.connect(copy) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 3
+    assert not list(copies.glob("*.part"))

@@ -12,12 +12,14 @@ udev (no USB devices: the machines are simulators on pseudo-terminals)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +53,66 @@ def new_key(name: str, role: str, *more: str) -> tuple[str, str]:
     key = re.search(r"not stored anywhere\): (\S+)", made.stdout)
     assert key, made.stdout
     return key.group(1), made.stdout[made.stdout.index("[[api.keys]]") :]
+
+
+GUIDE = ROOT / "docs" / "deploy.md"
+COMMAND_WORDS = ("sudo", "afn-agent", "journalctl")  # a line of a block starting otherwise is output shown
+# Every command of the guide, in its order, and what this test does with it: run (as written, the paths
+# moved under the test's root), the unit's ExecStart instead (systemd), or covered elsewhere (named).
+FOLLOWED = [
+    (r"^sudo \./deploy/install\.sh", "elsewhere: deploy/test-install-chroot.sh (needs root and debootstrap)"),
+    (r"^afn-agent ports$", "run"),
+    (r"^afn-agent check-config /etc/afn-agent/agent\.toml$", "run"),
+    (r"^sudo systemctl start afn-agent", "unit"),
+    (r"^sudo apt install -y mosquitto mosquitto-clients openssl$", "run by the lab_broker fixture"),
+    (r"^sudo \./deploy/mosquitto/setup-broker\.sh ", "run by the lab_broker fixture"),
+    (r"^sudo systemctl restart mosquitto$", "run by the lab_broker fixture"),
+    (r"^sudo cat /etc/mosquitto/afn-passwords\.txt$", "run by the lab_broker fixture"),
+    (r"^sudo -u afn-agent afn-agent ledger backup ", "run"),
+    (r"^afn-agent ledger export ", "run"),
+    (r"^afn-agent report ", "run"),
+]
+
+
+def guide_commands() -> list[str]:
+    """The commands of every `sh` block of docs/deploy.md, in order (the output lines shown left out)."""
+    blocks = re.findall(r"```sh\n(.*?)```", GUIDE.read_text(), re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.split(" ", 1)[0] in COMMAND_WORDS]
+
+
+def followed(command: str) -> str:
+    how = next((how for pattern, how in FOLLOWED if re.search(pattern, command)), None)
+    assert how is not None, f"docs/deploy.md has a command this test does not follow yet: {command}"
+    return how
+
+
+def run_as_written(command: str, agent_toml: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """A guide command on this test's lab: its files in place of /etc and /var, this month for November."""
+    month = time.strftime("%Y-%m")
+    nxt = time.strftime("%Y-%m", time.localtime(time.time() + 32 * 86400))
+    line = (command.replace("sudo -u afn-agent ", "").replace("/etc/afn-agent/agent.toml", str(agent_toml))
+            .replace("/var/backups/afn-agent", str(work / "backups")).replace("2026-12-01", f"{nxt}-01")
+            .replace("2026-11", month))  # fmt: skip
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def unit_start(agent_toml: Path) -> list[str]:
+    """`systemctl start afn-agent` as the shipped unit runs it: its ExecStartPre, then its ExecStart."""
+    unit = (ROOT / "deploy" / "systemd" / "afn-agent.service").read_text()
+    pre = re.search(r"^ExecStartPre=(.*)$", unit, re.M).group(1)
+    start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
+
+    def ours(line: str) -> list[str]:
+        words = line.replace("/etc/afn-agent/agent.toml", str(agent_toml)).split()
+        assert words[0] == "/opt/afn-agent/venv/bin/afn-agent", words
+        return [*AFN, *words[1:]]
+
+    checked = subprocess.run(ours(pre), capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    return ours(start)
 
 
 def agent_config(lab: dict, etc: Path, agent_id: str, machines: list[dict], keys: str) -> Path:
@@ -131,10 +193,16 @@ def test_the_deploy_guide_end_to_end(lab_broker, start_sim, tmp_path):  # noqa: 
     shop = agent_config(lab, etc, "pi-shop", [
         {"id": "mill-1", "class": "cnc-mill", "profile": "grbl-1.1", "port": str(mill.link),
          "baud": mill.options["baud"], "tariff": "printer", "reader": "sim"}], keys)  # fmt: skip
-    for path in (printers, shop):
-        checked = afn("check-config", str(path))
-        assert checked.returncode == 0, checked.stderr
-        assert checked.stdout.startswith(f"{path}: ok")
+    commands = guide_commands()
+    assert [followed(c) for c in commands]  # every command of the guide is one this test knows
+    work = tmp_path / "work"
+    (work / "backups").mkdir(parents=True)
+    for command in commands[: next(i for i, c in enumerate(commands) if "systemctl start afn-agent" in c)]:
+        if followed(command) == "run":
+            for path in (printers, shop):
+                done = run_as_written(command, path, work)
+                assert done.returncode == 0, (command, done.stderr)
+                assert "check-config" not in command or done.stdout.startswith(f"{path}: ok")
 
     fleet_doc = (ROOT / "deploy" / "fleet.example.toml").read_text()
     manager_hash = re.search(r'sha256 = "(\w+)"', manager_lines).group(1)
@@ -150,8 +218,7 @@ def test_the_deploy_guide_end_to_end(lab_broker, start_sim, tmp_path):  # noqa: 
     assert afn("check-config", str(fleet_toml)).returncode == 0
 
     booking = Booking(lab)
-    procs = [subprocess.Popen([*AFN, "run", "--config", str(p)], stderr=subprocess.PIPE, text=True)
-             for p in (printers, shop)]  # fmt: skip
+    procs = [subprocess.Popen(unit_start(p), stderr=subprocess.PIPE, text=True) for p in (printers, shop)]
     procs.append(
         subprocess.Popen([*AFN, "fleet", "--config", str(fleet_toml)], stderr=subprocess.PIPE, text=True)
     )
@@ -223,6 +290,17 @@ def test_the_deploy_guide_end_to_end(lab_broker, start_sim, tmp_path):  # noqa: 
 
         wait_for(acknowledged, 30, "the booking system's acknowledgement in the agent's ledger")
         ledger.close()
+        month_end = commands[next(i for i, c in enumerate(commands) if "ledger backup" in c) :]
+        for command in month_end:
+            done = run_as_written(command, printers, work)
+            assert done.returncode == 0, (command, done.stderr)
+        (copy,) = (work / "backups").glob("ledger-*.sqlite3")
+        with sqlite3.connect(copy) as kept:
+            assert kept.execute("SELECT count(*) FROM usage_records").fetchone()[0] == 1
+        (export,) = work.glob("usage-*.csv")
+        assert record["record_id"] in export.read_text()
+        members = next((work / "statements").glob("statement-*-members.csv")).read_text()
+        assert "ana" in members and record["price"] in members
         assert fleet_machines()["manager"] is None  # the dashboard is read-only until a manager signs in
     finally:
         for p in procs:
