@@ -74,6 +74,8 @@ class Bus:
             int, tuple[mqtt.MQTTMessageInfo, bool]
         ] = {}  # outbox seq -> (paho's handle, final)
         self._lock = threading.Lock()
+        self._watch_lock = threading.Lock()  # devices and the session's subscriptions change together
+        self._session_up = False  # subscriptions made on this connection (under _watch_lock)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._telemetry: dict[str, dict[str, Any]] = {}
@@ -138,6 +140,8 @@ class Bus:
                     self.ledger.audit("mqtt", "network", "restarted", None, None,
                                       detail=repr(exc)[:200], code="network-loop-failed")  # fmt: skip
             self.connected.clear()
+            with self._watch_lock:
+                self._session_up = False
             if self._stop.is_set():
                 return
             if self.client is client:  # not already replaced (the MQTT 5 -> 3.1.1 fallback replaces it)
@@ -198,9 +202,10 @@ class Bus:
             (self.topics.machine(m, leaf), 1) for m in self.machine_ids for leaf in (t.COMMAND, t.USAGE_ACK)
         ]
         subs += [(self.topics.directory(), 1), (self.topics.directory_delta(), 1)]
-        subs += [(pattern, 1) for pattern in list(self.devices)]
-        if subs:
+        with self._watch_lock:  # a plug watched during this connect is subscribed here or by watch()
+            subs += [(pattern, 1) for pattern in self.devices]
             client.subscribe(subs)
+            self._session_up = True
         client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
         for m in self.machine_ids:
             self._publish_status(m)
@@ -227,6 +232,8 @@ class Bus:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
         self.connected.clear()
+        with self._watch_lock:
+            self._session_up = False
         if not self._stop.is_set():
             log.warning("disconnected from the broker (%s); retrying", reason_code)
 
@@ -308,9 +315,10 @@ class Bus:
     # ---- devices on the lab's broker (Tasmota plugs): the agent's one connection carries them ---------
     def watch(self, pattern: str, handler: Callable[[str, bytes], None]) -> None:
         """Messages on `pattern` go to `handler` (paho's thread; it must not raise for long)."""
-        self.devices[pattern] = handler
-        if self.connected.is_set():
-            self.client.subscribe(pattern, qos=1)
+        with self._watch_lock:
+            self.devices[pattern] = handler
+            if self._session_up:
+                self.client.subscribe(pattern, qos=1)
 
     def publish_device(self, topic: str, payload: str) -> None:
         """A command to a device: not through the outbox (a stale switch command is worse than none)."""
