@@ -43,12 +43,12 @@ class PowerKeeper:
         for machine_id, plug in list(self.plugs.items()):
             facts = self._facts(machine_id, plug, machine_id in running, now)
             decision = decide(facts, self._rule(machine_id))
-            plug.want(decision.power, decision.reason, decision.extraction)
             before = self._decided.get(machine_id)
             if before is None or (before.power, before.extraction) != (decision.power, decision.extraction):
-                self._decided[machine_id] = decision
+                self._decided[machine_id] = decision  # audited before the plug acts: the record leads
                 self.ledger.audit("agent", "power", "on" if decision.power else "off", machine_id,
                                   reason=decision.reason, extraction=decision.extraction)  # fmt: skip
+            plug.want(decision.power, decision.reason, decision.extraction)
 
     def _facts(self, machine_id: str, plug: Plug, job: bool, now: float) -> Facts:
         session = self.sessions is not None and self.sessions.current(machine_id) is not None
