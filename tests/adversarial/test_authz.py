@@ -186,7 +186,8 @@ def test_every_route_that_touches_printer_1_refuses_a_key_scoped_to_printer_2(tw
         if "printer-1" not in path and job["id"] not in path:
             continue
         for method in (m.upper() for m in operations):
-            body = {"command": "cancel", "position": 1, "reason": "x", "material": "PLA", "member_id": None}
+            body = {"command": "cancel", "position": 1, "reason": "x", "material": "PLA", "member_id": None,
+                    "uid": "04A1B2C3"}
             r = requests.request(method, f"{url}{path}", headers=h(SCOPED["p2-manager"]), json=body)
             allowed = (403,) if job["id"] not in path or method != "GET" else (403, 404)
             assert r.status_code in allowed, (method, path, r.status_code, r.text)

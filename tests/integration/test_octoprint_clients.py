@@ -28,7 +28,7 @@ def served(tmp_path, start_sim):
         {"id": "printer-1", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
          "baud": sim.options["baud"], "tariff": "printer", "reader": "sim"},
         {"id": "printer-2", "class": "fdm-printer", "profile": "prusa-mk3", "port": str(tmp_path / "absent"),
-         "tariff": "printer"},
+         "tariff": "printer", "reader": "sim"},
     ]  # fmt: skip
     path = write_config(tmp_path / "agent.toml", machines)
     path.write_text(

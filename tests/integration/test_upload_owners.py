@@ -194,4 +194,4 @@ def test_reload_over_http_is_for_managers(lab):
     path.write_text(path.read_text().replace("[access]", "[acess]"))
     bad = httpx.post(f"{url}/v1/reload", headers={"X-Api-Key": KEYS["manager"]})
     assert bad.status_code == 422 and bad.json()["code"] == "config-invalid"
-    assert "unknown key(s) acess" in bad.json()["detail"]
+    assert "acess: unknown key (did you mean access?)" in bad.json()["detail"]
