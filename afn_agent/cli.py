@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("sim", help="run a simulated firmware on a pseudo-terminal")
     sim_arguments(sim)
 
-    sub.add_parser("profiles", help="list the firmware profiles found")
+    pf = sub.add_parser("profiles", help="list the firmware profiles found")
+    pf.add_argument("--json", action="store_true", help="one JSON array, an object per profile")
 
     a = sub.add_parser("analyze", help="what a job will take: time, material, bounds, beam, policy")
     a.add_argument("file", help="the G-code file")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return sim_main(args)
     if args.command == "profiles":
-        return cmd_profiles()
+        return cmd_profiles(args.json)
     if args.command == "analyze":
         return cmd_analyze(args)
     return cmd_demo(args)
@@ -208,13 +209,21 @@ def _analysis_text(o: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_profiles() -> int:
+def cmd_profiles(as_json: bool = False) -> int:
+    found = []
     for name, path in sorted(available_profiles().items()):
         try:
             p = load_profile(path)
-            print(f"{name:16} {p.protocol:7} {p.kind:8} {p.link.baud:>7} baud  {p.description}")
+            found.append({"name": name, "path": str(path), "protocol": p.protocol, "kind": p.kind,
+                          "baud": p.link.baud, "description": p.description})  # fmt: skip
+            if not as_json:
+                print(f"{name:16} {p.protocol:7} {p.kind:8} {p.link.baud:>7} baud  {p.description}")
         except ProfileError as exc:
-            print(f"{name:16} INVALID  {exc}")
+            found.append({"name": name, "path": str(path), "error": str(exc)})
+            if not as_json:
+                print(f"{name:16} INVALID  {exc}")
+    if as_json:
+        print(json.dumps(found, indent=1))
     return 0
 
 
@@ -259,27 +268,31 @@ def _run_job(machine: Machine, path: str, show: bool) -> JobResult:
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
         machine.start_job(path)
-        while (result := machine.wait_job(0.2)) is None:
-            if show:
-                _bar(machine.snapshot())
-        if show:
-            print(file=sys.stderr)
+        if not show:
+            while (result := machine.wait_job(0.2)) is None:
+                pass
+            return result
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[detail]}"))  # fmt: skip
+        with Progress(*columns, console=_stderr_console()) as bar:
+            task = bar.add_task(Path(path).name, total=1.0, detail="")
+            while (result := machine.wait_job(0.2)) is None:
+                snap = machine.snapshot()
+                bar.update(task, completed=snap["progress"], detail=_detail(snap))
+            snap = machine.snapshot()
+            done = 1.0 if result.outcome == "completed" else snap["progress"]
+            bar.update(task, completed=done, detail=_detail(snap))
         return result
     finally:
         signal.signal(signal.SIGINT, old)
 
 
-def _bar(snap: dict[str, Any]) -> None:
-    frac = snap["progress"]
-    width = 30
-    filled = int(frac * width)
+def _detail(snap: dict[str, Any]) -> str:
+    """Lines, resends and the temperatures (or GRBL's state) beside the bar."""
     temps = " ".join(f"{k}:{v[0]:.0f}/{v[1]:.0f}" for k, v in sorted(snap["temperatures"].items()))
-    extra = snap["grbl_state"] or temps
-    sys.stderr.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {frac * 100:5.1f}% "
-        f"{snap['lines_acked']} lines {snap['resends']} resends {extra[:30]:30}"
-    )
-    sys.stderr.flush()
+    return f"{snap['lines_acked']} lines, {snap['resends']} resends {(snap['grbl_state'] or temps)[:30]}"
 
 
 def _result_json(r: JobResult, baud: int) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     po = sub.add_parser(
         "ports", help="serial devices attached, their USB IDs, and udev lines for stable names"
     )
+    po.add_argument("--json", action="store_true", help="one JSON array, an object per serial device")
     po.set_defaults(handler=cmd_ports)
 
     fl = sub.add_parser("fleet", help="the fleet dashboard: every machine of a site, live from the broker")
@@ -222,6 +223,11 @@ def cmd_ports(args: argparse.Namespace) -> int:
     from serial.tools import list_ports
 
     ports = sorted(list_ports.comports(), key=lambda p: p.device)
+    if args.json:
+        print(json.dumps([{"device": p.device, "vid": p.vid, "pid": p.pid, "serial": p.serial_number,
+                           "manufacturer": p.manufacturer, "product": p.product, "location": p.location}
+                          for p in ports], indent=1))  # fmt: skip
+        return 0
     if not ports:
         print("no serial devices found")
         return 0

@@ -90,6 +90,12 @@ def test_profiles_lists_all_shipped(tmp_path):
     assert p.returncode == 0
     for name in ("marlin2", "prusa-mk3", "reprapfirmware", "smoothieware", "grbl-1.1", "grblhal", "fluidnc"):
         assert name in p.stdout
+    listed = json.loads(run("profiles", "--json").stdout)
+    assert {p["name"]: p["protocol"] for p in listed}["grbl-1.1"] == "grbl" and all(
+        "error" not in p for p in listed
+    )
+    ports = run("ports", "--json")
+    assert ports.returncode == 0 and isinstance(json.loads(ports.stdout), list)
 
 
 def check_bills(demo: dict) -> None:
@@ -191,15 +197,21 @@ def test_analyze_names_a_missing_file_and_a_bad_profile(tmp_path):
 def test_a_long_analysis_shows_a_bar_on_a_terminal_only(tmp_path):
     """analyze on a big file was silent for 13 s here (a minute on a Pi): a bar on a terminal, never in a
     script's output; the figures are the same either way."""
-    import pty
-
     big = tmp_path / "big.gcode"
     big.write_bytes(b"G28\nG92 E0\n" + b"G1 X10 Y10 E0.1 F3000\nG1 X20 Y20 E0.2\n" * 700_000)  # 26 MB
     plain = run("analyze", str(big), "--json")
     assert plain.returncode == 0 and plain.stderr == ""
+    done, shown = on_a_terminal("analyze", str(big), "--json")
+    assert done.returncode == 0 and b"analysing" in shown
+    assert json.loads(done.stdout) == json.loads(plain.stdout)
+
+
+def on_a_terminal(*args: str) -> tuple[subprocess.CompletedProcess, bytes]:
+    """Run the command with its stderr on a pseudo-terminal (as in a shell); what that terminal showed."""
+    import pty
+
     leader, follower = pty.openpty()
-    done = subprocess.run([*AGENT, "analyze", str(big), "--json"], stdout=subprocess.PIPE, stderr=follower,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run([*AGENT, *args], stdout=subprocess.PIPE, stderr=follower, timeout=120)
     os.close(follower)
     shown = b""
     while True:
@@ -211,5 +223,11 @@ def test_a_long_analysis_shows_a_bar_on_a_terminal_only(tmp_path):
             break
         shown += chunk
     os.close(leader)
-    assert done.returncode == 0 and b"analysing" in shown
-    assert json.loads(done.stdout) == json.loads(plain.stdout)
+    return done, shown
+
+
+def test_stream_shows_a_bar_on_a_terminal(start_sim, circle):
+    sim = start_sim("marlin")
+    done, shown = on_a_terminal("stream", str(circle(400)), "--port", str(sim.link), "--profile", "marlin2",
+                                "--baud", "250000")  # fmt: skip
+    assert done.returncode == 0 and b"lines, 0 resends" in shown and b"100%" in shown
