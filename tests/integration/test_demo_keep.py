@@ -73,6 +73,7 @@ def test_demo_keeps_living_and_a_card_is_held_from_the_cli(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
+        laser = read_until(proc, r"kiosk laser-1\s+(http://\S+)", lines, 60).group(1)
         fleet = read_until(proc, r"fleet dashboard\s+(http://\S+)", lines, 60).group(1)
         badge = read_until(proc, r"^\s+(afn-agent badge .*)$", lines, 240).group(1)
         said = "\n".join(lines)
@@ -120,15 +121,20 @@ def test_demo_keeps_living_and_a_card_is_held_from_the_cli(tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(fleet)
             page.wait_for_function("document.querySelectorAll('.tile').length === 4", timeout=15_000)
-            seen = []
+            kiosk = browser.new_page(viewport={"width": 800, "height": 480})
+            kiosk.goto(laser)  # the demo's own address for the laser's kiosk
+            seen, screen = [], []
             for n in range(SHOTS):
                 if n:
                     time.sleep(EVERY_S)  # real time: the lab lives at its own pace
                 page.screenshot(path=str(ARTIFACTS / f"dashboard-{n}.png"))
+                kiosk.screenshot(path=str(ARTIFACTS / f"kiosk-laser-1-{n}.png"))
                 seen.append(tiles_text(page))
+                screen.append(kiosk.evaluate("document.body.innerText"))
             browser.close()
         for before, after in itertools.pairwise(seen):
             assert before != after, f"the dashboard did not move in {EVERY_S:.0f} s:\n{after}"
+        assert len(set(screen)) >= SHOTS - 1, f"the laser's kiosk hardly moved: {screen}"
         assert proc.wait(KEEP_S + 60) == 0
     finally:
         if proc.poll() is None:
