@@ -1,5 +1,6 @@
 """Commands for a lab that runs without a booking system or without hardware: `report` (the month's
-statement) and `badge` (a card held to a simulated reader, through the agent's API)."""
+statement), `badge` (a card held to a simulated reader) and `directory sync` (a pull of the members now),
+the last two through the agent's API."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from .cli_agent import config_or_exit
 from .i18n import LANGUAGES
@@ -26,6 +28,15 @@ def add_lab_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     bg.add_argument("--key", help="a manager's API key (default: the AFN_API_KEY environment variable)")
     bg.set_defaults(handler=cmd_badge)
 
+    ds = sub.add_parser("directory", help="the member directory a running agent pulls (Fab-manager)")
+    dsub = ds.add_subparsers(dest="what", required=True, metavar="sync")
+    sy = dsub.add_parser("sync", help="pull the whole directory now; exit 1 if the pull failed")
+    sy.add_argument("--config", help="the agent's configuration, for its API's address")
+    sy.add_argument("--url", help="the agent's API instead, e.g. http://127.0.0.1:8080")
+    sy.add_argument("--key", help="a manager's API key (default: the AFN_API_KEY environment variable)")
+    sy.add_argument("--json", action="store_true", help="the sync status as one JSON object")
+    sy.set_defaults(handler=cmd_directory_sync)
+
     rp = sub.add_parser("report", help="a month's statement per member and per machine: two CSV files and a "
                         "printable page, totals equal to the ledger's")  # fmt: skip
     rp.add_argument("--config", required=True, help="the agent's configuration (its ledger is read)")
@@ -35,40 +46,72 @@ def add_lab_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     rp.set_defaults(handler=cmd_report)
 
 
-def cmd_badge(args: argparse.Namespace) -> int:
-    if not args.url and not args.config:
-        print("afn-agent badge: give --config (the agent's) or --url (its API)", file=sys.stderr)
+def agent_url(args: argparse.Namespace, command: str) -> str | int:
+    """The agent's API address from --url or from its configuration; an exit code when there is none."""
+    if args.url:
+        return str(args.url).rstrip("/")
+    if not args.config:
+        print(f"afn-agent {command}: give --config (the agent's) or --url (its API)", file=sys.stderr)
         return int(Exit.INVALID)
-    url = args.url
-    if not url:
-        api = config_or_exit(args.config).api
-        if api is None:
-            print(f"afn-agent: {args.config}: no [api] table: the agent has no API to badge through",
-                  file=sys.stderr)  # fmt: skip
-            return int(Exit.INVALID)
-        host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
-        url = f"http://{host}:{api.port}"
-    key = args.key or os.environ.get("AFN_API_KEY", "")
-    headers = {"Content-Type": "application/json", "X-Api-Key": key}
-    target = f"{url.rstrip('/')}/v1/machines/{args.machine}/sim-badge"
-    body = json.dumps({"uid": args.uid}).encode()
-    request = urllib.request.Request(target, method="POST", data=body, headers=headers)
+    api = config_or_exit(args.config).api
+    if api is None:
+        print(f"afn-agent: {args.config}: no [api] table: the agent has no API to reach", file=sys.stderr)
+        return int(Exit.INVALID)
+    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
+    return f"http://{host}:{api.port}"
+
+
+def post(url: str, path: str, key: str | None, body: dict[str, Any], who: str, timeout: float = 10) -> Any:
+    """POST to the agent's API; the answer's JSON, or an exit code once the refusal has been said."""
+    headers = {"Content-Type": "application/json", "X-Api-Key": key or os.environ.get("AFN_API_KEY", "")}
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url + path, method="POST", data=data, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10):
-            pass
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as exc:
         answer = exc.read().decode("utf-8", "replace")
         try:
             said = json.loads(answer).get("error") or answer
         except (ValueError, AttributeError):
             said = answer
-        print(f"afn-agent: {args.machine}: {said} (HTTP {exc.code})", file=sys.stderr)
-        return int(Exit.FAILED)
+        print(f"afn-agent: {who}: {said} (HTTP {exc.code})", file=sys.stderr)
+        return Failed()
     except OSError as exc:
         print(f"afn-agent: the agent's API at {url} cannot be reached ({exc})", file=sys.stderr)
+        return Failed()
+
+
+class Failed:
+    """A call that was refused or did not reach the agent (already said on stderr)."""
+
+
+def cmd_badge(args: argparse.Namespace) -> int:
+    url = agent_url(args, "badge")
+    if isinstance(url, int):
+        return url
+    if isinstance(post(url, f"/v1/machines/{args.machine}/sim-badge", args.key, {"uid": args.uid},
+                       args.machine), Failed):  # fmt: skip
         return int(Exit.FAILED)
     print(f"card {args.uid} held to {args.machine}'s reader: its screen shows the decision")
     return 0
+
+
+def cmd_directory_sync(args: argparse.Namespace) -> int:
+    url = agent_url(args, "directory sync")
+    if isinstance(url, int):
+        return url
+    status = post(url, "/v1/directory/sync", args.key, {}, "directory", timeout=600)
+    if isinstance(status, Failed):
+        return int(Exit.FAILED)
+    if args.json:
+        print(json.dumps(status))
+    elif status["ok"]:
+        print(f"directory pulled from {status['source']} in {status['requests']} requests")
+    else:
+        print(f"afn-agent: the pull failed, the cached directory stays in force: {status['error']}",
+              file=sys.stderr)  # fmt: skip
+    return 0 if status["ok"] else int(Exit.FAILED)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

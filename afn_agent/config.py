@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .config_errors import Problem, from_validation, sentences
-from .config_model import AgentFile, MachineTable
+from .config_model import AgentFile, DirectoryTable, MachineTable
 from .console_config import ConsoleSettings
 from .firmware.profile import ProfileError, load_profile
 from .ledger.tariff import Tariff
@@ -158,6 +158,7 @@ class AgentConfig:
     materials: dict[str, Material] = field(default_factory=lambda: dict(BUILT_IN))
     stop_grace_s: float = 600.0  # a stop waits this long for running jobs to end (TimeoutStopSec above it)
     booking: BookingConfig = field(default_factory=BookingConfig)
+    directory: DirectoryTable | None = None  # members pulled from a booking system (fab-manager)
 
     @property
     def ledger_path(self) -> Path:
@@ -264,6 +265,7 @@ def _runtime(f: AgentFile, file: Path) -> AgentConfig:
     return AgentConfig(
         file, a.site, a.id, data_dir, a.checkpoint_s, machines, tariffs, broker, access, api,
         SafetyConfig(**f.safety.model_dump()), spool, materials, a.stop_grace_s, BookingConfig(mode),
+        f.directory,
     )  # fmt: skip
 
 
@@ -322,8 +324,34 @@ def cross_checks(raw: dict[str, Any]) -> list[Problem]:
                 out.append(Problem(("api", "keys", i, "machines"), f"no machine {name!r} ({_known(ids)})"))
     if isinstance(op := api.get("octoprint_machine"), str) and op not in ids:
         out.append(Problem(("api", "octoprint_machine"), f"no machine {op!r} ({_known(ids)})"))
+    out += _directory_checks(raw, ids, {str(m.get("class")) for m in machines})
     if _dict(raw.get("booking")).get("mode") == "mqtt" and not has["broker"]:
         out.append(Problem(("booking", "mode"), 'mqtt needs a [broker] (or mode = "pull" or "none")'))
+    return out
+
+
+def _directory_checks(raw: dict[str, Any], ids: dict[str, int], classes: set[str]) -> list[Problem]:
+    """A pulled directory needs [access] (the badge secret) and names only this file's machines and
+    classes."""
+    if not isinstance(raw.get("directory"), dict):
+        return []
+    d, out = raw["directory"], []
+    access = raw.get("access")
+    if not isinstance(access, dict):
+        said = "a directory needs an [access] table (badge_secret and the rules)"
+        out.append(Problem(("directory",), said))
+    elif access.get("sync_url"):
+        said = "[directory] and [access] sync_url both bring members: keep one"
+        out.append(Problem(("access", "sync_url"), said))
+    for name, ours in _dict(d.get("machines")).items():
+        for mid in ours if isinstance(ours, list) else [ours]:
+            if isinstance(mid, str) and mid not in ids:
+                out.append(Problem(("directory", "machines", name), f"no machine {mid!r} ({_known(ids)})"))
+    known = ", ".join(sorted(classes)) or "no machines"
+    for name, c in _dict(d.get("trainings")).items():
+        if isinstance(c, str) and c not in classes:
+            said = f"no machine of class {c!r} (classes: {known})"
+            out.append(Problem(("directory", "trainings", name), said))
     return out
 
 

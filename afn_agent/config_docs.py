@@ -117,6 +117,17 @@ EXAMPLE: dict[str, Any] = {
         ],
     },
 }
+# Tables the example lab does not use, shown commented out with values to start from.
+ALTERNATIVES: dict[str, Any] = {
+    "directory": {
+        "source": "fab-manager",
+        "url": "https://fablab.example.org",
+        "token": "replace-with-the-open-api-client-token",
+        "managers": ["group:staff"],
+        "machines": {"imprimante-3d": "printer-1", "4": ["printer-2"], "decoupeuse-laser": "laser-2"},
+        "trainings": {"formation-imprimante-3d": "fdm-printer", "2": "laser", "formation-laser": "laser"},
+    },
+}
 NOTES = {
     "machines[1]": "A printer whose board is powered with it, switched by a Tasmota plug (docs/power.md).",
     "machines[2]": "A laser run from its own software (LightBurn): never streamed to, switched and billed by "
@@ -157,6 +168,11 @@ def example() -> str:
                     prefix=f"{name}.{key}",
                     lead=not out[-1].startswith("#"),
                 )
+        elif value is None and name in ALTERNATIVES:
+            note = f"{_describe(field)}; instead of [access] sync_url, uncomment"
+            lines = _table(f"[{name}]", model, ALTERNATIVES[name], full=True, note=note, prefix=name)
+            lines = [x for line in lines for x in line.split("\n")]
+            out += [x if not x or x.startswith("#") else f"# {x}" for x in lines]
         else:
             out += _table(f"[{name}]", model, value or {}, full=True, note=_describe(field), prefix=name)
     return "\n".join(out) + "\n"
@@ -211,6 +227,8 @@ def _comment(text: str) -> list[str]:
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return toml(field.default_factory())  # type: ignore[call-arg]
+    if field.is_required():
+        return f"<{_kind(field.annotation)}>"
     if field.default is not None and field.default is not ...:
         return toml(field.default)
     if field.examples:

@@ -307,6 +307,36 @@ class BookingTable(Table):
     )
 
 
+class DirectoryTable(Table):
+    source: Literal["fab-manager"] = Field(description="where members come from: fab-manager (Open API v1)")
+    url: Annotated[str, check(lambda v: v.startswith(("http://", "https://")), "an http(s) URL")] = Field(
+        description="Fab-manager's address, e.g. https://fablab.example.org (/open_api/v1 is added)"
+    )
+    token: Annotated[str, Field(min_length=8)] = Field(
+        description="an Open API client's token (Fab-manager: Admin > Open API clients)"
+    )
+    badge_field: str = Field("external_id", description="the user field that holds the member's badge UID")
+    every_s: float = Field(300.0, ge=30, description="a quick pull (what is new since the last) this often")
+    full_every_s: float = Field(3600.0, ge=60, description="a full pull (cancellations, removals) this often")
+    reservations_days: float = Field(120.0, gt=0, description="reservations made within this many days count")
+    per_page: int = Field(100, ge=1, le=1000, description="items asked for per page")
+    retries: int = Field(3, ge=0, le=10, description="a failed request is tried again this many times")
+    backoff_s: float = Field(1.0, gt=0, le=60, description="first wait before a retry (then doubling)")
+    timeout_s: float = Field(20.0, gt=0, le=300, description="one request's time limit")
+    machines: dict[str, Ident | list[Ident]] = Field(
+        default_factory=dict, description='Fab-manager machine (id or slug) → this lab\'s machine id(s)'
+    )
+    trainings: dict[str, Ident] = Field(
+        default_factory=dict, description="Fab-manager training (id or slug) → the machine class it opens"
+    )
+    managers: list[int | str] = Field(
+        default_factory=list, description='Fab-manager user ids or "group:<slug>" who are managers here'
+    )
+    trainers: list[int | str] = Field(
+        default_factory=list, description='user ids or "group:<slug>" who may supervise'
+    )
+
+
 class AgentFile(Table):
     """/etc/afn-agent/agent.toml: one agent (one Raspberry Pi) and its machines."""
 
@@ -325,6 +355,9 @@ class AgentFile(Table):
     )
     machines: list[MachineTable] = Field(default_factory=list, description="one [[machines]] per machine")
     access: AccessTable | None = Field(None, description="badges, trainings and sessions (docs/members.md)")
+    directory: DirectoryTable | None = Field(
+        None, description="members pulled from a booking system (docs/fab-manager.md)"
+    )
     safety: SafetyTable = Field(default_factory=SafetyTable, description="heaters and session ends")
     broker: BrokerTable | None = Field(None, description="MQTT: status, telemetry, events and usage")
     booking: BookingTable = Field(default_factory=BookingTable, description="the usage records' taker")

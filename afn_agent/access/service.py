@@ -12,13 +12,16 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import AgentConfig
 from ..ledger import Ledger
+from ..ledger.usage import iso, parse_iso, utc_now
 from ..payload import decode_json
 from .decide import AccessPolicy, Decision
 from .directory import Directory, DirectoryError, badge_hash
+from .fab_manager import FabManager, FabManagerError
 from .readers import EvdevReader, PcscReader, Reader, ReaderLoop, SimReader, UartReader
 from .sessions import Emit, Sessions
 
@@ -40,6 +43,23 @@ def make_reader(spec: str) -> Reader:
     raise ValueError(f"unknown reader {spec!r}")
 
 
+@dataclass(frozen=True)
+class SyncStatus:
+    """How the directory's pulls go, for /health, the metrics and the manager: replaced whole by the sync."""
+
+    source: str | None = None  # "fab-manager", "http" or None (pushed, or nothing)
+    ok: bool = True
+    last_ok: str | None = None
+    last_full: str | None = None
+    error: str | None = None
+    failing_since: str | None = None
+    failures: int = 0  # in a row
+    requests: int = 0  # of the last pull
+
+    def view(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 class Access:
     def __init__(self, config: AgentConfig, ledger: Ledger, emit: Emit) -> None:
         assert config.access is not None
@@ -54,12 +74,16 @@ class Access:
         self.readers: dict[str, ReaderLoop] = {}
         self._stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
+        self._pulling = threading.Lock()  # one pull at a time: the loop's or one asked for
+        self.fab = FabManager(config.directory) if config.directory is not None else None
+        source = "fab-manager" if self.fab else ("http" if self.settings.sync_url else None)
+        self.sync_status = SyncStatus(source)
 
     def start(self) -> Access:
         for m in self.config.machines:
             if m.reader:
                 self._start_reader(m.id, m.reader)
-        if self.settings.sync_url:
+        if self.settings.sync_url or self.fab is not None:
             self._sync_thread = threading.Thread(target=self._sync_loop, name="directory-sync", daemon=True)
             self._sync_thread.start()
         return self
@@ -145,8 +169,13 @@ class Access:
             version = self.directory.apply_snapshot(doc.get("snapshot", doc), "http")
         except (OSError, ValueError, DirectoryError) as exc:
             log.warning("directory sync from %s failed: %s", self.settings.sync_url, exc)
+            status = self.sync_status
+            self.sync_status = replace(status, ok=False, error=str(exc), failures=status.failures + 1,
+                                       failing_since=status.failing_since or iso(utc_now()))  # fmt: skip
             self.emit("_directory", "directory-sync-failed", {"reason": str(exc)})
             return None
+        self.sync_status = replace(self.sync_status, ok=True, error=None, failures=0, failing_since=None,
+                                   last_ok=iso(utc_now()))  # fmt: skip
         return version
 
     def _reader_state(self, machine_id: str, state: str, why: str) -> None:
@@ -164,8 +193,52 @@ class Access:
 
     def _sync_loop(self) -> None:
         while not self._stop.is_set():
-            self.sync_now()
-            self._stop.wait(self.settings.sync_every_s)
+            if self.fab is not None:
+                self.pull_fab_manager()
+                assert self.config.directory is not None
+                self._stop.wait(self.config.directory.every_s)
+            else:
+                self.sync_now()
+                self._stop.wait(self.settings.sync_every_s)
+
+    def pull_fab_manager(self, full: bool = False) -> SyncStatus:
+        """One pull from Fab-manager: a full one when asked, when due, or first after start; a failure keeps
+        the cached directory in force and is said (status, event, audit) until a pull succeeds."""
+        assert self.fab is not None and self.config.directory is not None
+        with self._pulling:
+            now, status = utc_now(), self.sync_status
+            due = status.last_full is None or (
+                (now - parse_iso(status.last_full)).total_seconds() >= self.config.directory.full_every_s
+            )
+            meta = self.directory.meta()
+            try:
+                pulled = self.fab.pull(meta["version"] if meta else None, full or due, now)
+                if pulled.kind == "snapshot":
+                    version = self.directory.apply_snapshot(pulled.doc, "fab-manager")
+                elif self.directory.apply_delta(pulled.doc, "fab-manager"):
+                    version = pulled.doc["version"]
+                else:  # the cache moved meanwhile (a push): the next pull is a full one
+                    self.fab.last_pull = None
+                    raise FabManagerError("the cached directory changed during the pull; pulling all next")
+            except (FabManagerError, DirectoryError, OSError, ValueError) as exc:
+                self.fab.last_pull = None if isinstance(exc, DirectoryError) else self.fab.last_pull
+                self.sync_status = replace(
+                    status, ok=False, error=str(exc), failures=status.failures + 1,
+                    failing_since=status.failing_since or iso(now),
+                )  # fmt: skip
+                log.warning("directory pull from Fab-manager failed: %s", exc)
+                failed = {"reason": str(exc), "source": "fab-manager"}
+                self.emit("_directory", "directory-sync-failed", failed)
+                return self.sync_status
+            self.sync_status = replace(
+                status, ok=True, error=None, failures=0, failing_since=None, last_ok=iso(now),
+                last_full=iso(now) if pulled.kind == "snapshot" else status.last_full,
+                requests=pulled.requests,
+            )  # fmt: skip
+            if pulled.kind == "snapshot" or status.failures:
+                self.emit("_directory", "directory-synced",
+                          {"version": version, "source": "fab-manager", "kind": pulled.kind})  # fmt: skip
+            return self.sync_status
 
 
 def _policy(config: AgentConfig) -> AccessPolicy:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..ledger.usage import parse_iso, utc_now
 from ..machine.events import MachineState
 
 if TYPE_CHECKING:
@@ -91,7 +92,25 @@ class AgentCollector(Collector):
             mqtt.add_metric([], 1.0 if agent.bus.up else 0.0)
             restarts.add_metric([], agent.bus.network_restarts)
         yield from (outbox, undelivered, mqtt, restarts)
+        yield from self._directory()
         yield from self._power()
+
+    def _directory(self) -> Iterator[Metric]:
+        """Whether the member directory's pulls succeed, and how old the cached directory is."""
+        access = self.agent.access
+        if access is None or access.sync_status.source is None:
+            return
+        status = access.sync_status
+        ok = GaugeMetricFamily("afn_directory_sync_ok", "1 when the last pull of the directory succeeded.",
+                               labels=["source"])  # fmt: skip
+        ok.add_metric([status.source or ""], 1.0 if status.ok else 0.0)
+        failures = GaugeMetricFamily("afn_directory_sync_failures", "Directory pulls failed in a row.")
+        failures.add_metric([], status.failures)
+        age = GaugeMetricFamily("afn_directory_age_seconds", "Seconds since the cached directory was synced.")
+        meta = access.directory.meta()
+        if meta is not None:
+            age.add_metric([], (utc_now() - parse_iso(meta["synced_at"])).total_seconds())
+        yield from (ok, failures, age)
 
     def _power(self) -> Iterator[Metric]:
         """Machines whose power the agent switches: relay state, watts drawn, whether the switch answers."""

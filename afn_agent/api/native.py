@@ -340,6 +340,16 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
             raise HTTPException(422, str(exc)) from None
         raise HTTPException(422, "send {'snapshot': …} or {'delta': …}")
 
+    @r.post("/directory/sync", tags=["access"])
+    def directory_sync(request: Request) -> dict[str, Any]:
+        """Pull the whole directory from the booking system now (Fab-manager), and say how it went."""
+        caller = gate.allow(request, Act.MANAGE, action="directory-sync")
+        if agent.access is None or agent.access.fab is None:
+            raise HTTPException(409, "this agent pulls no directory: no [directory] table")
+        status = agent.access.pull_fab_manager(full=True)
+        gate.record(caller, "directory-sync", "ok" if status.ok else "failed", None, None)
+        return status.view()
+
     @r.get("/audit", tags=["access"])
     def audit(
         request: Request, machine: str | None = None, limit: int = Query(100, ge=1, le=1000)

@@ -106,6 +106,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
             "mqtt_network_restarts": None if bus is None else bus.network_restarts,
             "outbox_pending": agent.ledger.outbox_pending(),
             "ledger_error": agent.ledger_error or None,
+            "directory": None if agent.access is None else agent.access.sync_status.view(),
             "http": None
             if guard is None
             else {

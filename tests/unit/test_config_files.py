@@ -167,8 +167,10 @@ def _models_in(annotation) -> list:
 def test_the_example_has_every_key_and_the_schema_checks_the_toml():
     text = (DEPLOY / "agent.example.toml").read_text()
     written = set(re.findall(r"^#? ?([a-z_0-9]+) = ", text, re.M))
+    written |= set(re.findall(r"^#? ?\[[a-z_]+\.([a-z_]+)\]$", text, re.M))  # a key written as its own table
     leaves = {k.rsplit(".", 1)[-1] for k in keys_of(AgentFile)} - {"agent", "tariffs", "materials", "machines",
-              "access", "safety", "broker", "booking", "api", "console", "keys", "opening_hours", "policy"}  # fmt: skip
+              "access", "safety", "broker", "booking", "api", "console", "keys", "opening_hours", "policy",
+              "directory"}  # fmt: skip
     assert leaves - written == set()
     document = tomllib.loads(text)
     checker = jsonschema.Draft202012Validator(AgentFile.model_json_schema(by_alias=True))
@@ -227,3 +229,20 @@ def test_every_command_and_option_says_what_it_does(monkeypatch):
             elif not isinstance(action, argparse._HelpAction | argparse._VersionAction) and not action.help:
                 silent.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
     assert walked > 20 and silent == []
+
+
+def test_the_examples_commented_out_directory_works_once_uncommented(tmp_path):
+    """The Fab-manager table shown commented out is a valid configuration once a lab uncomments it (and
+    drops sync_url, which it replaces)."""
+    text = (DEPLOY / "agent.example.toml").read_text()
+    start = text.index("# [directory]")
+    end = text.index("\n\n# heaters")
+    block = "\n".join(line[2:] if re.match(r"^# (\[|[a-z_0-9\"-]+ = )", line) else line
+                      for line in text[start:end].splitlines())  # fmt: skip
+    mine = text[:start] + block + text[end:]
+    mine = re.sub(r"^sync_(url|token) = .*$", "", mine, flags=re.M)
+    path = tmp_path / "agent.toml"
+    path.write_text(mine.replace("/var/lib/afn-agent", str(tmp_path / "data")))
+    cfg = runtime.load_config(path)
+    assert cfg.directory is not None and cfg.directory.machines["4"] == ["printer-2"]
+    assert cfg.directory.trainings["formation-imprimante-3d"] == "fdm-printer"
