@@ -26,6 +26,7 @@ from .ledger.keys import KeyBook
 from .machine.events import JOB_STATES, MachineEvent, MachineState
 from .machine.power_only import PowerOnlyMachine
 from .machine.worker import Machine
+from .notify import Notifier
 from .power.keeper import PowerKeeper
 from .power.plug import Plug
 from .power.switches import DeadSwitch, Switch, Unreachable, make_switch
@@ -69,6 +70,7 @@ class Agent:
         self.access: Access | None = None
         if config.access is not None:
             self.access = Access(config, self.ledger, self._access_event)
+        self.notifier = self._notifier(config)
         self.pump = JobPump(
             config, self.ledger, self.machines, self.events, self.publisher,
             self.access.sessions if self.access else None, self._telemetry,
@@ -94,6 +96,21 @@ class Agent:
         self._reload_lock = threading.Lock()
         self._waiting: dict[str, MachineConfig] = {}  # machines whose thread restarts once idle
 
+    def _notifier(self, config: AgentConfig) -> Notifier | None:
+        """Members and managers hear of jobs and alarms (Apprise); the notifier listens to every event."""
+        if config.notify is None:
+            return None
+
+        def nobody(member_id: str) -> tuple[list[str], str | None]:
+            return [], None
+
+        reach = self.access.directory.reach if self.access is not None else nobody
+        awaited = config.booking.mode != "none"  # a lab without a booking system has no backlog
+        notifier = Notifier(config.notify, reach, self.ledger.undelivered if awaited else lambda: 0,
+                            config.agent_id)  # fmt: skip
+        self.publisher.listeners.append(notifier.offer)
+        return notifier
+
     @property
     def ledger_error(self) -> str:
         return self.pump.ledger_error
@@ -101,6 +118,8 @@ class Agent:
     # ---- life cycle -------------------------------------------------------------------------------
     def start(self) -> Agent:
         """Close what a crash left open, then start the machines, the pump, the bus and the API."""
+        if self.notifier is not None:
+            self.notifier.start()
         recovered = {r["machine"]["id"] for r in self.pump.recover()}
         for m in self.config.machines:
             if m.id not in self.machines:
@@ -163,6 +182,8 @@ class Agent:
             self.bus.wake()
             time.sleep(0.2)  # let the bus hand the last records to the broker; the outbox keeps them anyway
             self.bus.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         self.ledger.close()
 
     def _wait_jobs(self, grace_s: float, why: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .config_errors import Problem, from_validation, sentences
-from .config_model import AgentFile, DirectoryTable, MachineTable
+from .config_model import AgentFile, DirectoryTable, MachineTable, NotifyTable
 from .console_config import ConsoleSettings
 from .firmware.profile import ProfileError, load_profile
 from .ledger.tariff import Tariff
@@ -159,6 +159,7 @@ class AgentConfig:
     stop_grace_s: float = 600.0  # a stop waits this long for running jobs to end (TimeoutStopSec above it)
     booking: BookingConfig = field(default_factory=BookingConfig)
     directory: DirectoryTable | None = None  # members pulled from a booking system (fab-manager)
+    notify: NotifyTable | None = None  # notifications through Apprise
 
     @property
     def ledger_path(self) -> Path:
@@ -265,7 +266,7 @@ def _runtime(f: AgentFile, file: Path) -> AgentConfig:
     return AgentConfig(
         file, a.site, a.id, data_dir, a.checkpoint_s, machines, tariffs, broker, access, api,
         SafetyConfig(**f.safety.model_dump()), spool, materials, a.stop_grace_s, BookingConfig(mode),
-        f.directory,
+        f.directory, f.notify,
     )  # fmt: skip
 
 

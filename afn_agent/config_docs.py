@@ -119,6 +119,9 @@ EXAMPLE: dict[str, Any] = {
 }
 # Tables the example lab does not use, shown commented out with values to start from.
 ALTERNATIVES: dict[str, Any] = {
+    "notify": {
+        "managers": ["mailtos://agent:replace-with-the-password@smtp.example.org?to=fablab@example.org"],
+    },
     "directory": {
         "source": "fab-manager",
         "url": "https://fablab.example.org",
@@ -169,7 +172,8 @@ def example() -> str:
                     lead=not out[-1].startswith("#"),
                 )
         elif value is None and name in ALTERNATIVES:
-            note = f"{_describe(field)}; instead of [access] sync_url, uncomment"
+            instead = "; instead of [access] sync_url" if name == "directory" else ""
+            note = f"{_describe(field)}{instead}, uncomment"
             lines = _table(f"[{name}]", model, ALTERNATIVES[name], full=True, note=note, prefix=name)
             lines = [x for line in lines for x in line.split("\n")]
             out += [x if not x or x.startswith("#") else f"# {x}" for x in lines]

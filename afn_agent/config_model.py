@@ -337,6 +337,25 @@ class DirectoryTable(Table):
     )
 
 
+NotifyURL = Annotated[str, check(lambda v: "://" in v, "an Apprise URL such as mailto://… or ntfy://…")]
+
+
+class NotifyTable(Table):
+    managers: list[NotifyURL] = Field(
+        default_factory=list, description="Apprise URLs for the managers: alarms, undelivered usage records"
+    )
+    manager_language: Literal["fr", "en"] = Field("fr", description="the managers' notifications' language")
+    members: bool = Field(True, description="members hear at their own targets (opted in in the directory)")
+    language: Literal["fr", "en"] = Field("fr", description="a member's language when the directory has none")
+    per_target_per_hour: int = Field(20, ge=1, le=1000, description="more in an hour are dropped")
+    retries: int = Field(3, ge=0, le=10, description="a failed notification is tried again this many times")
+    retry_s: float = Field(30.0, gt=0, le=3600, description="first wait before a retry (then doubling)")
+    backlog_records: int = Field(
+        20, ge=1, description="managers hear when this many usage records await the booking system"
+    )
+    backlog_check_s: float = Field(60.0, gt=0, description="how often the backlog is looked at")
+
+
 class AgentFile(Table):
     """/etc/afn-agent/agent.toml: one agent (one Raspberry Pi) and its machines."""
 
@@ -362,6 +381,7 @@ class AgentFile(Table):
     broker: BrokerTable | None = Field(None, description="MQTT: status, telemetry, events and usage")
     booking: BookingTable = Field(default_factory=BookingTable, description="the usage records' taker")
     api: ApiTable | None = Field(None, description="the HTTP API, the kiosk, slicers")
+    notify: NotifyTable | None = Field(None, description="notifications through Apprise (docs/notify.md)")
 
 
 class ManagerTable(Table):

@@ -6,10 +6,14 @@ of them needs the others to say something happened.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .ledger import Ledger
+
+log = logging.getLogger("afn_agent.publisher")
 
 
 class BusLink(Protocol):
@@ -24,6 +28,7 @@ class Publisher:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.bus: BusLink | None = None  # set once the bus is up
+        self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []  # e.g. the notifier's offer
 
     def event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
         """An event on the events topic, through the outbox: written now, sent when the broker is up."""
@@ -31,6 +36,11 @@ class Publisher:
         self.ledger.outbox_add("event", machine_id, payload)
         if self.bus is not None:
             self.bus.wake()
+        for listener in self.listeners:  # they only queue (never block); one failing must not stop the caller
+            try:
+                listener(machine_id, kind, data)
+            except Exception:
+                log.exception("an event listener failed on %s", kind)
 
     def status_changed(self, machine_id: str) -> None:
         if self.bus is not None:

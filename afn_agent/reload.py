@@ -18,7 +18,7 @@ from .firmware.profile import ProfileError, load_profile
 # the machine's threads (serial and power) hold these: changed when it is idle
 THREAD_FIELDS = ("profile", "port", "baud", "wait_for_port", "interlock", "power", "extraction", "power_safe",
                  "power_poll_s")  # fmt: skip
-RESTART_ONLY = ("site", "agent_id", "data_dir", "broker", "booking", "directory")
+RESTART_ONLY = ("site", "agent_id", "data_dir", "broker", "booking", "directory", "notify")
 API_LISTEN = ("host", "port", "max_connections", "max_connections_per_client", "header_timeout_s",
               "body_timeout_s", "max_upload_mb", "octoprint_machine")  # fmt: skip
 
@@ -40,7 +40,7 @@ def plan(old: AgentConfig, new: AgentConfig, profiles: dict[str, Any]) -> Plan:
     """Compare the running configuration with a freshly loaded one. `profiles` are the running machines'
     profiles (a profile file edited in place is a change too)."""
     kept: dict[str, Any] = {}
-    tables = ("broker", "booking", "directory")
+    tables = ("broker", "booking", "directory", "notify")
     restart = [f"[{name}]" if name in tables else f"[agent] {name}" for name in RESTART_ONLY
                if getattr(old, name) != getattr(new, name)]  # fmt: skip
     kept.update({name: getattr(old, name) for name in RESTART_ONLY})

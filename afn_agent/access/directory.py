@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +80,16 @@ class Directory:
             "SELECT * FROM members WHERE id=? AND active=1", (member_id,)
         ).fetchone()
         return self._member(row) if row else None
+
+    def reach(self, member_id: str) -> tuple[list[str], str | None]:
+        """A member's own notification targets (opted in through the directory) and language; never
+        published, read only by the notifier."""
+        row = self.ledger.conn.execute(
+            "SELECT notify_json, language FROM members WHERE id=? AND active=1", (member_id,)
+        ).fetchone()
+        if row is None or not row["notify_json"]:
+            return [], row["language"] if row else None
+        return list(json.loads(row["notify_json"])), row["language"]
 
     def _member(self, row: Any) -> Member:
         trainings = {
@@ -208,8 +219,15 @@ def _member_entry(m: Any, index: int, secret: str) -> dict[str, Any]:
         if not isinstance(grace, int | float) or grace < 0:
             raise DirectoryError(f"{where}.trainings[{j}].grace_days: expected a number >= 0")
         trainings.append((t["class"], expires, float(grace), int(bool(t.get("supervised", False)))))
+    notify = m.get("notify", [])
+    if not isinstance(notify, list) or not all(isinstance(u, str) and "://" in u for u in notify):
+        raise DirectoryError(f"{where}.notify: expected a list of notification URLs (Apprise), e.g. mailto://…")
+    language = m.get("language")
+    if language is not None and language not in ("fr", "en"):
+        raise DirectoryError(f"{where}.language: expected fr or en, got {language!r}")
     return {"id": m["id"], "name": str(m.get("name", m["id"])), "roles": ",".join(roles), "badges": badges,
-            "trainings": trainings, "active": int(bool(m.get("active", True)))}  # fmt: skip
+            "trainings": trainings, "active": int(bool(m.get("active", True))),
+            "notify": json.dumps(notify) if notify else None, "language": language}  # fmt: skip
 
 
 def _booking_entry(b: Any, index: int) -> tuple[str, str, str, str, str]:
@@ -237,7 +255,8 @@ def _aware(t: datetime) -> datetime:
 
 def _insert_member(c: sqlite3.Connection, entry: dict[str, Any]) -> None:
     c.execute(
-        "INSERT INTO members VALUES(?,?,?,?)", (entry["id"], entry["name"], entry["roles"], entry["active"])
+        "INSERT INTO members(id, name, roles, active, notify_json, language) VALUES(?,?,?,?,?,?)",
+        (entry["id"], entry["name"], entry["roles"], entry["active"], entry["notify"], entry["language"]),
     )
     for h in entry["badges"]:
         c.execute("INSERT OR REPLACE INTO badges VALUES(?,?)", (h, entry["id"]))

@@ -107,6 +107,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
             "outbox_pending": agent.ledger.outbox_pending(),
             "ledger_error": agent.ledger_error or None,
             "directory": None if agent.access is None else agent.access.sync_status.view(),
+            "notify": None if agent.notifier is None else agent.notifier.view(),
             "http": None
             if guard is None
             else {

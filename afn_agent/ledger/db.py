@@ -103,6 +103,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
             height INTEGER NOT NULL, data BLOB NOT NULL)""",
         "CREATE INDEX jobs_ended ON jobs(machine_id, ended_at)",  # the console's last-job summary
     ),
+    (  # 10: a member's own notification targets (Apprise URLs, opted in through the directory), language
+        "ALTER TABLE members ADD COLUMN notify_json TEXT",
+        "ALTER TABLE members ADD COLUMN language TEXT",
+    ),
 ]
 
 
