@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..machine.events import OFFLINE_STATES, STOPPED_STATES
 from .auth import Authenticator, Caller
-from .authz import Act, Gate
+from .authz import ROLES, Act, Gate
 from .native import _submit, run_command
 
 if TYPE_CHECKING:
@@ -283,6 +283,41 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
         gate.record(caller, "upload-sd", "refused", machine_id, code="no-sd-card")
         raise HTTPException(409, "no SD card: jobs are streamed by the agent")
 
+    @r.get("/api/currentuser")
+    def currentuser(request: Request) -> dict[str, Any]:
+        """Who the key is, with OctoPrint's permission names for what its role may do here."""
+        return _user(who(request))
+
+    @r.post("/api/login")
+    async def login(request: Request) -> dict[str, Any]:
+        """A passive login (Cura, Home Assistant): the key's user; no session cookie is ever made."""
+        caller = who(request, Act.UPLOAD, action="login")  # the slicers' and people's; refusals audited
+        body = await _json(request)
+        if not body.get("passive") and ("user" in body or "pass" in body):
+            said = "only passive logins with an API key: user names and passwords are not kept"
+            raise HTTPException(400, said)
+        return {**_user(caller), "active": True, "user": True, "admin": caller.role == "manager",
+                "apikey": None, "settings": {}, "_login_mechanism": "apikey"}  # fmt: skip
+
+    @r.post("/api/files/local/{name}", status_code=204)
+    async def select(name: str, request: Request) -> Response:
+        """OctoPrint's `select` (and `print`) of an uploaded file, by the name it was uploaded as or by its
+        id: the job is already in the queue; `print: true` releases it as `start` would."""
+        reader = who(request, Act.UPLOAD, action="file-select")  # before the body: no 400 to strangers
+        body = await _json(request)
+        if body.get("command") != "select":
+            raise HTTPException(400, "command must be select: files are not moved, copied or sliced here")
+        jobs = [j for j in agent.ledger.jobs(machine_id, ("held", "queued")) if gate.sees(reader, j)]
+        job = next((j for j in jobs if j["id"] == name), None) or next(
+            (j for j in reversed(jobs) if j["name"] == name), None
+        )
+        if job is None:
+            raise HTTPException(404, "no such file waiting on this machine")
+        if body.get("print") in (True, "true") and job["state"] == "held":
+            caller = who(request, Act.RELEASE, job=job, action="job-release")
+            agent.control.release_job(job["id"], caller.name, manager=caller.role == "manager")
+        return Response(status_code=204)
+
     @r.get("/api/files/local/{job_id}")
     def file_info(job_id: str, request: Request) -> dict[str, Any]:
         caller = who(request)
@@ -292,6 +327,20 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
         return _file_entry(request, prefix, job)
 
     return r
+
+
+PERMISSIONS = {  # what a role may do here, in OctoPrint's permission names (clients grey out the rest)
+    Act.READ: ("STATUS", "SETTINGS_READ", "FILES_LIST", "CONNECTION"),
+    Act.UPLOAD: ("FILES_UPLOAD", "FILES_SELECT"),
+    Act.RELEASE: ("PRINT",),
+    Act.CONTROL: ("PRINT", "CONTROL"),
+}
+
+
+def _user(caller: Caller) -> dict[str, Any]:
+    granted = sorted({p for act, names in PERMISSIONS.items() if caller.role in ROLES[act] for p in names})
+    groups = ["admins", "users"] if caller.role == "manager" else ["users"]
+    return {"name": caller.name, "groups": groups, "permissions": granted}
 
 
 def _profile(agent: Agent, machine_id: str) -> dict[str, Any]:

@@ -193,3 +193,45 @@ def test_cura_octoprint_plugin_replay(served, tmp_path):
         url, "POST", "/api/job", {**head, "Content-Type": "application/json"}, b'{"command": "start"}'
     )
     assert status == 403, "a slicer key cannot start a job"
+
+
+def test_cura_login_upload_select_start_poll(served, tmp_path):
+    """The Cura OctoPrint plugin's other order: a passive login, the current user, an upload without
+    print, then `select` with `print` on the name it uploaded, then polling the job until it runs."""
+    agent, url = served
+    head = {"X-Api-Key": KEYS["manager"], "User-Agent": "Cura/5.7.0 (Linux)"}
+    js = {**head, "Content-Type": "application/json"}
+    status, _, data = request(url, "POST", "/api/login", js, b'{"passive": true}')
+    assert status == 200, data
+    user = json.loads(data)
+    assert user["active"] and user["admin"] and {"PRINT", "FILES_UPLOAD"} <= set(user["permissions"])
+    status, _, data = request(url, "GET", "/api/currentuser", {"X-Api-Key": KEYS["slicer"]})
+    slicer = json.loads(data)
+    assert status == 200 and "FILES_UPLOAD" in slicer["permissions"] and "PRINT" not in slicer["permissions"]
+    status, _, _ = request(url, "POST", "/api/login", js, b'{"user": "admin", "pass": "x"}')
+    assert status == 400, "no password logins"
+
+    boundary = "CuraBoundary" + uuid.uuid4().hex
+    body = multipart([("select", "false"), ("print", "false")], "file", "CE3_bracket.gcode",
+                     job_file(tmp_path, "bracket.gcode", 400).read_bytes(), boundary)  # fmt: skip
+    status, _, data = request(url, "POST", "/api/files/local",
+                              {**head, "Content-Type": f"multipart/form-data; boundary={boundary}"}, body)  # fmt: skip
+    assert status == 201, data
+    assert agent.ledger.jobs("printer-1")[0]["state"] == "held"
+    select = b'{"command": "select", "print": true}'
+    status, _, _ = request(url, "POST", "/api/files/local/CE3_bracket.gcode",
+                           {"X-Api-Key": KEYS["slicer"], "Content-Type": "application/json"}, select)  # fmt: skip
+    assert status == 403, "a shared slicer key cannot start a job"
+    status, _, _ = request(url, "POST", "/api/files/local/nothing.gcode", js, select)
+    assert status == 404
+    status, _, data = request(url, "POST", "/api/files/local/CE3_bracket.gcode", js, select)
+    assert status == 204, data
+    deadline = time.monotonic() + 20
+    state = ""
+    while time.monotonic() < deadline and state != "Printing":
+        status, _, data = request(url, "GET", "/api/job", head)
+        state = json.loads(data)["state"]
+        time.sleep(0.2)
+    assert state == "Printing", state
+    assert json.loads(data)["job"]["file"]["name"] == "CE3_bracket.gcode"
+    assert any(r["action"] == "job-release" for r in agent.ledger.audit_log("printer-1", 100))
