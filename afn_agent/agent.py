@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .access.service import Access
+from .api.announce import Announcer
 from .config import AgentConfig, MachineConfig
 from .console_service import Console
 from .control import Control
@@ -71,6 +72,7 @@ class Agent:
         if config.access is not None:
             self.access = Access(config, self.ledger, self._access_event)
         self.notifier = self._notifier(config)
+        self.announcer: Announcer | None = None  # slicers' Browse (mDNS), once the API listens
         self.pump = JobPump(
             config, self.ledger, self.machines, self.events, self.publisher,
             self.access.sessions if self.access else None, self._telemetry,
@@ -149,9 +151,15 @@ class Agent:
                 self.plugs[m.id] = self._make_plug(m).start()
         self.pump.start()
         if self.config.api is not None:
+            from .api.octoprint import OCTOPRINT_VERSION
             from .api.server import ApiServer
 
             self.api = ApiServer(self).start()
+            if self.config.api.announce:
+                self.announcer = Announcer(
+                    self.config.site, self.config.agent_id, list(self.machines), self.config.api.host,
+                    self.api.port, list(self.config.api.announce_on), OCTOPRINT_VERSION,
+                ).start()  # fmt: skip
         return self
 
     def stop(self, reason: str = "agent stopped", grace_s: float = 0.0) -> None:
@@ -166,6 +174,8 @@ class Agent:
         ):
             self._interrupt(cut, reason)
         self.pump.stop()
+        if self.announcer is not None:
+            self.announcer.close()
         if self.api is not None:
             self.api.stop()
         self.analyses.close()

@@ -107,6 +107,8 @@ class ApiConfig:
     max_upload_mb: float = 200.0
     octoprint_machine: str | None = None  # the machine behind /api/… (others: /octoprint/<id>/api/…)
     kiosk_loopback: bool = True  # the screen beside the machine (a browser on this host) acts for sessions
+    announce: bool = True  # slicers find each machine (mDNS _octoprint._tcp)
+    announce_on: tuple[str, ...] = ()  # IPv4 addresses to announce on (empty: every interface)
     metrics_public: bool = True
     max_connections: int = 256  # open at once, in all (lowered to leave fds for machines and the ledger)
     max_connections_per_client: int = 32
@@ -260,7 +262,8 @@ def _runtime(f: AgentFile, file: Path) -> AgentConfig:
     if f.api is not None:
         keys = tuple(ApiKey(**{**k.model_dump(), "machines": tuple(k.machines)}) for k in f.api.keys)
         default = f.api.octoprint_machine or (machines[0].id if machines else None)
-        api = ApiConfig(**{**f.api.model_dump(), "keys": keys, "octoprint_machine": default})
+        api = ApiConfig(**{**f.api.model_dump(), "keys": keys, "octoprint_machine": default,
+                           "announce_on": tuple(f.api.announce_on)})  # fmt: skip
     spool = SpoolConfig(keep_h=a.spool_keep_h, quota_mb=a.spool_quota_mb, min_free_mb=a.min_free_mb)
     mode = f.booking.mode or ("mqtt" if broker else "none")
     return AgentConfig(

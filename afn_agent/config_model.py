@@ -276,6 +276,10 @@ class ApiTable(Table):
     max_upload_mb: float = Field(200.0, gt=0, le=4096, description="a job file's largest size")
     octoprint_machine: str | None = Field(None, description="the machine behind /api/… (default: the first)")
     kiosk_loopback: bool = Field(True, description="a browser on this host is the kiosk of every machine")
+    announce: bool = Field(True, description="announce each machine to slicers (mDNS _octoprint._tcp)")
+    announce_on: list[str] = Field(
+        default_factory=list, description="IPv4 addresses to announce on (empty: every interface)"
+    )
     metrics_public: bool = Field(True, description="/metrics without a key")
     max_connections: int = Field(256, ge=8, le=100_000, description="connections held at once, in all")
     max_connections_per_client: int = Field(32, ge=1, le=100_000, description="per client address")

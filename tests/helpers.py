@@ -86,8 +86,9 @@ KEYS = {"slicer": "slicer-key-0123456789", "manager": "manager-key-0123456789", 
         "ana-slicer": "ana-slicer-key-0123456789"}  # fmt: skip
 
 
-def api_table(max_upload_mb: float = 50.0, port: int = 0, extra: str = "") -> str:
-    """An [api] table with a key per role (KEYS), listening on a free loopback port by default."""
+def api_table(max_upload_mb: float = 50.0, port: int = 0, extra: str = "", announce: bool = False) -> str:
+    """An [api] table with a key per role (KEYS), listening on a free loopback port by default; machines
+    announced over mDNS only when a test asks (test_announce.py)."""
     import hashlib
 
     def h(key: str) -> str:
@@ -98,6 +99,7 @@ def api_table(max_upload_mb: float = 50.0, port: int = 0, extra: str = "") -> st
 host = "127.0.0.1"
 port = {port}
 max_upload_mb = {max_upload_mb}
+announce = {"true" if announce else "false"}
 {extra}
 
 [[api.keys]]

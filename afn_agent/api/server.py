@@ -21,6 +21,7 @@ from .auth import Authenticator
 from .authz import Act, Gate
 from .body_limit import BodyLimit
 from .guard import Guard, connection_ceiling, guarded_protocol, raise_fd_limit
+from .key_route import MachineOfKey
 from .metrics import registry_for
 
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ class ApiServer:
                            cfg.body_timeout_s)  # fmt: skip
         inner = create_app(agent, self.guard)
         self.auth: Authenticator = inner.state.auth
-        app = BodyLimit(inner, int(cfg.max_upload_mb * 1_000_000) + 64 * 1024)
+        routed = MachineOfKey(inner, self.auth, cfg.octoprint_machine, list(agent.machines))
+        app = BodyLimit(routed, int(cfg.max_upload_mb * 1_000_000) + 64 * 1024)
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="off",
