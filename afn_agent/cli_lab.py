@@ -62,7 +62,7 @@ def agent_url(args: argparse.Namespace, command: str) -> str | int:
 
 
 def post(url: str, path: str, key: str | None, body: dict[str, Any], who: str, timeout: float = 10) -> Any:
-    """POST to the agent's API; the answer's JSON, or an exit code once the refusal has been said."""
+    """POST to the agent's API; the answer's JSON, or `Failed()` once the refusal has been said."""
     headers = {"Content-Type": "application/json", "X-Api-Key": key or os.environ.get("AFN_API_KEY", "")}
     data = json.dumps(body).encode()
     request = urllib.request.Request(url + path, method="POST", data=data, headers=headers)

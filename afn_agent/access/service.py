@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from ..config import AgentConfig
@@ -58,6 +59,14 @@ class SyncStatus:
 
     def view(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def failed(self, error: str, now: datetime) -> SyncStatus:
+        """One more pull failed: said until one succeeds."""
+        return replace(self, ok=False, error=error, failures=self.failures + 1,
+                       failing_since=self.failing_since or iso(now))  # fmt: skip
+
+    def succeeded(self, now: datetime, **more: Any) -> SyncStatus:
+        return replace(self, ok=True, error=None, failures=0, failing_since=None, last_ok=iso(now), **more)
 
 
 class Access:
@@ -169,13 +178,10 @@ class Access:
             version = self.directory.apply_snapshot(doc.get("snapshot", doc), "http")
         except (OSError, ValueError, DirectoryError) as exc:
             log.warning("directory sync from %s failed: %s", self.settings.sync_url, exc)
-            status = self.sync_status
-            self.sync_status = replace(status, ok=False, error=str(exc), failures=status.failures + 1,
-                                       failing_since=status.failing_since or iso(utc_now()))  # fmt: skip
+            self.sync_status = self.sync_status.failed(str(exc), utc_now())
             self.emit("_directory", "directory-sync-failed", {"reason": str(exc)})
             return None
-        self.sync_status = replace(self.sync_status, ok=True, error=None, failures=0, failing_since=None,
-                                   last_ok=iso(utc_now()))  # fmt: skip
+        self.sync_status = self.sync_status.succeeded(utc_now())
         return version
 
     def _reader_state(self, machine_id: str, state: str, why: str) -> None:
@@ -221,20 +227,17 @@ class Access:
                     self.fab.last_pull = None
                     raise FabManagerError("the cached directory changed during the pull; pulling all next")
             except (FabManagerError, DirectoryError, OSError, ValueError) as exc:
-                self.fab.last_pull = None if isinstance(exc, DirectoryError) else self.fab.last_pull
-                self.sync_status = replace(
-                    status, ok=False, error=str(exc), failures=status.failures + 1,
-                    failing_since=status.failing_since or iso(now),
-                )  # fmt: skip
+                if isinstance(exc, DirectoryError):  # what Fab-manager sent cannot be cached: pull all next
+                    self.fab.last_pull = None
+                self.sync_status = status.failed(str(exc), now)
                 log.warning("directory pull from Fab-manager failed: %s", exc)
                 failed = {"reason": str(exc), "source": "fab-manager"}
                 self.emit("_directory", "directory-sync-failed", failed)
                 return self.sync_status
-            self.sync_status = replace(
-                status, ok=True, error=None, failures=0, failing_since=None, last_ok=iso(now),
-                last_full=iso(now) if pulled.kind == "snapshot" else status.last_full,
+            self.sync_status = status.succeeded(
+                now, last_full=iso(now) if pulled.kind == "snapshot" else status.last_full,
                 requests=pulled.requests,
-            )  # fmt: skip
+            )
             if pulled.kind == "snapshot" or status.failures:
                 self.emit("_directory", "directory-synced",
                           {"version": version, "source": "fab-manager", "kind": pulled.kind})  # fmt: skip
