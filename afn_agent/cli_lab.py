@@ -1,6 +1,6 @@
 """Commands for a lab that runs without a booking system or without hardware: `report` (the month's
 statement), `badge` (a card held to a simulated reader) and `directory sync` (a pull of the members now),
-the last two through the agent's API."""
+the last two through the agent's API; `appkeys` (applications asking for a key) through its ledger."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ def add_lab_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sy.add_argument("--key", help="a manager's API key (default: the AFN_API_KEY environment variable)")
     sy.add_argument("--json", action="store_true", help="the sync status as one JSON object")
     sy.set_defaults(handler=cmd_directory_sync)
+
+    ak = sub.add_parser("appkeys", help="applications asking for a key (Home Assistant's OctoPrint set-up): "
+                        "list them, grant or deny one")  # fmt: skip
+    ak.add_argument("--config", required=True, help="the agent's configuration (its ledger)")
+    choice = ak.add_mutually_exclusive_group()
+    choice.add_argument("--grant", metavar="ID", help="make the key when the application next asks for it")
+    choice.add_argument("--deny", metavar="ID", help="refuse the request")
+    ak.set_defaults(handler=cmd_appkeys)
 
     rp = sub.add_parser("report", help="a month's statement per member and per machine: two CSV files and a "
                         "printable page, totals equal to the ledger's")  # fmt: skip
@@ -129,4 +137,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     total = month.total
     amounts = ", ".join(f"{amount:.2f} {currency}" for currency, amount in sorted(total.amounts.items()))
     print(f"{args.month}: {total.jobs} job(s), {len(month.members)} member(s), {amounts or 'nothing billed'}")
+    return 0
+
+
+def cmd_appkeys(args: argparse.Namespace) -> int:
+    """Beside the running agent, through its ledger (as `pair` and `api-key --config`): no key needed."""
+    import getpass
+    import time
+
+    from .agent import open_ledger
+    from .errors import NotFound
+    from .ledger.appkeys import AppKeyRequests, describe
+    from .ledger.keys import KeyBook
+
+    ledger = open_ledger(config_or_exit(args.config))
+    try:
+        requests, actor = AppKeyRequests(KeyBook(ledger)), f"cli:{getpass.getuser()}"
+        if not (args.grant or args.deny):
+            waiting = requests.pending()
+            for row in waiting:
+                print(describe(row))
+            if not waiting:
+                print("no application waits for a key")
+            return 0
+        try:
+            row = requests.decide(args.grant or args.deny, bool(args.grant), actor)
+        except NotFound as exc:
+            print(f"afn-agent appkeys: {exc}", file=sys.stderr)
+            return 1
+        ledger.audit(actor, "appkey-decision", row["decision"], row["machine_id"], None, request=row["id"])
+        said = {"type": "appkey_decided", "machine": row["machine_id"], "request": row["id"],
+                "decision": row["decision"], "actor": actor, "t": time.time()}  # fmt: skip
+        ledger.outbox_add("event", row["machine_id"], said)
+    finally:
+        ledger.close()
+    what = "granted: the application gets its key when it next asks" if args.grant else "denied"
+    print(f"{row['id']} ({row['app']} on {row['machine_id']}): {what}")
     return 0

@@ -18,6 +18,7 @@ from .console_service import job_outside_travel
 from .errors import Conflict, InvalidInput, NotFound
 from .i18n import msg
 from .ledger import Ledger
+from .ledger.appkeys import AppKeyRequests
 from .ledger.keys import KeyBook, Pairing
 from .ledger.states import TERMINAL
 from .machine.console import Prompt
@@ -116,6 +117,8 @@ class Control:
                 return "refused", str(exc)
             self.ledger.audit(actor, "pairing-code", "made", machine_id)
             return "done", "pairing code accepted (ten minutes, once)"
+        if name == "appkey-decision":
+            return self.decide_appkey(machine_id, actor, cmd["args"])
         if name == "confirm":
             return (
                 ("done", "confirmed")
@@ -123,6 +126,19 @@ class Control:
                 else ("refused", "nothing_to_confirm")
             )
         return "refused", "unknown_command"
+
+    def decide_appkey(self, machine_id: str, actor: str, args: dict[str, Any]) -> tuple[str, str]:
+        """A manager's decision on an application's key request, signed by the fleet dashboard."""
+        grant, request_id = args.get("grant"), args.get("request")
+        if not isinstance(grant, bool) or not isinstance(request_id, str):
+            return "refused", "bad_arguments"
+        try:
+            row = AppKeyRequests(KeyBook(self.ledger)).decide(request_id, grant, actor, machine_id)
+        except NotFound:
+            return "refused", "no_such_request"
+        said = {"request": request_id, "decision": row["decision"], "actor": actor}
+        self.publisher.event(machine_id, "appkey_decided", said)
+        return "done", str(row["decision"])
 
     def lock(self, machine_id: str, actor: str, reason: str) -> str:
         """Maintenance lock-out: at once when idle, else when the running job ends. Kept in the ledger."""

@@ -59,6 +59,13 @@ class StorageUnavailable(AfnError):
     code = "storage-full"
 
 
+class Busy(AfnError):
+    """Too many of something at once (requests waiting, attempts): later, not never."""
+
+    status = 429
+    code = "busy"
+
+
 class NotFound(AfnError, LookupError):
     """No such machine or job."""
 

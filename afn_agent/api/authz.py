@@ -37,11 +37,12 @@ class Act(Enum):
     KEYS = "keys"  # a member's own slicer keys: make, list, revoke
     CLAIM = "claim"  # make an unclaimed upload one's own (and start it)
     CONSOLE = "console"  # set the machine up (jog, zero, probe, frame, preheat …), answer its prompts
+    APPKEY = "appkey"  # ask for an application key (AppKeys flow; anyone may, a key shown must fit)
 
 
 PEOPLE = ("manager", "session", "kiosk")
 ROLES: dict[Act, tuple[str, ...]] = {
-    Act.READ: ("manager", "session", "kiosk", "booking", "slicer"),
+    Act.READ: ("manager", "session", "kiosk", "booking", "slicer", "viewer"),
     Act.UPLOAD: ("slicer", "manager", "session", "kiosk"),
     Act.CONTROL: PEOPLE,
     Act.RELEASE: PEOPLE,
@@ -56,6 +57,7 @@ ROLES: dict[Act, tuple[str, ...]] = {
     Act.KEYS: ("session", "manager"),
     Act.CLAIM: ("session",),  # the member holding the machine (the kiosk acts with their session token)
     Act.CONSOLE: PEOPLE,  # the session's member or its trainer, the kiosk while a session is open, a manager
+    Act.APPKEY: ("manager", "session", "kiosk", "booking", "slicer", "viewer"),
 }
 CHANGES = frozenset(ROLES) - {Act.READ, Act.USAGE, Act.OVERSEE, Act.SCREEN}
 OWNED = frozenset({Act.CONTROL, Act.RELEASE, Act.REMOVE})  # on one job: its owner, or a manager

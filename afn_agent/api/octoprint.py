@@ -8,6 +8,7 @@ their owner's badge at the machine, as the fab-lab flow wants; nothing prints fr
 from __future__ import annotations
 
 import json
+import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile
@@ -75,7 +76,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
                 "flipV": False,
                 "rotate90": False,
             },
-            "plugins": {},
+            "plugins": {"discovery": discovery_settings(agent, machine_id, prefix)},
         }
 
     @r.get("/api/printerprofiles")
@@ -327,6 +328,17 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
         return _file_entry(request, prefix, job)
 
     return r
+
+
+def discovery_settings(agent: Agent, machine_id: str, prefix: str) -> dict[str, Any]:
+    """What OctoPrint's discovery plugin says of an instance; Home Assistant keys its entry on `upnpUuid`,
+    so it is the same for a machine whatever the agent's address or restarts (site and machine id)."""
+    stable = uuid.uuid5(uuid.NAMESPACE_URL, f"afn-agent:{agent.config.site}/{machine_id}")
+    return {
+        "upnpUuid": str(stable),
+        "pathPrefix": f"{prefix}/",
+        "model": {"name": "afn-agent", "description": machine_id, "number": __version__},
+    }
 
 
 PERMISSIONS = {  # what a role may do here, in OctoPrint's permission names (clients grey out the rest)

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..errors import AfnError, StorageUnavailable
-from . import console, kiosk, native, octoprint, ownership
+from . import appkeys, console, kiosk, native, octoprint, ownership
 from .auth import Authenticator
 from .authz import Act, Gate
 from .body_limit import BodyLimit
@@ -129,10 +129,11 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     app.include_router(ownership.build(agent, auth))
     app.include_router(console.build(agent, auth))
     app.include_router(kiosk.build(agent, auth, cfg.octoprint_machine or next(iter(agent.machines))))
-    if cfg.octoprint_machine:
-        app.include_router(octoprint.build(agent, auth, cfg.octoprint_machine, ""))
-    for machine_id in agent.machines:
-        app.include_router(octoprint.build(agent, auth, machine_id, f"/octoprint/{machine_id}"))
+    app.include_router(appkeys.manage(agent, auth))
+    faces = [(cfg.octoprint_machine, "")] if cfg.octoprint_machine else []
+    for machine_id, prefix in faces + [(m, f"/octoprint/{m}") for m in agent.machines]:
+        app.include_router(octoprint.build(agent, auth, machine_id, prefix))
+        app.include_router(appkeys.face(agent, auth, machine_id, prefix))
     return app
 
 

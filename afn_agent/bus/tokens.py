@@ -15,7 +15,8 @@ from typing import Any
 
 from ..payload import Malformed, decode_json
 
-COMMANDS = ("pause", "resume", "cancel", "lock", "unlock", "estop", "confirm", "clear-alarms", "pairing-code")
+COMMANDS = ("pause", "resume", "cancel", "lock", "unlock", "estop", "confirm", "clear-alarms", "pairing-code",
+            "appkey-decision")
 MAX_LIFETIME_S = 300.0  # a token valid longer than this is refused: replay windows stay short
 CLOCK_SKEW_S = 30.0
 

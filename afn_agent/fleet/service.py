@@ -73,6 +73,10 @@ class CommandBody(BaseModel):
     reason: str = "maintenance"
 
 
+class KeyDecision(BaseModel):
+    grant: bool
+
+
 class Fleet:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
@@ -222,5 +226,22 @@ class Fleet:
             info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
             return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "code": code, "valid_s": PAIRING_S,
                     "console": f"/kiosk/{machine_id}"}  # fmt: skip
+
+        @app.post("/api/machines/{machine_id}/appkeys/{request_id}")
+        def appkey_decision(
+            machine_id: str, request_id: str, body: KeyDecision, request: Request
+        ) -> dict[str, Any]:
+            """Grant or deny an application's key request at that machine (Home Assistant's set-up)."""
+            name = self.manager(request)
+            if name is None:
+                raise HTTPException(401, "sign in as a manager first")
+            if machine_id not in self.state.machines:
+                raise HTTPException(404, f"no machine {machine_id!r} on the bus")
+            if not self.config.command_secret:
+                raise HTTPException(409, "this dashboard has no command_secret")
+            token = sign(self.config.command_secret, "appkey-decision", machine_id, name, request=request_id,
+                         grant=body.grant)  # fmt: skip
+            info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
+            return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "nonce": token["nonce"]}
 
         return app

@@ -11,9 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from ..bus.topics import Topics
+from ..ledger.appkeys import REQUEST_S
 from ..payload import decode_json
 
 EVENT_FEED = 200
+KEY_REQUESTS = 100  # shown at once; the agents hold at most 20 each
 
 
 class FleetState:
@@ -23,6 +25,7 @@ class FleetState:
         self.agents: dict[str, dict[str, Any]] = {}
         self.usage_today: dict[str, dict[str, float]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_FEED)
+        self.key_requests: dict[str, dict[str, Any]] = {}  # applications waiting for a manager's decision
         self.version = 0  # bumped on every change; the SSE stream sends what changed since
         self.changes: deque[tuple[int, str, Any]] = deque(maxlen=5000)
         self._seen_records: set[str] = set()
@@ -48,6 +51,7 @@ class FleetState:
             self._change("machine", machine, data, self.machines)
         elif leaf == "events":
             with self.cond:
+                self._key_request(machine, data)
                 self.events.appendleft({"machine": machine, **data})
                 self._bump("event", {"machine": machine, **data})
         elif leaf == "usage":
@@ -59,6 +63,19 @@ class FleetState:
                 return
             table[key] = data
             self._bump(kind, {"id": key, **data})
+
+    def _key_request(self, machine: str, data: dict[str, Any]) -> None:
+        """Applications waiting for a key (Home Assistant's set-up), until decided or expired."""
+        request = data.get("request")
+        if not isinstance(request, str) or len(request) > 40:
+            return
+        if data.get("type") == "appkey_requested" and len(self.key_requests) < KEY_REQUESTS:
+            self.key_requests[request] = {
+                "request": request, "machine": machine, "app": str(data.get("app"))[:80],
+                "user": str(data.get("user") or "")[:80], "t": data.get("t"),
+            }  # fmt: skip
+        elif data.get("type") == "appkey_decided":
+            self.key_requests.pop(request, None)
 
     def _usage(self, machine: str, record: dict[str, Any]) -> None:
         rid = record.get("record_id")
@@ -100,6 +117,8 @@ class FleetState:
                 "agents": dict(self.agents),
                 "usage_today": {m: {**u, "utilisation": util[m]} for m, u in self.usage_today.items()},
                 "events": list(self.events)[:50],
+                "key_requests": [r for r in self.key_requests.values()
+                                 if isinstance(r["t"], int | float) and time.time() - r["t"] < REQUEST_S],
             }
 
     def changes_since(self, version: int) -> tuple[int, list[tuple[str, Any]]]:

@@ -107,6 +107,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE members ADD COLUMN notify_json TEXT",
         "ALTER TABLE members ADD COLUMN language TEXT",
     ),
+    (  # 11: applications asking for a key (OctoPrint's AppKeys flow: Home Assistant), a manager decides
+        """CREATE TABLE app_key_requests(
+            id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, machine_id TEXT NOT NULL,
+            app TEXT NOT NULL, user_name TEXT, origin TEXT, created_at TEXT NOT NULL,
+            expires_at REAL NOT NULL, decision TEXT, decided_by TEXT, decided_at TEXT, key_id TEXT)""",
+    ),
 ]
 
 

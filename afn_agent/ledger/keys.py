@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import secrets
+import sqlite3
 import time
 import uuid
 from typing import Any
@@ -16,7 +17,8 @@ from ..errors import InvalidInput
 from .store import Ledger
 from .usage import iso, utc_now
 
-ROLES = ("slicer", "manager", "booking", "kiosk")  # kiosk: a paired tablet, one machine's console
+ROLES = ("slicer", "manager", "booking", "kiosk", "viewer")  # kiosk: a paired tablet, one machine's console;
+# viewer: an application granted through the AppKeys flow (Home Assistant), reads its machine only
 PAIRING_S = 600.0  # a pairing code is good for ten minutes, once
 PER_MEMBER = 10  # live keys a member may hold at once (a laptop, a phone, …)
 
@@ -46,24 +48,39 @@ class KeyBook:
         machines: tuple[str, ...] = (),
     ) -> tuple[str, dict[str, Any]]:
         """A new key: (the key, shown once; its row without the hash)."""
+        key, row = self.new(name, role, created_by, member_id, machines)
+        with self.ledger.tx() as c:
+            self.insert(c, key, row)
+        return key, public(row)
+
+    def new(
+        self,
+        name: str,
+        role: str,
+        created_by: str,
+        member_id: str | None = None,
+        machines: tuple[str, ...] = (),
+    ) -> tuple[str, dict[str, Any]]:
+        """A key and its row, checked and not yet written (`insert` writes it in the caller's transaction)."""
         if role not in ROLES:
             raise KeyRefused(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         if not name.strip() or len(name) > 80:
             raise KeyRefused("a key needs a name of 1 to 80 characters (e.g. 'ana laptop')")
         if member_id is not None and len(self.list(member_id)) >= PER_MEMBER:
             raise KeyRefused(f"{member_id} already holds {PER_MEMBER} keys; revoke one first")
-        key = secrets.token_urlsafe(32)
         row = {"id": str(uuid.uuid4()), "name": name.strip(), "role": role, "member_id": member_id,
                "machines_json": json.dumps(list(machines)), "created_at": iso(utc_now()),
                "created_by": created_by}  # fmt: skip
-        with self.ledger.tx() as c:
-            c.execute(
-                "INSERT INTO api_keys(id, name, role, member_id, machines_json, sha256, created_at, "
-                "created_by) VALUES(:id, :name, :role, :member_id, :machines_json, :sha, :created_at, "
-                ":created_by)",
-                {**row, "sha": digest(key)},
-            )
-        return key, public(row)
+        return secrets.token_urlsafe(32), row
+
+    @staticmethod
+    def insert(c: sqlite3.Connection, key: str, row: dict[str, Any]) -> None:
+        c.execute(
+            "INSERT INTO api_keys(id, name, role, member_id, machines_json, sha256, created_at, "
+            "created_by) VALUES(:id, :name, :role, :member_id, :machines_json, :sha, :created_at, "
+            ":created_by)",
+            {**row, "sha": digest(key)},
+        )
 
     def find(self, sha256: str) -> dict[str, Any] | None:
         """The live key with that hash (None if unknown or revoked)."""

@@ -137,6 +137,18 @@ def test_read_only_until_a_manager_signs_in_then_signed_commands(fleet_lab):
     wait_for(lambda: len(commands) == 2, 5, "the signed pairing command")
     assert commands[1]["command"] == "pairing-code" and commands[1]["machine"] == "m002"
     assert commands[1]["args"] == {"code_sha256": hashlib.sha256(code.encode()).hexdigest()}  # never the code
+    # Home Assistant asks m003's agent for a key: the request shows here and a manager grants it
+    bus = bus_of(_buses, "m003")
+    bus.ledger.outbox_add("event", "m003", {"type": "appkey_requested", "machine": "m003", "request": "ab12cd34",
+                                            "app": "Home Assistant", "user": "ana", "t": time.time()})  # fmt: skip
+    bus.wake()
+    page.wait_for_selector("#key-requests li[data-request=ab12cd34]:has-text('Home Assistant')")
+    page.screenshot(path=str(ARTIFACTS / "4-key-request.png"))
+    page.click("#key-requests li[data-request=ab12cd34] button.grant")
+    wait_for(lambda: len(commands) == 3, 5, "the signed key decision")
+    assert commands[2]["command"] == "appkey-decision" and commands[2]["machine"] == "m003"
+    assert commands[2]["args"] == {"request": "ab12cd34", "grant": True}
+    page.wait_for_selector("#key-requests", state="hidden")
 
 
 def test_state_is_rebuilt_from_retained_status_and_bad_payloads_are_ignored(fleet_lab, tmp_path):

@@ -58,6 +58,44 @@ function drawUsage(id, u) {
     "today: " + u.jobs + " jobs, " + hm(u.busy_s) + (u.utilisation !== undefined ? ", " + Math.round(u.utilisation * 100) + " % busy" : "");
 }
 
+// Home Assistant (or any OctoPrint app) asking for a key at a machine: a manager grants or denies it here.
+const keyRequests = new Map();
+
+function drawKeyRequests() {
+  const list = $("key-request-list");
+  list.replaceChildren();
+  for (const r of keyRequests.values()) {
+    const li = document.createElement("li");
+    li.dataset.request = r.request;
+    li.textContent = r.machine + ": " + r.app + (r.user ? " (" + r.user + ")" : "") + " ";
+    for (const [label, grant] of [["Grant", true], ["Deny", false]]) {
+      const b = document.createElement("button");
+      b.textContent = label;
+      b.className = grant ? "grant" : "deny";
+      b.onclick = () => decideKey(r, grant);
+      li.appendChild(b);
+    }
+    list.appendChild(li);
+  }
+  $("key-requests").classList.toggle("hidden", !manager || keyRequests.size === 0);
+}
+
+async function decideKey(r, grant) {
+  const url = "/api/machines/" + encodeURIComponent(r.machine) + "/appkeys/" + encodeURIComponent(r.request);
+  const answer = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ grant }) });
+  if (!answer.ok) { alert((await answer.json()).detail); return; }
+  keyRequests.delete(r.request);
+  drawKeyRequests();
+}
+
+function keyEvent(e) {
+  if (e.type === "appkey_requested") keyRequests.set(e.request, { request: e.request, machine: e.machine, app: e.app, user: e.user });
+  else if (e.type === "appkey_decided") keyRequests.delete(e.request);
+  else return;
+  drawKeyRequests();
+}
+
 function addEvent(e) {
   const li = document.createElement("li");
   const when = e.t ? new Date(e.t * 1000).toLocaleTimeString() : "";
@@ -117,6 +155,7 @@ function showManager() {
   $("manager").classList.toggle("hidden", !manager);
   $("manager").textContent = manager ? "manager: " + manager : "";
   document.querySelectorAll(".actions").forEach((a) => a.classList.toggle("hidden", !manager));
+  drawKeyRequests();
 }
 
 $("class-filter").onchange = applyFilter;
@@ -128,11 +167,13 @@ function connect() {
     Object.values(s.machines).forEach(drawMachine);
     Object.entries(s.usage_today).forEach(([id, u]) => drawUsage(id, u));
     s.events.slice().reverse().forEach(addEvent);
+    (s.key_requests || []).forEach((r) => keyRequests.set(r.request, r));
+    drawKeyRequests();
     $("broker").textContent = "live";
   });
   es.addEventListener("machine", (m) => drawMachine(JSON.parse(m.data)));
   es.addEventListener("usage", (m) => { const u = JSON.parse(m.data); drawUsage(u.id, u); });
-  es.addEventListener("event", (m) => addEvent(JSON.parse(m.data)));
+  es.addEventListener("event", (m) => { const e = JSON.parse(m.data); addEvent(e); keyEvent(e); });
   es.addEventListener("agent", (m) => {
     const a = JSON.parse(m.data);
     if (a.state === "offline") (a.machines || []).forEach((id) => { const t = tiles.get(id); if (t) t.dataset.state = "offline"; });
