@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -17,6 +18,9 @@ from typing import Any
 
 from .access.service import Access
 from .api.announce import Announcer
+from .bus.discovery import Discovery
+from .bus.discovery import Machine as HaMachine
+from .bus.topics import Topics
 from .config import AgentConfig, MachineConfig
 from .console_service import Console
 from .control import Control
@@ -140,7 +144,8 @@ class Agent:
                 self.config.broker, self.config.site, self.config.agent_id, self.ledger,
                 list(self.machines), self.control.status, self.control.command,
             )  # fmt: skip
-            self.bus.machine_classes = {m.id: m.machine_class for m in self.config.machines}
+            if self.config.broker.home_assistant:
+                self.bus.discovery = self._discovery()
             if self.access is not None:
                 self.bus.on_directory = self.access.on_directory
             self.publisher.bus = self.bus
@@ -321,6 +326,23 @@ class Agent:
             return make_switch(spec, self.tasmota)
         except Unreachable as exc:
             return DeadSwitch(str(exc))
+
+    def _discovery(self) -> Discovery:
+        """Home Assistant's view of the machines; each device links to its page on this agent."""
+        api = self.config.api
+        base = None
+        if api is not None and api.port:
+            host = socket.gethostname() if api.host in ("0.0.0.0", "::", "") else api.host
+            base = f"http://{f'[{host}]' if ':' in host else host}:{api.port}"
+        machines = [
+            HaMachine(m.id, m.machine_class, self.machines[m.id].profile.kind,
+                      f"{base}/kiosk/{m.id}" if base else None)
+            for m in self.config.machines
+        ]  # fmt: skip
+        broker = self.config.broker
+        buttons = broker is not None and broker.home_assistant_buttons
+        return Discovery(Topics(broker.topic_prefix if broker else "afn/v1", self.config.site),
+                         self.config.agent_id, machines, buttons)  # fmt: skip
 
     def _access_event(self, machine_id: str, kind: str, data: dict[str, Any]) -> None:
         if machine_id == "_directory":  # not a machine's: the audit log keeps it

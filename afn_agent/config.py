@@ -71,6 +71,7 @@ class BrokerConfig:
     topic_prefix: str = "afn/v1"
     command_secret: str | None = None
     home_assistant: bool = False
+    home_assistant_buttons: bool = False  # pause/resume/cancel from HA, on a topic only HA may write (ACL)
     protocol: str = "auto"  # auto (MQTT 5, else 3.1.1) | 5 | 3.1.1
     required: bool = False  # unreachable at start: refuse to run (exit 8) rather than run on the outbox
 

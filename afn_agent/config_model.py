@@ -253,6 +253,11 @@ class BrokerTable(Table):
         description="verifies the dashboard's signed commands (the same on every agent and the dashboard)",
     )
     home_assistant: bool = Field(False, description="publish Home Assistant MQTT discovery")
+    home_assistant_buttons: bool = Field(
+        False,
+        description="pause/resume/cancel buttons in Home Assistant: only if the broker's ACL lets Home "
+        "Assistant's user alone write <prefix>/<site>/<machine>/ha/button (docs/mqtt.md)",
+    )
     protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description="auto: MQTT 5, else 3.1.1")
     required: bool = Field(
         False, description="unreachable at start: refuse to run (exit 8) instead of running on the outbox"
@@ -261,7 +266,9 @@ class BrokerTable(Table):
 
 class ApiKeyTable(Table):
     name: str = Field(description="who holds it (audit, logs)")
-    role: Literal["slicer", "manager", "booking"] = Field(description="slicer, manager or booking")
+    role: Literal["slicer", "manager", "booking", "viewer"] = Field(
+        description="slicer, manager, booking or viewer (reads its machines only: Home Assistant)"
+    )
     sha256: Annotated[
         str, check(HEX64.match, "64 lower-case hex digits: `afn-agent api-key` makes a key and its hash")
     ] = Field(description="of the key; the key itself is never stored")

@@ -42,3 +42,11 @@ if [ ! -f .cache/node/node_modules/axe-core/axe.min.js ]; then
     npm install --no-audit --no-fund --silent --prefix .cache/node axe-core@4.10.3 >/dev/null ||
         echo "axe-core not installed: the accessibility checks will fail in CI" >&2
 fi
+# Home Assistant itself (tests only, CI or AFN_WITH_HA=1): the discovery test validates every config with
+# HA's own MQTT schemas and renders its templates with HA's engine. 2024.3.3 is the last release that runs
+# on Python 3.11 (Debian 12); without it the test checks the documented fields instead, and says so.
+if [ -n "${CI:-}${AFN_WITH_HA:-}" ] && [ ! -f .cache/ha/installed ]; then
+    { python3 -m venv .cache/ha && .cache/ha/bin/python -m pip install -q 'homeassistant==2024.3.3' &&
+        touch .cache/ha/installed; } ||
+        { rm -rf .cache/ha; echo "Home Assistant not installed: discovery checked against documented fields" >&2; }
+fi

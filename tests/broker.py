@@ -30,7 +30,7 @@ def shipped_settings() -> list[str]:
     return out
 
 
-USERS = ("pi-printers", "pi-shop", "booking", "fleet", "printer2-plug")
+USERS = ("pi-printers", "pi-shop", "booking", "fleet", "printer2-plug", "homeassistant")
 
 
 def password(user: str) -> str:

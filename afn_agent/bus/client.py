@@ -65,7 +65,7 @@ class Bus:
         self.refused: str | None = None  # the broker's reason when its last CONNACK refused the agent
         self.malformed = 0  # messages refused unread (too large, too deep, not JSON, wrong shape)
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
-        self.machine_classes: dict[str, str] = {}
+        self.discovery: discovery.Discovery | None = None  # Home Assistant's configs (home_assistant = true)
         self.on_directory: Callable[[str, bytes], None] | None = None
         self.published = 0
         self.network_restarts = 0  # times something escaped paho's loop and the client was rebuilt
@@ -202,6 +202,8 @@ class Bus:
             (self.topics.machine(m, leaf), 1) for m in self.machine_ids for leaf in (t.COMMAND, t.USAGE_ACK)
         ]
         subs += [(self.topics.directory(), 1), (self.topics.directory_delta(), 1)]
+        if self.config.home_assistant_buttons:
+            subs += [(self.topics.machine(m, t.HA_BUTTON), 1) for m in self.machine_ids]
         with self._watch_lock:  # a plug watched during this connect is subscribed here or by watch()
             subs += [(pattern, 1) for pattern in self.devices]
             client.subscribe(subs)
@@ -209,8 +211,9 @@ class Bus:
         client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
         for m in self.machine_ids:
             self._publish_status(m)
-        if self.config.home_assistant:
-            self._publish_discovery()
+        if self.discovery is not None:
+            for topic, payload in self.discovery.all():
+                client.publish(topic, payload, qos=1, retain=True)
         self.ledger.outbox_retry_now()
         with self._lock:
             self._inflight.clear()  # unanswered before the drop: the outbox sends them again
@@ -276,6 +279,8 @@ class Bus:
             self._on_ack(bytes(msg.payload))
         elif leaf == t.COMMAND:
             self._on_command_message(machine, bytes(msg.payload))
+        elif leaf == t.HA_BUTTON and self.config.home_assistant_buttons and machine in self.machine_ids:
+            self._on_button(machine, bytes(msg.payload))
 
     def _on_ack(self, payload: bytes) -> None:
         try:
@@ -312,6 +317,28 @@ class Bus:
         )  # fmt: skip
         self._wake.set()
 
+    def _on_button(self, machine: str, payload: bytes) -> None:
+        """A Home Assistant button: trusted because only HA's broker user may write the topic (ACL);
+        run as a manager's command would be, refused in the wrong state, audited either way."""
+        command = payload.decode("ascii", "replace").strip()[:16]
+        if command not in discovery.BUTTONS:
+            result, detail, code = "refused", f"unknown button {command!r}", "unknown_command"
+        elif self.on_command is None:
+            result, detail, code = "refused", "no handler", "no_handler"
+        else:
+            cmd = {"machine": machine, "actor": "homeassistant", "command": command, "args": {}}
+            result, detail = self.on_command(cmd)
+            code = "" if result == "done" else detail
+        actor = "homeassistant"
+        self.ledger.audit(actor, f"button:{command}", result, machine, None, detail=detail, code=code)
+        self.ledger.outbox_add(
+            "event",
+            machine,
+            {"type": "command", "machine": machine, "command": command, "actor": "homeassistant",
+             "result": result, "code": code, "detail": detail, "t": time.time()},
+        )  # fmt: skip
+        self._wake.set()
+
     # ---- devices on the lab's broker (Tasmota plugs): the agent's one connection carries them ---------
     def watch(self, pattern: str, handler: Callable[[str, bytes], None]) -> None:
         """Messages on `pattern` go to `handler` (paho's thread; it must not raise for long)."""
@@ -338,12 +365,6 @@ class Bus:
         with self._lock:
             self._telemetry[machine_id] = data
         self._wake.set()
-
-    def _publish_discovery(self) -> None:
-        for machine_id in self.machine_ids:
-            machine_class = self.machine_classes.get(machine_id, "machine")
-            for topic, payload in discovery.messages(self.topics, self.agent_id, machine_id, machine_class):
-                self.client.publish(topic, payload, qos=1, retain=True)
 
     def _publish_status(self, machine_id: str) -> None:
         payload = json.dumps(self.status(machine_id), sort_keys=True)
@@ -401,6 +422,9 @@ class Bus:
                 self._telemetry_sent[m] = now
             waiting = [period - (now - self._telemetry_sent[m]) for m in self._telemetry]
         for machine_id, data in due.items():
+            if self.discovery is not None:  # a heater seen for the first time becomes two entities first
+                for topic, payload in self.discovery.new_heaters(machine_id, data.get("temperatures") or {}):
+                    self.client.publish(topic, payload, qos=1, retain=True)
             self.client.publish(self.topics.machine(machine_id, t.TELEMETRY), json.dumps(data), qos=0)
             self.published += 1
         return max(min([PUMP_EVERY_S, *waiting]), 0.005)

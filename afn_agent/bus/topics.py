@@ -13,6 +13,7 @@ EVENTS = "events"  # QoS 1, from the ledger's outbox
 USAGE = "usage"  # QoS 1, from the outbox until acknowledged
 USAGE_ACK = "usage/ack"  # booking system -> agent: {"record_id": ...}
 COMMAND = "command"  # manager -> agent, signed
+HA_BUTTON = "ha/button"  # Home Assistant's buttons -> agent (opt-in): pause | resume | cancel; ACL: HA only
 KINDS_TO_LEAF = {"event": EVENTS, "usage": USAGE, "usage-copy": USAGE}  # usage-copy: nobody acknowledges
 
 

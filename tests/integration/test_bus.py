@@ -308,7 +308,7 @@ def test_falls_back_to_mqtt_311_and_announces_itself_to_home_assistant(tmp_path,
         state = configs["homeassistant/sensor/afn_fablab_printer-1/state/config"]
         assert state["state_topic"] == "afn/v1/fablab/printer-1/status"
         assert state["availability_topic"] == "afn/v1/fablab/_agents/pi-printers"
-        assert state["device"]["model"] == "fdm-printer"
+        assert state["device"]["model"] == "printer (fdm-printer)"
         late = Client(broker, "fleet", client_id="late-ha")
         late.subscribe("homeassistant/#")
         wait_for(lambda: len(late.received("/config")) >= 6, 5, "retained discovery configs")
