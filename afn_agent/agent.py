@@ -21,7 +21,7 @@ from .api.announce import Announcer
 from .bus.discovery import Discovery
 from .bus.discovery import Machine as HaMachine
 from .bus.topics import Topics
-from .config import AgentConfig, MachineConfig
+from .config import ANY_HOST, AgentConfig, MachineConfig
 from .console_service import Console
 from .control import Control
 from .firmware.profile import load_profile
@@ -332,7 +332,7 @@ class Agent:
         api = self.config.api
         base = None
         if api is not None and api.port:
-            host = socket.gethostname() if api.host in ("0.0.0.0", "::", "") else api.host
+            host = socket.gethostname() if api.host in ANY_HOST else api.host
             base = f"http://{f'[{host}]' if ':' in host else host}:{api.port}"
         machines = [
             HaMachine(m.id, m.machine_class, self.machines[m.id].profile.kind,

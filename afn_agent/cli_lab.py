@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_agent import config_or_exit
+from .config import ANY_HOST
 from .i18n import LANGUAGES
 from .startup import Exit
 
@@ -65,7 +66,7 @@ def agent_url(args: argparse.Namespace, command: str) -> str | int:
     if api is None:
         print(f"afn-agent: {args.config}: no [api] table: the agent has no API to reach", file=sys.stderr)
         return int(Exit.INVALID)
-    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host
+    host = "127.0.0.1" if api.host in ANY_HOST else api.host
     return f"http://{host}:{api.port}"
 
 

@@ -99,6 +99,8 @@ class ApiKey:
     machines: tuple[str, ...] = ()  # empty: every machine
     quota_mb: float | None = None  # its jobs' files in the spool at once ([api] key_quota_mb if unset)
 
+ANY_HOST = ("0.0.0.0", "::", "")  # [api] host values that mean "every interface", not an address to reach
+
 
 @dataclass(frozen=True)
 class ApiConfig:

@@ -348,6 +348,9 @@ class DirectoryTable(Table):
     )
 
 
+MEMBER_SCHEMES = ("mailto", "mailtos", "tgram", "matrix", "matrixs", "ntfy", "ntfys", "discord", "signal",
+                  "signals")  # fmt: skip
+Scheme = Annotated[str, check(lambda v: v.isalnum() and v == v.lower(), "a lower-case scheme, e.g. mailto")]
 NotifyURL = Annotated[str, check(lambda v: "://" in v, "an Apprise URL such as mailto://… or ntfy://…")]
 
 
@@ -357,6 +360,11 @@ class NotifyTable(Table):
     )
     manager_language: Literal["fr", "en"] = Field("fr", description="the managers' notifications' language")
     members: bool = Field(True, description="members hear at their own targets (opted in in the directory)")
+    member_schemes: list[Scheme] = Field(
+        default_factory=lambda: list(MEMBER_SCHEMES),
+        description="the kinds of target a member's own URL may be (the directory is not trusted to point "
+        "the agent at any host): e-mail, Telegram, Matrix, ntfy, Discord, Signal by default",
+    )
     language: Literal["fr", "en"] = Field("fr", description="a member's language when the directory has none")
     per_target_per_hour: int = Field(20, ge=1, le=1000, description="more in an hour are dropped")
     retries: int = Field(3, ge=0, le=10, description="a failed notification is tried again this many times")

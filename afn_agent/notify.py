@@ -62,6 +62,7 @@ class Notifier:
         self.agent_id = agent_id
         self.send = send
         self.sent = self.failed = self.dropped = 0
+        self.refused = 0  # members' targets of a kind they may not use (an internal webhook, a file)
         self._events: queue.Queue[tuple[str, str, dict[str, Any]]] = queue.Queue(QUEUE)
         self._retries: list[tuple[float, int, Notice]] = []
         self._seq = 0
@@ -172,7 +173,12 @@ class Notifier:
         if not member or not self.settings.members:
             return []
         targets, lang = self.reach(member)
-        return [self._notice(t, key, lang or self.settings.language, **facts) for t in targets]
+        allowed = [t for t in targets if t.partition("://")[0].lower() in self.settings.member_schemes]
+        for target in set(targets) - set(allowed):
+            self.refused += 1
+            log.warning("%s's target %s is not of a kind members may use ([notify] member_schemes)", member,
+                        _safe(target))  # fmt: skip
+        return [self._notice(t, key, lang or self.settings.language, **facts) for t in allowed]
 
     def _to_managers(self, key: str, **facts: Any) -> list[Notice]:
         lang = self.settings.manager_language

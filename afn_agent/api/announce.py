@@ -9,10 +9,11 @@ import socket
 import threading
 from typing import Any
 
+from ..config import ANY_HOST
+
 log = logging.getLogger("afn_agent.announce")
 
 SERVICE = "_octoprint._tcp.local."
-ANY = ("0.0.0.0", "::", "")
 
 
 class Announcer:
@@ -37,9 +38,11 @@ class Announcer:
         return not self._thread.is_alive() and not self.error
 
     def addresses(self) -> list[str]:
-        """The IPv4 addresses the services point to: the API's own, or every interface's but loopback."""
-        if self.host not in ANY:
-            return [self.host]
+        """The IPv4 addresses the services point to: the API's own (a name is resolved), or every
+        interface's but loopback."""
+        if self.host not in ANY_HOST:
+            resolved = socket.getaddrinfo(self.host, None, socket.AF_INET, socket.SOCK_STREAM)
+            return sorted({str(info[4][0]) for info in resolved})
         if self.interfaces:
             return list(self.interfaces)
         import ifaddr
@@ -53,7 +56,8 @@ class Announcer:
             from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
 
             addresses = self.addresses()
-            interfaces: Any = addresses if (self.host not in ANY or self.interfaces) else InterfaceChoice.All
+            chosen = self.host not in ANY_HOST or self.interfaces
+            interfaces: Any = addresses if chosen else InterfaceChoice.All
             self._zc = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
             for machine in self.machines:
                 name = f"{machine} ({self.site}).{SERVICE}"

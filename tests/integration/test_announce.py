@@ -74,3 +74,15 @@ machines = ["printer-2"]
     finally:
         browser.close()
         agent.stop()
+
+
+def test_a_host_name_in_the_api_table_is_announced_by_its_address():
+    """`host = "localhost"` (or the Pi's name) listens on what the name resolves to: that is announced."""
+    from afn_agent.api.announce import Announcer
+
+    def at(host: str) -> Announcer:
+        return Announcer("fablab", "pi", ["printer-1"], host, 8080, [], "1.10.2")
+
+    assert at("localhost").addresses() == ["127.0.0.1"]
+    assert at("127.0.0.2").addresses() == ["127.0.0.2"]
+    assert at("0.0.0.0").addresses()  # every interface's (loopback when there is nothing else)

@@ -86,13 +86,15 @@ badge_secret = "{SECRET}"
 
 [notify]
 managers = ["json://127.0.0.1:{hook.port}/managers"]
+member_schemes = ["mailto", "json"]
 manager_language = "en"
 retries = 1
 retry_s = 0.2
 """
     members = [
         {"id": "ana", "name": "Ana", "language": "fr", "badges": ["0A00AAAA01"], "trainings": [{"class": "fdm-printer"}],
-         "notify": [f"mailto://127.0.0.1:{box.port}?from=agent@lab.example&to=ana@example.org&mode=insecure", dead]},
+         "notify": [f"mailto://127.0.0.1:{box.port}?from=agent@lab.example&to=ana@example.org&mode=insecure", dead,
+                    f"form://127.0.0.1:{hook.port}/ana-internal"]},  # a kind members may not use here
         {"id": "bob", "name": "Bob", "language": "en", "badges": ["0A00BBBB01"], "trainings": [{"class": "fdm-printer"}],
          "notify": [f"json://127.0.0.1:{hook.port}/bob"]},
         {"id": "cid", "name": "Cid", "trainings": [{"class": "fdm-printer"}]},  # did not opt in
@@ -141,6 +143,7 @@ def test_done_and_waiting_reach_the_member_in_french_and_a_dead_target_does_not_
     wait_for(lambda: agent.notifier.failed >= 2, 10, "the dead target given up after its retry")
     assert job_s < 25, f"the job took {job_s:.1f} s"
     assert agent.notifier.sent == 2 and agent.notifier.dropped == 0
+    assert agent.notifier.refused == 2 and not hook.at("/ana-internal"), "form:// is not in member_schemes"
     assert not hook.at("/managers"), "a job that went well troubles no manager"
 
 
