@@ -141,32 +141,28 @@ class FabManager:
     def _snapshot(self, now: datetime, version: int) -> dict[str, Any]:
         classes = self._training_classes()
         machines = self._machine_map()
-        held: dict[int, set[str]] = {}
-        for ut in self.api.listing("user_trainings"):
-            if (c := classes.get(_int(ut.get("training_id")))) is not None:
-                held.setdefault(_int(ut.get("user_id")), set()).add(c)
-        members = [self.member(u, held.get(_int(u.get("id")), set())) for u in self.api.listing("users")]
+        held = _held(classes, self.api.listing("user_trainings"))
+        members = [self.member(u, held.get(_int(u.get("id"), "users[].id"), set()))
+                   for u in self.api.listing("users")]  # fmt: skip
         since = now - timedelta(days=self.settings.reservations_days)
         return {"version": version, "members": members, "bookings": self._bookings(machines, since)}
 
     def _delta(self, since: datetime, base: int) -> dict[str, Any]:
         classes = self._training_classes()
         machines = self._machine_map()
-        changed = {_int(u.get("id")) for u in self.api.listing("users", {"created_after": _when(since)})}
+        fresh = self.api.listing("users", {"created_after": _when(since)})
+        changed = {_int(u.get("id"), "users[].id") for u in fresh}
         for ut in self.api.listing("user_trainings"):  # newest first: stop at the first one seen before
             if _time(ut.get("created_at"), "user_trainings.created_at") < since:
                 break
-            changed.add(_int(ut.get("user_id")))
+            changed.add(_int(ut.get("user_id"), "user_trainings[].user_id"))
         members = []
         ids = sorted(changed)
         for at in range(0, len(ids), BATCH):  # the ids ride in the query string: a bounded number at once
             batch = ids[at : at + BATCH]
-            held: dict[int, set[str]] = {}
-            for ut in self.api.listing("user_trainings", {"user_id[]": batch}):
-                if (c := classes.get(_int(ut.get("training_id")))) is not None:
-                    held.setdefault(_int(ut.get("user_id")), set()).add(c)
+            held = _held(classes, self.api.listing("user_trainings", {"user_id[]": batch}))
             users = self.api.listing("users", {"user_id[]": batch})
-            members += [self.member(u, held.get(_int(u.get("id")), set())) for u in users]
+            members += [self.member(u, held.get(_int(u.get("id"), "users[].id"), set())) for u in users]
         return {"version": base + 1, "base": base, "upsert_members": members,
                 "upsert_bookings": self._bookings(machines, since)}  # fmt: skip
 
@@ -234,7 +230,16 @@ class FabManager:
         return out
 
 
-def _int(value: Any, where: str = "id") -> int:
+def _held(classes: dict[int, str], user_trainings: Iterator[dict[str, Any]]) -> dict[int, set[str]]:
+    """Fab-manager user id -> the machine classes their trainings open."""
+    held: dict[int, set[str]] = {}
+    for ut in user_trainings:
+        if (c := classes.get(_int(ut.get("training_id"), "user_trainings[].training_id"))) is not None:
+            held.setdefault(_int(ut.get("user_id"), "user_trainings[].user_id"), set()).add(c)
+    return held
+
+
+def _int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise FabManagerError(f"{where}: expected a whole number, got {value!r}")
     return value
