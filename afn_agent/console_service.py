@@ -99,13 +99,16 @@ class Console:
             raise ConsoleRefused("nothing-to-frame")
         return mine[0]
 
-    def _temperatures(self, machine_id: str, body: dict[str, Any]) -> tuple[float, float]:
-        """From the body (°C), else the middle of the loaded (or named) material's ranges."""
+    def _temperatures(self, machine_id: str, body: dict[str, Any]) -> tuple[float | None, float | None]:
+        """From the body (°C; a heater it does not name keeps its target), else the middle of the loaded
+        (or named) material's ranges."""
         profile = self.agent.machines[machine_id].profile
         top_hotend = profile.max_temp_c.get("hotend", 300.0)
         top_bed = profile.max_temp_c.get("bed", 120.0)
         if "hotend" in body or "bed" in body:
-            return (_number(body, "hotend", 0.0, top_hotend, 0.0), _number(body, "bed", 0.0, top_bed, 0.0))
+            hotend = _number(body, "hotend", 0.0, top_hotend) if "hotend" in body else None
+            bed = _number(body, "bed", 0.0, top_bed) if "bed" in body else None
+            return hotend, bed
         name = body.get("material")
         preset = self.agent.config.preset(str(name)) if name else loaded(self.agent.config, self.agent.ledger,
                                                                           machine_id)  # fmt: skip

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from ..ledger.appkeys import AppKeyRequests, Poll
 from .auth import Authenticator, _presented
 from .authz import Act, Gate
-from .octoprint import _json
+from .body_limit import json_object
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -49,7 +49,7 @@ def face(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> API
         origin = request.client.host if request.client else "?"
         who = f"app@{origin}"
         try:
-            body = await _json(request)
+            body = await json_object(request)
             who = f"app:{str(body.get('app'))[:40]}@{origin}"
             token, row = requests.open(machine_id, body.get("app"), body.get("user"), origin)
         except Exception as exc:

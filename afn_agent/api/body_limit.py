@@ -2,13 +2,16 @@
 
 A declared Content-Length over the limit is refused unread. A chunked body is counted as it comes; at
 the limit the application is told the client left (so a form parser cannot turn it into a 400) and
-the client gets our 413 instead of whatever the application would have answered.
+the client gets our 413 instead of whatever the application would have answered. `json_object` reads
+a body that must be one JSON object (the OctoPrint-style routes).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -63,3 +66,14 @@ async def _refuse(send: Send, limit: int) -> None:
                (b"connection", b"close")]  # fmt: skip
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object (OctoPrint-style routes), 400 when it is anything else."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(400, "expected a JSON body") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "expected a JSON object")
+    return body

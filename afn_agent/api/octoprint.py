@@ -18,7 +18,9 @@ from .. import __version__
 from ..machine.events import OFFLINE_STATES, STOPPED_STATES
 from .auth import Authenticator, Caller
 from .authz import ROLES, Act, Gate
+from .body_limit import json_object
 from .native import _submit, run_command
+from .octoprint_heat import temperatures
 
 if TYPE_CHECKING:
     from ..agent import Agent
@@ -110,7 +112,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
     @r.post("/api/connection", status_code=204)
     async def connection_command(request: Request) -> Response:
         caller = who(request, Act.MANAGE, action="connection")
-        body = await _json(request)
+        body = await json_object(request)
         if body.get("command") not in ("connect", "disconnect", "fake_ack"):
             raise HTTPException(400, "command must be connect, disconnect or fake_ack")
         if body["command"] == "connect":
@@ -124,14 +126,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
         m = agent.machines[machine_id]
         if m.state in OFFLINE_STATES:
             return JSONResponse({"error": "Printer is not operational"}, status_code=409)
-        temps = {}
-        for name, (actual, target) in m.temperatures.items():
-            key = (
-                "bed"
-                if name == "B"
-                else ("tool0" if name == "T" else f"tool{name[1:]}" if name.startswith("T") else name.lower())
-            )
-            temps[key] = {"actual": actual, "target": target, "offset": 0}
+        temps = temperatures(m)
         printing, paused = m.state == "printing", m.state in ("paused", "waiting")  # waiting: M0, M600 …
         error = m.state in STOPPED_STATES
         flags = {
@@ -206,7 +201,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
 
     @r.post("/api/job", status_code=204)
     async def job_command(request: Request) -> Response:
-        body = await _json(request)
+        body = await json_object(request)
         command, action = body.get("command"), body.get("action")
         if command == "start":
             return release_next(request)
@@ -293,7 +288,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
     async def login(request: Request) -> dict[str, Any]:
         """A passive login (Cura, Home Assistant): the key's user; no session cookie is ever made."""
         caller = who(request, Act.UPLOAD, action="login")  # the slicers' and people's; refusals audited
-        body = await _json(request)
+        body = await json_object(request)
         if not body.get("passive") and ("user" in body or "pass" in body):
             said = "only passive logins with an API key: user names and passwords are not kept"
             raise HTTPException(400, said)
@@ -305,7 +300,7 @@ def build(agent: Agent, auth: Authenticator, machine_id: str, prefix: str) -> AP
         """OctoPrint's `select` (and `print`) of an uploaded file, by the name it was uploaded as or by its
         id: the job is already in the queue; `print: true` releases it as `start` would."""
         reader = who(request, Act.UPLOAD, action="file-select")  # before the body: no 400 to strangers
-        body = await _json(request)
+        body = await json_object(request)
         if body.get("command") != "select":
             raise HTTPException(400, "command must be select: files are not moved, copied or sliced here")
         jobs = [j for j in agent.ledger.jobs(machine_id, ("held", "queued")) if gate.sees(reader, j)]
@@ -406,12 +401,3 @@ def _free(agent: Agent) -> int:
         agent.config.spool_dir if agent.config.spool_dir.exists() else agent.config.data_dir
     ).free
 
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise HTTPException(400, "expected a JSON body") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "expected a JSON object")
-    return body

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..errors import AfnError, StorageUnavailable
-from . import appkeys, console, kiosk, native, octoprint, ownership
+from . import appkeys, console, kiosk, native, octoprint, octoprint_heat, ownership
 from .auth import Authenticator
 from .authz import Act, Gate
 from .body_limit import BodyLimit
@@ -133,6 +133,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     faces = [(cfg.octoprint_machine, "")] if cfg.octoprint_machine else []
     for machine_id, prefix in faces + [(m, f"/octoprint/{m}") for m in agent.machines]:
         app.include_router(octoprint.build(agent, auth, machine_id, prefix))
+        app.include_router(octoprint_heat.build(agent, auth, machine_id, prefix))
         app.include_router(appkeys.face(agent, auth, machine_id, prefix))
     return app
 

@@ -103,7 +103,8 @@ class GrblConsole:
                 lines.append(f"G53 G0 Z{_num(park['Z'])}")
         return tuple(lines)
 
-    def preheat(self, hotend: float, bed: float) -> tuple[str, ...]:
+    def preheat(self, hotend: float | None, bed: float | None) -> tuple[str, ...]:
+        """Targets in °C; None leaves that heater's target as it is."""
         raise NotHere("no-heaters")
 
     def filament(self, mm: float, feed: float) -> tuple[str, ...]:
@@ -151,8 +152,8 @@ class MarlinConsole:
     def tool_change(self, safe_z: float, park: Mapping[str, float] | None) -> tuple[str, ...]:
         raise NotHere("m600")
 
-    def preheat(self, hotend: float, bed: float) -> tuple[str, ...]:
-        return (f"M104 S{_num(hotend)}", f"M140 S{_num(bed)}")
+    def preheat(self, hotend: float | None, bed: float | None) -> tuple[str, ...]:
+        return tuple(f"{code} S{_num(c)}" for code, c in (("M104", hotend), ("M140", bed)) if c is not None)
 
     def filament(self, mm: float, feed: float) -> tuple[str, ...]:
         """Extrude (load, mm > 0) or retract (unload, mm < 0) relative to where the extruder is."""

@@ -106,8 +106,8 @@ class ConsoleAction:
     retract_mm: float = 5.0
     depth_mm: float = 30.0
     power: float = 0.0  # frame: a laser's S (0: beam off)
-    hotend: float = 0.0
-    bed: float = 0.0
+    hotend: float | None = 0.0  # preheat: None leaves that target; load/unload: the least to extrude at
+    bed: float | None = 0.0
     mm: float = 0.0  # filament length, Z raise, babystep
 
 
@@ -293,10 +293,11 @@ class ConsoleRunner:
 
     def _hot_enough(self, a: ConsoleAction) -> None:
         hotend = self.loop.m.temperatures.get("T0") or self.loop.m.temperatures.get("T")
+        need = a.hotend or 0.0
         if hotend is None:
-            raise ConsoleRefused("cold-unknown", need=round(a.hotend))
-        if hotend[0] < a.hotend:
-            raise ConsoleRefused("cold", now=round(hotend[0]), need=round(a.hotend))
+            raise ConsoleRefused("cold-unknown", need=round(need))
+        if hotend[0] < need:
+            raise ConsoleRefused("cold", now=round(hotend[0]), need=round(need))
 
     # ---- what the machine says -------------------------------------------------------------------------
     def tick(self, now: float) -> None:

@@ -156,3 +156,39 @@ def test_hostile_key_requests_are_refused_and_bounded(served):  # noqa: F811 (th
                if a["action"] == "appkey-request" and a["result"] == "refused"]  # fmt: skip
     assert len(refused) >= 3  # the long name, the list, the one too many
     assert len(AppKeyRequests(agent.keys).pending()) == PENDING_MAX
+
+
+def test_temperature_targets_through_the_octoprint_face_are_the_consoles_preheat(served):  # noqa: F811 (fixture)
+    """pyoctoprintapi's set_bed_temperature / set_tool_temperature (HA's number entities): a manager's key
+    heats, the viewer key HA was granted does not, a target outside the printer's limits is refused."""
+    from pyoctoprintapi import OctoprintClient
+    from pyoctoprintapi.exceptions import ApiError
+
+    agent, url = served
+    viewer, _ = agent.keys.add("Home Assistant", "viewer", "test", machines=("printer-1",))
+    m = agent.machines["printer-1"]
+
+    async def run():
+        async with aiohttp.ClientSession() as session:
+            ha = OctoprintClient("127.0.0.1", session, agent.api.port, False, "/octoprint/printer-1/")
+            ha.set_api_key(viewer)
+            with pytest.raises(ApiError):
+                await ha.set_bed_temperature(50)
+            boss = OctoprintClient("127.0.0.1", session, agent.api.port, False, "/octoprint/printer-1/")
+            boss.set_api_key(KEYS["manager"])
+            await boss.set_tool_temperature("tool0", 190)
+            await boss.set_bed_temperature(55)
+
+    asyncio.run(run())
+    wait_for(lambda: m.temperatures.get("T", (0, 0))[1] == 190 and m.temperatures.get("B", (0, 0))[1] == 55,
+             10, "the printer reporting targets 190/55")  # fmt: skip
+    tool = requests.get(f"{url}/octoprint/printer-1/api/printer/tool", headers={"X-Api-Key": viewer}).json()
+    assert tool["tool0"]["target"] == 190
+    h = {"X-Api-Key": KEYS["manager"]}
+    base = f"{url}/octoprint/printer-1/api/printer"
+    assert requests.post(f"{base}/tool", headers=h, json={"command": "target", "targets": {"tool1": 200}}).status_code == 400
+    assert requests.post(f"{base}/bed", headers=h, json={"command": "target", "target": "hot"}).status_code == 400
+    assert requests.post(f"{base}/bed", headers=h, json={"command": "target", "target": 999}).status_code == 422
+    assert requests.post(f"{base}/bed", headers=h, json={"command": "offset", "offset": 5}).status_code == 400
+    rows = [(a["action"], a["result"]) for a in agent.ledger.audit_log("printer-1", 200) if "printer-" in a["action"]]
+    assert rows.count(("api:printer-bed", "refused")) >= 4 and ("api:printer-tool", "done") in rows
