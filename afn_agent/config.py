@@ -60,6 +60,7 @@ class MachineConfig:
 class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 1883
+    nodes: tuple[str, ...] = ()  # other nodes of a clustered broker, host[:port], tried in order after host
     username: str | None = None
     password: str | None = None
     tls: bool = False
@@ -256,7 +257,7 @@ def _runtime(f: AgentFile, file: Path) -> AgentConfig:
             nozzle_c=_pair(m.nozzle_c), bed_c=_pair(m.bed_c),
         )  # fmt: skip
     machines = tuple(_machine(m) for m in f.machines)
-    broker = BrokerConfig(**f.broker.model_dump()) if f.broker else None
+    broker = broker_config(f.broker) if f.broker else None
     access = None
     if f.access is not None:
         hours = {day: _hours(value) for day, value in f.access.opening_hours.items()}
@@ -401,3 +402,9 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _known(ids: dict[str, int]) -> str:
     return f"configured: {', '.join(ids)}" if ids else "no machines configured"
+
+
+def broker_config(table: Any) -> BrokerConfig:
+    """A [broker] table (agent or fleet file) as the frozen settings the bus reads."""
+    fields = table.model_dump()
+    return BrokerConfig(**{**fields, "nodes": tuple(fields["nodes"])})

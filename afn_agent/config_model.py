@@ -237,6 +237,11 @@ class AccessTable(Table):
 class BrokerTable(Table):
     host: str = Field("127.0.0.1", description="the MQTT broker")
     port: Annotated[int, Field(gt=0, le=65535)] = Field(1883, description="1883, or 8883 with TLS")
+    nodes: list[NodeAddress] = Field(
+        default_factory=list,
+        description="the other nodes of a clustered broker (host or host:port), tried in order when the one "
+        "in use fails; a node that answers is kept while it stays up",
+    )
     username: str | None = Field(None, description="this agent's broker user (its id in afn.acl)")
     password: str | None = Field(None, description="its password (deploy/mosquitto/setup-broker.sh makes it)")
     tls: bool = Field(False, description="connect with TLS")
@@ -351,6 +356,15 @@ class DirectoryTable(Table):
 MEMBER_SCHEMES = ("mailto", "mailtos", "tgram", "matrix", "matrixs", "ntfy", "ntfys", "discord", "signal",
                   "signals")  # fmt: skip
 Scheme = Annotated[str, check(lambda v: v.isalnum() and v == v.lower(), "a lower-case scheme, e.g. mailto")]
+NODE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:([1-9][0-9]{0,4}))?$")
+
+
+def _node(v: str) -> bool:
+    found = NODE.match(v)
+    return found is not None and int(found.group(3) or 1) <= 65535
+
+
+NodeAddress = Annotated[str, check(_node, "host or host:port, e.g. broker2.lab.lan:1883")]
 NotifyURL = Annotated[str, check(lambda v: "://" in v, "an Apprise URL such as mailto://… or ntfy://…")]
 
 

@@ -20,6 +20,7 @@ import ssl
 from dataclasses import dataclass
 from enum import IntEnum
 
+from .bus import nodes
 from .config import AgentConfig, BrokerConfig
 
 
@@ -74,14 +75,23 @@ def api_port(cfg: AgentConfig) -> Failure | None:
 
 
 def broker(cfg: AgentConfig, timeout_s: float = 5.0) -> Failure | None:
-    """The broker's address resolves, takes a TCP connection and, with TLS, shows a certificate the
-    configured CA vouches for under the configured host name."""
+    """One of the broker's addresses (host, then its nodes) resolves, takes a TCP connection and, with
+    TLS, shows a certificate the configured CA vouches for under that host name; else why the first
+    one did not."""
     b = cfg.broker
     if b is None:
         return None
-    where = f"the broker at {b.host}:{b.port} ([broker] in {cfg.path})"
+    failures = [_node(cfg, b, host, port, timeout_s) for host, port in nodes.of(b).addresses]
+    if None in failures:
+        return None
+    return failures[0]
+
+
+def _node(cfg: AgentConfig, b: BrokerConfig, host: str, port: int, timeout_s: float) -> Failure | None:
+    others = f" (nor do its {len(b.nodes)} other node(s))" if b.nodes else ""
+    where = f"the broker at {host}:{port}{others} ([broker] in {cfg.path})"
     try:
-        sock = socket.create_connection((b.host, b.port), timeout=timeout_s)
+        sock = socket.create_connection((host, port), timeout=timeout_s)
     except socket.gaierror as exc:
         return Failure(Exit.BROKER_DOWN, f"{where}: the name does not resolve ({exc.strerror})", True)
     except TimeoutError:
@@ -92,21 +102,21 @@ def broker(cfg: AgentConfig, timeout_s: float = 5.0) -> Failure | None:
                        "running there?", True)  # fmt: skip
     with sock:
         if b.tls:
-            return _tls_handshake(sock, b, where)
+            return _tls_handshake(sock, b, host, port, where)
     return None
 
 
-def _tls_handshake(sock: socket.socket, b: BrokerConfig, where: str) -> Failure | None:
+def _tls_handshake(sock: socket.socket, b: BrokerConfig, host: str, port: int, where: str) -> Failure | None:
     context = ssl.create_default_context(cafile=b.ca_file)
     try:
-        with context.wrap_socket(sock, server_hostname=b.host):
+        with context.wrap_socket(sock, server_hostname=host):
             return None
     except ssl.SSLCertVerificationError as exc:
         return Failure(Exit.BROKER_DOWN, f"{where}: its TLS certificate is not accepted "
                        f"({exc.verify_message}); check [broker].ca_file and that the broker's "
-                       f"certificate names {b.host}")  # fmt: skip
+                       f"certificate names {host}")  # fmt: skip
     except (ssl.SSLError, OSError) as exc:
-        return Failure(Exit.BROKER_DOWN, f"{where}: no TLS handshake ({exc}); is {b.port} its TLS port?")
+        return Failure(Exit.BROKER_DOWN, f"{where}: no TLS handshake ({exc}); is {port} its TLS port?")
 
 
 def refused_sentence(cfg: AgentConfig, reason: str) -> Failure:

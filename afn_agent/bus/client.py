@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 from ..config import BrokerConfig
 from ..ledger import Ledger
 from ..payload import decode_json
-from . import discovery
+from . import discovery, nodes
 from . import topics as t
 from .tokens import CommandRefused, verify
 
@@ -65,6 +65,7 @@ class Bus:
         self.refused: str | None = None  # the broker's reason when its last CONNACK refused the agent
         self.malformed = 0  # messages refused unread (too large, too deep, not JSON, wrong shape)
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
+        self.nodes = nodes.of(config)  # the broker's addresses: a clustered broker's nodes, in order
         self.discovery: discovery.Discovery | None = None  # Home Assistant's configs (home_assistant = true)
         self.on_directory: Callable[[str, bytes], None] | None = None
         self.published = 0
@@ -101,10 +102,9 @@ class Bus:
                 ca_certs=c.ca_file, certfile=c.cert_file, keyfile=c.key_file, cert_reqs=ssl.CERT_REQUIRED
             )
         client.will_set(self.topics.agent(self.agent_id), self._availability("offline"), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
+        self.nodes.attach(client, self._on_disconnect)
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
@@ -154,7 +154,7 @@ class Bus:
                 self._stop.wait(1.0)
 
     def _connect(self) -> None:
-        host, port, keepalive = self.config.host, self.config.port, self.config.keepalive_s
+        (host, port), keepalive = self.nodes.current, self.config.keepalive_s
         if self.protocol != mqtt.MQTTv5:
             self.client.connect_async(host, port, keepalive)
             return
@@ -219,7 +219,8 @@ class Bus:
             self._inflight.clear()  # unanswered before the drop: the outbox sends them again
         self.connected.set()
         self._wake.set()
-        log.info("connected to %s:%s (MQTT %s)", self.config.host, self.config.port, self._version())
+        self.nodes.connected_to = self.nodes.current
+        log.info("connected to %s:%s (MQTT %s)", *self.nodes.current, self._version())
 
     def _version(self) -> str:
         return "5" if self.protocol == mqtt.MQTTv5 else "3.1.1"

@@ -26,9 +26,10 @@ from fastapi.responses import FileResponse, StreamingResponse
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel
 
+from ..bus import nodes
 from ..bus.tokens import sign
 from ..bus.topics import COMMAND, Topics
-from ..config import BrokerConfig, ConfigError, validated
+from ..config import BrokerConfig, ConfigError, broker_config, validated
 from ..config_errors import sentences
 from ..config_model import FleetFile
 from ..ledger.keys import PAIRING_S, digest, new_pairing_code
@@ -60,7 +61,7 @@ def load_fleet_config(path: str | Path) -> FleetConfig:
     f = model.fleet
     return FleetConfig(path=file, site=f.site, host=f.host, port=f.port, command_secret=f.command_secret,
                        managers={m.name: m.sha256 for m in f.managers},
-                       broker=BrokerConfig(**model.broker.model_dump()))  # fmt: skip
+                       broker=broker_config(model.broker))  # fmt: skip
 
 
 class LoginBody(BaseModel):
@@ -84,6 +85,7 @@ class Fleet:
         self.state = FleetState(self.topics)
         self.signed_in: dict[str, tuple[str, float]] = {}
         self.connected = threading.Event()
+        self.nodes = nodes.of(config.broker)
         self.client = self._client()
         self.server: uvicorn.Server | None = None
         self.port = config.port
@@ -99,9 +101,8 @@ class Fleet:
             c.tls_set(
                 ca_certs=b.ca_file, certfile=b.cert_file, keyfile=b.key_file, cert_reqs=ssl.CERT_REQUIRED
             )
-        c.reconnect_delay_set(1, 30)
         c.on_connect = self._on_connect
-        c.on_disconnect = lambda *a: self.connected.clear()
+        self.nodes.attach(c, lambda *a: self.connected.clear())  # a clustered broker's nodes, in turn
         c.on_message = lambda client, userdata, msg: self.state.on_message(msg.topic, bytes(msg.payload))
         return c
 
@@ -114,8 +115,8 @@ class Fleet:
         self.connected.set()
 
     def start(self) -> Fleet:
-        b = self.config.broker
-        self.client.connect_async(b.host, b.port, b.keepalive_s)
+        (host, port), keepalive = self.nodes.current, self.config.broker.keepalive_s
+        self.client.connect_async(host, port, keepalive)
         self.client.loop_start()
         config = uvicorn.Config(
             self.app(), host=self.config.host, port=self.config.port, log_level="warning", access_log=False,
