@@ -84,6 +84,7 @@ class MarlinProtocol:
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
         self._waiting_on = -1  # the line (seq) already reported as waiting for a person
         self._prompt: tuple[str, list[str]] | None = None  # a host prompt being announced
+        self._framed: tuple[int, str, bytes] | None = None  # the head line, framed while it waits
 
     # ---- what the driver feeds in -------------------------------------------------------------
     def begin_job(self) -> None:
@@ -179,7 +180,7 @@ class MarlinProtocol:
                 if renumber and self.outstanding:
                     break  # M110 goes alone: Marlin renumbers when it runs it, not when it reads it
                 seq = _m110_target(text) if renumber else self._next_seq
-                wire = frame(seq, text) if self.numbered else plain(text)
+                wire = self._wire(seq, text)
                 if not self.window.fits(len(wire)):
                     break
                 src.popleft()
@@ -193,6 +194,14 @@ class MarlinProtocol:
             self.window.push(line)
             out += line.wire
         return bytes(out)
+
+    def _wire(self, seq: int, text: str) -> bytes:
+        """The line as it goes out; kept while it waits for room, so a full window frames it once."""
+        if self._framed is not None and self._framed[0] == seq and self._framed[1] is text:
+            return self._framed[2]
+        wire = frame(seq, text) if self.numbered else plain(text)
+        self._framed = (seq, text, wire)
+        return wire
 
     def _commit(self, seq: int, text: str, wire: bytes, tag: object) -> SentLine:
         word = command_word(text)

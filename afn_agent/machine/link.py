@@ -10,8 +10,12 @@ import contextlib
 import os
 import select
 import threading
+import time
 
 import serial
+
+LINE_END_S = 0.02  # longest a half-read line is followed to its end (a GRBL status report: ~7 ms at 115200)
+LINE_BYTES = 16  # a short answer ("ok N123 P15 B3"): the pause between reads of a line's rest
 
 
 class LinkLost(Exception):
@@ -62,10 +66,32 @@ class SerialLink:
             os.write(self._wake_w, b"w")  # any byte: the pipe is only drained
 
     def wait(self, timeout: float) -> bytes:
-        """Wait up to `timeout` for bytes or a wake-up; return whatever arrived (maybe nothing)."""
+        """Wait up to `timeout` for bytes or a wake-up; return whatever arrived (maybe nothing).
+
+        Bytes that end inside a line are followed to the line's end (up to LINE_END_S): the firmware's
+        answers trickle in a few bytes at a time and the machine thread has nothing to do with half a
+        line, so it turns once per line, and reads after pauses the length of a short answer rather than
+        at every byte (bench/cpu.py). Urgent bytes never wait for this: their callers write them."""
         if self._ser is None:
             raise LinkLost("port is closed")
         fd = self._ser.fileno()
+        if not self._ready(fd, timeout):
+            return b""
+        data = self.read()
+        if not data or data.endswith(b"\n"):
+            return data
+        deadline = time.monotonic() + min(timeout, LINE_END_S)
+        have = len(data) - (data.rfind(b"\n") + 1)  # bytes of the line under way
+        time.sleep(max(LINE_BYTES - have, 1) * 10 / max(self.baud, 1200))  # the rest of a short answer
+        parts = [data]
+        while (left := deadline - time.monotonic()) > 0 and self._ready(fd, left):
+            parts.append(more := self.read())  # a longer line: from here, woken as its bytes come
+            if more.endswith(b"\n"):
+                break
+        return b"".join(parts)
+
+    def _ready(self, fd: int, timeout: float) -> bool:
+        """Whether the port has bytes; False on timeout or a wake-up (the pipe is drained)."""
         try:
             ready, _, _ = select.select([fd, self._wake_r], [], [], max(timeout, 0.0))
         except (OSError, ValueError) as exc:
@@ -73,9 +99,8 @@ class SerialLink:
         if self._wake_r in ready:
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 4096)
-        if fd in ready:
-            return self.read()
-        return b""
+            return False
+        return fd in ready
 
     def read(self) -> bytes:
         if self._ser is None:
@@ -98,15 +123,29 @@ class SerialLink:
             self._write_locked(data)
 
     def _write_locked(self, data: bytes) -> None:
+        """os.write on the non-blocking port, waiting for room when it is full (up to write_timeout):
+        what pyserial's write does, without its per-call Python (a line's bytes, several times a ms)."""
         if self._ser is None:
             raise LinkLost("port is closed")
-        try:
-            n = self._ser.write(data)
-        except serial.SerialTimeoutException as exc:
-            raise LinkLost(f"{self.port_name}: write timed out ({self.write_timeout:g} s)") from exc
-        except (serial.SerialException, OSError) as exc:
-            raise LinkLost(f"{self.port_name} vanished: {exc}") from exc
-        self.bytes_written += n or 0
+        fd, view, deadline = self._ser.fileno(), memoryview(data), 0.0
+        while view:
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                raise LinkLost(f"{self.port_name} vanished: {exc.strerror or exc}") from exc
+            self.bytes_written += n
+            view = view[n:]
+            if not view:
+                return
+            deadline = deadline or time.monotonic() + self.write_timeout
+            if (left := deadline - time.monotonic()) <= 0:
+                raise LinkLost(f"{self.port_name}: write timed out ({self.write_timeout:g} s)")
+            try:
+                select.select([], [fd], [], left)
+            except (OSError, ValueError) as exc:
+                raise LinkLost(f"{self.port_name}: {exc}") from exc
 
     def release(self) -> None:
         for fd in (self._wake_r, self._wake_w):

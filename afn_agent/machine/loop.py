@@ -67,6 +67,7 @@ class MachineLoop:
         self._stall_since = 0.0
         self.console = ConsoleRunner(self)
         self.heat = HeatWatch()
+        self._heat_looked_at: tuple[object, bool] | None = None  # (head line, paused) _watch_heating read
 
     def post(self, *cmd: Any) -> None:
         """A command for the machine thread (any thread)."""
@@ -178,6 +179,10 @@ class MachineLoop:
     def _watch_heating(self, job: StreamingJob) -> None:
         """Heating while the oldest unanswered line is a heat-and-wait: the firmware holds there."""
         oldest = self.driver.core.oldest_unanswered()
+        seen = self._heat_looked_at
+        if seen is not None and seen[0] is oldest and seen[1] == job.paused:
+            return  # the same line at the head as last turn: nothing to read again
+        self._heat_looked_at = (oldest, job.paused)
         word = oldest.text.split(None, 1)[0].upper() if oldest and oldest.text else ""
         heating = word in HEAT_WAITS and not job.paused
         if heating != job.heating:
@@ -226,6 +231,8 @@ class MachineLoop:
             core.send(text, pos)
 
     def _drain_commands(self) -> None:
+        if self.cmds.empty():  # the common case, every turn: no exception raised for it
+            return
         while True:
             try:
                 cmd = self.cmds.get_nowait()
@@ -236,11 +243,8 @@ class MachineLoop:
     def _take_safe_requests(self, act: bool) -> None:
         """A safe state asked for by another thread: kept pending, and taken now if `act` and the
         machine can (connected and idle or in alarm)."""
-        while True:
-            try:
-                self.safe_pending = self.safe_requests.get_nowait()
-            except queue.Empty:
-                break
+        while not self.safe_requests.empty():
+            self.safe_pending = self.safe_requests.get_nowait()
         if act and self.safe_pending and self.m.state in (MachineState.IDLE, MachineState.ALARM):
             self._safe_state_now(self.safe_pending)
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..gcode.analyzer import Analyzer
-from ..gcode.lexer import lex
 from .events import JobResult
 from .job import JobFile, JobPos
 
@@ -52,8 +51,8 @@ class StreamingJob:
         """A job line answered; True for the job's first."""
         self.acked = pos
         self.acked_lines += 1
-        if self.usage is not None and (cmd := lex(text, pos.line)) is not None:
-            self.usage.feed(cmd)
+        if self.usage is not None:
+            self.usage.feed_line(text)  # plain moves stay in the compiled core, as when the file was quoted
         return self.acked_lines == 1
 
     def progress(self) -> float:

@@ -1,0 +1,343 @@
+"""CPU per streamed line: what one more line costs the agent, the figure that decides how many machines a
+Raspberry Pi can drive (issue 22).
+
+    python bench/cpu.py                    # Marlin and GRBL, 1 and 4 machines, 115200 and 250000 baud
+    python bench/cpu.py --quick            # Marlin 250000, 1 and 4 machines, smaller jobs
+    python bench/cpu.py --printrun PYTHON  # also Printrun's printcore, in a Python that has it
+    python bench/cpu.py --quick --against ../old   # the same rows for another checkout, interleaved
+
+The whole agent runs in a child process (the machine threads, the job pump and its ledger, the usage
+analysis of every acknowledged line): each machine streams a job to a simulator in its own process,
+paced at the baud rate. The child's user+sys CPU (getrusage at its exit) for a long job minus that for a
+short one, over the difference in lines, is the steady-state cost of a line: start-up, the connection
+and the per-job costs cancel. A third run profiles every thread (cProfile on the thread's CPU clock) and
+charges each function's own time to its module's stage: the shares split the measured figure (the
+profiler's own overhead inflates small calls, so shares are a guide, not a measurement). Exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# the agent measured: this checkout, or another one (--against) for a child started with AFN_CPU_TREE
+sys.path.insert(0, os.environ.get("AFN_CPU_TREE", str(ROOT)))
+
+from afn_agent.sim.jobs import circle_gcode  # noqa: E402
+from afn_agent.sim.run import SimProcess  # noqa: E402
+from bench.streaming import exactly_once  # noqa: E402
+
+PROFILES = {"marlin": "marlin2", "grbl": "grbl-1.1"}
+MOVE_MS = 0.5  # the planner outruns the link: the link is the limit, as in bench/streaming.py
+# stage: the modules whose code, found first from the top of a thread's stack, is that stage's work
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ledger checkpoints", ("afn_agent/ledger/", "sqlite3")),
+    ("acked-line analysis", ("afn_agent/gcode/",)),
+    ("window and framing", ("afn_agent/firmware/window.py", "afn_agent/firmware/framing.py",
+                            "afn_agent/machine/job.py", "afn_agent/machine/streaming.py")),
+    ("firmware core", ("afn_agent/firmware/",)),
+    ("serial read/write", ("afn_agent/machine/link.py", "serial/", "selectors.py")),
+    ("events and pump", ("afn_agent/pump.py", "afn_agent/publisher.py", "afn_agent/machine/events.py",
+                         "afn_agent/safety.py", "afn_agent/control.py", "queue.py")),
+    ("machine loop", ("afn_agent/machine/",)),
+)  # fmt: skip
+
+
+# ---- the child: one agent, N machines, one job each -------------------------------------------------
+def worker(config: str, job: str, sample: bool) -> None:
+    from afn_agent.agent import Agent
+    from afn_agent.config import load_config
+    from afn_agent.intake import submit
+    from afn_agent.ledger.states import TERMINAL
+
+    sampler = Sampler() if sample else None  # before any thread starts
+    agent = Agent(load_config(config)).start()
+    try:
+        for m in agent.machines.values():
+            if not m.wait_ready(30):
+                raise SystemExit(f"{m.name} did not come up: {m.state} {m.last_error}")
+        if sampler:
+            sampler.start()
+        started = time.monotonic()
+        for machine_id in agent.machines:
+            submit(agent.config, agent.ledger, machine_id, job, "bench", held=False)
+        for machine_id in agent.machines:
+            if not agent.wait_idle(machine_id, 3600):
+                raise SystemExit(f"{machine_id} never finished")
+        seconds = time.monotonic() - started
+        jobs = [agent.ledger.jobs(m, TERMINAL)[0] for m in agent.machines]
+        links = {m.name: {"bytes": m.result.bytes, "seconds": m.result.seconds, "baud": m.link.baud}
+                 for m in agent.machines.values() if m.result is not None}  # fmt: skip
+    finally:
+        agent.stop()
+        if sampler:
+            sampler.stop()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "seconds": seconds,
+                      "outcomes": [j["state"] for j in jobs], "links": links,
+                      "stages": sampler.stages if sampler else {}}))  # fmt: skip
+
+
+class Sampler:
+    """Each thread run under cProfile with its own CPU clock (time.thread_time: blocking costs nothing);
+    every function's own time goes to its module's stage, a C function's to its callers' stages."""
+
+    def __init__(self) -> None:
+        import cProfile
+
+        self.profiles: list[tuple[threading.Thread, cProfile.Profile]] = []
+        self.stages: dict[str, float] = {}
+        original = threading.Thread.run
+        sampler = self
+
+        def run(thread: threading.Thread) -> None:
+            profile = cProfile.Profile(time.thread_time)
+            sampler.profiles.append((thread, profile))
+            profile.enable()
+            try:
+                original(thread)
+            finally:
+                profile.disable()
+
+        threading.Thread.run = run  # type: ignore[method-assign]
+
+    def start(self) -> None:
+        """The main thread too (it submits the jobs: the upload's analysis)."""
+        import cProfile
+
+        profile = cProfile.Profile(time.thread_time)
+        self.profiles.append((threading.current_thread(), profile))
+        profile.enable()
+
+    def stop(self) -> None:
+        import pstats
+
+        me = threading.current_thread()
+        # a profile is read in its own thread's terms only: the main thread's, and those of threads that
+        # have ended (the agent's stop joins them); reading a live thread's from here would mix clocks
+        done = [p for t, p in self.profiles if t is me or not t.is_alive()]
+        stats = pstats.Stats(*done).stats  # type: ignore[attr-defined]
+        for (path, _, func), (_, _, own, _, callers) in stats.items():
+            if path != "~":
+                self._charge(stage_of_path(path), own)
+                continue
+            if "select" in func or "posix.read" in func or "posix.write" in func:
+                self._charge("serial read/write", own)
+                continue
+            total = sum(c[2] for c in callers.values()) or 1.0
+            for (cpath, _, _), (_, _, tt, _) in callers.items():
+                self._charge(stage_of_path(cpath), own * tt / total)
+
+    def _charge(self, stage: str, seconds: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+
+def stage_of_path(path: str) -> str:
+    path = path.replace(os.sep, "/")
+    for stage, parts in STAGES:
+        if any(p in path for p in parts):
+            return stage
+    if "afn_agent/" in path:
+        return "other agent code (" + path.split("afn_agent/")[1] + ")"
+    return "other (" + path.rsplit("/", 1)[-1] + ")"
+
+
+# ---- the parent --------------------------------------------------------------------------------------
+def agent_run(kind: str, machines: int, baud: int, job: Path, work: Path, sample: bool = False,
+              latency_ms: float = 0.0, sim_nice: int = 0, tree: str | None = None,
+              agent_nice: int = 0) -> dict:  # fmt: skip
+    """One child agent with `machines` machines streaming `job`; its CPU and how long the jobs took,
+    each machine's link figures, and what each simulator saw (dropped bytes, every line once)."""
+    run = Path(tempfile.mkdtemp(prefix=f"{kind}-{machines}-", dir=work))
+    for i in range(machines):
+        (run / f"sim{i}").mkdir()
+    sims = [SimProcess(kind, run / f"sim{i}", baud=baud, move_ms=MOVE_MS, latency_ms=latency_ms).start()
+            for i in range(machines)]  # fmt: skip
+    for sim in sims:  # standing for separate hardware: the simulators are not what is measured
+        if sim_nice and sim.proc is not None:
+            os.setpriority(os.PRIO_PROCESS, sim.proc.pid, sim_nice)
+    config = run / "agent.toml"
+    config.write_text(agent_config(run, kind, baud, sims))
+    try:
+        cmd = [sys.executable, __file__, "--worker", str(config), "--job", str(job)]
+        cmd += ["--sample"] if sample else []
+        env = {**os.environ, **({"AFN_CPU_TREE": tree} if tree else {})}
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=7200, env=env,
+                              preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, agent_nice))
+                              if agent_nice else None)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"agent child failed: {done.stderr[-2000:]}")
+        out: dict = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        stats = [s.stop() for s in sims]
+    out["dropped"] = sum(int(s.get("bytes_dropped", 0)) for s in stats)
+    out["exact"] = all(exactly_once(kind, s, job) for s in sims)
+    return out
+
+
+def agent_config(run: Path, kind: str, baud: int, sims: list[SimProcess]) -> str:
+    tariff = "laser" if kind == "grbl" else "printer"
+    out = [f'[agent]\nsite = "bench"\nid = "cpu"\ndata_dir = "{run / "data"}"\n',
+           f'[tariffs.{tariff}]\ncurrency = "EUR"\nper_active_minute = 0.10\n']  # fmt: skip
+    for i, sim in enumerate(sims):
+        out.append(f'[[machines]]\nid = "m{i}"\nclass = "bench"\nprofile = "{PROFILES[kind]}"\n'
+                   f'port = "{sim.link}"\nbaud = {baud}\ntariff = "{tariff}"\n')  # fmt: skip
+    return "\n".join(out)
+
+
+def lines_of(path: Path) -> int:
+    from afn_agent.gcode.lexer import wire_text
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return sum(1 for raw in f if wire_text(raw, parens=False))
+
+
+def printrun_run(python: str, kind: str, baud: int, job: Path, work: Path) -> dict | None:
+    """Printrun's printcore streaming the same file to the same simulator, in its own Python."""
+    if kind != "marlin":
+        return None
+    run = Path(tempfile.mkdtemp(prefix="printrun-", dir=work))
+    sim = SimProcess(kind, run, baud=baud, move_ms=MOVE_MS).start()
+    try:
+        done = subprocess.run([python, "-c", PRINTRUN, str(sim.link), str(baud), str(job)],
+                              capture_output=True, text=True, timeout=7200)  # fmt: skip
+        if done.returncode != 0:
+            return {"error": done.stderr[-300:]}
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        sim.stop()
+
+
+PRINTRUN = """
+import json, resource, sys, time
+from printrun.printcore import printcore
+from printrun import gcoder
+port, baud, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+core = printcore(port, baud)
+deadline = time.time() + 30
+while not core.online and time.time() < deadline:
+    time.sleep(0.05)
+lines = [l for l in open(path) if l.strip() and not l.startswith(';')]
+started = time.monotonic()
+core.startprint(gcoder.LightGCode(lines))
+while core.printing:
+    time.sleep(0.05)
+seconds = time.monotonic() - started
+core.disconnect()
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"cpu_s": u.ru_utime + u.ru_stime, "seconds": seconds, "outcomes": ["completed"]}))
+"""
+
+
+def per_line(long: dict, short: dict, extra_lines: int) -> float:
+    return (long["cpu_s"] - short["cpu_s"]) / extra_lines * 1e6
+
+
+HOG = "import time\nwhile True:\n    time.monotonic()"
+
+
+def contention(work: Path, lines: int) -> int:
+    """Four machines at 115200 baud with 1 ms of USB latency while three CPU-bound processes run at
+    normal priority on the same cores; the simulators run at a raised priority (they stand for the
+    machines' own controllers), the agent at normal priority and then at the systemd unit's Nice=-5.
+    What matters: each link stays full, no byte dropped, every line once."""
+    job = circle_gcode(work / "contention.gcode", lines, 0.1, centre=(110, 110))
+    print(f"# contention: 4 machines, 115200 baud, 1 ms latency, 3 CPU hogs on {os.cpu_count()} cores\n")
+    print("| run | machine | link util | dropped B | every line once | outcome |\n|---|---|---|---|---|---|")
+    runs = (("quiet", 0, 0), ("3 hogs, agent at nice 0", 3, 0),
+            ("3 hogs, agent at Nice=-5 (the unit's)", 3, -5))  # fmt: skip
+    for label, hogs, nice in runs:
+        procs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(hogs)]
+        try:
+            r = agent_run("marlin", 4, 115200, job, work, latency_ms=1.0, sim_nice=-10, agent_nice=nice)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+        for name, link in sorted(r["links"].items()):
+            util = link["bytes"] * 10 / link["baud"] / link["seconds"]
+            print(f"| {label} | {name} | {util:.3f} | {r['dropped']} | {'yes' if r['exact'] else 'NO'} | "
+                  f"{', '.join(sorted(set(r['outcomes'])))} |", flush=True)  # fmt: skip
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--printrun", metavar="PYTHON", help="a Python with Printrun installed")
+    p.add_argument("--against", metavar="CHECKOUT",
+                   help="another (built) checkout of afn-agent: its rows measured in the same run")
+    p.add_argument("--contention", action="store_true",
+                   help="only the contention run: 4 machines, 115200 baud, 1 ms latency, 3 CPU hogs")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--job", help=argparse.SUPPRESS)
+    p.add_argument("--sample", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args.worker, args.job, args.sample)
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="afn-cpu-"))
+    if args.contention:
+        return contention(work, 4000 if args.quick else 15000)
+    short_n, long_n = (500, 4000) if args.quick else (1000, 15000)
+    runs = [("marlin", 1, 250000), ("marlin", 4, 250000)]
+    if not args.quick:
+        runs += [("marlin", 1, 115200), ("marlin", 4, 115200), ("grbl", 1, 115200), ("grbl", 4, 115200)]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    flags = (" --quick" if args.quick else "") + (" --printrun …" if args.printrun else "")
+    print(f"# afn-agent CPU per streamed line\n\n`python bench/cpu.py{flags}`, {when}, "
+          f"{os.cpu_count()} cores, Python {platform.python_version()}\n")  # fmt: skip
+    print("| host | firmware | machines | baud | lines/machine (long − short) | CPU long − short (s) "
+          "| µs per line | long job (s) | outcomes |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    stages_rows = []
+    for kind, machines, baud in runs:
+        files = {n: circle_gcode(work / f"{kind}-{n}.gcode", n, 0.1, centre=(110, 110))
+                 for n in (short_n, long_n)}  # fmt: skip
+        extra = (lines_of(files[long_n]) - lines_of(files[short_n])) * machines
+        for tree in ([args.against] if args.against else []) + [None]:  # the other tree first, each row
+            short = agent_run(kind, machines, baud, files[short_n], work, tree=tree)
+            long = agent_run(kind, machines, baud, files[long_n], work, tree=tree)
+            us = per_line(long, short, extra)
+            print(f"| {tree or 'afn-agent'} | {kind} | {machines} | {baud} | {extra // machines} | "
+                  f"{long['cpu_s'] - short['cpu_s']:.2f} | **{us:.1f}** | {long['seconds']:.1f} | "
+                  f"{', '.join(sorted(set(long['outcomes'])))} |", flush=True)  # fmt: skip
+        if args.printrun and machines == 1:
+            pr = [printrun_run(args.printrun, kind, baud, files[n], work) for n in (short_n, long_n)]
+            if pr[0] and pr[1] and "error" not in pr[0] and "error" not in pr[1]:
+                spent = pr[1]["cpu_s"] - pr[0]["cpu_s"]
+                print(f"| Printrun | {kind} | 1 | {baud} | {extra} | {spent:.2f} | "
+                      f"**{per_line(pr[1], pr[0], extra):.1f}** | {pr[1]['seconds']:.1f} | completed |")
+            elif pr[0]:
+                why = (pr[0] or pr[1] or {}).get("error", "")[:80]
+                print(f"| Printrun | {kind} | 1 | {baud} | | | failed: {why} | | |")
+        if baud == 250000 or args.quick:
+            sampled = agent_run(kind, machines, baud, files[long_n], work, sample=True)
+            stages_rows.append((kind, machines, baud, us, sampled["stages"]))
+    print("\n## Where a line's CPU goes (sampled run of the long job; shares of the sampled CPU × µs/line)\n")
+    for kind, machines, baud, us, stages in stages_rows:
+        total = sum(stages.values()) or 1.0
+        print(f"\n{kind}, {machines} machine(s), {baud} baud: {us:.1f} µs per line\n")
+        print("| stage | share | µs per line |\n|---|---|---|")
+        rest = 0.0
+        for stage, spent in sorted(stages.items(), key=lambda kv: -kv[1]):
+            if spent / total < 0.01:
+                rest += spent
+                continue
+            print(f"| {stage} | {spent / total:.1%} | {us * spent / total:.1f} |")
+        print(f"| everything under 1 % each | {rest / total:.1%} | {us * rest / total:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
