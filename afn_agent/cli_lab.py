@@ -46,6 +46,12 @@ def add_lab_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     choice.add_argument("--deny", metavar="ID", help="refuse the request")
     ak.set_defaults(handler=cmd_appkeys)
 
+    co = sub.add_parser("consume", help="a usage consumer for the booking side: records kept by id in SQLite "
+                        "and acknowledged; run several with one --config to share the load")  # fmt: skip
+    co.add_argument("--config", required=True, help="a consumer file: [consumer] site, store; [broker]")
+    co.add_argument("--name", required=True, help="this instance's name (its MQTT client id)")
+    co.set_defaults(handler=cmd_consume)
+
     rp = sub.add_parser("report", help="a month's statement per member and per machine: two CSV files and a "
                         "printable page, totals equal to the ledger's")  # fmt: skip
     rp.add_argument("--config", required=True, help="the agent's configuration (its ledger is read)")
@@ -174,4 +180,23 @@ def cmd_appkeys(args: argparse.Namespace) -> int:
         ledger.close()
     what = "granted: the application gets its key when it next asks" if args.grant else "denied"
     print(f"{row['id']} ({row['app']} on {row['machine_id']}): {what}")
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    """One instance of the booking side's usage consumer, until SIGTERM or Ctrl-C."""
+    from .booking.usage_consumer import UsageConsumer, UsageStore, load
+    from .cli_agent import until_signal
+    from .config import ConfigError
+
+    try:
+        broker, site, store, group = load(args.config)
+    except ConfigError as exc:
+        print(f"afn-agent: {exc}", file=sys.stderr)
+        return int(Exit.INVALID)
+    consumer = UsageConsumer(broker, site, UsageStore(store), args.name, group).start()
+    print(f"afn-agent consume: {args.name} in group {group!r}, site {site}, kept in {store}", flush=True)
+    until_signal().wait()
+    consumer.stop()
+    print(f"{args.name}: {consumer.received} received, {consumer.new} new, {consumer.malformed} refused")
     return 0

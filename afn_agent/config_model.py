@@ -436,3 +436,17 @@ class FleetFile(Table):
     model_config = ConfigDict(title="afn-agent fleet dashboard configuration")
     fleet: FleetTable
     broker: BrokerTable = Field(default_factory=BrokerTable, description="the broker, as user fleet")
+
+
+class ConsumerTable(Table):
+    site: Ident = Field(description="the agents' site")
+    store: str = Field(description="the SQLite file the records are kept in (shared by the instances)")
+    group: Ident = Field("booking", description="the shared subscription's group: one record per group")
+
+
+class ConsumerFile(Table):
+    """A usage consumer instance (`afn-agent consume`): the booking side's reference, shared load."""
+
+    model_config = ConfigDict(title="afn-agent usage consumer configuration")
+    consumer: ConsumerTable
+    broker: BrokerTable = Field(default_factory=BrokerTable, description="the broker, as user booking")

@@ -1,0 +1,1 @@
+"""The booking system's side of the bus: a reference usage consumer (shared subscriptions)."""
