@@ -228,6 +228,9 @@ class Bus:
     def _restart_client(self) -> None:
         """Swap in a client of the new protocol; the network thread moves on to it."""
         old = self.client
+        # the old client's goodbye is not a lost connection: it must neither clear the new one's flag nor
+        # move the bus to the broker's next node
+        old.on_disconnect = old.on_connect_fail = None
         self.client = self._make_client()
         self._connect()
         old.disconnect()

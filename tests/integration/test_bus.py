@@ -295,7 +295,8 @@ def test_falls_back_to_mqtt_311_and_announces_itself_to_home_assistant(tmp_path,
     proxy, seen = v311_only_proxy(broker)
     config = config_for(tmp_path, broker, printers())
     text = config.read_text().replace(f"port = {broker.port}", f"port = {proxy.getsockname()[1]}")
-    config.write_text(text + "home_assistant = true\n")
+    # a second node (the broker behind the proxy): the fallback's goodbye must not move the agent to it
+    config.write_text(text + f'home_assistant = true\nnodes = ["127.0.0.1:{broker.port}"]\n')
     fleet = Client(broker, "fleet")
     fleet.subscribe("homeassistant/#")
     fleet.subscribe("afn/v1/fablab/printer-1/status")
@@ -303,6 +304,7 @@ def test_falls_back_to_mqtt_311_and_announces_itself_to_home_assistant(tmp_path,
     try:
         wait_for(agent.bus.connected.is_set, 15, "connection through the 3.1.1 front")
         assert seen[0] == 5 and 4 in seen, f"tried MQTT 5 first, then 3.1.1: {seen}"
+        assert agent.bus.nodes.switches == 0 and agent.bus.nodes.current[1] == proxy.getsockname()[1]
         wait_for(lambda: len(fleet.received("/config")) >= 6, 5, "discovery configs")
         configs = {t: json.loads(p) for t, p, _ in fleet.received("/config")}
         state = configs["homeassistant/sensor/afn_fablab_printer-1/state/config"]
