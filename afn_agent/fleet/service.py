@@ -144,6 +144,22 @@ class Fleet:
         entry = self.signed_in.get(hashlib.sha256(token.encode()).hexdigest()) if token else None
         return entry[0] if entry and entry[1] > time.monotonic() else None
 
+    def send(
+        self, asked: Request, machine_id: str, command: str, **args: Any
+    ) -> tuple[dict[str, Any], bool]:
+        """A signed command from the signed-in manager to one machine's agent: (the token, handed over).
+        `args` are the command's (an app-key decision has its own `request`)."""
+        name = self.manager(asked)
+        if name is None:
+            raise HTTPException(401, "sign in as a manager first")
+        if machine_id not in self.state.machines:
+            raise HTTPException(404, f"no machine {machine_id!r} on the bus")
+        if not self.config.command_secret:
+            raise HTTPException(409, "this dashboard has no command_secret")
+        token = sign(self.config.command_secret, command, machine_id, name, **args)
+        info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
+        return token, info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def app(self) -> FastAPI:
         app = FastAPI(title="afn-agent fleet", docs_url=None, redoc_url=None)
 
@@ -197,52 +213,26 @@ class Fleet:
 
         @app.post("/api/machines/{machine_id}/command")
         def command(machine_id: str, body: CommandBody, request: Request) -> dict[str, Any]:
-            name = self.manager(request)
-            if name is None:
-                raise HTTPException(401, "sign in as a manager first")
             if body.command not in COMMANDS:
                 raise HTTPException(422, f"command must be one of {', '.join(COMMANDS)}")
-            if machine_id not in self.state.machines:
-                raise HTTPException(404, f"no machine {machine_id!r} on the bus")
-            if not self.config.command_secret:
-                raise HTTPException(409, "this dashboard has no command_secret")
             args: dict[str, Any] = {"reason": body.reason} if body.command == "lock" else {}
-            token = sign(self.config.command_secret, body.command, machine_id, name, **args)
-            info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
-            return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "nonce": token["nonce"]}
+            token, sent = self.send(request, machine_id, body.command, **args)
+            return {"sent": sent, "nonce": token["nonce"]}
 
         @app.post("/api/machines/{machine_id}/pairing-code")
         def pairing_code(machine_id: str, request: Request) -> dict[str, Any]:
             """Six digits for a screen at that machine; only their hash goes to the agent, signed."""
-            name = self.manager(request)
-            if name is None:
-                raise HTTPException(401, "sign in as a manager first")
-            if machine_id not in self.state.machines:
-                raise HTTPException(404, f"no machine {machine_id!r} on the bus")
-            if not self.config.command_secret:
-                raise HTTPException(409, "this dashboard has no command_secret")
             code = new_pairing_code()
-            secret = self.config.command_secret
-            token = sign(secret, "pairing-code", machine_id, name, code_sha256=digest(code))
-            info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
-            return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "code": code, "valid_s": PAIRING_S,
-                    "console": f"/kiosk/{machine_id}"}  # fmt: skip
+            _, sent = self.send(request, machine_id, "pairing-code", code_sha256=digest(code))
+            return {"sent": sent, "code": code, "valid_s": PAIRING_S, "console": f"/kiosk/{machine_id}"}
 
         @app.post("/api/machines/{machine_id}/appkeys/{request_id}")
         def appkey_decision(
             machine_id: str, request_id: str, body: KeyDecision, request: Request
         ) -> dict[str, Any]:
             """Grant or deny an application's key request at that machine (Home Assistant's set-up)."""
-            name = self.manager(request)
-            if name is None:
-                raise HTTPException(401, "sign in as a manager first")
-            if machine_id not in self.state.machines:
-                raise HTTPException(404, f"no machine {machine_id!r} on the bus")
-            if not self.config.command_secret:
-                raise HTTPException(409, "this dashboard has no command_secret")
-            token = sign(self.config.command_secret, "appkey-decision", machine_id, name, request=request_id,
-                         grant=body.grant)  # fmt: skip
-            info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
-            return {"sent": info.rc == mqtt.MQTT_ERR_SUCCESS, "nonce": token["nonce"]}
+            decision = {"request": request_id, "grant": body.grant}
+            token, sent = self.send(request, machine_id, "appkey-decision", **decision)
+            return {"sent": sent, "nonce": token["nonce"]}
 
         return app
