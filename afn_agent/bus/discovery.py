@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,13 +105,16 @@ class Discovery:
         self.heaters: dict[str, set[str]] = {
             m.id: set(PRINTER_HEATERS) if m.kind == "printer" else set() for m in machines
         }
+        self._lock = threading.Lock()  # heaters grow in the bus pump; all() runs in paho's thread
 
     def all(self) -> list[tuple[str, str]]:
         """(topic, payload) of every entity of every machine: sent retained on each connection."""
         out = []
+        with self._lock:
+            heaters = {machine: sorted(known) for machine, known in self.heaters.items()}
         for m in self.machines.values():
             out += [self._message(m, *e) for e in entities(m, self.buttons)]
-            for heater in sorted(self.heaters[m.id]):
+            for heater in heaters[m.id]:
                 out += [self._message(m, *e) for e in heater_entities(heater)]
         return out
 
@@ -119,8 +123,9 @@ class Discovery:
         m, known = self.machines.get(machine_id), self.heaters.get(machine_id)
         if m is None or known is None:
             return []
-        fresh = sorted(h for h in temperatures if h not in known and HEATER_ID.match(h))[:8]
-        known.update(fresh)
+        with self._lock:
+            fresh = sorted(h for h in temperatures if h not in known and HEATER_ID.match(h))[:8]
+            known.update(fresh)
         return [self._message(m, *e) for h in fresh for e in heater_entities(h)]
 
     def _message(self, m: Machine, component: str, obj: str, fields: dict[str, Any]) -> tuple[str, str]:
