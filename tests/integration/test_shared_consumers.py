@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 from afn_agent.bus.client import Bus
 from afn_agent.config import BrokerConfig
@@ -60,7 +59,8 @@ def test_two_consumers_share_a_thousand_records_and_one_dies(tmp_path, broker):
     records(ledger, RECORDS)
     assert ledger.undelivered() == RECORDS
     first, second = consumer(tmp_path, broker, "worker-1"), consumer(tmp_path, broker, "worker-2")
-    time.sleep(1.5)  # both subscribed before the first record goes out
+    joined = "$share/booking/afn/v1/fablab/+/usage (QoS 1)"
+    wait_for(lambda: broker.log().count(joined) >= 2, 20, "both workers in the group")  # before any record
     cfg = BrokerConfig(port=broker.port, username="pi-printers", password=password("pi-printers"), keepalive_s=5)
     bus = Bus(cfg, "fablab", "pi-printers", ledger, ["printer-1", "printer-2"], lambda m: {"machine": m}).start()
     try:
