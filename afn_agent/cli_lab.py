@@ -150,12 +150,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_appkeys(args: argparse.Namespace) -> int:
     """Beside the running agent, through its ledger (as `pair` and `api-key --config`): no key needed."""
     import getpass
-    import time
 
     from .agent import open_ledger
     from .errors import NotFound
     from .ledger.appkeys import AppKeyRequests, describe
     from .ledger.keys import KeyBook
+    from .publisher import Publisher
 
     ledger = open_ledger(config_or_exit(args.config))
     try:
@@ -173,9 +173,8 @@ def cmd_appkeys(args: argparse.Namespace) -> int:
             print(f"afn-agent appkeys: {exc}", file=sys.stderr)
             return 1
         ledger.audit(actor, "appkey-decision", row["decision"], row["machine_id"], None, request=row["id"])
-        said = {"type": "appkey_decided", "machine": row["machine_id"], "request": row["id"],
-                "decision": row["decision"], "actor": actor, "t": time.time()}  # fmt: skip
-        ledger.outbox_add("event", row["machine_id"], said)
+        said = {"request": row["id"], "decision": row["decision"], "actor": actor}
+        Publisher(ledger).event(row["machine_id"], "appkey_decided", said)  # the running agent's bus sends it
     finally:
         ledger.close()
     what = "granted: the application gets its key when it next asks" if args.grant else "denied"

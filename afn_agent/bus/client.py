@@ -312,14 +312,7 @@ class Bus:
             code = "" if result == "done" else detail
         except CommandRefused as exc:
             result, detail, code = "refused", str(exc), exc.code
-        self.ledger.audit(actor, f"command:{command}", result, machine, None, detail=detail, code=code)
-        self.ledger.outbox_add(
-            "event",
-            machine,
-            {"type": "command", "machine": machine, "command": command, "actor": actor, "result": result,
-             "code": code, "detail": detail, "t": time.time()},
-        )  # fmt: skip
-        self._wake.set()
+        self._report(machine, f"command:{command}", command, actor, result, detail, code)
 
     def _on_button(self, machine: str, payload: bytes) -> None:
         """A Home Assistant button: trusted because only HA's broker user may write the topic (ACL);
@@ -333,13 +326,17 @@ class Bus:
             cmd = {"machine": machine, "actor": "homeassistant", "command": command, "args": {}}
             result, detail = self.on_command(cmd)
             code = "" if result == "done" else detail
-        actor = "homeassistant"
-        self.ledger.audit(actor, f"button:{command}", result, machine, None, detail=detail, code=code)
+        self._report(machine, f"button:{command}", command, "homeassistant", result, detail, code)
+
+    def _report(self, machine: str, action: str, command: str, actor: str, result: str, detail: str,
+                code: str) -> None:  # fmt: skip
+        """A command's outcome, signed or pressed: audited, and said on the events topic."""
+        self.ledger.audit(actor, action, result, machine, None, detail=detail, code=code)
         self.ledger.outbox_add(
             "event",
             machine,
-            {"type": "command", "machine": machine, "command": command, "actor": "homeassistant",
-             "result": result, "code": code, "detail": detail, "t": time.time()},
+            {"type": "command", "machine": machine, "command": command, "actor": actor, "result": result,
+             "code": code, "detail": detail, "t": time.time()},
         )  # fmt: skip
         self._wake.set()
 
