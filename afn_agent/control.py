@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from .access.decide import Decision
 from .access.service import Access
+from .actions import offered, refusal
 from .config import AgentConfig
 from .console_service import job_outside_travel
 from .errors import Conflict, InvalidInput, NotFound
@@ -87,6 +88,9 @@ class Control:
             return "refused", "unknown_machine"
         machine = self.machines[machine_id]
         role = "member" if actor == "member" else "manager"  # the API says "member" for a member's own job
+        refused = self.refused(machine_id, name)
+        if refused is not None:
+            return "refused", refused
         if name == "estop":
             machine.emergency_stop(actor)
             self.pump.mark_cancelled(machine_id, role)
@@ -126,6 +130,11 @@ class Control:
                 else ("refused", "nothing_to_confirm")
             )
         return "refused", "unknown_command"
+
+    def refused(self, machine_id: str, command: str) -> str | None:
+        """Why `command` does not fit the machine's state now (a reason code), or None: the rule the
+        status's offered actions come from (afn_agent/actions.py)."""
+        return refusal(command, self.status(machine_id), self.machines[machine_id].profile.streamed)
 
     def decide_appkey(self, machine_id: str, actor: str, args: dict[str, Any]) -> tuple[str, str]:
         """A manager's decision on an application's key request, signed by the fleet dashboard."""
@@ -253,6 +262,7 @@ class Control:
         Path(job["path"]).unlink(missing_ok=True)
         self.ledger.file_removed(job_id)
         self.ledger.audit(actor, "job-remove", "removed", job["machine_id"], job_id)
+        self.publisher.status_changed(job["machine_id"])  # its queue is shorter
 
     def job(self, job_id: str) -> dict[str, Any]:
         """A job from the ledger, or NotFound (404)."""
@@ -328,6 +338,7 @@ class Control:
             "power": self.power.status(machine_id) if self.power is not None else None,
             "session": self._session_status(machine_id),
             "job": None,
+            "queued": len(self.ledger.jobs(machine_id, ("queued", "held"))),
             "t": time.time(),
         }
         if job is not None:
@@ -343,6 +354,7 @@ class Control:
                 "progress": round(progress, 4),
                 "eta_s": round(max(estimate.get("time_s", 0.0) - done_s, 0.0), 1),
             }
+        out["actions"] = list(offered(out, machine.profile.streamed))
         return out
 
     def _material(self, machine_id: str) -> str | None:

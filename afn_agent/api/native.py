@@ -90,6 +90,14 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
         if machine_id not in agent.machines:
             raise HTTPException(404, f"no machine {machine_id!r}")
 
+    def wrong_state(caller: Caller, machine_id: str, command: str) -> None:
+        """The dashboard's rule on the REST route too: a command the state does not offer is refused
+        (409 with its reason code) and audited."""
+        refused = agent.control.refused(machine_id, command)
+        if refused is not None:
+            gate.record(caller, command, "refused", machine_id, None, code=refused)
+            raise Conflict(f"{machine_id}: {command} refused ({refused})", code=refused)
+
     def job_or_404(job_id: str) -> dict[str, Any]:
         return agent.control.job(job_id)  # NotFound (404)
 
@@ -204,6 +212,7 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
     def lock(machine_id: str, body: LockBody, request: Request) -> dict[str, Any]:
         caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="lock")
         machine_or_404(machine_id)
+        wrong_state(caller, machine_id, "lock")
         return {"result": agent.control.lock(machine_id, caller.name, body.reason)}
 
     @r.post("/machines/{machine_id}/sim-badge", tags=["control"])
@@ -228,6 +237,7 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
     def unlock(machine_id: str, request: Request) -> dict[str, Any]:
         caller = gate.allow(request, Act.MANAGE, machine=machine_id, action="unlock")
         machine_or_404(machine_id)
+        wrong_state(caller, machine_id, "unlock")
         return {"result": agent.control.unlock(machine_id, caller.name)}
 
     @r.post("/machines/{machine_id}/confirm", tags=["control"])
@@ -411,5 +421,6 @@ async def _submit(
     finally:
         tmp.unlink(missing_ok=True)
     agent.ledger.audit(caller.name, "upload", "queued", machine, job_id, name=name, member=owner)
+    agent.publisher.status_changed(machine)  # its queue is longer
     job = agent.control.job(job_id)
     return {**job_view(job, agent.config.spool_dir), "quote": quote.get("quote"), "analysis": quote}

@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel
 
+from .. import i18n
 from ..bus import nodes
 from ..bus.tokens import sign
 from ..bus.topics import COMMAND, Topics
@@ -34,6 +35,7 @@ from ..config_errors import sentences
 from ..config_model import FleetFile
 from ..ledger.keys import PAIRING_S, digest, new_pairing_code
 from .state import FleetState
+from .view import event_view, machine_view
 
 STATIC = Path(__file__).with_name("static")
 COOKIE = "afn_fleet"
@@ -144,6 +146,24 @@ class Fleet:
         entry = self.signed_in.get(hashlib.sha256(token.encode()).hexdigest()) if token else None
         return entry[0] if entry and entry[1] > time.monotonic() else None
 
+    def present(self, kind: str, data: Any, manager: bool) -> Any:
+        """One change as this audience sees it (member names for managers only; events in words)."""
+        if kind == "machine":
+            return machine_view(data, manager, self.config.site, self.state.names)
+        if kind == "event":
+            return event_view(data, self.state.names, manager)
+        return data
+
+    def snapshot(self, manager: bool) -> dict[str, Any]:
+        snap = self.state.snapshot()
+        site = self.config.site
+        names = self.state.names
+        snap["machines"] = {k: machine_view(v, manager, site, names) for k, v in snap["machines"].items()}
+        snap["events"] = [event_view(e, self.state.names, manager) for e in snap["events"]]
+        if not manager:
+            snap["key_requests"] = []
+        return snap
+
     def send(
         self, asked: Request, machine_id: str, command: str, **args: Any
     ) -> tuple[dict[str, Any], bool]:
@@ -173,25 +193,38 @@ class Fleet:
                 raise HTTPException(404)
             return FileResponse(STATIC / name)
 
+        @app.get("/api/words")
+        def words(lang: str = "en") -> dict[str, Any]:
+            """The page's words in one language (the same catalogues as the machine's console)."""
+            chosen = lang if lang in i18n.LANGUAGES else "en"
+            return {"lang": chosen, "text": i18n.texts(chosen, "fleet.", "state.", "outcome.", "prompt.")}
+
         @app.get("/api/fleet")
         def fleet(request: Request) -> dict[str, Any]:
-            return {
-                **self.state.snapshot(),
-                "manager": self.manager(request),
-                "broker": self.connected.is_set(),
-            }
+            name = self.manager(request)
+            return {**self.snapshot(name is not None), "manager": name, "broker": self.connected.is_set()}
+
+        @app.get("/api/machines/{machine_id}/temperatures")
+        def temperatures(machine_id: str) -> dict[str, Any]:
+            """The machine's temperature curve over the last hour (a point every few seconds)."""
+            if machine_id not in self.state.machines:
+                raise HTTPException(404, f"no machine {machine_id!r} on the bus")
+            return {"machine": machine_id, "points": self.state.curve(machine_id)}
 
         @app.get("/api/stream")
         async def stream(request: Request) -> StreamingResponse:
+            manager = self.manager(request) is not None  # decided once: signing in reloads the stream
+
             async def events() -> AsyncIterator[str]:
-                snap = self.state.snapshot()
+                snap = self.snapshot(manager)
                 version = snap["version"]
                 yield f"event: snapshot\ndata: {json.dumps(snap)}\n\n"
                 while not await request.is_disconnected():
                     await asyncio.to_thread(self.state.wait, version, 1.0)
                     version, changes = self.state.changes_since(version)
                     for kind, data in changes:
-                        yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+                        said = json.dumps(self.present(kind, data, manager))
+                        yield f"event: {kind}\ndata: {said}\n\n"
 
             return StreamingResponse(
                 events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}

@@ -16,6 +16,10 @@ from ..payload import decode_json
 
 EVENT_FEED = 200
 KEY_REQUESTS = 100  # shown at once; the agents hold at most 20 each
+HEATERS = 6  # per machine, at most (a payload naming more is cut)
+TEMP_EVERY_S = 5.0  # one point of a machine's temperature curve per this many seconds
+TEMP_POINTS = 720  # an hour of curve per machine
+NAMES = 5000  # member names remembered from statuses (for the event sentences)
 
 
 class FleetState:
@@ -26,6 +30,9 @@ class FleetState:
         self.usage_today: dict[str, dict[str, float]] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_FEED)
         self.key_requests: dict[str, dict[str, Any]] = {}  # applications waiting for a manager's decision
+        self.temperatures: dict[str, dict[str, list[float]]] = {}  # machine -> heater -> [actual, target]
+        self.curves: dict[str, deque[tuple[float, dict[str, float]]]] = {}  # machine -> (t, heater -> °C)
+        self.names: dict[str, str] = {}  # member id -> name, as the agents' statuses said
         self.version = 0  # bumped on every change; the SSE stream sends what changed since
         self.changes: deque[tuple[int, str, Any]] = deque(maxlen=5000)
         self._seen_records: set[str] = set()
@@ -48,7 +55,10 @@ class FleetState:
             return
         machine, leaf = where
         if leaf == "status":
+            self._learn_name(data.get("session"))
             self._change("machine", machine, data, self.machines)
+        elif leaf == "telemetry":
+            self._telemetry(machine, data.get("temperatures"), time.time())
         elif leaf == "events":
             with self.cond:
                 self._key_request(machine, data)
@@ -63,6 +73,41 @@ class FleetState:
                 return
             table[key] = data
             self._bump(kind, {"id": key, **data})
+
+    def _learn_name(self, session: Any) -> None:
+        if not isinstance(session, dict) or not isinstance(name := session.get("member_name"), str):
+            return
+        member = session.get("member_id")
+        room = member in self.names or len(self.names) < NAMES
+        if isinstance(member, str) and len(member) <= 80 and room:
+            self.names[member] = name[:80]
+
+    def _telemetry(self, machine: str, temperatures: Any, now: float) -> None:
+        """A machine's heaters from its telemetry: the latest value, a point of its curve every few
+        seconds, and a change for the pages when a value moved by a degree (not at every report)."""
+        if not isinstance(temperatures, dict) or machine not in self.machines:
+            return
+        temps: dict[str, list[float]] = {}
+        for heater, pair in list(temperatures.items())[:HEATERS]:
+            if (isinstance(heater, str) and len(heater) <= 16 and isinstance(pair, list) and len(pair) == 2
+                    and all(isinstance(v, int | float) and -300 < v < 2000 for v in pair)):  # fmt: skip
+                temps[heater] = [round(float(pair[0]), 1), round(float(pair[1]), 1)]
+        if not temps:
+            return
+        with self.cond:
+            before = self.temperatures.get(machine, {})
+            self.temperatures[machine] = temps
+            curve = self.curves.setdefault(machine, deque(maxlen=TEMP_POINTS))
+            if not curve or now - curve[-1][0] >= TEMP_EVERY_S:
+                curve.append((round(now, 1), {h: v[0] for h, v in temps.items()}))
+            if any(abs(v[0] - before.get(h, [-999.0])[0]) >= 1 or v[1] != before.get(h, [0, None])[1]
+                   for h, v in temps.items()):  # fmt: skip
+                self._bump("temperatures", {"id": machine, "temperatures": temps})
+
+    def curve(self, machine: str) -> list[tuple[float, dict[str, float]]]:
+        """The machine's temperature curve (the last hour), oldest first."""
+        with self.cond:
+            return list(self.curves.get(machine, ()))
 
     def _key_request(self, machine: str, data: dict[str, Any]) -> None:
         """Applications waiting for a key (Home Assistant's set-up), until decided or expired."""
@@ -114,6 +159,7 @@ class FleetState:
             return {
                 "version": self.version,
                 "machines": dict(self.machines),
+                "temperatures": dict(self.temperatures),
                 "agents": dict(self.agents),
                 "usage_today": {m: {**u, "utilisation": util[m]} for m, u in self.usage_today.items()},
                 "events": list(self.events)[:50],

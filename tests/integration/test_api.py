@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -61,6 +62,13 @@ def test_roles(api_printer):
     assert r.status_code == 200 and agent.ledger.machine("printer-1")["locked"] == 1
     audit = agent.ledger.audit_log("printer-1")
     assert audit[0]["actor"] == "manager-max" and audit[0]["action"] == "lock"
+    # the state's rule (afn_agent/actions.py) on the REST route too: refused with its code, audited
+    again = c.post("/v1/machines/printer-1/lock", json={"reason": "belt"}, headers=key("manager"))
+    assert again.status_code == 409 and again.json()["code"] == "already_locked"
+    assert c.post("/v1/machines/printer-1/unlock", headers=key("manager")).status_code == 200
+    assert c.post("/v1/machines/printer-1/unlock", headers=key("manager")).json()["code"] == "not_locked"
+    codes = [json.loads(r["detail_json"]).get("code") for r in agent.ledger.audit_log("printer-1")]
+    assert codes[:3] == ["not_locked", None, "already_locked"]  # newest first: the unlock between them
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from afn_agent.actions import offered
 from afn_agent.bus.client import Bus
 from afn_agent.config import BrokerConfig
 from afn_agent.fleet.service import Fleet, FleetConfig
@@ -43,6 +44,7 @@ def fleet_lab(tmp_path):
             statuses[m] = {"machine": m, "agent": f"agent{a}", "class": ("fdm-printer", "laser", "cnc-mill")[i % 3],
                            "state": "idle", "locked": False, "lock_pending": False, "lock_reason": None,
                            "needs_confirmation": None, "alarms": [], "session": None, "job": None, "t": time.time()}  # fmt: skip
+            statuses[m]["actions"] = list(offered(statuses[m]))
         ledger = Ledger(tmp_path / f"agent{a}.sqlite3", "fablab")
         for m in ids:
             ledger.upsert_machine(m, statuses[m]["class"], "marlin2")
@@ -105,7 +107,7 @@ def test_tiles_render_and_changes_show_within_a_second(fleet_lab):
     page.wait_for_selector(f"#tile-{m} .alarm:has-text('Thermal runaway: a heater')")
     page.select_option("#class-filter", "laser")
     lasers = sum(s["class"] == "laser" for s in statuses.values())
-    assert page.locator(".tile:not(.hidden)").count() == lasers
+    page.wait_for_function(f"document.querySelectorAll('.tile:not(.hidden)').length === {lasers}")
     page.screenshot(path=str(ARTIFACTS / "2-lasers-only.png"), full_page=True)
 
 
@@ -124,7 +126,8 @@ def test_read_only_until_a_manager_signs_in_then_signed_commands(fleet_lab):
     page.fill("#login-key", "max-key")
     page.click("#login button")
     page.wait_for_selector("#manager:has-text('max')")
-    page.click("#tile-m001 button[data-command=lock]")  # the reason prompt is accepted with its default
+    page.click("#tile-m001 button[data-command=lock]")
+    page.click("#lock-dialog button[value=yes]")  # the reason asked, accepted with its default
     deadline = time.monotonic() + 5
     while not commands and time.monotonic() < deadline:
         time.sleep(0.05)
