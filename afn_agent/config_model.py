@@ -428,6 +428,9 @@ class FleetTable(Table):
     port: Port = Field(8090, description="the dashboard's HTTP port")
     command_secret: Secret | None = Field(None, description="the agents' [broker] command_secret")
     managers: list[ManagerTable] = Field(default_factory=list, description="who may sign in and steer")
+    data_dir: str = Field(
+        "/var/lib/afn-fleet", description="the job history, history.sqlite3 (relative: to this file)"
+    )
 
 
 class FleetFile(Table):

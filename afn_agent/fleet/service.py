@@ -34,6 +34,8 @@ from ..config import BrokerConfig, ConfigError, broker_config, validated
 from ..config_errors import sentences
 from ..config_model import FleetFile
 from ..ledger.keys import PAIRING_S, digest, new_pairing_code
+from .history import History
+from .history_routes import add_history_routes
 from .state import FleetState
 from .view import event_view, machine_view
 
@@ -52,6 +54,7 @@ class FleetConfig:
     command_secret: str | None
     managers: dict[str, str]  # name -> sha256 of their key
     broker: BrokerConfig
+    data_dir: Path | None = None  # the job history's directory; None: no history kept
 
 
 def load_fleet_config(path: str | Path) -> FleetConfig:
@@ -63,7 +66,11 @@ def load_fleet_config(path: str | Path) -> FleetConfig:
     f = model.fleet
     return FleetConfig(path=file, site=f.site, host=f.host, port=f.port, command_secret=f.command_secret,
                        managers={m.name: m.sha256 for m in f.managers},
-                       broker=broker_config(model.broker))  # fmt: skip
+                       broker=broker_config(model.broker), data_dir=file.parent / f.data_dir)  # fmt: skip
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
 class LoginBody(BaseModel):
@@ -84,7 +91,8 @@ class Fleet:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
         self.topics = Topics(config.broker.topic_prefix, config.site)
-        self.state = FleetState(self.topics)
+        self.history = History(config.data_dir / "history.sqlite3") if config.data_dir else None
+        self.state = FleetState(self.topics, self.history)
         self.signed_in: dict[str, tuple[str, float]] = {}
         self.connected = threading.Event()
         self.nodes = nodes.of(config.broker)
@@ -93,10 +101,14 @@ class Fleet:
         self.port = config.port
 
     def _client(self) -> mqtt.Client:
-        b = self.config.broker
+        b, where = self.config.broker, self.config.data_dir
+        # With a history, one lasting session per installation: the broker keeps the usage records
+        # published while the dashboard is down (QoS 1) and hands them over when it is back.
+        tail = secrets.token_hex(3) if where is None else _short(str(where.resolve()))
         c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"afn-fleet-{self.config.site}-{secrets.token_hex(3)}"
-        )
+            CallbackAPIVersion.VERSION2, client_id=f"afn-fleet-{self.config.site}-{tail}",
+            clean_session=where is None,
+        )  # fmt: skip
         if b.username:
             c.username_pw_set(b.username, b.password)
         if b.tls:
@@ -139,6 +151,8 @@ class Fleet:
             self.server.should_exit = True
         self.client.disconnect()
         self.client.loop_stop()
+        if self.history is not None:
+            self.history.close()
 
     # ---- web ----------------------------------------------------------------------------------------
     def manager(self, request: Request) -> str | None:
@@ -187,11 +201,17 @@ class Fleet:
         def index() -> FileResponse:
             return FileResponse(STATIC / "fleet.html")
 
+        @app.get("/history", include_in_schema=False)
+        def history_page() -> FileResponse:
+            return FileResponse(STATIC / "history.html")
+
         @app.get("/static/{name}", include_in_schema=False)
         def static(name: str) -> FileResponse:
-            if name not in ("fleet.js", "fleet.css"):
+            if name not in ("fleet.js", "fleet.css", "history.js"):
                 raise HTTPException(404)
             return FileResponse(STATIC / name)
+
+        add_history_routes(app, self.history, self.manager, self.state.names)
 
         @app.get("/api/words")
         def words(lang: str = "en") -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from ..bus.topics import Topics
 from ..ledger.appkeys import REQUEST_S
 from ..payload import decode_json
+from .history import History
 
 EVENT_FEED = 200
 KEY_REQUESTS = 100  # shown at once; the agents hold at most 20 each
@@ -23,8 +24,9 @@ NAMES = 5000  # member names remembered from statuses (for the event sentences)
 
 
 class FleetState:
-    def __init__(self, topics: Topics) -> None:
+    def __init__(self, topics: Topics, history: History | None = None) -> None:
         self.topics = topics
+        self.history = history  # usage records and jobs' events, kept on disk for the history page
         self.machines: dict[str, dict[str, Any]] = {}
         self.agents: dict[str, dict[str, Any]] = {}
         self.usage_today: dict[str, dict[str, float]] = {}
@@ -60,11 +62,15 @@ class FleetState:
         elif leaf == "telemetry":
             self._telemetry(machine, data.get("temperatures"), time.time())
         elif leaf == "events":
+            if self.history is not None:
+                self.history.event(self.topics.site, machine, data)
             with self.cond:
                 self._key_request(machine, data)
                 self.events.appendleft({"machine": machine, **data})
                 self._bump("event", {"machine": machine, **data})
         elif leaf == "usage":
+            if self.history is not None:
+                self.history.keep(self.topics.site, data)
             self._usage(machine, data)
 
     def _change(self, kind: str, key: str, data: dict[str, Any], table: dict[str, dict[str, Any]]) -> None:

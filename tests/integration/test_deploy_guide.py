@@ -210,7 +210,7 @@ def test_the_deploy_guide_end_to_end(lab_broker, start_sim, tmp_path):  # noqa: 
     fleet_doc = (fleet_doc.replace("port = 8090", f"port = {fleet_port}").replace('host = "0.0.0.0"', 'host = "127.0.0.1"')
                  .replace("replace-with-the-site-command-secret", COMMANDS)
                  .replace('host = "broker.fablab.lan"', 'host = "localhost"').replace("port = 8883", f"port = {lab['tls']}")
-                 .replace("/etc/afn-agent/ca.crt", str(etc / "ca.crt"))
+                 .replace("/etc/afn-agent/ca.crt", str(etc / "ca.crt")).replace("/var/lib/afn-fleet", str(work / "fleet"))
                  .replace("replace-with-the-fleet-broker-password", lab["passwords"]["fleet"]))  # fmt: skip
     fleet_doc = re.sub(r'sha256 = "\w+"', f'sha256 = "{manager_hash}"', fleet_doc)
     fleet_toml = etc / "fleet.toml"

@@ -1,0 +1,179 @@
+"""The fleet's job history: every usage record the agents publish (and any a manager imports from an
+agent's `ledger export --format json`), kept by record id in the dashboard's own SQLite file, with the
+events of each job. A view for managers: the agents' ledgers stay the source of truth for billing.
+
+Pages are read by key (the end time and record id of the last row shown), never by offset, so the
+hundredth page costs what the first does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..ledger.export import CSV_COLUMNS, flat
+
+PAGE = 50
+MAX_PAGE = 500
+EVENTS_PER_JOB = 200
+OUTCOMES = ("completed", "cancelled", "failed", "interrupted")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS records(
+        record_id TEXT PRIMARY KEY, lab TEXT NOT NULL, machine TEXT NOT NULL, member_id TEXT,
+        job_id TEXT, outcome TEXT, ended TEXT NOT NULL, record TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS records_end ON records(ended, record_id)",
+    "CREATE INDEX IF NOT EXISTS records_machine ON records(machine, ended, record_id)",
+    "CREATE INDEX IF NOT EXISTS records_member ON records(member_id, ended, record_id)",
+    "CREATE INDEX IF NOT EXISTS records_outcome ON records(outcome, ended, record_id)",
+    "CREATE INDEX IF NOT EXISTS records_job ON records(job_id)",
+    """CREATE TABLE IF NOT EXISTS events(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, lab TEXT NOT NULL, machine TEXT NOT NULL, t REAL,
+        job_id TEXT NOT NULL, event TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq)",
+)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which records: ended in [since, until) (ISO times), and optionally one member, machine, outcome,
+    lab."""
+
+    since: str | None = None
+    until: str | None = None
+    member: str | None = None
+    machine: str | None = None
+    outcome: str | None = None
+    lab: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        parts, args = ["1=1"], []
+        for column, op, value in (("ended", ">=", self.since), ("ended", "<", self.until),
+                                  ("member_id", "=", self.member), ("machine", "=", self.machine),
+                                  ("outcome", "=", self.outcome), ("lab", "=", self.lab)):  # fmt: skip
+            if value:
+                parts.append(f"{column} {op} ?")
+                args.append(value)
+        return " AND ".join(parts), args
+
+
+def _valid(record: Any) -> bool:
+    """Enough of a usage record to list and export it (the agents' schema, checked where it matters)."""
+    try:
+        flat(record)
+    except (KeyError, TypeError, AttributeError):
+        return False
+    end = record["end"]
+    return isinstance(record["record_id"], str) and isinstance(end, str) and len(end) <= 40
+
+
+def _row(lab: str, r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["record_id"], lab, r["machine"]["id"], r.get("member_id"), r["job"].get("id"),
+            r["job"]["outcome"], r["end"], json.dumps(r, sort_keys=True))  # fmt: skip
+
+
+class History:
+    """Records and job events by id; one connection, used under a lock (the MQTT thread writes, the
+    web threads read)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # a view: the agents' ledgers hold the truth
+        for statement in _SCHEMA:
+            self.conn.execute(statement)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def keep(self, lab: str, record: Any) -> bool:
+        """Keep a usage record once (a resent or imported one changes nothing); False when it is not a
+        record at all."""
+        if not _valid(record):
+            return False
+        with self._lock:
+            self.conn.execute("INSERT OR IGNORE INTO records VALUES(?,?,?,?,?,?,?,?)", _row(lab, record))
+        return True
+
+    def keep_many(self, lab: str, records: list[Any]) -> tuple[int, int]:
+        """An agent's exported records in one transaction: (kept or already there, not records)."""
+        good = [r for r in records if _valid(r)]
+        rows = [_row(lab, r) for r in good]
+        with self._lock:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR IGNORE INTO records VALUES(?,?,?,?,?,?,?,?)", rows)
+            self.conn.execute("COMMIT")
+        return len(good), len(records) - len(good)
+
+    def event(self, lab: str, machine: str, event: dict[str, Any]) -> None:
+        """An event that belongs to a job (it names one), kept for that job's page."""
+        job_id = event.get("job_id")
+        if not isinstance(job_id, str) or len(job_id) > 64:
+            return
+        t = event.get("t") if isinstance(event.get("t"), int | float) else None
+        with self._lock:
+            count = self.conn.execute("SELECT COUNT(*) FROM events WHERE job_id=?", (job_id,)).fetchone()[0]
+            if count < EVENTS_PER_JOB:
+                self.conn.execute("INSERT INTO events(lab, machine, t, job_id, event) VALUES(?,?,?,?,?)",
+                                  (lab, machine, t, job_id, json.dumps(event)))  # fmt: skip
+
+    def page(self, which: Filter, after: tuple[str, str] | None = None, limit: int = PAGE) -> dict[str, Any]:
+        """Newest first, `limit` records after the cursor (end, record id) of the last one shown."""
+        where, args = which.where()
+        limit = max(1, min(limit, MAX_PAGE))
+        if after is not None:
+            where += " AND (ended, record_id) < (?, ?)"
+            args += list(after)
+        sql = f"SELECT record FROM records WHERE {where} ORDER BY ended DESC, record_id DESC LIMIT ?"
+        with self._lock:
+            rows = [json.loads(r[0]) for r in self.conn.execute(sql, (*args, limit + 1))]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows and more else None
+        return {"records": rows, "next": [last["end"], last["record_id"]] if last else None}
+
+    def count(self, which: Filter) -> int:
+        where, args = which.where()
+        with self._lock:
+            return int(self.conn.execute(f"SELECT COUNT(*) FROM records WHERE {where}", args).fetchone()[0])
+
+    def record(self, record_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """One record and its job's events, oldest first."""
+        with self._lock:
+            found = self.conn.execute("SELECT record, job_id FROM records WHERE record_id=?", (record_id,))
+            row = found.fetchone()
+            if row is None:
+                return None
+            events = self.conn.execute("SELECT event FROM events WHERE job_id=? ORDER BY seq", (row[1],))
+            return json.loads(row[0]), [json.loads(e[0]) for e in events]
+
+    def csv(self, which: Filter) -> Iterator[str]:
+        """The records as `afn-agent ledger export` writes them (same columns, oldest first), a thousand
+        rows at a time, read on a connection of its own (a long export holds no lock)."""
+        where, args = which.where()
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            cursor = conn.execute(f"SELECT record FROM records WHERE {where} ORDER BY ended, rowid", args)
+            out = io.StringIO()
+            writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            while rows := cursor.fetchmany(1000):
+                for (text,) in rows:
+                    writer.writerow(flat(json.loads(text)))
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+            yield out.getvalue()
+        finally:
+            conn.close()

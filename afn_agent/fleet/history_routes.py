@@ -1,0 +1,70 @@
+"""The history page's routes on the fleet dashboard: records by page and filter, one record with its
+job's events in words, and the CSV `afn-agent ledger export` would write for the same period. For a
+signed-in manager only (members' ids and prices)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import StreamingResponse
+
+from ..ledger.export import parse_day
+from .history import OUTCOMES, PAGE, Filter, History
+from .view import event_view
+
+
+def read_filter(request: Request) -> Filter:
+    """The query's filter; a bad date or outcome is a 422 that names the parameter."""
+    q = request.query_params
+    try:
+        since = parse_day(q["since"], "since") if q.get("since") else None
+        until = parse_day(q["until"], "until") if q.get("until") else None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    outcome = q.get("outcome") or None
+    if outcome is not None and outcome not in OUTCOMES:
+        raise HTTPException(422, f"outcome: one of {', '.join(OUTCOMES)}, got {outcome[:40]!r}")
+    short = {k: (q.get(k) or None) for k in ("member", "machine", "lab")}
+    if any(v is not None and len(v) > 80 for v in short.values()):
+        raise HTTPException(422, "member, machine and lab: at most 80 characters")
+    return Filter(since=since, until=until, outcome=outcome, **short)
+
+
+def add_history_routes(
+    app: FastAPI, history: History | None, manager: Callable[[Request], str | None], names: dict[str, str]
+) -> None:
+    def store(request: Request) -> History:
+        if manager(request) is None:
+            raise HTTPException(401, "sign in as a manager first")
+        if history is None:
+            raise HTTPException(404, "this dashboard keeps no history ([fleet] data_dir)")
+        return history
+
+    @app.get("/api/history")
+    def page(request: Request, after_end: str | None = None, after_id: str | None = None,
+             limit: int = PAGE) -> dict[str, Any]:  # fmt: skip
+        """Newest first; the next page starts after the last row's (end, record id)."""
+        h, which = store(request), read_filter(request)
+        after = (after_end, after_id) if after_end and after_id else None
+        out = h.page(which, after, limit)
+        out["total"] = h.count(which)
+        for record in out["records"]:
+            record["member_name"] = names.get(record.get("member_id") or "")
+        return out
+
+    @app.get("/api/history.csv")
+    def export(request: Request) -> StreamingResponse:
+        h, which = store(request), read_filter(request)
+        saved_as = {"Content-Disposition": 'attachment; filename="usage.csv"'}
+        return StreamingResponse(h.csv(which), media_type="text/csv; charset=utf-8", headers=saved_as)
+
+    @app.get("/api/history/{record_id}")
+    def one(record_id: str, request: Request) -> dict[str, Any]:
+        """A record with its job's events as sentences (the link from a history row)."""
+        found = store(request).record(record_id[:64])
+        if found is None:
+            raise HTTPException(404, f"no record {record_id[:64]!r}")
+        record, events = found
+        return {"record": record, "events": [event_view(e, names, True) for e in events]}
