@@ -33,12 +33,30 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS records_machine ON records(machine, ended, record_id)",
     "CREATE INDEX IF NOT EXISTS records_member ON records(member_id, ended, record_id)",
     "CREATE INDEX IF NOT EXISTS records_outcome ON records(outcome, ended, record_id)",
+    "CREATE INDEX IF NOT EXISTS records_machine_outcome ON records(machine, outcome, ended, record_id)",
     "CREATE INDEX IF NOT EXISTS records_job ON records(job_id)",
     """CREATE TABLE IF NOT EXISTS events(
         seq INTEGER PRIMARY KEY AUTOINCREMENT, lab TEXT NOT NULL, machine TEXT NOT NULL, t REAL,
         job_id TEXT NOT NULL, event TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq)",
+    """CREATE TABLE IF NOT EXISTS states(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, lab TEXT NOT NULL, machine TEXT NOT NULL, class TEXT,
+        t REAL NOT NULL, bucket TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS states_machine ON states(machine, t)",
 )
+BUCKETS = ("busy", "heating", "waiting", "idle", "down")  # what a machine's time is spent as
+
+
+def bucket_of(status: dict[str, Any], agent_online: bool = True) -> str:
+    """Which utilisation bucket a machine's status puts it in now."""
+    state, job = status.get("state"), status.get("job")
+    if not agent_online or state in ("disconnected", "connecting", "resetting", "alarm", "fault"):
+        return "down"
+    if state == "printing":
+        return "heating" if isinstance(job, dict) and job.get("state") == "heating" else "busy"
+    if state in ("paused", "waiting"):
+        return "waiting"
+    return "down" if status.get("locked") else "idle"
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,19 @@ def _valid(record: Any) -> bool:
     return isinstance(record["record_id"], str) and isinstance(end, str) and len(end) <= 40
 
 
+def _split(changes: list[tuple[float, str]], start: float, end: float) -> dict[str, float]:
+    """Seconds per bucket over [start, end) from (time, bucket) changes in order."""
+    out = dict.fromkeys((*BUCKETS, "unknown"), 0.0)
+    at, bucket = start, "unknown"
+    for t, b in changes:
+        if t > at:
+            out[bucket] += min(t, end) - at
+            at = t
+        bucket = b
+    out[bucket] += max(end - at, 0.0)
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def _row(lab: str, r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["record_id"], lab, r["machine"]["id"], r.get("member_id"), r["job"].get("id"),
             r["job"]["outcome"], r["end"], json.dumps(r, sort_keys=True))  # fmt: skip
@@ -92,6 +123,7 @@ class History:
         for statement in _SCHEMA:
             self.conn.execute(statement)
         self._lock = threading.Lock()
+        self._buckets: dict[str, str] = {}  # machine -> its last bucket written (one row per change)
 
     def close(self) -> None:
         with self._lock:
@@ -127,6 +159,57 @@ class History:
             if count < EVENTS_PER_JOB:
                 self.conn.execute("INSERT INTO events(lab, machine, t, job_id, event) VALUES(?,?,?,?,?)",
                                   (lab, machine, t, job_id, json.dumps(event)))  # fmt: skip
+
+    def state(self, lab: str, machine: str, cls: str | None, bucket: str, t: float) -> None:
+        """A machine's time is now spent as `bucket` (a row only when that changes)."""
+        if self._buckets.get(machine) == bucket or len(machine) > 80:
+            return
+        self._buckets[machine] = bucket
+        with self._lock:
+            self.conn.execute("INSERT INTO states(lab, machine, class, t, bucket) VALUES(?,?,?,?,?)",
+                              (lab, machine, (cls or "")[:40], t, bucket))  # fmt: skip
+
+    def utilisation(self, start: float, end: float, lab: str | None = None) -> dict[str, dict[str, Any]]:
+        """Seconds per bucket for each machine over [start, end), from its state changes; time before the
+        first change the dashboard saw is `unknown`."""
+        where, args = ("WHERE lab=?", [lab]) if lab else ("", [])
+        with self._lock:
+            machines = self.conn.execute(
+                f"SELECT machine, MAX(class) FROM states {where} GROUP BY machine", args
+            )
+            out: dict[str, dict[str, Any]] = {}
+            for machine, cls in machines.fetchall():
+                before = self.conn.execute(
+                    "SELECT t, bucket FROM states WHERE machine=? AND t<=? ORDER BY t DESC LIMIT 1",
+                    (machine, start),
+                ).fetchall()
+                during = self.conn.execute(
+                    "SELECT t, bucket FROM states WHERE machine=? AND t>? AND t<? ORDER BY t",
+                    (machine, start, end),
+                ).fetchall()
+                out[machine] = {"class": cls, **_split(before + during, start, end)}
+        return out
+
+    def per_day(self, since: str, lab: str | None = None) -> list[dict[str, Any]]:
+        """Jobs, busy hours and revenue (per currency) per day since `since` (a date)."""
+        where, args = "ended >= ?", [since]
+        if lab:
+            where, args = where + " AND lab=?", [*args, lab]
+        sql = (
+            "SELECT substr(ended, 1, 10) AS day, COUNT(*), SUM(json_extract(record, '$.time_s.total_s')),"
+            " json_extract(record, '$.currency') AS currency,"
+            " SUM(CAST(json_extract(record, '$.price') AS REAL))"
+            f"FROM records WHERE {where} GROUP BY day, currency ORDER BY day"
+        )  # fmt: skip
+        with self._lock:
+            rows = self.conn.execute(sql, args).fetchall()
+        days: dict[str, dict[str, Any]] = {}
+        for day, jobs, seconds, currency, revenue in rows:
+            d = days.setdefault(day, {"day": day, "jobs": 0, "busy_h": 0.0, "revenue": {}})
+            d["jobs"] += jobs
+            d["busy_h"] += round((seconds or 0) / 3600, 3)
+            d["revenue"][currency or "?"] = round(revenue or 0, 2)
+        return list(days.values())
 
     def page(self, which: Filter, after: tuple[str, str] | None = None, limit: int = PAGE) -> dict[str, Any]:
         """Newest first, `limit` records after the cursor (end, record id) of the last one shown."""

@@ -4,15 +4,19 @@ signed-in manager only (members' ids and prices)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from ..ledger.export import parse_day
-from .history import OUTCOMES, PAGE, Filter, History
+from .history import BUCKETS, OUTCOMES, PAGE, Filter, History
 from .view import event_view
+
+PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 
 
 def read_filter(request: Request) -> Filter:
@@ -59,6 +63,28 @@ def add_history_routes(
         h, which = store(request), read_filter(request)
         saved_as = {"Content-Disposition": 'attachment; filename="usage.csv"'}
         return StreamingResponse(h.csv(which), media_type="text/csv; charset=utf-8", headers=saved_as)
+
+    @app.get("/api/charts/utilisation")
+    def utilisation(request: Request, period: str = "day", lab: str | None = None) -> dict[str, Any]:
+        """Seconds per bucket (busy, heating, waiting for a person, idle, down) per machine and per class
+        over the last day, week or month, from the state changes the dashboard saw."""
+        if period not in PERIODS:
+            raise HTTPException(422, f"period: one of {', '.join(PERIODS)}, got {period[:20]!r}")
+        end = time.time()
+        machines = store(request).utilisation(end - PERIODS[period], end, lab)
+        classes: dict[str, dict[str, float]] = {}
+        for row in machines.values():
+            total = classes.setdefault(row["class"] or "", dict.fromkeys((*BUCKETS, "unknown"), 0.0))
+            for bucket in total:
+                total[bucket] += row[bucket]
+        return {"period": period, "from": end - PERIODS[period], "to": end, "buckets": [*BUCKETS, "unknown"],
+                "machines": machines, "classes": classes}  # fmt: skip
+
+    @app.get("/api/charts/days")
+    def days(request: Request, days: int = 30, lab: str | None = None) -> dict[str, Any]:
+        """Jobs, busy hours and revenue per day over the last `days` days (at most a year)."""
+        since = datetime.now(UTC).date() - timedelta(days=max(1, min(days, 366)) - 1)
+        return {"since": since.isoformat(), "days": store(request).per_day(since.isoformat(), lab)}
 
     @app.get("/api/history/{record_id}")
     def one(record_id: str, request: Request) -> dict[str, Any]:

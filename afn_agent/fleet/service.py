@@ -205,11 +205,22 @@ class Fleet:
         def history_page() -> FileResponse:
             return FileResponse(STATIC / "history.html")
 
+        @app.get("/charts", include_in_schema=False)
+        def charts_page() -> FileResponse:
+            return FileResponse(STATIC / "charts.html")
+
         @app.get("/static/{name}", include_in_schema=False)
         def static(name: str) -> FileResponse:
-            if name not in ("fleet.js", "fleet.css", "history.js"):
+            if name not in ("fleet.js", "fleet.css", "history.js", "charts.js"):
                 raise HTTPException(404)
             return FileResponse(STATIC / name)
+
+        @app.get("/static/vendor/{name}", include_in_schema=False)
+        def vendor(name: str) -> FileResponse:
+            """uPlot, shipped with the package (no CDN, no build step)."""
+            if name not in ("uPlot.iife.min.js", "uPlot.min.css"):
+                raise HTTPException(404)
+            return FileResponse(STATIC / "vendor" / name)
 
         add_history_routes(app, self.history, self.manager, self.state.names)
 

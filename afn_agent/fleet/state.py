@@ -13,7 +13,7 @@ from typing import Any
 from ..bus.topics import Topics
 from ..ledger.appkeys import REQUEST_S
 from ..payload import decode_json
-from .history import History
+from .history import History, bucket_of
 
 EVENT_FEED = 200
 KEY_REQUESTS = 100  # shown at once; the agents hold at most 20 each
@@ -51,6 +51,7 @@ class FleetState:
         if topic.startswith(self.topics.agent("")):
             if isinstance(data, dict):
                 self._change("agent", topic.rsplit("/", 1)[-1], data, self.agents)
+                self._agent_buckets(data)
             return
         where = self.topics.parse(topic)
         if where is None or not isinstance(data, dict):
@@ -59,6 +60,9 @@ class FleetState:
         if leaf == "status":
             self._learn_name(data.get("session"))
             self._change("machine", machine, data, self.machines)
+            if self.history is not None:
+                cls = data.get("class") if isinstance(data.get("class"), str) else None
+                self.history.state(self.topics.site, machine, cls, bucket_of(data), time.time())
         elif leaf == "telemetry":
             self._telemetry(machine, data.get("temperatures"), time.time())
         elif leaf == "events":
@@ -79,6 +83,18 @@ class FleetState:
                 return
             table[key] = data
             self._bump(kind, {"id": key, **data})
+
+    def _agent_buckets(self, availability: dict[str, Any]) -> None:
+        """An agent gone (its last will): its machines' time is down until it is back."""
+        machines = availability.get("machines")
+        if self.history is None or not isinstance(machines, list):
+            return
+        online, now = availability.get("state") == "online", time.time()
+        for machine in machines[:1000]:
+            if isinstance(machine, str) and machine in self.machines:
+                status = self.machines[machine]
+                bucket = bucket_of(status, online)
+                self.history.state(self.topics.site, machine, status.get("class"), bucket, now)
 
     def _learn_name(self, session: Any) -> None:
         if not isinstance(session, dict) or not isinstance(name := session.get("member_name"), str):

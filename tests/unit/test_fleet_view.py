@@ -94,3 +94,16 @@ def test_temperatures_fold_from_telemetry_with_a_curve():
     assert [p[1]["T0"] for p in state.curve("p1")] == [20.0, 20.4, 25.0]
     state._telemetry("ghost", {"T0": [1, 2]}, 1)  # a machine without a status is not tracked
     assert "ghost" not in state.temperatures
+
+
+def test_time_splits_by_bucket_from_state_changes():
+    from afn_agent.fleet.history import _split, bucket_of
+
+    changes = [(50.0, "idle"), (120.0, "busy"), (150.0, "down")]
+    assert _split(changes, 100.0, 200.0) == {"busy": 30.0, "heating": 0.0, "waiting": 0.0, "idle": 20.0,
+                                             "down": 50.0, "unknown": 0.0}  # fmt: skip
+    assert _split([], 0.0, 10.0)["unknown"] == 10.0
+    heating = {"state": "printing", "job": {"state": "heating"}}
+    assert bucket_of(heating) == "heating" and bucket_of({"state": "printing", "job": {}}) == "busy"
+    assert bucket_of({"state": "idle", "locked": True}) == "down" and bucket_of({"state": "idle"}, False) == "down"
+    assert bucket_of({"state": "waiting"}) == "waiting" and bucket_of({"state": "fault"}) == "down"
