@@ -168,7 +168,9 @@ function drawActions(t, id, s) {
   pair.dataset.command = "pairing-code";
   pair.textContent = say("fleet.action.pair");
   pair.onclick = () => pairingCode(id, box);
-  box.appendChild(pair);
+  const code = document.createElement("output");
+  code.className = "pair-code";
+  box.append(pair, code);
 }
 
 // ---- table ------------------------------------------------------------------------------------------
@@ -312,9 +314,7 @@ function ask(dialog) {
 async function pairingCode(machine, box) {
   const answer = await post("/api/machines/" + encodeURIComponent(machine) + "/pairing-code");
   if (!answer) return;
-  let out = box.querySelector("output");
-  if (!out) { out = document.createElement("output"); out.className = "pair-code"; box.appendChild(out); }
-  out.textContent = answer.code;
+  box.querySelector(".pair-code").textContent = answer.code;
 }
 async function command(machine, name) {
   const body = { command: name };
