@@ -21,6 +21,7 @@ from .api.announce import Announcer
 from .bus.discovery import Discovery
 from .bus.discovery import Machine as HaMachine
 from .bus.topics import Topics
+from .camera import Cameras
 from .config import ANY_HOST, AgentConfig, MachineConfig
 from .console_service import Console
 from .control import Control
@@ -28,6 +29,7 @@ from .firmware.profile import load_profile
 from .intake import AnalysisPool
 from .ledger import Ledger, LedgerError
 from .ledger.keys import KeyBook
+from .ledger.snapshots import Snapshots
 from .machine.events import JOB_STATES, MachineEvent, MachineState
 from .machine.power_only import PowerOnlyMachine
 from .machine.worker import Machine
@@ -76,6 +78,7 @@ class Agent:
         if config.access is not None:
             self.access = Access(config, self.ledger, self._access_event)
         self.notifier = self._notifier(config)
+        self.cameras = self._cameras(config)
         self.announcer: Announcer | None = None  # slicers' Browse (mDNS), once the API listens
         self.pump = JobPump(
             config, self.ledger, self.machines, self.events, self.publisher,
@@ -117,6 +120,16 @@ class Agent:
         self.publisher.listeners.append(notifier.offer)
         return notifier
 
+    def _cameras(self, config: AgentConfig) -> Cameras | None:
+        """Pictures of jobs where a machine has a camera; they listen to every event, as the notifier."""
+        settings = {m.id: m.camera for m in config.machines if m.camera is not None}
+        if not settings:
+            return None
+        cameras = Cameras(settings, config.data_dir, Snapshots(self.ledger), self.publisher.event,
+                          self.publisher.picture, lambda m: self.pump.job_id(m))  # fmt: skip
+        self.publisher.listeners.append(cameras.on_event)
+        return cameras
+
     @property
     def ledger_error(self) -> str:
         return self.pump.ledger_error
@@ -126,6 +139,8 @@ class Agent:
         """Close what a crash left open, then start the machines, the pump, the bus and the API."""
         if self.notifier is not None:
             self.notifier.start()
+        if self.cameras is not None:
+            self.cameras.start()
         recovered = {r["machine"]["id"] for r in self.pump.recover()}
         for m in self.config.machines:
             if m.id not in self.machines:
@@ -199,6 +214,8 @@ class Agent:
             self.bus.stop()
         if self.notifier is not None:
             self.notifier.stop()
+        if self.cameras is not None:
+            self.cameras.stop()
         self.ledger.close()
 
     def _wait_jobs(self, grace_s: float, why: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .camera import CameraSettings
 from .config_errors import Problem, from_validation, sentences
 from .config_model import AgentFile, DirectoryTable, MachineTable, NotifyTable
 from .console_config import ConsoleSettings
@@ -54,6 +55,7 @@ class MachineConfig:
         False  # its port may be absent when the agent starts (a board powered with the machine)
     )
     console: ConsoleSettings = field(default_factory=ConsoleSettings)  # jog, probe, preheat, language
+    camera: CameraSettings | None = None  # pictures at a job's start, end, fault and on demand
 
 
 @dataclass(frozen=True)
@@ -281,9 +283,9 @@ def _machine(m: MachineTable) -> MachineConfig:
     """A machine's keys with the defaults its profile decides: a laser's switch fails closed and keeps
     extraction on 5 minutes."""
     laser = load_profile(m.profile).kind == "laser"
-    values = m.model_dump(exclude={"console", "machine_class"})
+    values = m.model_dump(exclude={"console", "camera", "machine_class"})
     values.update(
-        machine_class=m.machine_class, port=m.port or "", console=m.console,
+        machine_class=m.machine_class, port=m.port or "", console=m.console, camera=m.camera,
         power_safe=m.power_safe or ("closed" if laser else "open"),
         power_after_s=m.power_after_s if m.power_after_s is not None else (300.0 if laser else 0.0),
     )  # fmt: skip

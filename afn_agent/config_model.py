@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from .camera import CameraSettings
 from .console_config import ConsoleSettings
 from .power.spec import SPEC as POWER_SPEC
 
@@ -203,6 +204,9 @@ class MachineTable(Table):
     )
     console: ConsoleSettings = Field(
         default_factory=ConsoleSettings, description="the screen beside it (docs/console.md)"
+    )
+    camera: CameraSettings | None = Field(
+        None, description="its camera: pictures at a job's start, end, fault and on demand (ffmpeg)"
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
 import ssl
 from pathlib import Path
@@ -38,6 +39,11 @@ def problems(cfg: AgentConfig, ports: bool = True) -> list[str]:
                 out += _interlock(spec, f"{key}.{name}")  # a relay's line is checked as an input's is
             elif spec and spec.startswith("shelly:"):
                 out += _host(spec.split(":")[1].split("#")[0], f"{key}.{name}")
+        if m.camera is not None and shutil.which("ffmpeg") is None:
+            out.append(f"{key}.camera: pictures are taken with ffmpeg, which is not installed "
+                       "(`sudo apt install ffmpeg`)")  # fmt: skip
+        if m.camera is not None and m.camera.device and not Path(m.camera.device).exists():
+            out.append(f"{key}.camera.device: {m.camera.device} does not exist (`v4l2-ctl --list-devices`)")
     if cfg.broker is not None:
         out += _tls(cfg, where)
     if cfg.api is not None:

@@ -22,6 +22,7 @@ class BusLink(Protocol):
     def wake(self) -> None: ...
     def status_changed(self, machine_id: str) -> None: ...
     def telemetry(self, machine_id: str, data: dict[str, Any]) -> None: ...
+    def picture(self, machine_id: str, data: dict[str, Any]) -> None: ...
 
 
 class Publisher:
@@ -49,6 +50,11 @@ class Publisher:
     def telemetry(self, machine_id: str, data: dict[str, Any]) -> None:
         if self.bus is not None:
             self.bus.telemetry(machine_id, data)
+
+    def picture(self, machine_id: str, data: dict[str, Any]) -> None:
+        """The machine's latest camera thumbnail, retained on the bus (the fleet's tile); best effort."""
+        if self.bus is not None:
+            self.bus.picture(machine_id, data)
 
     def wake(self) -> None:
         if self.bus is not None:

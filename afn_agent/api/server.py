@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
 from ..errors import AfnError, StorageUnavailable
-from . import appkeys, console, kiosk, native, octoprint, octoprint_heat, ownership
+from . import appkeys, console, kiosk, native, octoprint, octoprint_heat, ownership, pictures
 from .auth import Authenticator
 from .authz import Act, Gate
 from .body_limit import BodyLimit
@@ -128,6 +128,7 @@ def create_app(agent: Agent, guard: Guard | None = None) -> FastAPI:
     app.include_router(native.build(agent, auth))
     app.include_router(ownership.build(agent, auth))
     app.include_router(console.build(agent, auth))
+    app.include_router(pictures.build(agent, auth))
     app.include_router(kiosk.build(agent, auth, cfg.octoprint_machine or next(iter(agent.machines))))
     app.include_router(appkeys.manage(agent, auth))
     faces = [(cfg.octoprint_machine, "")] if cfg.octoprint_machine else []

@@ -367,6 +367,12 @@ class Bus:
             self._telemetry[machine_id] = data
         self._wake.set()
 
+    def picture(self, machine_id: str, data: dict[str, Any]) -> None:
+        """The latest camera thumbnail, retained; not through the outbox (a newer one replaces it)."""
+        if self.connected.is_set():
+            payload = json.dumps(data, sort_keys=True)
+            self.client.publish(self.topics.machine(machine_id, t.PICTURE), payload, qos=1, retain=True)
+
     def _publish_status(self, machine_id: str) -> None:
         payload = json.dumps(self.status(machine_id), sort_keys=True)
         self.client.publish(self.topics.machine(machine_id, t.STATUS), payload, qos=1, retain=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 STATUS = "status"  # retained: what the machine is doing now
 TELEMETRY = "telemetry"  # rate-limited, coalesced
+PICTURE = "picture"  # retained: the camera's latest thumbnail (JPEG, base64), when the machine has one
 EVENTS = "events"  # QoS 1, from the ledger's outbox
 USAGE = "usage"  # QoS 1, from the outbox until acknowledged
 USAGE_ACK = "usage/ack"  # booking system -> agent: {"record_id": ...}

@@ -43,7 +43,12 @@ _SCHEMA = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, lab TEXT NOT NULL, machine TEXT NOT NULL, class TEXT,
         t REAL NOT NULL, bucket TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS states_machine ON states(machine, t)",
+    """CREATE TABLE IF NOT EXISTS pictures(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, lab TEXT NOT NULL, machine TEXT NOT NULL, job_id TEXT NOT NULL,
+        moment TEXT, t REAL, sha256 TEXT, jpeg BLOB NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS pictures_job ON pictures(job_id, seq)",
 )
+PICTURES = 20_000  # thumbnails kept (~20 KB each); the oldest go first
 BUCKETS = ("busy", "heating", "waiting", "idle", "down")  # what a machine's time is spent as
 
 
@@ -159,6 +164,37 @@ class History:
             if count < EVENTS_PER_JOB:
                 self.conn.execute("INSERT INTO events(lab, machine, t, job_id, event) VALUES(?,?,?,?,?)",
                                   (lab, machine, t, job_id, json.dumps(event)))  # fmt: skip
+
+    def picture(self, lab: str, machine: str, facts: dict[str, Any], jpeg: bytes) -> None:
+        """A job's camera thumbnail (the agent keeps the full picture and its hash)."""
+        with self._lock:
+            self.conn.execute(
+                "INSERT INTO pictures(lab, machine, job_id, moment, t, sha256, jpeg) VALUES(?,?,?,?,?,?,?)",
+                (
+                    lab,
+                    machine,
+                    facts["job_id"][:64],
+                    facts.get("moment"),
+                    facts.get("t"),
+                    facts.get("sha256"),
+                    jpeg,
+                ),
+            )
+            self.conn.execute(
+                "DELETE FROM pictures WHERE seq <= (SELECT MAX(seq) FROM pictures) - ?", (PICTURES,)
+            )
+
+    def pictures_of(self, job_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT seq, moment, t, sha256 FROM pictures WHERE job_id=? ORDER BY seq", (job_id,)
+            ).fetchall()
+        return [{"id": r[0], "moment": r[1], "t": r[2], "sha256": r[3]} for r in rows]
+
+    def picture_jpeg(self, picture_id: int) -> bytes | None:
+        with self._lock:
+            row = self.conn.execute("SELECT jpeg FROM pictures WHERE seq=?", (picture_id,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def state(self, lab: str, machine: str, cls: str | None, bucket: str, t: float) -> None:
         """A machine's time is now spent as `bucket` (a row only when that changes)."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ..ledger.export import parse_day
@@ -93,4 +93,16 @@ def add_history_routes(
         if found is None:
             raise HTTPException(404, f"no record {record_id[:64]!r}")
         record, events = found
-        return {"record": record, "events": [event_view(e, names, True) for e in events]}
+        h = store(request)
+        pictures = h.pictures_of(str(record["job"].get("id") or ""))
+        for p in pictures:
+            p["url"] = f"/api/history/pictures/{p['id']}.jpg"
+        said = [event_view(e, names, True) for e in events]
+        return {"record": record, "events": said, "pictures": pictures}
+
+    @app.get("/api/history/pictures/{picture_id}.jpg")
+    def picture(picture_id: int, request: Request) -> Response:
+        jpeg = store(request).picture_jpeg(picture_id)
+        if jpeg is None:
+            raise HTTPException(404, f"no picture {picture_id}")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})

@@ -166,6 +166,8 @@ class Fleet:
             return machine_view(data, manager, self.config.site, self.state.names)
         if kind == "event":
             return event_view(data, self.state.names, manager)
+        if kind == "picture" and not manager:
+            return {"id": data["id"]}  # that there is one, not of what
         return data
 
     def snapshot(self, manager: bool) -> dict[str, Any]:
@@ -176,6 +178,8 @@ class Fleet:
         snap["events"] = [event_view(e, self.state.names, manager) for e in snap["events"]]
         if not manager:
             snap["key_requests"] = []
+        else:
+            snap["pictures"] = {m: facts for m, (_, facts) in self.state.pictures.items()}
         return snap
 
     def send(
@@ -241,6 +245,16 @@ class Fleet:
             if machine_id not in self.state.machines:
                 raise HTTPException(404, f"no machine {machine_id!r} on the bus")
             return {"machine": machine_id, "points": self.state.curve(machine_id)}
+
+        @app.get("/api/machines/{machine_id}/picture.jpg")
+        def picture(machine_id: str, request: Request) -> Response:
+            """The machine's latest camera thumbnail (managers: a camera may show people)."""
+            if self.manager(request) is None:
+                raise HTTPException(401, "sign in as a manager first")
+            found = self.state.picture(machine_id)
+            if found is None:
+                raise HTTPException(404, f"no picture of {machine_id!r}")
+            return Response(found[0], media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
         @app.get("/api/stream")
         async def stream(request: Request) -> StreamingResponse:

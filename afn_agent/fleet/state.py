@@ -3,6 +3,7 @@ usage per machine and a feed of recent events — all rebuilt from the broker (r
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import threading
 import time
@@ -20,6 +21,7 @@ KEY_REQUESTS = 100  # shown at once; the agents hold at most 20 each
 HEATERS = 6  # per machine, at most (a payload naming more is cut)
 TEMP_EVERY_S = 5.0  # one point of a machine's temperature curve per this many seconds
 TEMP_POINTS = 720  # an hour of curve per machine
+PICTURE_BYTES = 200_000  # a thumbnail is ~20 KB; anything larger is not one
 NAMES = 5000  # member names remembered from statuses (for the event sentences)
 
 
@@ -35,6 +37,7 @@ class FleetState:
         self.temperatures: dict[str, dict[str, list[float]]] = {}  # machine -> heater -> [actual, target]
         self.curves: dict[str, deque[tuple[float, dict[str, float]]]] = {}  # machine -> (t, heater -> °C)
         self.names: dict[str, str] = {}  # member id -> name, as the agents' statuses said
+        self.pictures: dict[str, tuple[bytes, dict[str, Any]]] = {}  # machine -> latest thumbnail, facts
         self.version = 0  # bumped on every change; the SSE stream sends what changed since
         self.changes: deque[tuple[int, str, Any]] = deque(maxlen=5000)
         self._seen_records: set[str] = set()
@@ -65,6 +68,8 @@ class FleetState:
                 self.history.state(self.topics.site, machine, cls, bucket_of(data), time.time())
         elif leaf == "telemetry":
             self._telemetry(machine, data.get("temperatures"), time.time())
+        elif leaf == "picture":
+            self._picture(machine, data)
         elif leaf == "events":
             if self.history is not None:
                 self.history.event(self.topics.site, machine, data)
@@ -125,6 +130,27 @@ class FleetState:
             if any(abs(v[0] - before.get(h, [-999.0])[0]) >= 1 or v[1] != before.get(h, [0, None])[1]
                    for h, v in temps.items()):  # fmt: skip
                 self._bump("temperatures", {"id": machine, "temperatures": temps})
+
+    def _picture(self, machine: str, data: dict[str, Any]) -> None:
+        """A machine's latest camera thumbnail (a JPEG, at most PICTURE_BYTES), kept for the tile and, when
+        it belongs to a job, in the history."""
+        try:
+            jpeg = base64.b64decode(str(data.get("jpeg", ""))[: PICTURE_BYTES * 2], validate=True)
+        except ValueError:
+            return
+        if machine not in self.machines or not jpeg.startswith(b"\xff\xd8") or len(jpeg) > PICTURE_BYTES:
+            return
+        named = ("t", "moment", "job_id", "sha256")
+        facts = {k: v for k in named if isinstance(v := data.get(k), str | float)}
+        with self.cond:
+            self.pictures[machine] = (jpeg, facts)
+            self._bump("picture", {"id": machine, **facts})
+        if self.history is not None and isinstance(facts.get("job_id"), str):
+            self.history.picture(self.topics.site, machine, facts, jpeg)
+
+    def picture(self, machine: str) -> tuple[bytes, dict[str, Any]] | None:
+        with self.cond:
+            return self.pictures.get(machine)
 
     def curve(self, machine: str) -> list[tuple[float, dict[str, float]]]:
         """The machine's temperature curve (the last hour), oldest first."""

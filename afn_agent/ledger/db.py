@@ -113,6 +113,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             app TEXT NOT NULL, user_name TEXT, origin TEXT, created_at TEXT NOT NULL,
             expires_at REAL NOT NULL, decision TEXT, decided_by TEXT, decided_at TEXT, key_id TEXT)""",
     ),
+    (  # 12: camera pictures of jobs (start, end, fault, on demand): the file beside the ledger and its hash
+        """CREATE TABLE snapshots(
+            id INTEGER PRIMARY KEY AUTOINCREMENT, machine_id TEXT NOT NULL, job_id TEXT, moment TEXT NOT NULL,
+            path TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL, taken_at TEXT NOT NULL,
+            taken_t REAL NOT NULL, actor TEXT NOT NULL, removed_at TEXT)""",
+        "CREATE INDEX snapshots_job ON snapshots(job_id)",
+        "CREATE INDEX snapshots_machine ON snapshots(machine_id, taken_t)",
+    ),
 ]
 
 

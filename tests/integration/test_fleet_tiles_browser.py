@@ -6,9 +6,11 @@ tests/artifacts/fleet-view/)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -100,6 +102,12 @@ def view_lab(tmp_path):
                                 "position": {}, "grbl_state": "", "progress": 0.42, "window_bytes": 0,
                                 "planner_free": None})  # fmt: skip
     wait_for(lambda: "printer-2" in fleet.state.temperatures, 10, "printer-2's telemetry")
+    jpeg = tmp_path / "frame.jpg"  # a camera's thumbnail, as afn_agent/camera.py makes it (ffmpeg)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240",
+                    "-frames:v", "1", "-y", str(jpeg)], check=True)  # fmt: skip
+    bus.picture("printer-2", {"job_id": "j1", "moment": "start", "sha256": "ab" * 32, "t": time.time(),
+                              "jpeg": base64.b64encode(jpeg.read_bytes()).decode()})  # fmt: skip
+    wait_for(lambda: fleet.state.picture("printer-2") is not None, 10, "printer-2's picture")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -134,6 +142,7 @@ def test_each_state_in_words_with_only_its_actions_in_both_languages(view_lab):
     for lang, page in pages.items():
         sign_in(page)
         page.wait_for_selector("#tile-printer-2 .temps:has-text('°C')")
+        page.wait_for_function("document.querySelector('#tile-printer-2 .picture').naturalWidth === 320")
         for name, (machine, _cls, _changes) in STATES.items():
             tile = page.locator(f"#tile-{machine}")
             shown = tile.locator(".actions button[data-command]").evaluate_all(
@@ -184,6 +193,10 @@ def test_estop_asks_first_and_the_public_page_shows_no_member(view_lab):
     page.wait_for_selector("#tile-printer-2 .who:has-text('In use')")
     assert page.inner_text("#tile-printer-2 .who") == "In use"
     assert page.locator("#tile-printer-2 .actions").is_hidden()
+    assert page.locator("#tile-printer-2 .picture").is_hidden()  # a camera may show people: managers only
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{fleet.port}/api/machines/printer-2/picture.jpg")
+    assert err.value.code == 401
     with urllib.request.urlopen(f"http://127.0.0.1:{fleet.port}/api/fleet") as answer:
         public = answer.read().decode()
     assert "ana-0042" not in public and "Ana Lopez" not in public

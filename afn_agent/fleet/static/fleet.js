@@ -18,6 +18,7 @@ const tiles = new Map();      // id -> tile element
 const offline = new Set();    // machines whose agent is gone
 const keyRequests = new Map();
 const recentEvents = [];
+const pictures = new Map();   // id -> the latest camera picture's facts (managers)
 
 // ---- words ------------------------------------------------------------------------------------------
 function say(key, facts) {
@@ -143,7 +144,17 @@ function drawTile(id) {
     ? say("fleet.locked-for", { reason: s.lock_reason }) : alarmText(s));
   const u = usage.get(id);
   put(t, ".usage", u ? say("fleet.today", { jobs: u.jobs, busy: hm(u.busy_s), pct: Math.round((u.utilisation || 0) * 100) }) : "");
+  drawPicture(t, id);
   drawActions(t, id, s);
+}
+function drawPicture(t, id) {
+  const img = t.querySelector(".picture");
+  const p = pictures.get(id);
+  img.classList.toggle("hidden", !manager || !p);
+  if (!manager || !p) return;
+  const src = "/api/machines/" + encodeURIComponent(id) + "/picture.jpg?v=" + encodeURIComponent(p.sha256 || p.t || "");
+  if (img.getAttribute("src") !== src) img.src = src;
+  img.alt = say("fleet.picture", { machine: id, moment: say("fleet.moment." + (p.moment || "demand")) });
 }
 function drawActions(t, id, s) {
   const box = t.querySelector(".actions");
@@ -388,6 +399,7 @@ function connect() {
     Object.values(s.machines).forEach(onMachine);
     s.events.slice().reverse().forEach(addEvent);
     (s.key_requests || []).forEach((r) => keyRequests.set(r.request, r));
+    Object.entries(s.pictures || {}).forEach(([id, p]) => { pictures.set(id, p); if (tiles.has(id)) drawTile(id); });
     drawKeyRequests();
     $("broker").dataset.say = "fleet.live";
     $("broker").textContent = say("fleet.live");
@@ -399,6 +411,7 @@ function connect() {
     temps.set(d.id, d.temperatures);
     if (machines.has(d.id)) { put(tileFor(d.id), ".temps", tempsText(d.id)); if (view === "table") refresh(); }
   });
+  es.addEventListener("picture", (m) => { const p = JSON.parse(m.data); pictures.set(p.id, p); if (machines.has(p.id)) drawTile(p.id); });
   es.addEventListener("usage", (m) => { const u = JSON.parse(m.data); usage.set(u.id, u); drawTile(u.id); });
   es.addEventListener("event", (m) => { const e = JSON.parse(m.data); addEvent(e); keyEvent(e); });
   es.addEventListener("agent", (m) => {

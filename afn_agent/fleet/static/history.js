@@ -75,7 +75,14 @@ function draw() {
 async function details(recordId) {
   const r = await fetch("/api/history/" + encodeURIComponent(recordId));
   if (!r.ok) return;
-  const { record, events } = await r.json();
+  const { record, events, pictures } = await r.json();
+  $("details-pictures").replaceChildren(...(pictures || []).map((p) => {
+    const img = document.createElement("img");
+    img.src = p.url;
+    img.width = 320;
+    img.alt = say("fleet.picture", { machine: record.machine.id, moment: say("fleet.moment." + (p.moment || "demand")) });
+    return img;
+  }));
   $("details-title").textContent = record.machine.id + " · " + record.job.name;
   const facts = [[say("fleet.h.member"), record.member_id || ""], [say("fleet.h.outcome"), say("outcome." + record.job.outcome)],
     [say("fleet.h.time"), hm(record.time_s.total_s)], [say("fleet.h.used"), used(record)], [say("fleet.h.price"), money(record.price, record.currency)]];
