@@ -202,8 +202,11 @@ def _table(header: str, model: type[BaseModel], values: dict[str, Any], full: bo
             continue
         if sub is not None:
             if key in values or full:
-                later += _table(f"[{prefix}.{key}]", sub, values.get(key, {}), full=full,
-                                prefix=f"{prefix}.{key}", note=_describe(field))  # fmt: skip
+                lines = _table(f"[{prefix}.{key}]", sub, values.get(key, {}), full=full,
+                               prefix=f"{prefix}.{key}", note=_describe(field))  # fmt: skip
+                if key not in values and field.default is None:  # an optional table: shown, not set
+                    lines = [f"# {line}" if line.startswith("[") else line for line in lines]
+                later += lines
             continue
         if _is_dict(field) and len(values.get(key, {})) > 2:  # a long table reads better as its own table
             later += ["", *_comment(_describe(field)), f"[{prefix}.{key}]"]

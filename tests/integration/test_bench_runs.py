@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "streaming.py"
 
 
+@pytest.mark.slow  # 45 s: run with `pytest -m slow` (the streaming figures themselves: docs/bench.md)
 def test_streaming_bench_quick_run_prints_its_tables():
     p = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
