@@ -424,6 +424,7 @@ class AgentFile(Table):
 class ManagerTable(Table):
     name: str = Field(description="the manager's sign-in name")
     sha256: Annotated[str, check(HEX64.match, "64 lower-case hex digits")] = Field(description="of their key")
+    labs: list[Ident] = Field(default_factory=list, description="the labs they steer (none: every lab)")
 
 
 class FleetTable(Table):
@@ -434,6 +435,9 @@ class FleetTable(Table):
     managers: list[ManagerTable] = Field(default_factory=list, description="who may sign in and steer")
     data_dir: str = Field(
         "/var/lib/afn-fleet", description="the job history, history.sqlite3 (relative: to this file)"
+    )
+    labs: list[Ident] = Field(
+        default_factory=list, description="more sites on this dashboard, each a lab (their agents' site)"
     )
 
 

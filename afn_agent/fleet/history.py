@@ -42,7 +42,7 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS states(
         seq INTEGER PRIMARY KEY AUTOINCREMENT, lab TEXT NOT NULL, machine TEXT NOT NULL, class TEXT,
         t REAL NOT NULL, bucket TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS states_machine ON states(machine, t)",
+    "CREATE INDEX IF NOT EXISTS states_machine ON states(lab, machine, t)",
     """CREATE TABLE IF NOT EXISTS pictures(
         seq INTEGER PRIMARY KEY AUTOINCREMENT, lab TEXT NOT NULL, machine TEXT NOT NULL, job_id TEXT NOT NULL,
         moment TEXT, t REAL, sha256 TEXT, jpeg BLOB NOT NULL)""",
@@ -75,9 +75,12 @@ class Filter:
     machine: str | None = None
     outcome: str | None = None
     lab: str | None = None
+    labs: tuple[str, ...] = ()  # the labs the reader may see (none: every lab)
 
     def where(self) -> tuple[str, list[Any]]:
-        parts, args = ["1=1"], []
+        parts, args = ["1=1"], list(self.labs)
+        if self.labs:
+            parts.append(f"lab IN ({','.join('?' * len(self.labs))})")
         for column, op, value in (("ended", ">=", self.since), ("ended", "<", self.until),
                                   ("member_id", "=", self.member), ("machine", "=", self.machine),
                                   ("outcome", "=", self.outcome), ("lab", "=", self.lab)):  # fmt: skip
@@ -128,7 +131,7 @@ class History:
         for statement in _SCHEMA:
             self.conn.execute(statement)
         self._lock = threading.Lock()
-        self._buckets: dict[str, str] = {}  # machine -> its last bucket written (one row per change)
+        self._buckets: dict[tuple[str, str], str] = {}  # (lab, machine) -> its last bucket written
 
     def close(self) -> None:
         with self._lock:
@@ -198,39 +201,40 @@ class History:
 
     def state(self, lab: str, machine: str, cls: str | None, bucket: str, t: float) -> None:
         """A machine's time is now spent as `bucket` (a row only when that changes)."""
-        if self._buckets.get(machine) == bucket or len(machine) > 80:
+        if self._buckets.get((lab, machine)) == bucket or len(machine) > 80:
             return
-        self._buckets[machine] = bucket
+        self._buckets[lab, machine] = bucket
         with self._lock:
             self.conn.execute("INSERT INTO states(lab, machine, class, t, bucket) VALUES(?,?,?,?,?)",
                               (lab, machine, (cls or "")[:40], t, bucket))  # fmt: skip
 
-    def utilisation(self, start: float, end: float, lab: str | None = None) -> dict[str, dict[str, Any]]:
+    def utilisation(self, start: float, end: float, labs: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
         """Seconds per bucket for each machine over [start, end), from its state changes; time before the
         first change the dashboard saw is `unknown`."""
-        where, args = ("WHERE lab=?", [lab]) if lab else ("", [])
+        where, args = (f"WHERE lab IN ({','.join('?' * len(labs))})", list(labs)) if labs else ("", [])
         with self._lock:
             machines = self.conn.execute(
-                f"SELECT machine, MAX(class) FROM states {where} GROUP BY machine", args
+                f"SELECT lab, machine, MAX(class) FROM states {where} GROUP BY lab, machine", args
             )
             out: dict[str, dict[str, Any]] = {}
-            for machine, cls in machines.fetchall():
+            for lab, machine, cls in machines.fetchall():
                 before = self.conn.execute(
-                    "SELECT t, bucket FROM states WHERE machine=? AND t<=? ORDER BY t DESC LIMIT 1",
-                    (machine, start),
+                    "SELECT t, bucket FROM states WHERE lab=? AND machine=? AND t<=? ORDER BY t DESC LIMIT 1",
+                    (lab, machine, start),
                 ).fetchall()
                 during = self.conn.execute(
-                    "SELECT t, bucket FROM states WHERE machine=? AND t>? AND t<? ORDER BY t",
-                    (machine, start, end),
+                    "SELECT t, bucket FROM states WHERE lab=? AND machine=? AND t>? AND t<? ORDER BY t",
+                    (lab, machine, start, end),
                 ).fetchall()
-                out[machine] = {"class": cls, **_split(before + during, start, end)}
+                split = _split(before + during, start, end)
+                out[f"{lab}:{machine}"] = {"lab": lab, "machine": machine, "class": cls, **split}
         return out
 
-    def per_day(self, since: str, lab: str | None = None) -> list[dict[str, Any]]:
+    def per_day(self, since: str, labs: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Jobs, busy hours and revenue (per currency) per day since `since` (a date)."""
         where, args = "ended >= ?", [since]
-        if lab:
-            where, args = where + " AND lab=?", [*args, lab]
+        if labs:
+            where, args = where + f" AND lab IN ({','.join('?' * len(labs))})", [*args, *labs]
         sql = (
             "SELECT substr(ended, 1, 10) AS day, COUNT(*), SUM(json_extract(record, '$.time_s.total_s')),"
             " json_extract(record, '$.currency') AS currency,"

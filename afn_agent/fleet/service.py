@@ -15,7 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,13 @@ class FleetConfig:
     managers: dict[str, str]  # name -> sha256 of their key
     broker: BrokerConfig
     data_dir: Path | None = None  # the job history's directory; None: no history kept
+    labs: tuple[str, ...] = ()  # more sites on this dashboard, each a lab
+    manager_labs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> the labs they steer
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Every lab on this dashboard, its own site first."""
+        return (self.site, *self.labs)
 
 
 def load_fleet_config(path: str | Path) -> FleetConfig:
@@ -66,7 +73,9 @@ def load_fleet_config(path: str | Path) -> FleetConfig:
     f = model.fleet
     return FleetConfig(path=file, site=f.site, host=f.host, port=f.port, command_secret=f.command_secret,
                        managers={m.name: m.sha256 for m in f.managers},
-                       broker=broker_config(model.broker), data_dir=file.parent / f.data_dir)  # fmt: skip
+                       broker=broker_config(model.broker), data_dir=file.parent / f.data_dir,
+                       labs=tuple(f.labs),
+                       manager_labs={m.name: tuple(m.labs) for m in f.managers if m.labs})  # fmt: skip
 
 
 def _short(text: str) -> str:
@@ -92,7 +101,7 @@ class Fleet:
         self.config = config
         self.topics = Topics(config.broker.topic_prefix, config.site)
         self.history = History(config.data_dir / "history.sqlite3") if config.data_dir else None
-        self.state = FleetState(self.topics, self.history)
+        self.state = FleetState(self.topics, self.history, config.labs)
         self.signed_in: dict[str, tuple[str, float]] = {}
         self.connected = threading.Event()
         self.nodes = nodes.of(config.broker)
@@ -125,7 +134,7 @@ class Fleet:
     ) -> None:
         if reason_code.is_failure:
             return
-        client.subscribe(f"{self.topics.prefix}/{self.topics.site}/#", qos=1)
+        client.subscribe([(f"{self.topics.prefix}/{site}/#", 1) for site in self.config.sites])
         self.connected.set()
 
     def start(self) -> Fleet:
@@ -160,8 +169,21 @@ class Fleet:
         entry = self.signed_in.get(hashlib.sha256(token.encode()).hexdigest()) if token else None
         return entry[0] if entry and entry[1] > time.monotonic() else None
 
-    def present(self, kind: str, data: Any, manager: bool) -> Any:
-        """One change as this audience sees it (member names for managers only; events in words)."""
+    def labs_of(self, name: str | None) -> tuple[str, ...]:
+        """The labs a signed-in manager steers (every lab of the dashboard unless their entry names some);
+        nobody's: none."""
+        if name is None:
+            return ()
+        return self.config.manager_labs.get(name) or self.config.sites
+
+    def steers(self, name: str | None, key: str) -> bool:
+        return self.state.locate(key)[0] in self.labs_of(name)
+
+    def present(self, kind: str, data: Any, name: str | None) -> Any:
+        """One change as this audience sees it: member names, pictures and key requests only for a
+        manager of that machine's lab; events in words."""
+        key = str(data.get("key") or data.get("id") or "") if isinstance(data, dict) else ""
+        manager = self.steers(name, key)
         if kind == "machine":
             return machine_view(data, manager, self.config.site, self.state.names)
         if kind == "event":
@@ -170,32 +192,36 @@ class Fleet:
             return {"id": data["id"]}  # that there is one, not of what
         return data
 
-    def snapshot(self, manager: bool) -> dict[str, Any]:
+    def snapshot(self, name: str | None) -> dict[str, Any]:
         snap = self.state.snapshot()
-        site = self.config.site
-        names = self.state.names
-        snap["machines"] = {k: machine_view(v, manager, site, names) for k, v in snap["machines"].items()}
-        snap["events"] = [event_view(e, self.state.names, manager) for e in snap["events"]]
-        if not manager:
-            snap["key_requests"] = []
-        else:
-            snap["pictures"] = {m: facts for m, (_, facts) in self.state.pictures.items()}
+        site, names = self.config.site, self.state.names
+
+        def may(key: str) -> bool:
+            return self.steers(name, key)
+
+        snap["machines"] = {k: machine_view(v, may(k), site, names) for k, v in snap["machines"].items()}
+        snap["events"] = [event_view(e, names, may(e.get("key", ""))) for e in snap["events"]]
+        snap["key_requests"] = [r for r in snap["key_requests"] if may(r["machine"])]
+        snap["pictures"] = {m: facts for m, (_, facts) in self.state.pictures.items() if may(m)}
+        snap["labs"] = list(self.config.sites)
         return snap
 
-    def send(
-        self, asked: Request, machine_id: str, command: str, **args: Any
-    ) -> tuple[dict[str, Any], bool]:
+    def send(self, asked: Request, key: str, command: str, **args: Any) -> tuple[dict[str, Any], bool]:
         """A signed command from the signed-in manager to one machine's agent: (the token, handed over).
-        `args` are the command's (an app-key decision has its own `request`)."""
+        `args` are the command's (an app-key decision has its own `request`). Only in the manager's labs."""
         name = self.manager(asked)
         if name is None:
             raise HTTPException(401, "sign in as a manager first")
-        if machine_id not in self.state.machines:
-            raise HTTPException(404, f"no machine {machine_id!r} on the bus")
+        if key not in self.state.machines:
+            raise HTTPException(404, f"no machine {key!r} on the bus")
+        if not self.steers(name, key):
+            raise HTTPException(403, f"{name} does not manage {self.state.locate(key)[0]}")
         if not self.config.command_secret:
             raise HTTPException(409, "this dashboard has no command_secret")
+        site, machine_id = self.state.locate(key)
         token = sign(self.config.command_secret, command, machine_id, name, **args)
-        info = self.client.publish(self.topics.machine(machine_id, COMMAND), json.dumps(token), qos=1)
+        topic = Topics(self.topics.prefix, site).machine(machine_id, COMMAND)
+        info = self.client.publish(topic, json.dumps(token), qos=1)
         return token, info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def app(self) -> FastAPI:
@@ -226,7 +252,11 @@ class Fleet:
                 raise HTTPException(404)
             return FileResponse(STATIC / "vendor" / name)
 
-        add_history_routes(app, self.history, self.manager, self.state.names)
+        def labs_of(request: Request) -> tuple[str, ...] | None:
+            name = self.manager(request)
+            return None if name is None else self.labs_of(name)
+
+        add_history_routes(app, self.history, labs_of, self.state.names)
 
         @app.get("/api/words")
         def words(lang: str = "en") -> dict[str, Any]:
@@ -237,7 +267,7 @@ class Fleet:
         @app.get("/api/fleet")
         def fleet(request: Request) -> dict[str, Any]:
             name = self.manager(request)
-            return {**self.snapshot(name is not None), "manager": name, "broker": self.connected.is_set()}
+            return {**self.snapshot(name), "manager": name, "broker": self.connected.is_set()}
 
         @app.get("/api/machines/{machine_id}/temperatures")
         def temperatures(machine_id: str) -> dict[str, Any]:
@@ -249,8 +279,11 @@ class Fleet:
         @app.get("/api/machines/{machine_id}/picture.jpg")
         def picture(machine_id: str, request: Request) -> Response:
             """The machine's latest camera thumbnail (managers: a camera may show people)."""
-            if self.manager(request) is None:
+            name = self.manager(request)
+            if name is None:
                 raise HTTPException(401, "sign in as a manager first")
+            if not self.steers(name, machine_id):
+                raise HTTPException(403, f"{name} does not manage {self.state.locate(machine_id)[0]}")
             found = self.state.picture(machine_id)
             if found is None:
                 raise HTTPException(404, f"no picture of {machine_id!r}")
@@ -258,7 +291,7 @@ class Fleet:
 
         @app.get("/api/stream")
         async def stream(request: Request) -> StreamingResponse:
-            manager = self.manager(request) is not None  # decided once: signing in reloads the stream
+            manager = self.manager(request)  # decided once: signing in reloads the stream
 
             async def events() -> AsyncIterator[str]:
                 snap = self.snapshot(manager)

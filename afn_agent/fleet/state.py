@@ -26,8 +26,10 @@ NAMES = 5000  # member names remembered from statuses (for the event sentences)
 
 
 class FleetState:
-    def __init__(self, topics: Topics, history: History | None = None) -> None:
+    def __init__(self, topics: Topics, history: History | None = None, labs: tuple[str, ...] = ()) -> None:
         self.topics = topics
+        self.home = topics.site  # its machines keep their bare ids; another lab's are `<lab>:<id>`
+        self.heads = {site: Topics(topics.prefix, site) for site in (topics.site, *labs)}
         self.history = history  # usage records and jobs' events, kept on disk for the history page
         self.machines: dict[str, dict[str, Any]] = {}
         self.agents: dict[str, dict[str, Any]] = {}
@@ -51,35 +53,38 @@ class FleetState:
             data = decode_json(payload) if payload else None
         except ValueError:  # Malformed: too large, too deep, not JSON
             return
-        if topic.startswith(self.topics.agent("")):
-            if isinstance(data, dict):
-                self._change("agent", topic.rsplit("/", 1)[-1], data, self.agents)
-                self._agent_buckets(data)
+        found = self._where(topic)
+        if found is None or not isinstance(data, dict):
             return
-        where = self.topics.parse(topic)
-        if where is None or not isinstance(data, dict):
+        site, name, leaf = found
+        if leaf == "_agent":
+            listed = m if isinstance(m := data.get("machines"), list) else []
+            keys = [self.key_of(site, m) for m in listed[:1000] if isinstance(m, str)]
+            self._change("agent", self.key_of(site, name), {**data, "machines": keys}, self.agents)
+            self._agent_buckets(site, data)
             return
-        machine, leaf = where
+        machine = self.key_of(site, name)
         if leaf == "status":
             self._learn_name(data.get("session"))
-            self._change("machine", machine, data, self.machines)
+            self._change("machine", machine, {**data, "key": machine, "lab": site}, self.machines)
             if self.history is not None:
                 cls = data.get("class") if isinstance(data.get("class"), str) else None
-                self.history.state(self.topics.site, machine, cls, bucket_of(data), time.time())
+                self.history.state(site, name, cls, bucket_of(data), time.time())
         elif leaf == "telemetry":
             self._telemetry(machine, data.get("temperatures"), time.time())
         elif leaf == "picture":
-            self._picture(machine, data)
+            self._picture(site, machine, name, data)
         elif leaf == "events":
             if self.history is not None:
-                self.history.event(self.topics.site, machine, data)
+                self.history.event(site, name, data)
             with self.cond:
                 self._key_request(machine, data)
-                self.events.appendleft({"machine": machine, **data})
-                self._bump("event", {"machine": machine, **data})
+                said = {**data, "machine": name, "key": machine, "lab": site}
+                self.events.appendleft(said)
+                self._bump("event", said)
         elif leaf == "usage":
             if self.history is not None:
-                self.history.keep(self.topics.site, data)
+                self.history.keep(site, data)
             self._usage(machine, data)
 
     def _change(self, kind: str, key: str, data: dict[str, Any], table: dict[str, dict[str, Any]]) -> None:
@@ -89,17 +94,36 @@ class FleetState:
             table[key] = data
             self._bump(kind, {"id": key, **data})
 
-    def _agent_buckets(self, availability: dict[str, Any]) -> None:
+    def key_of(self, site: str, machine: str) -> str:
+        """How the dashboard names a machine: its id in the home lab, `<lab>:<id>` in another."""
+        return machine if site == self.home else f"{site}:{machine}"
+
+    def locate(self, key: str) -> tuple[str, str]:
+        """(lab, machine id) of a dashboard key."""
+        site, sep, machine = key.partition(":")
+        return (site, machine) if sep else (self.home, key)
+
+    def _where(self, topic: str) -> tuple[str, str, str] | None:
+        """(lab, machine id or agent id, leaf; `_agent` for an agent's availability) of a topic."""
+        for site, head in self.heads.items():
+            if topic.startswith(head.agent("")):
+                return site, topic.rsplit("/", 1)[-1], "_agent"
+            where = head.parse(topic)
+            if where is not None:
+                return site, where[0], where[1]
+        return None
+
+    def _agent_buckets(self, site: str, availability: dict[str, Any]) -> None:
         """An agent gone (its last will): its machines' time is down until it is back."""
         machines = availability.get("machines")
         if self.history is None or not isinstance(machines, list):
             return
         online, now = availability.get("state") == "online", time.time()
         for machine in machines[:1000]:
-            if isinstance(machine, str) and machine in self.machines:
-                status = self.machines[machine]
+            if isinstance(machine, str) and (key := self.key_of(site, machine)) in self.machines:
+                status = self.machines[key]
                 bucket = bucket_of(status, online)
-                self.history.state(self.topics.site, machine, status.get("class"), bucket, now)
+                self.history.state(site, machine, status.get("class"), bucket, now)
 
     def _learn_name(self, session: Any) -> None:
         if not isinstance(session, dict) or not isinstance(name := session.get("member_name"), str):
@@ -131,7 +155,7 @@ class FleetState:
                    for h, v in temps.items()):  # fmt: skip
                 self._bump("temperatures", {"id": machine, "temperatures": temps})
 
-    def _picture(self, machine: str, data: dict[str, Any]) -> None:
+    def _picture(self, site: str, machine: str, name: str, data: dict[str, Any]) -> None:
         """A machine's latest camera thumbnail (a JPEG, at most PICTURE_BYTES), kept for the tile and, when
         it belongs to a job, in the history."""
         try:
@@ -146,7 +170,7 @@ class FleetState:
             self.pictures[machine] = (jpeg, facts)
             self._bump("picture", {"id": machine, **facts})
         if self.history is not None and isinstance(facts.get("job_id"), str):
-            self.history.picture(self.topics.site, machine, facts, jpeg)
+            self.history.picture(site, name, facts, jpeg)
 
     def picture(self, machine: str) -> tuple[bytes, dict[str, Any]] | None:
         with self.cond:

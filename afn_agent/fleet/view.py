@@ -14,7 +14,7 @@ _ENDED = ("completed", "cancelled", "failed", "interrupted")
 def machine_view(status: dict[str, Any], manager: bool, lab: str, names: dict[str, str]) -> dict[str, Any]:
     """A machine's status for this audience, with its lab: without a manager, who uses it is only
     'in use'; for a manager, the job's member by name when an agent said it."""
-    out = {**status, "lab": lab}
+    out = {"lab": lab, **status, "yours": manager}  # yours: this audience may steer it
     job = out.get("job")
     if manager:
         if isinstance(job, dict) and isinstance(member := job.get("member_id"), str) and member in names:
@@ -31,7 +31,8 @@ def event_view(event: dict[str, Any], names: dict[str, str], manager: bool) -> d
     """An event as the dashboard lists it: when, where, what kind, and its sentence in each language
     (names for managers; 'a member' otherwise). Its raw facts stay with managers."""
     view: dict[str, Any] = {
-        "machine": event.get("machine"), "type": event.get("type"), "t": event.get("t"),
+        "machine": event.get("machine"), "key": event.get("key") or event.get("machine"),
+        "lab": event.get("lab"), "type": event.get("type"), "t": event.get("t"),
         "tone": "alarm" if event.get("type") in _ALARMS else "info",
         "words": event_words(event, names, manager),
     }  # fmt: skip
@@ -61,7 +62,8 @@ def event_words(event: dict[str, Any], names: dict[str, str], manager: bool) -> 
     out = {}
     for lang in i18n.LANGUAGES:
         said = {k: (v[lang] if isinstance(v, dict) else v) for k, v in facts.items()}
-        out[lang] = i18n.text(key, lang, machine=event.get("machine"), who=who[lang], by=by, **said)
+        where = event.get("key") or event.get("machine")  # another lab's machine is named with its lab
+        out[lang] = i18n.text(key, lang, machine=where, who=who[lang], by=by, **said)
     return out
 
 

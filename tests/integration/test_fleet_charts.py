@@ -54,12 +54,12 @@ def test_utilisation_jobs_per_day_and_live_temperatures(lab):
     wait_for(lambda: "printer-1" in fleet.state.temperatures, 10, "printer-1's temperatures")
     opener = lab.http()
     day = json.loads(lab.get(opener, "/api/charts/utilisation?period=day"))
-    p1 = day["machines"]["printer-1"]
+    p1 = day["machines"]["fablab:printer-1"]
     assert sum(p1[b] for b in (*BUCKETS, "unknown")) == pytest.approx(day["to"] - day["from"], abs=1)
     assert p1["heating"] == pytest.approx(0.5 * 3600, abs=2) and p1["waiting"] == pytest.approx(3600, abs=2)
     assert p1["busy"] == pytest.approx(7.5 * 3600 + 5 * 3600, abs=2)
     wait_for(lambda: json.loads(lab.get(opener, "/api/charts/utilisation?period=day"))["machines"]
-             .get("mill-1", {}).get("busy", 0) > 0, 10, "mill-1's busy time from its live status")  # fmt: skip
+             .get("fablab:mill-1", {}).get("busy", 0) > 0, 10, "mill-1's busy time from its live status")  # fmt: skip
     assert day["classes"]["laser"]["down"] == pytest.approx(10 * 3600, abs=2)
     per_day = json.loads(lab.get(opener, "/api/charts/days?days=30"))["days"]
     assert sum(d["jobs"] for d in per_day) == 12

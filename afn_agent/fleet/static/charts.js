@@ -60,8 +60,12 @@ async function loadUtilisation() {
   }));
   const classes = Object.entries(u.classes).sort();
   const machines = Object.entries(u.machines).sort();
+  const labs = Object.entries(u.labs || {}).sort();
+  const several = labs.length > 1;
+  $("by-lab-section").classList.toggle("hidden", !several);
+  $("by-lab").replaceChildren(...labs.map(([l, row]) => stack(l, row, u.buckets)));
   $("by-class").replaceChildren(...classes.map(([c, row]) => stack(c, row, u.buckets)));
-  $("by-machine").replaceChildren(...machines.map(([m, row]) => stack(m, row, u.buckets)));
+  $("by-machine").replaceChildren(...machines.map(([, row]) => stack(several ? row.lab + " · " + row.machine : row.machine, row, u.buckets)));
   if (!machines.length) $("by-machine").textContent = say("fleet.c.no-data");
   document.querySelectorAll("[data-period]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.period === period)));
 }

@@ -50,7 +50,7 @@ function kindOf(cls) {
   return "other";
 }
 function stateKey(s) {
-  if (offline.has(s.machine)) return "offline";
+  if (offline.has(s.key)) return "offline";
   if (s.locked) return "locked";
   if (s.power && s.power.on === false && s.state !== "printing") return "powered-off";
   if (s.state === "printing" && s.job && s.job.state === "heating") return "heating";
@@ -158,8 +158,9 @@ function drawPicture(t, id) {
 }
 function drawActions(t, id, s) {
   const box = t.querySelector(".actions");
-  box.classList.toggle("hidden", !manager);
-  if (!manager) return;
+  const mine = manager && s.yours !== false;  // a manager of another lab only looks
+  box.classList.toggle("hidden", !mine);
+  if (!mine) return;
   const offered = offline.has(id) ? [] : (s.actions || []);
   const sig = offered.join(",") + "|" + lang;
   if (box.dataset.sig === sig) return;
@@ -191,7 +192,7 @@ function sortValue(s, key) {
   if (key === "state") return stateWords(s);
   if (key === "lab") return s.lab || "";
   if (key === "class") return s.class || "";
-  return s.machine;
+  return s.key;
 }
 function drawTable() {
   if (view !== "table") return;
@@ -199,14 +200,14 @@ function drawTable() {
   rows.sort((a, b) => {
     const x = sortValue(a, sortKey), y = sortValue(b, sortKey);
     const c = typeof x === "number" ? x - y : String(x).localeCompare(String(y), lang);
-    return (sortUp ? c : -c) || a.machine.localeCompare(b.machine);
+    return (sortUp ? c : -c) || a.key.localeCompare(b.key);
   });
   const body = $("table").tBodies[0];
   const out = rows.map((s) => {
     const tr = document.createElement("tr");
     tr.dataset.state = stateKey(s);
-    const cells = [s.machine, s.lab || "", s.class || "", stateWords(s), whoText(s), s.job ? s.job.name : "",
-      s.job ? Math.round(s.job.progress * 100) + " %" : "", s.queued ? String(s.queued) : "", tempsText(s.machine), alarmText(s)];
+    const cells = [s.key, s.lab || "", s.class || "", stateWords(s), whoText(s), s.job ? s.job.name : "",
+      s.job ? Math.round(s.job.progress * 100) + " %" : "", s.queued ? String(s.queued) : "", tempsText(s.key), alarmText(s)];
     cells.forEach((text, i) => {
       const td = document.createElement(i === 0 ? "th" : "td");
       if (i === 0) td.scope = "row";
@@ -247,8 +248,8 @@ function refresh() {  // once per frame, whatever the number of changes that cam
   });
 }
 function onMachine(s) {
-  const id = s.machine || s.id;
-  s.machine = id;
+  const id = s.key || s.id || s.machine;  // another lab's machines are `<lab>:<id>`
+  s.key = id;
   machines.set(id, s);
   addOption($("class-filter"), s.class);
   addOption($("lab-filter"), s.lab);
@@ -303,7 +304,7 @@ async function decideKey(r, grant) {
   drawKeyRequests();
 }
 function keyEvent(e) {
-  if (e.type === "appkey_requested" && e.request) keyRequests.set(e.request, { request: e.request, machine: e.machine, app: e.app, user: e.user });
+  if (e.type === "appkey_requested" && e.request) keyRequests.set(e.request, { request: e.request, machine: e.key || e.machine, app: e.app, user: e.user });
   else if (e.type === "appkey_decided") keyRequests.delete(e.request);
   else return;
   drawKeyRequests();
