@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import queue
@@ -21,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +36,8 @@ log = logging.getLogger("afn_agent.camera")
 Moment = Literal["start", "end", "fault"]
 QUEUE = 4  # pictures waiting per camera; more are dropped (said in the log)
 THUMB_WIDTH = 320
+LAPSE_FRAMES = 3000  # a timelapse keeps at most this many frames (a day at 30 s)
+LAPSE_ASSEMBLY_S = 300.0  # its video is given up after this long
 RETRY_S = 1.0  # a grab refused quickly is tried once more after this
 # Which events take which picture (the publisher's listener sees every event, on the caller's thread).
 MOMENTS: dict[str, Moment] = {
@@ -57,6 +61,9 @@ class CameraSettings(BaseModel):
     timeout_s: float = Field(10.0, ge=1, le=60, description="a grab that takes longer is given up")
     keep_days: float = Field(90.0, gt=0, le=3650, description="pictures older than this are removed")
     keep_mb: float = Field(500.0, gt=0, le=100_000, description="this machine's pictures take at most this")
+    timelapse_s: float | None = Field(
+        None, ge=2, le=600, description="a frame this often while a job runs, a video at its end"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> CameraSettings:
@@ -82,6 +89,17 @@ def grab_command(settings: CameraSettings, full: Path, thumb: Path, ffmpeg: str 
             "-map", "[thumb]", "-frames:v", "1", "-q:v", "5", "-y", str(thumb)]  # fmt: skip
 
 
+@dataclass
+class Timelapse:
+    """A running job's timelapse: its frames so far, in a folder of their own, and the next one's time."""
+
+    job_id: str
+    folder: Path
+    every_s: float
+    frames: int = 0
+    due: float = field(default_factory=time.monotonic)
+
+
 class Camera:
     """One machine's camera thread; `take` only queues."""
 
@@ -99,6 +117,7 @@ class Camera:
         self.requests: queue.Queue[tuple[str, str | None, str] | None] = queue.Queue(QUEUE)
         self.dropped = 0
         self.failures = 0
+        self.lapse: Timelapse | None = None  # the running job's timelapse, on this camera's thread only
         self.thread = threading.Thread(target=self._run, name=f"camera-{machine_id}", daemon=True)
 
     def start(self) -> Camera:
@@ -112,8 +131,10 @@ class Camera:
         self.thread.join(self.settings.timeout_s + 2)
 
     def take(self, moment: str, job_id: str | None, actor: str = "agent") -> bool:
-        """Queue a picture (a moment of `on`, or "demand"); False when the queue is full."""
-        if moment != "demand" and moment not in self.settings.on:
+        """Queue a picture (a moment of `on`, or "demand"; a job's start and end for its timelapse);
+        False when the queue is full."""
+        lapse = self.settings.timelapse_s is not None and moment in ("start", "end")
+        if moment != "demand" and moment not in self.settings.on and not lapse:
             return False
         try:
             self.requests.put_nowait((moment, job_id, actor))
@@ -124,12 +145,75 @@ class Camera:
             return False
 
     def _run(self) -> None:
-        while (request := self.requests.get()) is not None:
+        while True:
+            wait = None if self.lapse is None else max(0.0, self.lapse.due - time.monotonic())
             try:
-                self.capture(*request)
-            except Exception:  # a picture is never worth the thread
+                request = self.requests.get(timeout=wait)
+            except queue.Empty:  # a timelapse frame is due
+                self._guarded(self._frame)
+                continue
+            if request is None:
+                return
+            self._guarded(functools.partial(self._handle, *request))
+
+    def _guarded(self, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception:  # a picture is never worth the thread
+            self.failures += 1
+            log.exception("camera %s: picture failed", self.machine_id)
+
+    def _handle(self, moment: str, job_id: str | None, actor: str) -> None:
+        if moment == "demand" or moment in self.settings.on:
+            self.capture(moment, job_id, actor)
+        if self.settings.timelapse_s is None or job_id is None:
+            return
+        if moment == "start":
+            self.lapse = Timelapse(job_id, self.directory / f".timelapse-{job_id}", self.settings.timelapse_s)
+        elif moment == "end" and self.lapse is not None and self.lapse.job_id == job_id:
+            lapse, self.lapse = self.lapse, None
+            self._assemble(lapse)
+
+    def _frame(self) -> None:
+        """One timelapse frame (no thumbnail, no event)."""
+        lapse = self.lapse
+        if lapse is None:
+            return
+        lapse.due = time.monotonic() + lapse.every_s
+        if lapse.frames >= LAPSE_FRAMES:
+            return
+        lapse.folder.mkdir(parents=True, exist_ok=True)
+        frame = lapse.folder / f"frame-{lapse.frames:05d}.jpg"
+        command = [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *self.settings.source(),
+                   "-frames:v", "1", "-vf", f"scale='min({self.settings.width},iw)':-2", "-q:v", "4", "-y",
+                   str(frame)]  # fmt: skip
+        if _run_ffmpeg(command, self.settings.timeout_s + 2)[0] and frame.exists():
+            lapse.frames += 1
+
+    def _assemble(self, lapse: Timelapse) -> None:
+        """The job's frames as one video beside its pictures (kept, hashed and said as they are)."""
+        try:
+            if lapse.frames < 2:
+                return
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            video = self.directory / f"{stamp}-timelapse-{lapse.job_id}.mp4"
+            command = [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-framerate", "10",
+                       "-i", str(lapse.folder / "frame-%05d.jpg"), "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                       "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-y",
+                       str(video)]  # fmt: skip
+            ok, why = _run_ffmpeg(command, LAPSE_ASSEMBLY_S)
+            if not ok or not video.exists():
                 self.failures += 1
-                log.exception("camera %s: picture failed", self.machine_id)
+                log.warning("camera %s: timelapse of %s not made (%s)", self.machine_id, lapse.job_id, why)
+                video.unlink(missing_ok=True)
+                return
+            data = video.read_bytes()
+            row = self.snapshots.add(self.machine_id, lapse.job_id, "timelapse", str(video),
+                                     hashlib.sha256(data).hexdigest(), len(data), "agent")  # fmt: skip
+            self.prune(time.time())
+            self.on_taken(row, b"")
+        finally:
+            shutil.rmtree(lapse.folder, ignore_errors=True)
 
     def capture(self, moment: str, job_id: str | None, actor: str) -> dict[str, Any] | None:
         """Grab, keep, record and say one picture; None when the camera gave none in time."""
@@ -227,5 +311,6 @@ class Cameras:
         facts = {"job_id": row["job_id"], "snapshot_id": row["id"], "moment": row["moment"],
                  "sha256": row["sha256"], "bytes": row["bytes"], "file": Path(row["path"]).name}  # fmt: skip
         self.say(row["machine_id"], "snapshot", facts)
-        picture = base64.b64encode(thumb).decode()
-        self.show(row["machine_id"], {**facts, "t": row["taken_t"], "jpeg": picture})
+        if thumb:  # a timelapse's video has none: said, not shown
+            picture = base64.b64encode(thumb).decode()
+            self.show(row["machine_id"], {**facts, "t": row["taken_t"], "jpeg": picture})

@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .. import i18n
+from ..ledger.snapshots import Snapshots
 from ..ledger.usage import parse_iso, utc_now
 from ..machine.events import MachineState
 from .auth import Authenticator
@@ -182,12 +183,21 @@ def _summary(agent: Agent, machine_id: str, badge_at: str | None, lang: str) -> 
         "price_text": i18n.money(record.get("price"), record.get("currency"), lang),
         "material_text": i18n.text("fmt.grams", lang, g=grams) if kind == "printer" else "",
         "thumbnail": job_view(job)["thumbnail"],
+        "picture": _picture(agent, job["id"]),
     }  # fmt: skip
     if kind in ("laser", "mill"):
         seconds = record.get("beam_on_s" if kind == "laser" else "spindle_on_s")
         out["machine_time_label"] = i18n.text("ui.beam-time" if kind == "laser" else "ui.spindle-time", lang)
         out["machine_time_text"] = i18n.duration(seconds, lang)
     return out
+
+
+def _picture(agent: Agent, job_id: str) -> str | None:
+    """The camera's last picture of the job still kept (its end, else the latest), as a URL."""
+    rows = Snapshots(agent.ledger).of_job(job_id)
+    kept = [p for p in rows if p["removed_at"] is None and p["path"].endswith(".jpg")]
+    ends = [p for p in kept if p["moment"] == "end"] or kept
+    return f"/v1/snapshots/{ends[-1]['id']}" if ends else None
 
 
 def _last_opened(badges: list[dict[str, Any]]) -> str | None:

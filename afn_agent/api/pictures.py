@@ -39,7 +39,7 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
 
     @r.get("/v1/snapshots/{snapshot_id}", tags=["jobs"])
     def picture(snapshot_id: int, request: Request) -> Response:
-        """One picture's JPEG, for whoever may see its job (a picture without a job: managers)."""
+        """One picture's JPEG (a timelapse's MP4), for whoever may see its job (without a job: managers)."""
         caller = gate.allow(request, Act.READ)
         row = snapshots.one(snapshot_id)
         job = agent.ledger.job(row["job_id"]) if row and row["job_id"] else None
@@ -50,7 +50,8 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
         if row["removed_at"] is not None or not path.is_file():
             raise HTTPException(410, f"picture {snapshot_id} was removed by the retention limits")
         cache = {"Cache-Control": "max-age=86400"}
-        return Response(path.read_bytes(), media_type="image/jpeg", headers=cache)
+        media = "video/mp4" if path.suffix == ".mp4" else "image/jpeg"  # a timelapse, or a picture
+        return Response(path.read_bytes(), media_type=media, headers=cache)
 
     @r.post("/v1/machines/{machine_id}/snapshot", status_code=202, tags=["control"])
     def take(machine_id: str, request: Request) -> dict[str, Any]:

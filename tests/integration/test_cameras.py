@@ -219,3 +219,20 @@ def test_pictures_reach_the_fleet_tile_and_history_through_the_deploy_acl(tmp_pa
     finally:
         fleet.stop()
         agent.stop()
+
+
+def test_a_timelapse_of_the_job_is_assembled_at_its_end(one_machine, camera, tmp_path):
+    agent, _sim = one_machine("printer-1", speed=2, move_ms=2.0,
+                              extra_machine={"camera": {"url": camera.url, "on": ["end"], "timelapse_s": 2}})  # fmt: skip
+    path = circle_gcode(tmp_path / "job.gcode", 2500, heat=None, centre=(110, 110))
+    t0 = time.monotonic()
+    job_id, _ = submit(agent.config, agent.ledger, "printer-1", path, "test", member_id="m-1")
+    assert agent.wait_idle("printer-1", 60)
+    ran = time.monotonic() - t0
+    wait_for(lambda: any(p["moment"] == "timelapse" for p in pictures(agent, job_id)), 90, "the timelapse")
+    (video,) = [p for p in pictures(agent, job_id) if p["moment"] == "timelapse"]
+    data = Path(video["path"]).read_bytes()
+    assert data[4:8] == b"ftyp" and hashlib.sha256(data).hexdigest() == video["sha256"], "an MP4, hashed"
+    assert {p["moment"] for p in pictures(agent, job_id)} == {"end", "timelapse"}  # `on` says which pictures
+    assert not list(Path(video["path"]).parent.glob(".timelapse-*")), "the frames go once the video is made"
+    assert ran > 4, f"the job ran {ran:.1f} s: too short for frames 2 s apart"

@@ -235,6 +235,9 @@ function draw(v) {
     $("summary-thumb").src = s.thumbnail || "";
     $("summary-thumb").alt = s.name;
     show("summary-thumb", !!s.thumbnail);
+    if ($("summary-picture").getAttribute("src") !== (s.picture || "")) $("summary-picture").src = s.picture || "";
+    $("summary-picture").alt = v.text["ui.camera-picture"] || "";
+    show("summary-picture", !!s.picture);
   }
   show("key-box", !!v.session && !!token);
   if (!v.session) {  // a key is shown to its member only, never to the next one at the machine
