@@ -93,6 +93,11 @@ def test_pictures_at_start_fault_and_end_with_their_hashes(one_machine, camera, 
         assert picture.read_bytes()[:2] == b"\xff\xd8", "a JPEG"
         assert hashlib.sha256(picture.read_bytes()).hexdigest() == row["sha256"] == said[row["id"]]["sha256"]
         assert said[row["id"]]["job_id"] == job_id and said[row["id"]]["moment"] == row["moment"]
+    # the member's summary at the machine shows the camera's picture of the job's end
+    from afn_agent.api.kiosk_view import _summary
+
+    end = next(r for r in rows if r["moment"] == "end")
+    assert _summary(agent, "printer-1", None, "en")["picture"] == f"/v1/snapshots/{end['id']}"
 
 
 def test_api_demand_retention_and_who_sees_a_picture(tmp_path, start_sim, camera):
