@@ -207,7 +207,8 @@ class Lab:
             cfg = BrokerConfig(host="127.0.0.1", port=port)
             managers = {"manager": hashlib.sha256(b"demo").hexdigest()}
             self.fleet = Fleet(
-                FleetConfig(self.work / "fleet.toml", SITE, "127.0.0.1", 0, COMMAND_SECRET, managers, cfg)
+                FleetConfig(self.work / "fleet.toml", SITE, "127.0.0.1", 0, COMMAND_SECRET, managers, cfg,
+                            data_dir=self.work / "fleet")  # its history and charts
             ).start()
         for agent in self.agents:
             for m in agent.machines.values():
