@@ -159,7 +159,7 @@ def test_a_dead_camera_never_delays_a_job(one_machine, tmp_path, dead):
     if dead == "refused":
         server.close()
     try:
-        agent, _sim = one_machine("printer-1", extra_machine={"camera": {"url": url, "timeout_s": 5}})
+        agent, _sim = one_machine("printer-1", extra_machine={"camera": {"url": url, "timeout_s": 2}})
         path = circle_gcode(tmp_path / "job.gcode", 600, heat=None, centre=(110, 110))
         t0 = time.monotonic()
         job_id, _ = submit(agent.config, agent.ledger, "printer-1", path, "test", member_id="m-1")

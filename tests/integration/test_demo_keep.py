@@ -47,7 +47,6 @@ def tiles_text(page) -> str:
     )
 
 
-@pytest.mark.slow  # 70 s of a living demo: run with `pytest -m slow`
 def test_demo_keeps_living_and_a_card_is_held_from_the_cli(tmp_path):
     """The README's first command (fast): the whole scripted afternoon and every bill checked, then the lab
     lives on: the dashboard moves between screenshots, a card held from the CLI is decided on."""
