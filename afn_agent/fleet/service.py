@@ -241,7 +241,7 @@ class Fleet:
 
         @app.get("/static/{name}", include_in_schema=False)
         def static(name: str) -> FileResponse:
-            if name not in ("fleet.js", "fleet.css", "history.js", "charts.js"):
+            if name not in ("fleet.js", "fleet.css", "history.js", "charts.js", "words.js"):
                 raise HTTPException(404)
             return FileResponse(STATIC / name)
 

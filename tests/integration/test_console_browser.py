@@ -26,13 +26,13 @@ import pytest
 from afn_agent.agent import Agent
 from afn_agent.config import load_config
 from afn_agent.intake import submit
+from tests.browser import AXE, AXE_RUN
 from tests.helpers import KEYS, api_table, grbl_at_rest, profile_file, wait_for, write_config
 from tests.integration.test_access import SECRET, UIDS, day, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-AXE = ROOT / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 BENCHY = ROOT.parent / "shared" / "corpus" / "prusaslicer-2.6.1_benchy.gcode"
 TRAINED = {"trainings": [{"class": c, "expires": day(365)} for c in ("cnc-mill", "laser", "fdm-printer")]}
 SMALL_TARGETS = """() => [...document.querySelectorAll("button, select, input:not([type=checkbox]), label.check")]
@@ -40,11 +40,6 @@ SMALL_TARGETS = """() => [...document.querySelectorAll("button, select, input:no
   .map(e => [e.id || e.textContent.trim().slice(0, 20), e.getBoundingClientRect()])
   .filter(([, r]) => r.width < 44 || r.height < 44)
   .map(([name, r]) => name + " " + Math.round(r.width) + "x" + Math.round(r.height))"""
-AXE_RUN = """async () => {
-  const r = await axe.run(document, {resultTypes: ["violations"]});
-  return r.violations.filter(v => v.impact === "serious" || v.impact === "critical")
-    .map(v => v.id + ": " + v.nodes.map(n => n.target.join(" ")).join(", "));
-}"""
 
 MILL_JOB = """G21 G90
 M3 S12000

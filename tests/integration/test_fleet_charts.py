@@ -10,9 +10,10 @@ import time
 import pytest
 
 from afn_agent.fleet.history import BUCKETS, Filter
+from tests.browser import axe_problems, launch, need_browser, sign_in
 from tests.helpers import wait_for
 from tests.integration.test_fleet_history import ARTIFACTS as SHOTS
-from tests.integration.test_fleet_history import AXE, AXE_RUN, CHROMIUM, Lab, bill
+from tests.integration.test_fleet_history import Lab, bill
 
 DAY = 86400.0
 
@@ -65,23 +66,15 @@ def test_utilisation_jobs_per_day_and_live_temperatures(lab):
     assert sum(d["jobs"] for d in per_day) == 12
     with pytest.raises(Exception, match="422"):
         lab.get(opener, "/api/charts/utilisation?period=year")
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed (deploy/dev-setup.sh installs it)")
-    if not AXE.exists():
-        pytest.fail(f"axe-core is not installed at {AXE} (deploy/dev-setup.sh installs it with npm)")
+    need_browser(axe=True)
     from playwright.sync_api import sync_playwright
 
     problems = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])  # fmt: skip
+        browser = launch(p)
         for lang in ("en", "fr"):
             page = browser.new_page(viewport={"width": 1200, "height": 1100})
-            page.goto(f"http://127.0.0.1:{fleet.port}/?lang={lang}")
-            page.fill("#login-name", "max")
-            page.fill("#login-key", "max-key")
-            page.click("#login button")
-            page.wait_for_selector("#manager:not(.hidden)")
+            sign_in(page, fleet.port, lang=lang)
             page.goto(f"http://127.0.0.1:{fleet.port}/charts?lang={lang}")
             page.wait_for_selector("#by-machine .stack-row")
             page.wait_for_selector("#days-chart canvas")
@@ -89,7 +82,6 @@ def test_utilisation_jobs_per_day_and_live_temperatures(lab):
             label = page.get_attribute("#by-class .stack-row:first-child .stack", "aria-label")
             assert label and "%" in label
             page.screenshot(path=str(SHOTS / f"8-charts-{lang}.png"), full_page=True)
-            page.add_script_tag(path=str(AXE))
-            problems += [f"charts ({lang}): {v}" for v in page.evaluate(AXE_RUN)]
+            problems += [f"charts ({lang}): {v}" for v in axe_problems(page)]
         browser.close()
     assert problems == []

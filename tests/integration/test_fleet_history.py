@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -23,18 +22,11 @@ from afn_agent.fleet.service import Fleet, FleetConfig
 from afn_agent.ledger import Ledger
 from afn_agent.ledger.export import export, parse_day
 from tests.broker import Broker, Client
+from tests.browser import axe_problems, launch, need_browser, sign_in
 from tests.helpers import wait_for
 from tests.unit.test_ledger import FIGURES, TARIFF
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / "artifacts" / "fleet-view"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-AXE = ROOT / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
-AXE_RUN = """async () => {
-  const r = await axe.run(document, {resultTypes: ["violations"]});
-  return r.violations.filter(v => v.impact === "serious" || v.impact === "critical")
-    .map(v => v.id + ": " + v.nodes.map(n => n.target.join(" ")).join(", "));
-}"""
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "fleet-view"
 MACHINES = ("printer-1", "laser-1", "mill-1")
 OUTCOMES = ("completed", "completed", "cancelled", "failed")
 
@@ -161,10 +153,7 @@ def fleet_filter():
 
 
 def test_history_page_in_both_languages(lab):
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed (deploy/dev-setup.sh installs it)")
-    if not AXE.exists():
-        pytest.fail(f"axe-core is not installed at {AXE} (deploy/dev-setup.sh installs it with npm)")
+    need_browser(axe=True)
     from playwright.sync_api import sync_playwright
 
     fleet = lab.start_fleet()
@@ -176,17 +165,12 @@ def test_history_page_in_both_languages(lab):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     problems = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])  # fmt: skip
+        browser = launch(p)
         for lang in ("en", "fr"):
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.goto(f"http://127.0.0.1:{fleet.port}/history?lang={lang}")
             page.wait_for_selector("#message:not(.hidden)")  # not signed in: told where to sign in
-            page.goto(f"http://127.0.0.1:{fleet.port}/?lang={lang}")
-            page.fill("#login-name", "max")
-            page.fill("#login-key", "max-key")
-            page.click("#login button")
-            page.wait_for_selector("#manager:not(.hidden)")
+            sign_in(page, fleet.port, lang=lang)
             page.goto(f"http://127.0.0.1:{fleet.port}/history?lang={lang}")
             page.wait_for_function("document.querySelectorAll('#records tbody tr').length === 50")
             page.click("#next")
@@ -199,8 +183,7 @@ def test_history_page_in_both_languages(lab):
             page.click("#records tbody tr:first-child button.linkish")
             page.wait_for_selector("#details:not(.hidden) #details-events li")
             page.screenshot(path=str(ARTIFACTS / f"7-history-{lang}.png"), full_page=True)
-            page.add_script_tag(path=str(AXE))
-            problems += [f"history ({lang}): {v}" for v in page.evaluate(AXE_RUN)]
+            problems += [f"history ({lang}): {v}" for v in axe_problems(page)]
             assert ("Failed" if lang == "en" else "Échoué") in page.inner_text("#records tbody")
         browser.close()
     assert problems == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -23,12 +22,12 @@ from afn_agent.fleet.history import Filter
 from afn_agent.fleet.service import Fleet, FleetConfig
 from afn_agent.ledger import Ledger
 from tests.broker import Broker
+from tests.browser import launch, need_browser, sign_in
 from tests.helpers import wait_for
 from tests.unit.test_ledger import FIGURES, TARIFF
 
 SECRET = "fleet-command-secret-0123456789"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "fleet-view"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LABS = {"fablab": ("printer-1", "laser-1"), "makerspace": ("printer-1", "mill-1")}
 SESSION = {"member_id": "ana-0042", "member_name": "Ana Lopez", "supervisor_id": None,
            "opened_at": "2026-12-04T10:00:00Z", "allowed_until": None}  # fmt: skip
@@ -132,21 +131,15 @@ def test_history_keeps_to_the_managers_labs(two_labs):
 
 
 def test_the_page_filters_by_lab(two_labs):
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed (deploy/dev-setup.sh installs it)")
+    need_browser()
     from playwright.sync_api import sync_playwright
 
     fleet, _, _ = two_labs
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])  # fmt: skip
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 800})
-        page.goto(f"http://127.0.0.1:{fleet.port}/?lang=en")
-        page.fill("#login-name", "zoe")
-        page.fill("#login-key", "zoe-key")
-        page.click("#login button")
-        page.wait_for_selector("#manager:not(.hidden)")
+        sign_in(page, fleet.port, "zoe", "zoe-key")
         page.wait_for_function("document.querySelectorAll('.tile').length === 4")
         mine = page.locator(".tile[data-lab=makerspace] .actions:not(.hidden)").count()
         theirs = page.locator(".tile[data-lab=fablab] .actions:not(.hidden)").count()

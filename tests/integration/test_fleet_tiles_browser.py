@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -23,17 +22,10 @@ from afn_agent.config import BrokerConfig
 from afn_agent.fleet.service import Fleet, FleetConfig
 from afn_agent.ledger import Ledger
 from tests.broker import Broker
+from tests.browser import axe_problems, launch, need_browser, sign_in
 from tests.helpers import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / "artifacts" / "fleet-view"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-AXE = ROOT / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
-AXE_RUN = """async () => {
-  const r = await axe.run(document, {resultTypes: ["violations"]});
-  return r.violations.filter(v => v.impact === "serious" || v.impact === "critical")
-    .map(v => v.id + ": " + v.nodes.map(n => n.target.join(" ")).join(", "));
-}"""
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "fleet-view"
 SECRET = "fleet-command-secret-0123456789"
 NOW = time.time()
 ALARM = {"id": 7, "type": "fault", "code": "thermal-runaway", "t": NOW - 60, "at": "2026-12-04T10:00:00Z",
@@ -77,10 +69,7 @@ def status(machine: str, cls: str, **changes) -> dict:
 
 @pytest.fixture
 def view_lab(tmp_path):
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed (deploy/dev-setup.sh installs it)")
-    if not AXE.exists():
-        pytest.fail(f"axe-core is not installed at {AXE} (deploy/dev-setup.sh installs it with npm)")
+    need_browser(axe=True)
     from playwright.sync_api import sync_playwright
 
     broker = Broker(tmp_path / "broker", open_access=True).start()
@@ -110,8 +99,7 @@ def view_lab(tmp_path):
     wait_for(lambda: fleet.state.picture("printer-2") is not None, 10, "printer-2's picture")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])  # fmt: skip
+        browser = launch(p)
         pages = {}
         for lang in ("en", "fr"):
             pages[lang] = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -123,24 +111,16 @@ def view_lab(tmp_path):
     broker.stop()
 
 
-def sign_in(page) -> None:
-    page.fill("#login-name", "max")
-    page.fill("#login-key", "max-key")
-    page.click("#login button")
-    page.wait_for_selector("#manager:not(.hidden)")
+def signed_in(page, fleet, lang: str = "en") -> None:
+    sign_in(page, fleet.port, lang=lang)
     page.wait_for_function(f"document.querySelectorAll('.tile').length === {len(STATES)}", timeout=15_000)
 
 
-def axe(page) -> list[str]:
-    page.add_script_tag(path=str(AXE))
-    return page.evaluate(AXE_RUN)
-
-
 def test_each_state_in_words_with_only_its_actions_in_both_languages(view_lab):
-    statuses, _bus, pages, _commands, _fleet = view_lab
+    statuses, _bus, pages, _commands, fleet = view_lab
     problems = []
     for lang, page in pages.items():
-        sign_in(page)
+        signed_in(page, fleet, lang)
         page.wait_for_selector("#tile-printer-2 .temps:has-text('°C')")
         page.wait_for_function("document.querySelector('#tile-printer-2 .picture').naturalWidth === 320")
         for name, (machine, _cls, _changes) in STATES.items():
@@ -152,7 +132,7 @@ def test_each_state_in_words_with_only_its_actions_in_both_languages(view_lab):
         page.screenshot(path=str(ARTIFACTS / f"1-tiles-{lang}.png"), full_page=True)
         page.locator("#tile-printer-5").screenshot(path=str(ARTIFACTS / f"2-alarm-tile-{lang}.png"))
         page.locator("#tile-printer-4").screenshot(path=str(ARTIFACTS / f"3-waiting-tile-{lang}.png"))
-        problems += [f"tiles ({lang}): {v}" for v in axe(page)]
+        problems += [f"tiles ({lang}): {v}" for v in axe_problems(page)]
     en, fr = pages["en"], pages["fr"]
     # the state in words, as the kiosk says it, and the facts a manager needs
     assert en.inner_text("#tile-printer-2 .state") == "Printing" and fr.inner_text("#tile-printer-2 .state") == "Impression"
@@ -177,7 +157,7 @@ def test_each_state_in_words_with_only_its_actions_in_both_languages(view_lab):
         most = max((s["job"] or {}).get("progress", -1) for s in statuses.values())
         assert statuses[first]["job"]["progress"] == most
         page.screenshot(path=str(ARTIFACTS / f"4-table-{lang}.png"), full_page=True)
-        problems += [f"table ({lang}): {v}" for v in axe(page)]
+        problems += [f"table ({lang}): {v}" for v in axe_problems(page)]
         page.select_option("#class-filter", "laser")
         page.wait_for_function("document.querySelectorAll('#table tbody tr').length === 3")
         page.select_option("#class-filter", "")
@@ -200,7 +180,7 @@ def test_estop_asks_first_and_the_public_page_shows_no_member(view_lab):
     with urllib.request.urlopen(f"http://127.0.0.1:{fleet.port}/api/fleet") as answer:
         public = answer.read().decode()
     assert "ana-0042" not in public and "Ana Lopez" not in public
-    sign_in(page)
+    signed_in(page, fleet)
     page.click("#tile-printer-2 button[data-command=estop]")
     page.wait_for_selector("#estop-dialog[open]")
     assert "printer-2" in page.inner_text("#estop-question")
@@ -226,7 +206,7 @@ def test_events_read_as_sentences_with_names_for_managers_only(view_lab):
     done = {"type": "job-completed", "machine": "printer-2", "job_id": "j1", "record_id": "r1",
             "outcome": "completed", "member_id": "ana-0042", "t": time.time()}  # fmt: skip
     en, fr = pages["en"], pages["fr"]
-    sign_in(en)
+    signed_in(en, fleet)
     for event in (refused, done):
         bus.ledger.outbox_add("event", event["machine"], event)
     bus.wake()

@@ -3,18 +3,12 @@
 // package). Every word comes from the catalogues (/api/words).
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-let lang = new URLSearchParams(location.search).get("lang") || localStorage.getItem("afn-fleet-lang") ||
-  ((navigator.language || "en").toLowerCase().startsWith("fr") ? "fr" : "en");
-let words = {};
 let period = "day";
 let daysData = null;
 let tempsPlot = null, tempsData = null, tempsMachine = null;
 const COLOURS = { busy: "#2a64c5", heating: "#c25e00", waiting: "#8a6110", idle: "#1f7a4d", down: "#b3261e", unknown: "#9aa5b1" };
 const HEATER_COLOURS = ["#c25e00", "#2a64c5", "#6a3fb5", "#1f7a4d", "#b3261e", "#5f6b78"];
 
-const say = (key, facts) => (words[key] !== undefined ? words[key] : key)
-  .replace(/\{(\w+)(:[^}]*)?\}/g, (_, name) => (facts && facts[name] !== undefined ? String(facts[name]) : ""));
 const dayText = (t) => new Date(t * 1000).toLocaleDateString(lang, { day: "numeric", month: "short" });
 const clockText = (t) => new Date(t * 1000).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
 const pct = (part, whole) => (whole > 0 ? Math.round((part / whole) * 100) : 0);
@@ -97,13 +91,6 @@ async function loadDays() {
   drawDays();
 }
 
-function heaterName(h) {
-  if (h === "B") return say("fleet.heater.bed");
-  if (h === "C") return say("fleet.heater.chamber");
-  const n = h.replace(/^T/, "");
-  return say("fleet.heater.tool") + (n && n !== "0" ? " " + (Number(n) + 1) : "");
-}
-
 // ---- live temperatures --------------------------------------------------------------------------------
 async function loadTemps(machine) {
   tempsMachine = machine;
@@ -139,28 +126,16 @@ async function showMessage(r) {
   $("message").textContent = r.status === 401 ? say("fleet.h.sign-in-first") : ((await r.json()).detail || r.status);
   $("message").classList.remove("hidden");
 }
-async function loadWords() {
-  const w = await (await fetch("/api/words?lang=" + lang)).json();
-  lang = w.lang;
-  words = w.text;
-  document.documentElement.lang = lang;
-  document.title = say("fleet.charts");
-  document.querySelectorAll("[data-say]").forEach((el) => (el.textContent = say(el.dataset.say)));
-  $("lang").textContent = say("fleet.other-language");
-  $("lang").lang = lang === "fr" ? "en" : "fr";
-}
 document.querySelectorAll("[data-period]").forEach((b) => (b.onclick = () => { period = b.dataset.period; loadUtilisation(); }));
 $("printer").onchange = () => loadTemps($("printer").value);
 $("lang").onclick = async () => {
-  lang = lang === "fr" ? "en" : "fr";
-  localStorage.setItem("afn-fleet-lang", lang);
-  await loadWords();
+  await switchLanguage("fleet.charts");
   loadUtilisation();
   drawDays();
   loadTemps(tempsMachine);
 };
 async function start() {
-  await loadWords();
+  await loadWords("fleet.charts");
   const fleet = await (await fetch("/api/fleet")).json();
   const printers = Object.keys(fleet.temperatures || {}).sort();
   $("printer").replaceChildren(...printers.map((m) => new Option(m, m)));

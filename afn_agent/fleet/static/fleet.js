@@ -3,11 +3,7 @@
 // ones its status offers (`actions`, the rule the agent also refuses by).
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-let lang = params.get("lang") || localStorage.getItem("afn-fleet-lang") ||
-  ((navigator.language || "en").toLowerCase().startsWith("fr") ? "fr" : "en");
-let words = {};
 let manager = null;
 let view = params.get("view") === "table" ? "table" : "tiles";
 let sortKey = "machine", sortUp = true;
@@ -19,27 +15,6 @@ const offline = new Set();    // machines whose agent is gone
 const keyRequests = new Map();
 const recentEvents = [];
 const pictures = new Map();   // id -> the latest camera picture's facts (managers)
-
-// ---- words ------------------------------------------------------------------------------------------
-function say(key, facts) {
-  const text = words[key] !== undefined ? words[key] : key;
-  return text.replace(/\{(\w+)(:[^}]*)?\}/g, (_, name) => (facts && facts[name] !== undefined ? String(facts[name]) : ""));
-}
-const num = (v, places = 0) => new Intl.NumberFormat(lang, { maximumFractionDigits: places, minimumFractionDigits: places }).format(v);
-function hm(s) {
-  if (s === null || s === undefined) return "–";
-  s = Math.max(Math.round(s), 0);
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-  return h ? h + " h " + String(m).padStart(2, "0") + " min" : m + " min";
-}
-function labelAll() {
-  document.documentElement.lang = lang;
-  document.title = say("fleet.title");
-  document.querySelectorAll("[data-say]").forEach((el) => (el.textContent = say(el.dataset.say)));
-  document.querySelectorAll("[data-say-placeholder]").forEach((el) => (el.placeholder = say(el.dataset.sayPlaceholder)));
-  $("lang").textContent = say("fleet.other-language");
-  $("lang").lang = lang === "fr" ? "en" : "fr";
-}
 
 // ---- what a status means --------------------------------------------------------------------------
 function kindOf(cls) {
@@ -62,12 +37,6 @@ function stateWords(s) {
   if (k === "powered-off") return say("fleet.powered-off");
   if (k === "printing") return say("state.printing." + kindOf(s.class));
   return say("state." + k);
-}
-function heaterName(h) {
-  if (h === "B") return say("fleet.heater.bed");
-  if (h === "C") return say("fleet.heater.chamber");
-  const n = h.replace(/^T/, "");
-  return say("fleet.heater.tool") + (n && n !== "0" ? " " + (Number(n) + 1) : "");
 }
 function tempsText(id) {
   const t = temps.get(id);
@@ -373,23 +342,13 @@ document.querySelectorAll("th button[data-sort]").forEach((b) => (b.onclick = ()
 }));
 ["lab-filter", "class-filter", "state-filter"].forEach((id) => ($(id).onchange = refresh));
 $("lang").onclick = async () => {
-  lang = lang === "fr" ? "en" : "fr";
-  localStorage.setItem("afn-fleet-lang", lang);
-  await loadWords();
+  await switchLanguage("fleet.title");
   for (const id of machines.keys()) drawTile(id);
   [...$("state-filter").options].forEach((o) => { if (o.value) o.textContent = say(o.value === "offline" ? "fleet.agent-offline" : "state." + o.value); });
   redrawEvents();
   showManager();
   refresh();
 };
-async function loadWords() {
-  const r = await fetch("/api/words?lang=" + lang);
-  const w = await r.json();
-  lang = w.lang;
-  words = w.text;
-  labelAll();
-}
-
 function connect() {
   const es = new EventSource("/api/stream");
   es.addEventListener("snapshot", (m) => {
@@ -431,7 +390,7 @@ function connect() {
   };
 }
 
-loadWords().then(() => fetch("/api/fleet")).then((r) => r.json()).then((s) => {
+loadWords("fleet.title").then(() => fetch("/api/fleet")).then((r) => r.json()).then((s) => {
   manager = s.manager;
   setView(view);
   showManager();

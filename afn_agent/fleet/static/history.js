@@ -2,21 +2,9 @@
 // server pages by key, so the last page costs what the first does); a row opens its job's events.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-let lang = new URLSearchParams(location.search).get("lang") || localStorage.getItem("afn-fleet-lang") ||
-  ((navigator.language || "en").toLowerCase().startsWith("fr") ? "fr" : "en");
-let words = {};
 let cursors = [null];  // the cursor each page shown so far started after (back = pop)
 let page = null;
 
-const say = (key, facts) => (words[key] !== undefined ? words[key] : key)
-  .replace(/\{(\w+)(:[^}]*)?\}/g, (_, name) => (facts && facts[name] !== undefined ? String(facts[name]) : ""));
-const num = (v, places) => new Intl.NumberFormat(lang, { maximumFractionDigits: places, minimumFractionDigits: places }).format(v);
-function hm(s) {
-  s = Math.max(Math.round(s || 0), 0);
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-  return h ? h + " h " + String(m).padStart(2, "0") + " min" : m + " min " + String(s % 60).padStart(2, "0") + " s";
-}
 const money = (amount, currency) => new Intl.NumberFormat(lang, { style: "currency", currency: currency || "EUR" }).format(Number(amount));
 const when = (iso) => new Date(iso).toLocaleString(lang, { dateStyle: "short", timeStyle: "short" });
 function used(r) {
@@ -59,7 +47,7 @@ function draw() {
     link.textContent = when(r.end);
     link.onclick = () => details(r.record_id);
     const cells = [link, r.machine.id, r.member_name || r.member_id || "", r.job.name, say("outcome." + r.job.outcome),
-      hm(r.time_s.total_s), used(r), money(r.price, r.currency)];
+      hm(r.time_s.total_s, true), used(r), money(r.price, r.currency)];
     cells.forEach((c, i) => {
       const td = document.createElement(i === 0 ? "th" : "td");
       if (i === 0) td.scope = "row";
@@ -85,7 +73,7 @@ async function details(recordId) {
   }));
   $("details-title").textContent = record.machine.id + " · " + record.job.name;
   const facts = [[say("fleet.h.member"), record.member_id || ""], [say("fleet.h.outcome"), say("outcome." + record.job.outcome)],
-    [say("fleet.h.time"), hm(record.time_s.total_s)], [say("fleet.h.used"), used(record)], [say("fleet.h.price"), money(record.price, record.currency)]];
+    [say("fleet.h.time"), hm(record.time_s.total_s, true)], [say("fleet.h.used"), used(record)], [say("fleet.h.price"), money(record.price, record.currency)]];
   $("details-facts").replaceChildren(...facts.flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = v;
@@ -99,23 +87,11 @@ async function details(recordId) {
   $("details").classList.remove("hidden");
 }
 
-async function loadWords() {
-  const w = await (await fetch("/api/words?lang=" + lang)).json();
-  lang = w.lang;
-  words = w.text;
-  document.documentElement.lang = lang;
-  document.title = say("fleet.history-title");
-  document.querySelectorAll("[data-say]").forEach((el) => (el.textContent = say(el.dataset.say)));
-  $("lang").textContent = say("fleet.other-language");
-  $("lang").lang = lang === "fr" ? "en" : "fr";
-}
 $("filter").onsubmit = (ev) => { ev.preventDefault(); cursors = [null]; load(); };
 $("next").onclick = () => { if (page && page.next) { cursors.push(page.next); load(); } };
 $("previous").onclick = () => { if (cursors.length > 1) { cursors.pop(); load(); } };
 $("lang").onclick = async () => {
-  lang = lang === "fr" ? "en" : "fr";
-  localStorage.setItem("afn-fleet-lang", lang);
-  await loadWords();
+  await switchLanguage("fleet.history-title");
   draw();
 };
-loadWords().then(load);
+loadWords("fleet.history-title").then(load);
