@@ -194,10 +194,11 @@ class History:
             ).fetchall()
         return [{"id": r[0], "moment": r[1], "t": r[2], "sha256": r[3]} for r in rows]
 
-    def picture_jpeg(self, picture_id: int) -> bytes | None:
+    def picture_jpeg(self, picture_id: int, labs: tuple[str, ...]) -> bytes | None:
+        """A job's thumbnail, if it is of one of these labs."""
         with self._lock:
-            row = self.conn.execute("SELECT jpeg FROM pictures WHERE seq=?", (picture_id,)).fetchone()
-        return bytes(row[0]) if row else None
+            row = self.conn.execute("SELECT jpeg, lab FROM pictures WHERE seq=?", (picture_id,)).fetchone()
+        return bytes(row[0]) if row and row[1] in labs else None
 
     def state(self, lab: str, machine: str, cls: str | None, bucket: str, t: float) -> None:
         """A machine's time is now spent as `bucket` (a row only when that changes)."""
@@ -271,12 +272,16 @@ class History:
         with self._lock:
             return int(self.conn.execute(f"SELECT COUNT(*) FROM records WHERE {where}", args).fetchone()[0])
 
-    def record(self, record_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """One record and its job's events, oldest first."""
+    def record(
+        self, record_id: str, labs: tuple[str, ...]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """One record of one of these labs and its job's events, oldest first."""
         with self._lock:
-            found = self.conn.execute("SELECT record, job_id FROM records WHERE record_id=?", (record_id,))
+            found = self.conn.execute(
+                "SELECT record, job_id, lab FROM records WHERE record_id=?", (record_id,)
+            )
             row = found.fetchone()
-            if row is None:
+            if row is None or row[2] not in labs:
                 return None
             events = self.conn.execute("SELECT event FROM events WHERE job_id=? ORDER BY seq", (row[1],))
             return json.loads(row[0]), [json.loads(e[0]) for e in events]

@@ -104,7 +104,7 @@ def add_history_routes(
     @app.get("/api/history/{record_id}")
     def one(record_id: str, request: Request) -> dict[str, Any]:
         """A record with its job's events as sentences (the link from a history row)."""
-        found = store(request).record(record_id[:64])
+        found = store(request).record(record_id[:64], labs_of(request) or ())
         if found is None:
             raise HTTPException(404, f"no record {record_id[:64]!r}")
         record, events = found
@@ -117,7 +117,7 @@ def add_history_routes(
 
     @app.get("/api/history/pictures/{picture_id}.jpg")
     def picture(picture_id: int, request: Request) -> Response:
-        jpeg = store(request).picture_jpeg(picture_id)
+        jpeg = store(request).picture_jpeg(picture_id, labs_of(request) or ())
         if jpeg is None:
             raise HTTPException(404, f"no picture {picture_id}")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})

@@ -126,6 +126,9 @@ def test_history_keeps_to_the_managers_labs(two_labs):
     assert call(maxi, fleet, "/api/history")[1]["total"] == 2
     assert call(zoe, fleet, "/api/history?lab=fablab")[0] == 403
     assert call(maxi, fleet, "/api/history?lab=makerspace")[1]["records"][0]["machine"]["id"] == "printer-1"
+    theirs = call(maxi, fleet, "/api/history?lab=fablab")[1]["records"][0]["record_id"]
+    assert call(maxi, fleet, f"/api/history/{theirs}")[0] == 200
+    assert call(zoe, fleet, f"/api/history/{theirs}")[0] == 404  # another lab's record, even by its id
     labs = call(zoe, fleet, "/api/charts/utilisation?period=day")[1]["labs"]
     assert set(labs) == {"makerspace"}
 
