@@ -55,7 +55,9 @@ class Do(StrEnum):
 
 
 AT_TOOL_CHANGE = frozenset({Do.JOG, Do.JOG_STOP, Do.ZERO, Do.PROBE, Do.RAISE_Z, Do.CONTINUE})
-WHILE_MOVING = frozenset({Do.JOG, Do.JOG_STOP})  # the rest wait until the axes are at rest
+# What may be sent while lines are still unanswered: jogs, and heater targets (M104/M140 move nothing;
+# two targets in a row, as Home Assistant sets nozzle then bed, must both be taken). The rest wait.
+WHILE_MOVING = frozenset({Do.JOG, Do.JOG_STOP, Do.PREHEAT, Do.COOLDOWN})
 
 
 def travel_problem(box: Mapping[str, Sequence[float]], offset: Mapping[str, float],

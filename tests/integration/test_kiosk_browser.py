@@ -73,7 +73,8 @@ def test_badge_quote_start_progress_done(kiosk, tmp_path):
     assert "Welcome, Ana." in page.inner_text("#decision")
     page.select_option("#material", "PETG")  # the member says what is loaded
     wait_for(lambda: agent.control.status("printer-1")["material"] == "PETG", 5, "PETG loaded")
-    (row,) = [a for a in agent.ledger.audit_log("printer-1") if a["action"] == "material"]
+    (row,) = wait_for(lambda: [a for a in agent.ledger.audit_log("printer-1") if a["action"] == "material"], 5,
+                      "the material's audit row (written just after the machine's row)")  # fmt: skip
     assert row["actor"] == "session:ana" and row["result"] == "PETG"  # the member, by their session
     page.click("#new-key")  # her own slicer key, shown once, as text and QR
     page.wait_for_selector("#key-qr svg")
