@@ -338,7 +338,7 @@ class Control:
             "power": self.power.status(machine_id) if self.power is not None else None,
             "session": self._session_status(machine_id),
             "job": None,
-            "queued": len(self.ledger.jobs(machine_id, ("queued", "held"))),
+            "queued": self.ledger.waiting(machine_id),
             "t": time.time(),
         }
         if job is not None:

@@ -96,8 +96,8 @@ def _valid(record: Any) -> bool:
         flat(record)
     except (KeyError, TypeError, AttributeError):
         return False
-    end = record["end"]
-    return isinstance(record["record_id"], str) and isinstance(end, str) and len(end) <= 40
+    end, record_id = record["end"], record["record_id"]
+    return isinstance(record_id, str) and len(record_id) <= 80 and isinstance(end, str) and len(end) <= 40
 
 
 def _split(changes: list[tuple[float, str]], start: float, end: float) -> dict[str, float]:

@@ -179,13 +179,22 @@ class Fleet:
     def steers(self, name: str | None, key: str) -> bool:
         return self.state.locate(key)[0] in self.labs_of(name)
 
+    def manager_of(self, request: Request, key: str) -> str:
+        """The signed-in manager of that machine's lab, or 401 (nobody) / 403 (another lab's)."""
+        name = self.manager(request)
+        if name is None:
+            raise HTTPException(401, "sign in as a manager first")
+        if not self.steers(name, key):
+            raise HTTPException(403, f"{name} does not manage {self.state.locate(key)[0]}")
+        return name
+
     def present(self, kind: str, data: Any, name: str | None) -> Any:
         """One change as this audience sees it: member names, pictures and key requests only for a
         manager of that machine's lab; events in words."""
         key = str(data.get("key") or data.get("id") or "") if isinstance(data, dict) else ""
         manager = self.steers(name, key)
         if kind == "machine":
-            return machine_view(data, manager, self.config.site, self.state.names)
+            return machine_view(data, manager, self.state.names)
         if kind == "event":
             return event_view(data, self.state.names, manager)
         if kind == "picture" and not manager:
@@ -194,12 +203,12 @@ class Fleet:
 
     def snapshot(self, name: str | None) -> dict[str, Any]:
         snap = self.state.snapshot()
-        site, names = self.config.site, self.state.names
+        names = self.state.names
 
         def may(key: str) -> bool:
             return self.steers(name, key)
 
-        snap["machines"] = {k: machine_view(v, may(k), site, names) for k, v in snap["machines"].items()}
+        snap["machines"] = {k: machine_view(v, may(k), names) for k, v in snap["machines"].items()}
         snap["events"] = [event_view(e, names, may(e.get("key", ""))) for e in snap["events"]]
         snap["key_requests"] = [r for r in snap["key_requests"] if may(r["machine"])]
         snap["pictures"] = {m: facts for m, (_, facts) in self.state.pictures.items() if may(m)}
@@ -209,13 +218,9 @@ class Fleet:
     def send(self, asked: Request, key: str, command: str, **args: Any) -> tuple[dict[str, Any], bool]:
         """A signed command from the signed-in manager to one machine's agent: (the token, handed over).
         `args` are the command's (an app-key decision has its own `request`). Only in the manager's labs."""
-        name = self.manager(asked)
-        if name is None:
-            raise HTTPException(401, "sign in as a manager first")
-        if key not in self.state.machines:
+        if self.manager(asked) is not None and key not in self.state.machines:
             raise HTTPException(404, f"no machine {key!r} on the bus")
-        if not self.steers(name, key):
-            raise HTTPException(403, f"{name} does not manage {self.state.locate(key)[0]}")
+        name = self.manager_of(asked, key)
         if not self.config.command_secret:
             raise HTTPException(409, "this dashboard has no command_secret")
         site, machine_id = self.state.locate(key)
@@ -279,11 +284,7 @@ class Fleet:
         @app.get("/api/machines/{machine_id}/picture.jpg")
         def picture(machine_id: str, request: Request) -> Response:
             """The machine's latest camera thumbnail (managers: a camera may show people)."""
-            name = self.manager(request)
-            if name is None:
-                raise HTTPException(401, "sign in as a manager first")
-            if not self.steers(name, machine_id):
-                raise HTTPException(403, f"{name} does not manage {self.state.locate(machine_id)[0]}")
+            self.manager_of(request, machine_id)
             found = self.state.picture(machine_id)
             if found is None:
                 raise HTTPException(404, f"no picture of {machine_id!r}")

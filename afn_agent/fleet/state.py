@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..bus.topics import Topics
+from ..config_model import ID
 from ..ledger.appkeys import REQUEST_S
 from ..payload import decode_json
 from .history import History, bucket_of
@@ -58,8 +59,9 @@ class FleetState:
             return
         site, name, leaf = found
         if leaf == "_agent":
-            listed = m if isinstance(m := data.get("machines"), list) else []
-            keys = [self.key_of(site, m) for m in listed[:1000] if isinstance(m, str)]
+            listed = data.get("machines")
+            ids = listed[:1000] if isinstance(listed, list) else []
+            keys = [self.key_of(site, m) for m in ids if isinstance(m, str)]
             self._change("agent", self.key_of(site, name), {**data, "machines": keys}, self.agents)
             self._agent_buckets(site, data)
             return
@@ -107,10 +109,14 @@ class FleetState:
         """(lab, machine id or agent id, leaf; `_agent` for an agent's availability) of a topic."""
         for site, head in self.heads.items():
             if topic.startswith(head.agent("")):
-                return site, topic.rsplit("/", 1)[-1], "_agent"
-            where = head.parse(topic)
-            if where is not None:
-                return site, where[0], where[1]
+                found = site, topic.rsplit("/", 1)[-1], "_agent"
+            elif (where := head.parse(topic)) is not None:
+                found = site, where[0], where[1]
+            else:
+                continue
+            # only what an agent can be named (config ID): `lab:machine` from a topic would pose as
+            # another lab's machine
+            return found if ID.match(found[1]) else None
         return None
 
     def _agent_buckets(self, site: str, availability: dict[str, Any]) -> None:
@@ -166,6 +172,7 @@ class FleetState:
             return
         named = ("t", "moment", "job_id", "sha256")
         facts = {k: v for k in named if isinstance(v := data.get(k), str | float)}
+        facts = {k: v[:80] if isinstance(v, str) else v for k, v in facts.items()}  # facts, not payloads
         with self.cond:
             self.pictures[machine] = (jpeg, facts)
             self._bump("picture", {"id": machine, **facts})

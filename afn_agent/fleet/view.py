@@ -11,10 +11,10 @@ _ALARMS = ("fault", "alarm", "link-lost", "door-open", "stall", "power-unreachab
 _ENDED = ("completed", "cancelled", "failed", "interrupted")
 
 
-def machine_view(status: dict[str, Any], manager: bool, lab: str, names: dict[str, str]) -> dict[str, Any]:
-    """A machine's status for this audience, with its lab: without a manager, who uses it is only
-    'in use'; for a manager, the job's member by name when an agent said it."""
-    out = {"lab": lab, **status, "yours": manager}  # yours: this audience may steer it
+def machine_view(status: dict[str, Any], manager: bool, names: dict[str, str]) -> dict[str, Any]:
+    """A machine's status for this audience: without a manager, who uses it is only 'in use'; for a
+    manager, the job's member by name when an agent said it."""
+    out = {**status, "yours": manager}  # yours: this audience may steer it
     job = out.get("job")
     if manager:
         if isinstance(job, dict) and isinstance(member := job.get("member_id"), str) and member in names:

@@ -184,6 +184,11 @@ class Ledger:
         ).fetchone()
         return dict(row) if row else None
 
+    def waiting(self, machine_id: str) -> int:
+        """How many jobs wait for the machine (queued or held), counted, not read."""
+        sql = "SELECT COUNT(*) FROM jobs WHERE machine_id=? AND state IN ('queued', 'held')"
+        return int(self.conn.execute(sql, (machine_id,)).fetchone()[0])
+
     def next_queued(self, machine_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(
             "SELECT * FROM jobs WHERE machine_id=? AND state='queued' ORDER BY queue_pos LIMIT 1",

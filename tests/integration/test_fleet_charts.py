@@ -13,19 +13,12 @@ from afn_agent.fleet.history import BUCKETS, Filter
 from tests.browser import axe_problems, launch, need_browser, sign_in
 from tests.helpers import wait_for
 from tests.integration.test_fleet_history import ARTIFACTS as SHOTS
-from tests.integration.test_fleet_history import Lab, bill
+from tests.integration.test_fleet_history import bill, lab  # noqa: F401 (the fixture)
 
 DAY = 86400.0
 
 
-@pytest.fixture
-def lab(tmp_path):
-    lab = Lab(tmp_path)
-    yield lab
-    lab.stop()
-
-
-def test_utilisation_jobs_per_day_and_live_temperatures(lab):
+def test_utilisation_jobs_per_day_and_live_temperatures(lab):  # noqa: F811 (fixture)
     statuses = {m: {"machine": m, "agent": "agent-a", "class": cls, "state": "idle", "locked": False,
                     "lock_pending": False, "alarms": [], "job": None, "session": None, "t": time.time()}
                 for m, cls in (("printer-1", "fdm-printer"), ("laser-1", "laser"), ("mill-1", "cnc-mill"))}  # fmt: skip

@@ -43,12 +43,12 @@ def test_a_power_only_machine_has_no_estop():
 
 
 def test_member_names_only_for_managers():
-    status = {**IDLE, "state": "printing", "job": JOB,
+    status = {**IDLE, "state": "printing", "job": JOB, "lab": "lab-a",
               "session": {"member_id": "ana-0042", "member_name": "Ana Lopez"}}  # fmt: skip
-    public = machine_view(status, False, "lab-a", {"ana-0042": "Ana Lopez"})
+    public = machine_view(status, False, {"ana-0042": "Ana Lopez"})
     assert "ana-0042" not in json.dumps(public) and "Ana" not in json.dumps(public)
     assert public["session"] == {"in_use": True} and public["lab"] == "lab-a"
-    shown = machine_view({**status, "session": None}, True, "lab-a", {"ana-0042": "Ana Lopez"})
+    shown = machine_view({**status, "session": None}, True, {"ana-0042": "Ana Lopez"})
     assert shown["job"]["member_name"] == "Ana Lopez"
 
 
@@ -107,3 +107,17 @@ def test_time_splits_by_bucket_from_state_changes():
     assert bucket_of(heating) == "heating" and bucket_of({"state": "printing", "job": {}}) == "busy"
     assert bucket_of({"state": "idle", "locked": True}) == "down" and bucket_of({"state": "idle"}, False) == "down"
     assert bucket_of({"state": "waiting"}) == "waiting" and bucket_of({"state": "fault"}) == "down"
+
+
+def test_a_topic_posing_as_another_labs_machine_and_oversized_picture_facts():
+    state = FleetState(Topics("afn/v1", "lab"), labs=("other",))
+    state.on_message("afn/v1/lab/other:printer-1/status", json.dumps({**IDLE, "machine": "x"}).encode())
+    state.on_message("afn/v1/lab/_agents/a:b", json.dumps({"state": "online", "machines": []}).encode())
+    assert state.machines == {} and state.agents == {}
+    state.on_message("afn/v1/other/printer-1/status", json.dumps({**IDLE, "machine": "printer-1"}).encode())
+    assert set(state.machines) == {"other:printer-1"} and state.locate("other:printer-1") == ("other", "printer-1")
+    jpeg = "/9j/" + "A" * 100  # starts as a JPEG does (FF D8 FF)
+    state.on_message("afn/v1/other/printer-1/picture",
+                     json.dumps({"jpeg": jpeg, "moment": "m" * 10_000, "job_id": "j" * 500}).encode())  # fmt: skip
+    _, facts = state.picture("other:printer-1") or (b"", {})
+    assert len(facts["moment"]) == 80 and len(facts["job_id"]) == 80
