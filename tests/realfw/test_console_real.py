@@ -120,3 +120,15 @@ def test_m0_prompt_and_m108_on_real_marlin(real_fw, machine_on, tmp_path):
     ran = fw.executed()
     assert "M0 Remove the support" in " ".join(ran) and "M108" in ran
     assert ran.index("M108") > next(i for i, c in enumerate(ran) if "M0 Remove" in c)
+
+
+def test_nozzle_then_bed_targets_at_once_on_real_marlin(real_fw, machine_on):
+    """Home Assistant sets the nozzle then the bed in two quick requests: the second is taken while the
+    first is still unanswered (a heater target moves nothing), and real Marlin gets both."""
+    fw = marlin(real_fw)
+    m = machine_on(fw.link, "marlin2")
+    act(m, Do.PREHEAT, hotend=190.0, bed=None)
+    act(m, Do.PREHEAT, hotend=None, bed=55.0)  # at once: refused "busy" before
+    wait_for(lambda: any(" M140 S55*" in c for c in fw.executed()), 10, "Marlin executed the bed target")
+    ran = fw.executed()  # framed as sent: `N3 M104 S190*110`
+    assert [c.split(" ", 1)[1].split("*")[0] for c in ran if " M104 " in c or " M140 " in c] == ["M104 S190", "M140 S55"]
