@@ -189,12 +189,13 @@ def cmd_consume(args: argparse.Namespace) -> int:
     from .config import ConfigError
 
     try:
-        broker, site, store, group = load(args.config)
+        broker, sites, store, group = load(args.config)
     except ConfigError as exc:
         print(f"afn-agent: {exc}", file=sys.stderr)
         return int(Exit.INVALID)
-    consumer = UsageConsumer(broker, site, UsageStore(store), args.name, group).start()
-    print(f"afn-agent consume: {args.name} in group {group!r}, site {site}, kept in {store}", flush=True)
+    consumer = UsageConsumer(broker, sites, UsageStore(store), args.name, group).start()
+    print(f"afn-agent consume: {args.name} in group {group!r}, sites {', '.join(sites)}, kept in {store}",
+          flush=True)  # fmt: skip
     until_signal().wait()
     consumer.stop()
     print(f"{args.name}: {consumer.received} received, {consumer.new} new, {consumer.malformed} refused")

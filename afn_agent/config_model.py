@@ -268,6 +268,11 @@ class BrokerTable(Table):
         "Assistant's user alone write <prefix>/<site>/<machine>/ha/button (docs/mqtt.md)",
     )
     protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description="auto: MQTT 5, else 3.1.1")
+    session: Literal["persistent", "clean"] = Field(
+        "persistent",
+        description="clean: the broker keeps no session and subscriptions are QoS 0; the outbox still "
+        "resends each record until it is acknowledged (NATS's MQTT gateway in a cluster: docs/mqtt.md)",
+    )
     required: bool = Field(
         False, description="unreachable at start: refuse to run (exit 8) instead of running on the outbox"
     )
@@ -451,6 +456,11 @@ class FleetFile(Table):
 
 class ConsumerTable(Table):
     site: Ident = Field(description="the agents' site")
+    labs: list[Ident] = Field(
+        default_factory=list,
+        description="more sites (labs) this instance takes records from; on a broker without shared "
+        "subscriptions (MQTT 3.1.1: NATS), split the labs between instances instead of sharing them",
+    )
     store: str = Field(description="the SQLite file the records are kept in (shared by the instances)")
     group: Ident = Field("booking", description="the shared subscription's group: one record per group")
 

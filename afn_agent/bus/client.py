@@ -32,6 +32,7 @@ from .tokens import CommandRefused, verify
 
 log = logging.getLogger("afn_agent.bus")
 SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our subscriptions and QoS 1 messages for a week
+CONSUMER_BACK_EVERY_S = 2.0  # a booking consumer's "online" sends what is unacknowledged, this often at most
 PUMP_EVERY_S = 0.5
 BATCH = 200
 MAX_PACKET = (1 << 20) + 65536  # the largest payload we read (payload.MAX_BYTES) plus topic and header
@@ -65,10 +66,15 @@ class Bus:
         self.refused: str | None = None  # the broker's reason when its last CONNACK refused the agent
         self.malformed = 0  # messages refused unread (too large, too deep, not JSON, wrong shape)
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
+        # a clean session: nothing kept by the broker between connections (its replication may fail a
+        # clustered broker's node switch), nothing queued for us, so subscriptions need no more than QoS 0
+        self.clean = config.session == "clean"
+        self.qos = 0 if self.clean else 1
         self.nodes = nodes.of(config)  # the broker's addresses: a clustered broker's nodes, in order
         self.discovery: discovery.Discovery | None = None  # Home Assistant's configs (home_assistant = true)
         self.on_directory: Callable[[str, bytes], None] | None = None
         self.published = 0
+        self._consumer_back = 0.0  # when a consumer's "online" last sent the outbox again
         self.network_restarts = 0  # times something escaped paho's loop and the client was rebuilt
         self._network: threading.Thread | None = None
         self._inflight: dict[
@@ -93,7 +99,7 @@ class Bus:
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=self.protocol,
-            clean_session=None if v5 else False,
+            clean_session=None if v5 else self.clean,
         )
         if c.username:
             client.username_pw_set(c.username, c.password)
@@ -159,9 +165,9 @@ class Bus:
             self.client.connect_async(host, port, keepalive)
             return
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = 0 if self.clean else SESSION_EXPIRY_S
         props.MaximumPacketSize = MAX_PACKET  # the broker drops anything larger meant for us
-        self.client.connect_async(host, port, keepalive, clean_start=False, properties=props)
+        self.client.connect_async(host, port, keepalive, clean_start=self.clean, properties=props)
 
     def stop(self) -> None:
         """Say offline (retained), then disconnect cleanly: the last will is for crashes only."""
@@ -198,14 +204,16 @@ class Bus:
                 self.refused = str(reason_code)
             return
         self.refused = None
+        q = self.qos
         subs = [
-            (self.topics.machine(m, leaf), 1) for m in self.machine_ids for leaf in (t.COMMAND, t.USAGE_ACK)
+            (self.topics.machine(m, leaf), q) for m in self.machine_ids for leaf in (t.COMMAND, t.USAGE_ACK)
         ]
-        subs += [(self.topics.directory(), 1), (self.topics.directory_delta(), 1)]
+        subs += [(self.topics.directory(), q), (self.topics.directory_delta(), q)]
+        subs.append((self.topics.consumers(), q))  # a booking consumer back: the outbox goes out again
         if self.config.home_assistant_buttons:
-            subs += [(self.topics.machine(m, t.HA_BUTTON), 1) for m in self.machine_ids]
+            subs += [(self.topics.machine(m, t.HA_BUTTON), q) for m in self.machine_ids]
         with self._watch_lock:  # a plug watched during this connect is subscribed here or by watch()
-            subs += [(pattern, 1) for pattern in self.devices]
+            subs += [(pattern, q) for pattern in self.devices]
             client.subscribe(subs)
             self._session_up = True
         client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
@@ -275,6 +283,9 @@ class Bus:
                     "snapshot" if msg.topic == self.topics.directory() else "delta", bytes(msg.payload)
                 )
             return
+        if mqtt.topic_matches_sub(self.topics.consumers(), msg.topic):
+            self._on_consumer(bytes(msg.payload))
+            return
         where = self.topics.parse(msg.topic)
         if where is None:
             return
@@ -296,6 +307,19 @@ class Bus:
         for record_id in ids if isinstance(ids, list) else [ids]:
             if isinstance(record_id, str):
                 self.ledger.acknowledge(record_id)
+
+    def _on_consumer(self, payload: bytes) -> None:
+        """A booking consumer came (back) online: what it has not acknowledged goes out now, not at the
+        outbox's next backoff step (minutes, after a long outage). On a clean session nothing was queued
+        for it meanwhile; at most every CONSUMER_BACK_EVERY_S, whoever repeats the message."""
+        data = decode_json(payload, max_bytes=4096) if payload else None
+        now = time.monotonic()
+        if not isinstance(data, dict) or data.get("state") != "online":
+            return
+        if now - self._consumer_back >= CONSUMER_BACK_EVERY_S:
+            self._consumer_back = now
+            self.ledger.outbox_retry_now()
+            self._wake.set()
 
     def _on_command_message(self, machine: str, payload: bytes) -> None:
         """Verify, run, and report a manager command; every one is audited, refused ones too."""
@@ -346,7 +370,7 @@ class Bus:
         with self._watch_lock:
             self.devices[pattern] = handler
             if self._session_up:
-                self.client.subscribe(pattern, qos=1)
+                self.client.subscribe(pattern, qos=self.qos)
 
     def publish_device(self, topic: str, payload: str) -> None:
         """A command to a device: not through the outbox (a stale switch command is worse than none)."""

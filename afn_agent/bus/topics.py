@@ -32,6 +32,13 @@ class Topics:
         """Retained availability of an agent process: online / offline (the last will)."""
         return f"{self.prefix}/{self.site}/_agents/{agent_id}"
 
+    def consumer(self, name: str) -> str:
+        """Retained availability of a booking-side usage consumer: online / offline (its last will)."""
+        return f"{self.prefix}/{self.site}/_consumers/{name}"
+
+    def consumers(self) -> str:
+        return self.consumer("+")
+
     def directory(self) -> str:
         """Retained member directory snapshot from the booking system (access issue)."""
         return f"{self.prefix}/{self.site}/_directory/snapshot"

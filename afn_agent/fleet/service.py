@@ -112,11 +112,12 @@ class Fleet:
     def _client(self) -> mqtt.Client:
         b, where = self.config.broker, self.config.data_dir
         # With a history, one lasting session per installation: the broker keeps the usage records
-        # published while the dashboard is down (QoS 1) and hands them over when it is back.
+        # published while the dashboard is down (QoS 1) and hands them over when it is back; unless the
+        # broker's sessions are not to be relied on (session = "clean", docs/mqtt.md).
         tail = secrets.token_hex(3) if where is None else _short(str(where.resolve()))
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"afn-fleet-{self.config.site}-{tail}",
-            clean_session=where is None,
+            clean_session=where is None or b.session == "clean",
         )  # fmt: skip
         if b.username:
             c.username_pw_set(b.username, b.password)
@@ -134,7 +135,8 @@ class Fleet:
     ) -> None:
         if reason_code.is_failure:
             return
-        client.subscribe([(f"{self.topics.prefix}/{site}/#", 1) for site in self.config.sites])
+        qos = 0 if self.config.broker.session == "clean" else 1
+        client.subscribe([(f"{self.topics.prefix}/{site}/#", qos) for site in self.config.sites])
         self.connected.set()
 
     def start(self) -> Fleet:

@@ -9,12 +9,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
+from afn_agent.booking.usage_consumer import UsageConsumer, UsageStore
 from afn_agent.bus.client import Bus
 from afn_agent.config import BrokerConfig
 from afn_agent.ledger import Ledger
-from tests.broker import password
+from tests.broker import Client, password
 from tests.helpers import wait_for
+from tests.integration.test_bus import valid
 from tests.unit.test_ledger import FIGURES, TARIFF
 
 RECORDS = 1000
@@ -80,3 +83,44 @@ def test_two_consumers_share_a_thousand_records_and_one_dies(tmp_path, broker):
     by = {c: sum(1 for _, who in rows if who == c) for c in ("worker-1", "worker-2")}
     assert by["worker-1"] > 0 and by["worker-2"] > 0, f"the load was shared: {by}"
     print(f"{RECORDS} records: {by} kept; worker-2 killed after {by['worker-2']}")
+
+
+def test_a_consumer_coming_back_gets_the_records_at_once_not_at_the_next_backoff(tmp_path, broker):
+    """After a long outage the outbox waits minutes between resends; the consumer's retained `online`
+    (deploy ACL: the booking user only) makes the agents send what is unacknowledged at once."""
+    ledger = Ledger(tmp_path / "agent.sqlite3", "fablab")
+    records(ledger, 3)
+    cfg = BrokerConfig(port=broker.port, username="pi-printers", password=password("pi-printers"), keepalive_s=5,
+                       session="clean")  # fmt: skip
+    bus = Bus(cfg, "fablab", "pi-printers", ledger, ["printer-1", "printer-2"], lambda m: {"machine": m}).start()
+    later = time.time() + 600
+    first_try = lambda: [r for (r,) in ledger.conn.execute("SELECT next_try FROM outbox WHERE acked_at IS NULL")]  # noqa: E731
+    try:
+        wait_for(lambda: bus.connected.is_set() and ledger.outbox_due() == [], 10, "the records tried once")
+        with ledger.tx() as c:  # as after an hour with nobody to acknowledge: the next try is 10 min away
+            c.execute("UPDATE outbox SET next_try=?, attempts=8 WHERE acked_at IS NULL", (later,))
+        # someone else saying a consumer is online is refused by the ACL, and bad payloads are dropped
+        intruder = Client(broker, "fleet", client_id="fleet-x")
+        intruder.subscribe("afn/v1/fablab/_consumers/#")
+        intruder.client.publish("afn/v1/fablab/_consumers/fake", '{"state": "online"}', qos=1).wait_for_publish(5)
+        time.sleep(1.0)  # real time: the agent would have acted within this
+        assert first_try() == [later] * 3, "an intruder's 'online' moved nothing"
+        booking = Client(broker, "booking", client_id="booking-x")
+        booking.client.publish("afn/v1/fablab/_consumers/x", b"[" * 10000, qos=1).wait_for_publish(5)
+        wait_for(lambda: bus.malformed >= 1, 5, "the bad payload refused")
+        started = time.monotonic()
+        store = UsageStore(tmp_path / "booking.sqlite3")
+        user = broker.user_for("booking", "back")
+        back = UsageConsumer(BrokerConfig(port=broker.port, username=user, password=password("booking"),
+                                          keepalive_s=5), ["fablab"], store, "back").start()  # fmt: skip
+        wait_for(lambda: ledger.undelivered() == 0, 10, "the records sent again at once, and acknowledged")
+        print(f"3 records acknowledged {time.monotonic() - started:.1f} s after the consumer came back")
+        assert store.count() == 3
+        back.stop()
+        said = lambda: [valid("consumer", p)["state"] for t, p, _ in intruder.received("_consumers/back")]  # noqa: E731
+        wait_for(lambda: said()[-1:] == ["offline"], 5, "the consumer's online, then offline")
+        assert "online" in said()
+        booking.close()
+        intruder.close()
+    finally:
+        bus.stop()
