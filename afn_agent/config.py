@@ -77,6 +77,7 @@ class BrokerConfig:
     home_assistant_buttons: bool = False  # pause/resume/cancel from HA, on a topic only HA may write (ACL)
     protocol: str = "auto"  # auto (MQTT 5, else 3.1.1) | 5 | 3.1.1
     session: str = "persistent"  # persistent | clean (the broker keeps nothing; subscriptions at QoS 0)
+    status_every_s: float = 0.0  # also re-send the retained status this often (0: on changes and connects)
     required: bool = False  # unreachable at start: refuse to run (exit 8) rather than run on the outbox
 
 

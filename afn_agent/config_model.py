@@ -273,6 +273,13 @@ class BrokerTable(Table):
         description="clean: the broker keeps no session and subscriptions are QoS 0; the outbox still "
         "resends each record until it is acknowledged (NATS's MQTT gateway in a cluster: docs/mqtt.md)",
     )
+    status_every_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="also re-send each machine's retained status and the agent's `online` this often; 0: "
+        "only on changes and (re)connections (a clustered broker whose retained copies may go stale: 30)",
+    )
     required: bool = Field(
         False, description="unreachable at start: refuse to run (exit 8) instead of running on the outbox"
     )

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # System packages the agent, its demo and its tests use: a real MQTT broker, headless Chromium for the
 # kiosk page tests, promtool (Debian's prometheus package) to check /metrics, openssl for TLS tests;
 # gcc and python3-dev build the analyzer's compiled part (afn_agent/gcode/_core.c); ffmpeg grabs camera
-# snapshots (and serves the test camera's MJPEG stream).
-PACKAGES="python3 python3-venv python3-pip python3-dev gcc mosquitto mosquitto-clients chromium prometheus openssl socat ffmpeg"
+# snapshots (and serves the test camera's MJPEG stream); nats-server is the clustered broker the
+# network-of-labs test and bench/fleet_scale.py start on loopback ports (tests/nats.py).
+PACKAGES="python3 python3-venv python3-pip python3-dev gcc mosquitto mosquitto-clients nats-server chromium prometheus openssl socat ffmpeg"
 # npm fetches axe-core, the accessibility checker the console's browser tests run inside Chromium; a
 # machine with Node.js from elsewhere (NodeSource) has npm already, and Debian's npm would conflict with it.
 command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"
@@ -27,6 +28,10 @@ if command -v apt-get >/dev/null 2>&1; then
         # The tests need only promtool from the prometheus package, not a Prometheus server running.
         case " $missing " in *" prometheus "*)
             $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true ;;
+        esac
+        # nor a NATS server of the machine's own: the tests start theirs
+        case " $missing " in *" nats-server "*)
+            $SUDO systemctl disable --now nats-server >/dev/null 2>&1 || true ;;
         esac
     fi
 fi

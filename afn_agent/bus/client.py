@@ -75,6 +75,7 @@ class Bus:
         self.on_directory: Callable[[str, bytes], None] | None = None
         self.published = 0
         self._consumer_back = 0.0  # when a consumer's "online" last sent the outbox again
+        self._status_sent = 0.0  # when every status last went out (status_every_s)
         self.network_restarts = 0  # times something escaped paho's loop and the client was rebuilt
         self._network: threading.Thread | None = None
         self._inflight: dict[
@@ -219,6 +220,7 @@ class Bus:
         client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
         for m in self.machine_ids:
             self._publish_status(m)
+        self._status_sent = time.monotonic()
         if self.discovery is not None:
             for topic, payload in self.discovery.all():
                 client.publish(topic, payload, qos=1, retain=True)
@@ -413,6 +415,7 @@ class Bus:
             try:
                 self._record_pubacks()
                 self._drain_outbox()
+                self._refresh_status()
                 wait = self._send_telemetry()
             except Exception:  # the pump must outlive any one bad row or a closing ledger
                 log.exception("bus pump")
@@ -439,6 +442,19 @@ class Bus:
                 self._inflight[row["seq"]] = (info, row["kind"] != "usage")
             self.published += 1
             self.ledger.outbox_tried(row["seq"])
+
+    def _refresh_status(self) -> None:
+        """`status_every_s`: the retained status and `online` again, as at a reconnection. A clustered
+        broker's retained copy can go stale when a node dies mid-update (NATS 2.9), and a dashboard
+        between nodes misses changes: either is right again within the period."""
+        every, now = self.config.status_every_s, time.monotonic()
+        if not every or now - self._status_sent < every:
+            return
+        self._status_sent = now
+        online = self._availability("online")
+        self.client.publish(self.topics.agent(self.agent_id), online, qos=1, retain=True)
+        for m in self.machine_ids:
+            self._publish_status(m)
 
     def _send_telemetry(self) -> float:
         """Send what is due; returns how long until the next machine's telemetry is."""

@@ -46,6 +46,11 @@ class Nodes:
         self.switches = 0  # times the agent moved to another node
         self.connected_to: tuple[str, int] | None = None  # the node of the last connection (health)
         self.rand = rand
+        lo, hi = FIRST_RETRY_S
+        self.first_wait = lo + (hi - lo) * rand()  # drawn once per client: the jitter
+        self.wait = self.first_wait  # before each attempt of the current round of nodes
+        self._up = False  # a connection was made since the last failure
+        self._round_start = 0  # the node the current outage started from
         self._lock = threading.Lock()
 
     @property
@@ -54,10 +59,18 @@ class Nodes:
 
     def attach(self, client: mqtt.Client, on_disconnect: Callable[..., None] | None = None) -> None:
         """Rotate on a failed attempt (paho's on_connect_fail) and after a lost connection; jittered
-        backoff. `on_disconnect` is the client's own handler, still called first."""
-        lo, hi = FIRST_RETRY_S
-        client.reconnect_delay_set(min_delay=lo + (hi - lo) * self.rand(), max_delay=MAX_RETRY_S)  # type: ignore[arg-type]
+        backoff. `on_disconnect` and the client's on_connect (set before this) are still called."""
+        client.reconnect_delay_set(min_delay=self.first_wait, max_delay=MAX_RETRY_S)  # type: ignore[arg-type]
         client.on_connect_fail = lambda c, userdata: self.failed(c)
+        inner = client.on_connect
+
+        def connected(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, *rest: Any) -> None:
+            if not reason.is_failure:
+                self._up = True
+            if inner is not None:
+                inner(c, userdata, flags, reason, *rest)
+
+        client.on_connect = connected
 
         def dropped(c: mqtt.Client, *args: Any) -> None:
             if on_disconnect is not None:
@@ -67,13 +80,21 @@ class Nodes:
         client.on_disconnect = dropped
 
     def failed(self, client: mqtt.Client) -> None:
-        """Point the client at the next address; paho's next reconnect goes there."""
+        """Point the client at the next address; paho's next reconnect goes there. The wait doubles per
+        round of nodes, not per attempt: a dead node's neighbour is tried after the first short wait (a
+        node refusing for a few seconds while the cluster elects leaders does not push the next one's
+        try a minute away), and a whole cluster down is still retried ever more slowly."""
         if len(self.addresses) == 1:
-            return
+            return  # paho's own doubling per attempt
         with self._lock:
+            if self._up:  # a new outage: short waits again, and the round starts from here
+                self._up, self.wait, self._round_start = False, self.first_wait, self.index
             self.index = (self.index + 1) % len(self.addresses)
+            if self.index == self._round_start:
+                self.wait = min(self.wait * 2, MAX_RETRY_S)
             self.switches += 1
-            host, port = self.current
+            host, port, wait = *self.current, self.wait
+        client.reconnect_delay_set(min_delay=wait, max_delay=MAX_RETRY_S)  # type: ignore[arg-type]
         try:
             client.host, client.port = host, port
         except RuntimeError:

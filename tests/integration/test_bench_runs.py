@@ -26,3 +26,14 @@ def test_mqtt_bench_quick_run_prints_its_table():
     assert "status latency p50 / p99" in p.stdout
     unsent = next(line for line in p.stdout.splitlines() if "outbox rows left unsent" in line)
     assert unsent.split()[-1] == "0", "every outbox row reached the broker"
+
+
+def test_fleet_scale_bench_quick_run_prints_its_table():
+    bench = BENCH.parent / "fleet_scale.py"
+    cmd = [sys.executable, str(bench), "--machines", "60", "--seconds", "3", "--procs", "2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in p.stdout.splitlines() if "|" in line}
+    assert [c.strip() for c in rows["outbox rows left / records unacknowledged"]] == ["0 / 0", "0 / 0"]
+    assert [c.strip() for c in rows["usage records billed / kept by id"]] == ["60 / 60", "60 / 60"]
+    assert [c.strip() for c in rows["lab 0's user writing in lab 1's topics"]] == ["refused", "refused"]

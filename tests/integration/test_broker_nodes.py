@@ -41,12 +41,26 @@ def test_parse_and_rotation():
             self.delays.append((min_delay, max_delay))
 
     client = Paho()
+    client.on_connect = None
     nodes = Nodes([("a", 1), ("b", 2), ("c", 3)], rand=lambda: 0.5)
     nodes.attach(client)  # type: ignore[arg-type]
     assert client.delays == [(1.5, 60)]  # paho's first retry drawn between 1 and 2 s: jitter
-    for want in (("b", 2), ("c", 3), ("a", 1)):
+    client.delays.clear()
+    for want in (("b", 2), ("c", 3), ("a", 1), ("b", 2), ("c", 3), ("a", 1)):
         client.on_connect_fail(client, None)
         assert (client.host, client.port) == want == nodes.current
+    # the wait doubles once per round of nodes, not once per attempt
+    assert [d for d, _ in client.delays] == [1.5, 1.5, 3.0, 3.0, 3.0, 6.0]
+
+    class Ok:
+        is_failure = False
+
+    client.on_connect(client, None, None, Ok())  # connected to a: a later outage starts short again
+    client.delays.clear()
+    client.on_disconnect(client, None)
+    client.on_connect_fail(client, None)
+    client.on_connect_fail(client, None)
+    assert [d for d, _ in client.delays] == [1.5, 1.5, 3.0] and nodes.current == ("a", 1)
     single = Nodes([("a", 1)])
     single.failed(client)  # type: ignore[arg-type]
     assert single.current == ("a", 1) and single.switches == 0
@@ -126,3 +140,30 @@ def test_start_up_with_the_first_node_down_uses_the_next(tmp_path, two_nodes, st
         wait_for(lambda: agent.bus.connected.is_set() and agent.bus.nodes.current[1] == b.port, 30, "on b")
     finally:
         agent.stop()
+
+
+def test_status_every_s_sends_the_retained_status_again_without_a_change(tmp_path, broker):
+    """For a broker whose retained copies may go stale: the agent's own status and `online` again each
+    period; with the default 0, nothing but changes and connections."""
+    from afn_agent.bus.client import Bus
+    from afn_agent.config import BrokerConfig
+    from afn_agent.ledger import Ledger
+
+    watch = Client(broker, "fleet", client_id="watch-refresh")
+    watch.subscribe("afn/v1/fablab/#")
+    seen = {}
+    for every in (1.0, 0.0):
+        ledger = Ledger(tmp_path / f"agent-{every}.sqlite3", "fablab")
+        cfg = BrokerConfig(port=broker.port, username="pi-printers", password=password("pi-printers"),
+                           keepalive_s=5, status_every_s=every)  # fmt: skip
+        before = len(watch.received("printer-1/status"))
+        bus = Bus(cfg, "fablab", "pi-printers", ledger, ["printer-1"], lambda m: {"machine": m}).start()
+        try:
+            wait_for(bus.connected.is_set, 10, "connected")
+            time.sleep(3.2)  # real time: three periods of 1 s
+            seen[every] = len(watch.received("printer-1/status")) - before
+        finally:
+            bus.stop()
+            ledger.close()
+    watch.close()
+    assert seen[1.0] >= 3 and seen[0.0] == 1, seen
