@@ -203,7 +203,7 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"afn-fleet-scale-{kind}-"))
     labs = [f"lab{k:02d}" for k in range(args.labs)]
     procs, ports = (nats if kind == "nats" else mosquitto)(work, labs)
-    extra = {"session": "clean"} if kind == "nats" else {}
+    extra: dict[str, Any] = {"session": "clean"} if kind == "nats" else {}
     latencies: list[float] = []
     lock = threading.Lock()
     try:
@@ -238,7 +238,8 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         for p in range(args.procs):
             mine = list(range(p, agents, args.procs))
             a, b = mp.Pipe()
-            work_args = (ports, mine, labs, args.seconds, str(work), extra, b)
+            agent_extra = {**extra, "status_every_s": 30.0} if kind == "nats" else {}  # docs/mqtt.md
+            work_args = (ports, mine, labs, args.seconds, str(work), agent_extra, b)
             child = mp.Process(target=agents_side, args=work_args)
             child.start()
             pipes.append(a)

@@ -43,6 +43,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(proc: subprocess.Popen, port: int, timeout: float, what: str, log) -> None:
+    """Until a server just started takes connections on `port`; its log's tail if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited: {log()[-2000:]}") from None
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not open port {port}")
+
+
 def make_certs(d: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
     d.mkdir(parents=True, exist_ok=True)
@@ -115,16 +129,8 @@ class Broker:
 
     def start(self) -> Broker:
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log()[-2000:]}") from None
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not open its port")
+        wait_listening(self.proc, self.port, 10, "mosquitto", self.log)
+        return self
 
     def user_for(self, role: str, client_id: str | None) -> str:
         """The shipped config makes a client's id its user name, so two test clients of one role would

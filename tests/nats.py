@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import free_port
+from tests.broker import free_port, wait_listening
 
 NATS = "nats-server"
 
@@ -49,16 +48,8 @@ mqtt {{ listen: 127.0.0.1:{self.port}, stream_replicas: 3, consumer_replicas: 3,
     def start(self) -> NatsNode:
         log = open(self.dir / "nats.log", "ab")  # noqa: SIM115 (the child keeps it)
         self.proc = subprocess.Popen([NATS, "-c", str(self.conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"nats-server {self.name} exited: {self.log()[-2000:]}") from None
-                time.sleep(0.05)
-        raise RuntimeError(f"nats-server {self.name} did not open its MQTT port")
+        wait_listening(self.proc, self.port, 15, f"nats-server {self.name}", self.log)
+        return self
 
     def kill(self) -> None:
         """Dies as a crashed or unplugged node does: no goodbye to its clients or peers."""

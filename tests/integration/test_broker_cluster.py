@@ -47,7 +47,7 @@ def agent_config(tmp_path: Path, cluster: NatsCluster, i: int, sim, home: int) -
     machine = {"id": f"p{i}", "class": "fdm-printer", "profile": "marlin2", "port": str(sim.link),
                "baud": sim.options["baud"], "tariff": "printer", "hold_uploads": False}  # fmt: skip
     broker = {"host": "127.0.0.1", "port": cluster.nodes[home].port, "nodes": others(cluster, home),
-              "keepalive_s": 5, "session": "clean"}  # fmt: skip
+              "keepalive_s": 5, "session": "clean", "status_every_s": 30}  # fmt: skip
     return write_config(d / "agent.toml", [machine], agent_id=f"pi-{i}", broker=broker)
 
 
