@@ -140,10 +140,10 @@ class MarlinSim(SimFirmware):
             return
         if text.startswith("N"):
             m110 = "M110" in text
-            m = re.match(r"N(\d*)", text)
-            n = int(m.group(1)) if m and m.group(1) else 0
+            m = re.match(r"N(-?\d*)", text)  # Printrun numbers from -1 (`N-1 M110 N-1`), as Marlin allows
+            n = int(m.group(1)) if m and m.group(1) not in ("", "-") else 0
             if m110:
-                m2 = re.search(r"M110\s*N(\d+)", text)
+                m2 = re.search(r"M110\s*N(-?\d+)", text)
                 n = int(m2.group(1)) if m2 else n
             star = raw.rfind(b"*")
             if n != self.last_n + 1 and not m110:
@@ -158,7 +158,7 @@ class MarlinSim(SimFirmware):
             self.last_n = n
             label = str(n)
             body = text[: text.rfind("*")]
-            command = re.sub(r"^N\d*\s*", "", body).strip()
+            command = re.sub(r"^N-?\d*\s*", "", body).strip()
         else:  # Marlin 2 runs a line without N as it is, checksum cut off (a corrupted N lands here)
             label, command = "-", text.split("*", 1)[0].strip()
         self.queue.append(_Cmd(label, command, _command_of(command.encode())[1], t + LOOP_S))
@@ -258,7 +258,7 @@ class MarlinSim(SimFirmware):
             return "ok"
         planner_free = self.opts.planner_blocks - 1 - len(self.planner)
         label = self.queue[0].label if self.queue else "-"
-        n = f" N{label}" if label.isdigit() else ""
+        n = f" N{label}" if label != "-" else ""  # "-": read without N
         return f"ok{n} P{planner_free} B{self.opts.queue_depth - len(self.queue)}"
 
     def _immediate(self, cmd: _Cmd, t: float) -> bool:

@@ -18,7 +18,7 @@ from tests.realfw.firmware import RawPort, RealFirmware
 
 def marlin_token(line: str) -> str | None:
     """A Marlin answer as a protocol event; chatter (echo:, temperatures, busy) is None."""
-    if m := re.match(r"ok N(\d+) P\d+ B\d+", line):
+    if m := re.match(r"ok N(-?\d+) P\d+ B\d+", line):
         return f"ok N{m.group(1)}"
     if re.match(r"ok P\d+ B\d+", line):
         return "ok (no N)"
@@ -60,6 +60,8 @@ def marlin_script(port: RawPort) -> list[str]:
         frame(3, "FOO"),  # numbered, unknown
         b"G1 X1 F6000\n",  # unnumbered, known
         n1[:5] + n1[6:],  # a byte lost
+        frame(-1, "M110 N-1"),  # Printrun's reset: numbered from -1 (the simulator hung here)
+        frame(0, "M105"),
     ]
     out: list[str] = []
     for data in steps:
