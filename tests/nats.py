@@ -11,13 +11,13 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.broker import free_port, wait_listening
+from tests.helpers import wait_for
 
 NATS = "nats-server"
 
@@ -122,12 +122,9 @@ class NatsCluster:
     def ready(self, timeout: float = 60) -> None:
         """Every live node takes an MQTT client and a QoS 1 message: JetStream has its leaders and the
         gateway's streams exist (a client that comes sooner is refused: `timeout for request`)."""
-        deadline = time.monotonic() + timeout
         for n in self.nodes:
-            while n.alive and not _takes_a_message(n.port, self.probe):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"NATS node {n.name} takes no MQTT message: {n.log()[-1500:]}")
-                time.sleep(0.5)
+            wait_for(lambda n=n: not n.alive or _takes_a_message(n.port, self.probe), timeout,
+                     f"NATS node {n.name} taking an MQTT message")  # fmt: skip
 
     def addresses(self) -> list[str]:
         return [f"127.0.0.1:{n.port}" for n in self.nodes]

@@ -31,6 +31,7 @@ from paho.mqtt.properties import Properties
 
 from ..bus import nodes
 from ..bus.topics import USAGE, USAGE_ACK, Topics
+from ..bus.version import first_version
 from ..config import BrokerConfig
 from ..payload import Malformed, decode_json
 
@@ -73,7 +74,7 @@ class UsageConsumer:
                  group: str = "booking"):  # fmt: skip
         self.broker, self.store, self.name = broker, store, name
         self.topics = [Topics(broker.topic_prefix, site) for site in sites]  # a lab each
-        self.v5 = broker.protocol != "3.1.1"
+        self.v5 = first_version(broker) == mqtt.MQTTv5
         every = [f"{t.prefix}/{t.site}/+/{USAGE}" for t in self.topics]
         self.filters = [f"$share/{group}/{f}" if self.v5 else f for f in every]
         self.nodes = nodes.of(broker)

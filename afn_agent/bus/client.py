@@ -29,6 +29,7 @@ from ..payload import decode_json
 from . import discovery, nodes
 from . import topics as t
 from .tokens import CommandRefused, verify
+from .version import first_version
 
 log = logging.getLogger("afn_agent.bus")
 SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our subscriptions and QoS 1 messages for a week
@@ -65,7 +66,7 @@ class Bus:
         self.connected = threading.Event()
         self.refused: str | None = None  # the broker's reason when its last CONNACK refused the agent
         self.malformed = 0  # messages refused unread (too large, too deep, not JSON, wrong shape)
-        self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
+        self.protocol = first_version(config)
         # a clean session: nothing kept by the broker between connections (its replication may fail a
         # clustered broker's node switch), nothing queued for us, so subscriptions need no more than QoS 0
         self.clean = config.session == "clean"
