@@ -117,8 +117,11 @@ def test_m0_prompt_and_m108_on_real_marlin(real_fw, machine_on, tmp_path):
     act(m, Do.CONTINUE)
     r = m.wait_job(30)
     assert r.outcome == "completed", r
+    # the out-of-band M108 freed the M0 at once (emergency parser); its copy in the RX ring runs after the
+    # job's last lines, which may be answered before it: waited for, not read at once
+    wait_for(lambda: "M108" in fw.executed(), 10, "M108 run by Marlin")
     ran = fw.executed()
-    assert "M0 Remove the support" in " ".join(ran) and "M108" in ran
+    assert "M0 Remove the support" in " ".join(ran)
     assert ran.index("M108") > next(i for i, c in enumerate(ran) if "M0 Remove" in c)
 
 
