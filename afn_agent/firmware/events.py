@@ -20,6 +20,7 @@ class LineAcked(Event):
     seq: int
     text: str
     tag: object = None
+    size: int = 0  # its bytes on the wire (framing included): the machine thread's pacing counts them
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,5 +24,5 @@ def plain(command: str) -> bytes:
 
 def command_word(text: str) -> str:
     """The first word of a command, upper-cased: `g1 x1` -> `G1`, `M104 S200` -> `M104`."""
-    head = text.split(None, 1)[0] if text.strip() else ""
-    return head.upper()
+    words = text.split(None, 1)
+    return words[0].upper() if words else ""

@@ -260,7 +260,7 @@ class GrblProtocol:
         if line is None:
             return None
         self._sync_wait = False
-        self._emit(ev.LineAcked(line.seq, line.text, line.tag))
+        self._emit(ev.LineAcked(line.seq, line.text, line.tag, len(line.wire)))
         if line.text.upper() == "$I":
             self.firmware_name = self.firmware_name or f"Grbl {self.version}".strip()
             self._info_ready = True

@@ -30,6 +30,7 @@ LINE_ERROR_MARKERS = (
 )
 RESEND_RE = re.compile(r"^(?:resend|rs)\s*:?\s*n?:?\s*(\d+)", re.I)
 ADVANCED_OK_RE = re.compile(r"\bN(\d+)\s+P(\d+)\s+B(\d+)")
+PLAIN_OK_RE = re.compile(rb"ok N(\d+) P(\d+) B(\d+)[\r\x00 ]*")  # ADVANCED_OK's answer, as bytes
 UNNUMBERED_OK_RE = re.compile(r"^ok\s+P(\d+)\s+B(\d+)")  # ADVANCED_OK answering a line without N
 TEMP_RE = re.compile(r"(?<![\w@])(T\d*|B|C|P|A)\s*:\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*(-?\d+(?:\.\d+)?))?")
 POS_RE = re.compile(r"\b([XYZEABC])\s*:\s*(-?\d+(?:\.\d+)?)")

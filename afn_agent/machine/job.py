@@ -50,8 +50,11 @@ class JobFile:
             self.line_no += 1
             self.offset += len(raw)
             decoded = raw.decode("utf-8", "replace")
-            text = wire_text(decoded, parens=self.parens)
-            said = comment_text(decoded, self.parens)
+            if b";" in raw or b"(" in raw or b"%" in raw:
+                text = wire_text(decoded, parens=self.parens)
+                said = comment_text(decoded, self.parens)
+            else:  # most lines of a job: nothing to cut (the lexer's rules, without their cost per line)
+                text, said = decoded.strip(), ""
             if not text:
                 self._comment = said or self._comment
                 continue

@@ -65,8 +65,11 @@ class SerialLink:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"w")  # any byte: the pipe is only drained
 
-    def wait(self, timeout: float) -> bytes:
+    def wait(self, timeout: float, nap: float = 0.0) -> bytes:
         """Wait up to `timeout` for bytes or a wake-up; return whatever arrived (maybe nothing).
+
+        With `nap`, first sleep that long without looking at the port (pacing.py): a wake-up ends it and
+        what came meanwhile is returned at once; otherwise what came, a half line followed to its end.
 
         Bytes that end inside a line are followed to the line's end (up to LINE_END_S): the firmware's
         answers trickle in a few bytes at a time and the machine thread has nothing to do with half a
@@ -74,12 +77,20 @@ class SerialLink:
         at every byte (bench/cpu.py). Urgent bytes never wait for this: their callers write them."""
         if self._ser is None:
             raise LinkLost("port is closed")
-        fd = self._ser.fileno()
-        if not self._ready(fd, timeout):
-            return b""
-        data = self.read()
-        if not data or data.endswith(b"\n"):
-            return data
+        fd, data = self._ser.fileno(), b""
+        if nap > 0:
+            woken = not self._slept(nap)
+            data = self.read(probe=True)
+            if woken:  # a command waits for the thread's turn
+                return data
+        if not data:
+            if not self._ready(fd, timeout):
+                return b""
+            data = self.read()
+        return data if data.endswith(b"\n") else self._follow(fd, data, timeout)
+
+    def _follow(self, fd: int, data: bytes, timeout: float) -> bytes:
+        """The rest of a line whose start was read."""
         deadline = time.monotonic() + min(timeout, LINE_END_S)
         have = len(data) - (data.rfind(b"\n") + 1)  # bytes of the line under way
         time.sleep(max(LINE_BYTES - have, 1) * 10 / max(self.baud, 1200))  # the rest of a short answer
@@ -89,6 +100,17 @@ class SerialLink:
             if more.endswith(b"\n"):
                 break
         return b"".join(parts)
+
+    def _slept(self, seconds: float) -> bool:
+        """Sleep unless woken; False when a wake-up cut it short (the pipe is drained)."""
+        try:
+            woken, _, _ = select.select([self._wake_r], [], [], seconds)
+        except (OSError, ValueError) as exc:
+            raise LinkLost(f"{self.port_name}: {exc}") from exc
+        if woken:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
+        return not woken
 
     def _ready(self, fd: int, timeout: float) -> bool:
         """Whether the port has bytes; False on timeout or a wake-up (the pipe is drained)."""
@@ -102,7 +124,9 @@ class SerialLink:
             return False
         return fd in ready
 
-    def read(self) -> bytes:
+    def read(self, probe: bool = False) -> bytes:
+        """What the port holds. A raw tty answers "nothing yet" and "hung up" alike (0 bytes): only a read
+        that select found ready (`probe` False) takes 0 bytes for the port's end."""
         if self._ser is None:
             raise LinkLost(f"{self.port_name}: the port is closed")
         try:
@@ -111,7 +135,7 @@ class SerialLink:
             return b""
         except OSError as exc:
             raise LinkLost(f"{self.port_name} vanished: {exc.strerror or exc}") from exc
-        if not data:
+        if not data and not probe:
             raise LinkLost(f"{self.port_name} vanished (end of file)")
         return data
 

@@ -25,6 +25,7 @@ from .events import JOB_STATES, STOPPED_STATES, JobResult, MachineEvent, Machine
 from .heat import HeatWatch
 from .job import JobError, JobFile, JobPos
 from .link import LinkLost
+from .pacing import Pacer
 from .streaming import Counters, StreamingJob
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class MachineLoop:
         self.console = ConsoleRunner(self)
         self.heat = HeatWatch()
         self._heat_looked_at: tuple[object, bool] | None = None  # (head line, paused) _watch_heating read
+        self.pacer = Pacer(self.link.baud)
+        self._answered = 0  # wire bytes of the job lines answered this turn, for the pacer
 
     def post(self, *cmd: Any) -> None:
         """A command for the machine thread (any thread)."""
@@ -187,6 +190,7 @@ class MachineLoop:
         heating = word in HEAT_WAITS and not job.paused
         if heating != job.heating:
             job.heating = heating
+            self.pacer.reset()  # a heating wait's pace is not the stream's
             self._emit(me.Heating, on=heating, command=oldest.text if heating and oldest else "")
 
     def _io(self, now: float, timeout: float, commands_first: bool = False) -> None:
@@ -197,14 +201,21 @@ class MachineLoop:
         out = core.urgent_data() + core.data_to_send(now)
         if out:
             self.link.write(out)
-        data = self.link.wait(timeout)
+            self.pacer.wrote(len(out), now)
+        job = self.job
+        nap = self.pacer.nap_s(now) if commands_first and job is not None and not job.paused else 0.0
+        data = self.link.wait(timeout, nap)
+        if commands_first:
+            self.pacer.woke(nap, time.monotonic() - now)
         if commands_first and not self.cmds.empty():
             self._drain_commands()
         now = time.monotonic()
         core.receive_data(data, now)
         core.tick(now)
+        self._answered = 0
         for event in core.events():
             self._on_event(event, now)
+        self.pacer.answered(self._answered, now)
 
     def _feed(self) -> None:
         job = self.job
@@ -222,7 +233,7 @@ class MachineLoop:
                 self.driver.send_end(job.check)
                 return
             text, pos = item
-            if command_word(text) in PROMPTS:
+            if text[:1] in "Mm" and command_word(text) in PROMPTS:
                 job.notes[pos.line] = job.file.note
             if not job.check and (tool := self.console.tool_change(text)) is not None:
                 job.held_for_tool = True
@@ -261,6 +272,7 @@ class MachineLoop:
         job = StreamingJob(file, self._counters(), usage)
         job.check = self.driver.begin_job(check)
         self.job = job
+        self.pacer.reset()
         self._set_state(MachineState.PRINTING)
         self._emit(me.JobStarted, file=path, size=file.size)
 
@@ -288,6 +300,7 @@ class MachineLoop:
         if now := self.driver.resume(job.modal_restore()):
             self.link.write(now)
         job.paused = False
+        self.pacer.reset()
         self._set_state(MachineState.PRINTING, heating=job.heating)
 
     def _cmd_cancel(self, who: str) -> None:
@@ -407,6 +420,7 @@ class MachineLoop:
         if event.text in ("$X", "$H") and self.m.state in STOPPED_STATES:
             self._set_state(MachineState.IDLE)
         elif isinstance(event.tag, JobPos) and job is not None:
+            self._answered += event.size
             if job.on_acked(event.tag, event.text):
                 self._emit(me.FirstLine, heating=job.heating)  # on the machine: its active time starts
         elif event.tag == END_MARK and job is not None:

@@ -368,3 +368,47 @@ def test_a_wait_for_a_person_is_reported_once_with_the_firmwares_own_words():
 def test_without_an_emergency_parser_a_wait_cannot_be_ended_from_the_host():
     core = MarlinProtocol(profile(), 0.0)
     assert core.continue_bytes() == b""
+
+
+def test_the_plain_ok_shortcut_acts_as_the_general_reading_does():
+    """`ok N<n> P<p> B<b>` is taken without decoding and trying every pattern (the streaming hot path):
+    the same events and state as the general reading, around resends, a fragment's ok, an ok eaten after
+    a resend, temperatures, a reset's quiet spell and a damaged line."""
+    script = [
+        b"ok N1 P15 B3\nok N2 P14 B2\n",
+        b"Error:checksum mismatch, Last Line: 2\nResend: 3\nok\n",  # Marlin 2's ok after a resend: eaten
+        b"ok N3 P15 B3\n",
+        b'echo:Unknown command: "X1"\nok N4 P15 B3\n',  # a fragment ran, then our line 4: a damaged line
+        b"ok N5 P15 B3 T:20.0 /0.0\n",  # not the plain shape: the general reading
+        b"ok N6 P15 B3\r\n",
+        b"Resend: 7\nok N7 P15 B3\n",
+        b"ok N99 P15 B3\n",  # a number never used: a line from before our M110
+        b"ok N8 P15 B3\nstart\nok N1 P15 B3\n",  # a reset: the answer after it is to none of ours
+    ]
+    cores = [connected(), connected()]
+    cores[1]._plain_ok = lambda raw, now: False  # type: ignore[method-assign]
+    tried: list[tuple[bytes, bool]] = []
+    shortcut = cores[0]._plain_ok
+
+    def watched(raw: bytes, now: float) -> bool:
+        tried.append((raw, taken := shortcut(raw, now)))
+        return taken
+
+    cores[0]._plain_ok = watched  # type: ignore[method-assign]
+    seen: list[list] = [[], []]
+    for i, core in enumerate(cores):
+        core.begin_job()
+        for n in range(12):
+            core.send(f"G1 X{n}.5 Y{n}.25 E0.1", n)
+        for step, data in enumerate(script):
+            t = 1.0 + step * 0.05
+            seen[i].append((core.data_to_send(t), core.events()))
+            core.receive_data(data, t)
+            core.tick(t)
+            seen[i].append((core.window.bytes, core.outstanding, core.planner_free, core.queue_free,
+                            core.lines_heard, core.resends, core.errors, core.events()))  # fmt: skip
+    assert seen[0] == seen[1]
+    acked = [e.seq for *_, events in seen[0][1::2] for e in events if isinstance(e, ev.LineAcked)]
+    assert acked == [2, 3, 4, 5, 6, 7]
+    assert [raw for raw, taken in tried if not taken] == [  # left to the general reading
+        b"ok N4 P15 B3", b"ok N5 P15 B3 T:20.0 /0.0", b"ok N7 P15 B3", b"ok N1 P15 B3"]  # fmt: skip

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from afn_agent.gcode.lexer import wire_text
 from afn_agent.machine.job import JobError, JobFile
 from afn_agent.sim.core import SimOptions
 from afn_agent.sim.marlin import MarlinSim
@@ -49,6 +50,27 @@ def test_job_file_strips_comments_keeps_messages_and_tracks_lines(tmp_path):
     assert out == [("G28", 3), ("M117 Layer 1; of 20", 4), ("G1 X1 Y2", 5), ("G1 X2", 7)]
     assert job.offset == f.stat().st_size
     job.close()
+
+
+@pytest.mark.parametrize("parens", [True, False])
+def test_job_file_sends_what_the_lexer_says_and_keeps_the_notes(tmp_path, parens):
+    """Lines without `;`, `(` or `%` skip the lexer's rules (the hot path): what goes out, and the note a
+    prompt shows, are still what those rules give for every kind of line."""
+    lines = ["G1 X1 Y2", "  g1   x1  ", "M117 Printing", "G1 X3 ; move", "(tool) T1 M6", "%", "",
+             "\tM0 Remove the brim\r", "; change the colour", "M600", "N5 G1 X1*33", "M400 (done"]  # fmt: skip
+    f = tmp_path / "mixed.gcode"
+    f.write_text("\n".join(lines) + "\n")
+    job = JobFile(f, parens=parens)
+    out = []
+    while (item := job.next_command()) is not None:
+        out.append((item[0], job.note))
+    job.close()
+    sent = [wire_text(raw, parens=parens) for raw in lines]
+    assert [text for text, _ in out] == [t for t in sent if t]
+    notes = dict(out)
+    assert notes["M600"] == "change the colour" and notes["G1 X1 Y2"] == ""
+    if parens:
+        assert notes["T1 M6"] == "tool"
 
 
 def test_job_file_refuses_a_line_the_firmware_cannot_hold(tmp_path):

@@ -1,0 +1,106 @@
+"""The machine thread's naps while a job streams (machine/pacing.py) and the port's nap (link.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from afn_agent.machine.link import SerialLink
+from afn_agent.machine.pacing import NAP_MAX_S, SLACK_S, Pacer
+
+LINE = 39  # bytes of `N1234 G1 X110.123 Y107.456 E12.34567*89\n`
+WIRE_250K = 10 / 250000
+
+
+def test_a_nap_ends_a_slack_before_the_bytes_written_are_through():
+    p = Pacer(250000)
+    p.wrote(LINE, 0.0)
+    assert p.nap_s(0.0) == pytest.approx(LINE * WIRE_250K - SLACK_S)
+    p.wrote(LINE, 0.0005)  # behind the first line, not from the time it was written
+    assert p.busy_until == pytest.approx(2 * LINE * WIRE_250K)
+    assert p.nap_s(p.busy_until - SLACK_S) == 0.0  # nothing in hand: the port is watched instead
+
+
+def test_the_wire_goes_quiet_in_the_model_when_nothing_was_written():
+    p = Pacer(250000)
+    p.wrote(LINE, 0.0)
+    p.wrote(LINE, 1.0)  # a second later: the first line is long through
+    assert p.busy_until == pytest.approx(1.0 + LINE * WIRE_250K)
+
+
+def test_naps_are_bounded_and_short_ones_are_not_taken():
+    p = Pacer(9600)
+    p.wrote(4000, 0.0)
+    assert p.nap_s(0.0) == NAP_MAX_S
+    q = Pacer(250000)
+    q.wrote(20, 0.0)  # 0.8 ms on the wire, less the slack: not worth a wake-up
+    assert q.nap_s(0.0) == 0.0
+
+
+def test_a_firmware_faster_than_its_baud_shortens_the_naps():
+    """A native-USB board reads far faster than its nominal baud: the measured pace counts."""
+    p = Pacer(115200)
+    p.answered(LINE, 0.0)
+    p.answered(LINE, 0.0004)  # a line answered every 0.4 ms: ~10 µs a byte, not 87
+    p.wrote(3 * LINE, 1.0)
+    assert p.busy_until - 1.0 == pytest.approx(3 * LINE * 0.0004 / LINE)
+    p.reset()  # a new job: the old pace is forgotten, the baud counts again
+    p.wrote(3 * LINE, 2.0)
+    assert p.busy_until - 2.0 == pytest.approx(3 * LINE * 10 / 115200)
+
+
+def test_late_wake_ups_keep_more_in_hand_and_the_lateness_fades():
+    p = Pacer(115200)
+    p.wrote(3 * LINE, 0.0)
+    calm = p.nap_s(0.0)
+    for _ in range(8):
+        p.woke(0.002, 0.0025)  # every nap ended 0.5 ms late: a loaded machine
+    assert p.nap_s(0.0) == pytest.approx(calm - 3 * 0.0005, abs=1e-4)
+    p.woke(0.002, 0.0005)  # cut short by a command: not lateness
+    for _ in range(40):
+        p.woke(0.0, 0.001)  # turns that watched the port
+    assert p.nap_s(0.0) == pytest.approx(calm, abs=1e-5)
+
+
+@pytest.fixture
+def pty_link():
+    """A SerialLink on the slave side of a pty; the test writes the firmware's side (the master)."""
+    master, slave = os.openpty()
+    link = SerialLink(os.ttyname(slave), 115200)
+    link.open()
+    os.close(slave)
+    yield link, master
+    link.close()
+    link.release()
+    os.close(master)
+
+
+def test_a_nap_returns_what_came_meanwhile_whole(pty_link):
+    link, fw = pty_link
+    threading.Timer(0.02, lambda: os.write(fw, b"ok N1 P15 B3\nok N2 P15 B3\n")).start()
+    assert link.wait(1.0, nap=0.1) == b"ok N1 P15 B3\nok N2 P15 B3\n"
+
+
+def test_a_nap_with_nothing_come_is_not_a_vanished_port(pty_link):
+    """A raw tty answers "nothing yet" as it answers "hung up" (0 bytes): a read not asked for by
+    select must not take the first for the second."""
+    link, _ = pty_link
+    assert link.wait(0.05, nap=0.01) == b""
+
+
+def test_a_half_answer_after_a_nap_is_followed_to_its_end(pty_link):
+    link, fw = pty_link
+    os.write(fw, b"ok N1 P1")
+    threading.Timer(0.03, lambda: os.write(fw, b"5 B3\n")).start()
+    assert link.wait(1.0, nap=0.01) == b"ok N1 P15 B3\n"
+
+
+def test_a_command_posted_during_a_nap_wakes_the_thread_at_once(pty_link):
+    link, _ = pty_link
+    threading.Timer(0.02, link.wake).start()
+    started = time.monotonic()
+    assert link.wait(5.0, nap=2.0) == b""
+    assert time.monotonic() - started < 1.0
