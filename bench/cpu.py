@@ -4,7 +4,10 @@ Raspberry Pi can drive (issue 22).
     python bench/cpu.py                    # Marlin and GRBL, 1 and 4 machines, 115200 and 250000 baud
     python bench/cpu.py --quick            # Marlin 250000, 1 and 4 machines, smaller jobs
     python bench/cpu.py --printrun PYTHON  # also Printrun's printcore, in a Python that has it
+    python bench/cpu.py --octoprint PYTHON # also OctoPrint's server (bench/octoprint_host.py)
     python bench/cpu.py --quick --against ../old   # the same rows for another checkout, interleaved
+    python bench/cpu.py --quick --repeat 5 # five pairs of runs per row: the median, and the range
+    python bench/cpu.py --floor            # what the OS charges a turn (a nap, a wake-up, a write)
 
 The whole agent runs in a child process (the machine threads, the job pump and its ledger, the usage
 analysis of every acknowledged line): each machine streams a job to a simulator in its own process,
@@ -35,6 +38,7 @@ sys.path.insert(0, os.environ.get("AFN_CPU_TREE", str(ROOT)))
 
 from afn_agent.sim.jobs import circle_gcode  # noqa: E402
 from afn_agent.sim.run import SimProcess  # noqa: E402
+from bench.octoprint_host import octoprint_run  # noqa: E402
 from bench.streaming import exactly_once  # noqa: E402
 
 PROFILES = {"marlin": "marlin2", "grbl": "grbl-1.1"}
@@ -271,14 +275,78 @@ def contention(work: Path, lines: int) -> int:
     return 0
 
 
+def floor() -> int:
+    """What the operating system charges a turn of the machine thread, before any Python of ours: a
+    timer nap; a wake-up by a peer's bytes (a pipe's round trip); a line and its answer through a pty,
+    with a peer that sleeps between them as a simulator does (its wake-up is charged to the writer)."""
+    import pty
+    import select
+    import tty
+
+    rounds = 3000
+    r, w = os.pipe()
+    started = time.thread_time()
+    for _ in range(rounds):
+        select.select([r], [], [], 0.0005)
+    timer = (time.thread_time() - started) / rounds
+    a_r, a_w = os.pipe()
+    b_r, b_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the peer: answers each byte after a pause, as a firmware answers a line
+        for _ in range(rounds):
+            os.read(a_r, 1)
+            time.sleep(0.0003)
+            os.write(b_w, b"ok\n")
+        os._exit(0)
+    started = time.thread_time()
+    for _ in range(rounds):
+        os.write(a_w, b"x")
+        select.select([b_r], [], [], 1.0)
+        os.read(b_r, 16)
+    data = (time.thread_time() - started) / rounds
+    os.waitpid(pid, 0)
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    line = b"N1234 G1 X110.123 Y107.456 E12.34567*89\n"
+    pid = os.fork()
+    if pid == 0:  # a simulator's side of the pty: reads each line, answers it after a pause
+        for _ in range(rounds):
+            got = b""
+            while not got.endswith(b"\n"):
+                got += os.read(master, 4096)
+            time.sleep(0.0003)
+            os.write(master, b"ok N1234 P15 B3\n")
+        os._exit(0)
+    started = time.thread_time()
+    for _ in range(rounds):
+        os.write(slave, line)
+        select.select([slave], [], [], 1.0)
+        os.read(slave, 4096)
+    port = (time.thread_time() - started) / rounds
+    os.waitpid(pid, 0)
+    for fd in (r, w, a_r, a_w, b_r, b_w, master, slave):
+        os.close(fd)
+    print("# what the OS charges one turn (thread CPU per call)\n\n| call | µs |\n|---|---|")
+    print(f"| a 0.5 ms nap on a timer (select on a pipe) | {timer * 1e6:.1f} |")
+    print(f"| a wake-up by a peer's bytes (write, select, read of a pipe round trip) | {data * 1e6:.1f} |")
+    print(f"| a line written to a pty and its answer awaited and read (the same, through a pty) | "
+          f"{port * 1e6:.1f} |")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="pairs of runs per row (the median shown, with the range): the machine is noisy")
     p.add_argument("--printrun", metavar="PYTHON", help="a Python with Printrun installed")
+    p.add_argument("--octoprint", metavar="PYTHON", help="a Python with OctoPrint installed (its server)")
     p.add_argument("--against", metavar="CHECKOUT",
                    help="another (built) checkout of afn-agent: its rows measured in the same run")
     p.add_argument("--contention", action="store_true",
                    help="only the contention run: 4 machines, 115200 baud, 1 ms latency, 3 CPU hogs")
+    p.add_argument("--floor", action="store_true",
+                   help="only what the OS charges a turn: a timer nap, a wake-up by bytes, a pty write")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--sample", action="store_true", help=argparse.SUPPRESS)
@@ -286,6 +354,8 @@ def main() -> int:
     if args.worker:
         worker(args.worker, args.job, args.sample)
         return 0
+    if args.floor:
+        return floor()
     work = Path(tempfile.mkdtemp(prefix="afn-cpu-"))
     if args.contention:
         return contention(work, 4000 if args.quick else 15000)
@@ -295,6 +365,7 @@ def main() -> int:
         runs += [("marlin", 1, 115200), ("marlin", 4, 115200), ("grbl", 1, 115200), ("grbl", 4, 115200)]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     flags = (" --quick" if args.quick else "") + (" --printrun …" if args.printrun else "")
+    flags += " --octoprint …" if args.octoprint else ""
     print(f"# afn-agent CPU per streamed line\n\n`python bench/cpu.py{flags}`, {when}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}\n")  # fmt: skip
     print("| host | firmware | machines | baud | lines/machine (long − short) | CPU long − short (s) "
@@ -305,13 +376,20 @@ def main() -> int:
         files = {n: circle_gcode(work / f"{kind}-{n}.gcode", n, 0.1, centre=(110, 110))
                  for n in (short_n, long_n)}  # fmt: skip
         extra = (lines_of(files[long_n]) - lines_of(files[short_n])) * machines
-        for tree in ([args.against] if args.against else []) + [None]:  # the other tree first, each row
-            short = agent_run(kind, machines, baud, files[short_n], work, tree=tree)
-            long = agent_run(kind, machines, baud, files[long_n], work, tree=tree)
-            us = per_line(long, short, extra)
+        trees = ([args.against] if args.against else []) + [None]  # the other tree first, each round
+        seen: dict[str | None, list[tuple[float, dict, dict]]] = {t: [] for t in trees}
+        for _ in range(args.repeat):  # interleaved: a noisy spell on the shared machine hits both
+            for tree in trees:
+                short = agent_run(kind, machines, baud, files[short_n], work, tree=tree)
+                long = agent_run(kind, machines, baud, files[long_n], work, tree=tree)
+                seen[tree].append((per_line(long, short, extra), short, long))
+        for tree in trees:
+            us, short, long = sorted(seen[tree], key=lambda r: r[0])[len(seen[tree]) // 2]  # the median
+            spread = f" ({min(r[0] for r in seen[tree]):.0f}–{max(r[0] for r in seen[tree]):.0f})"
+            outcomes = ", ".join(sorted(set(long["outcomes"])))
             print(f"| {tree or 'afn-agent'} | {kind} | {machines} | {baud} | {extra // machines} | "
-                  f"{long['cpu_s'] - short['cpu_s']:.2f} | **{us:.1f}** | {long['seconds']:.1f} | "
-                  f"{', '.join(sorted(set(long['outcomes'])))} |", flush=True)  # fmt: skip
+                  f"{long['cpu_s'] - short['cpu_s']:.2f} | **{us:.1f}**{spread if args.repeat > 1 else ''} | "
+                  f"{long['seconds']:.1f} | {outcomes} |", flush=True)  # fmt: skip
         if args.printrun and machines == 1:
             pr = [printrun_run(args.printrun, kind, baud, files[n], work) for n in (short_n, long_n)]
             if pr[0] and pr[1] and "error" not in pr[0] and "error" not in pr[1]:
@@ -321,6 +399,15 @@ def main() -> int:
             elif pr[0]:
                 why = (pr[0] or pr[1] or {}).get("error", "")[:80]
                 print(f"| Printrun | {kind} | 1 | {baud} | | | failed: {why} | | |")
+        if args.octoprint and machines == 1 and kind == "marlin":
+            op = octoprint_run(args.octoprint, baud, files, work, MOVE_MS)
+            if "error" in op:
+                print(f"| OctoPrint | {kind} | 1 | {baud} | | | failed: {op['error'][:100]} | | |")
+            else:
+                short, long = op[short_n], op[long_n]
+                print(f"| OctoPrint | {kind} | 1 | {baud} | {extra} | {long['cpu_s'] - short['cpu_s']:.2f} | "
+                      f"**{per_line(long, short, extra):.1f}** | {long['seconds']:.1f} | "
+                      f"{', '.join(sorted(set(long['outcomes'])))} |", flush=True)  # fmt: skip
         if baud == 250000 or args.quick:
             sampled = agent_run(kind, machines, baud, files[long_n], work, sample=True)
             stages_rows.append((kind, machines, baud, us, sampled["stages"]))
