@@ -3,6 +3,7 @@ Raspberry Pi can drive (issue 22).
 
     python bench/cpu.py                    # Marlin and GRBL, 1 and 4 machines, 115200 and 250000 baud
     python bench/cpu.py --quick            # Marlin 250000, 1 and 4 machines, smaller jobs
+    python bench/cpu.py --quick --baud 115200   # the same rows at another baud rate
     python bench/cpu.py --printrun PYTHON  # also Printrun's printcore, in a Python that has it
     python bench/cpu.py --octoprint PYTHON # also OctoPrint's server (bench/octoprint_host.py)
     python bench/cpu.py --quick --against ../old   # the same rows for another checkout, interleaved
@@ -38,7 +39,6 @@ sys.path.insert(0, os.environ.get("AFN_CPU_TREE", str(ROOT)))
 
 from afn_agent.sim.jobs import circle_gcode  # noqa: E402
 from afn_agent.sim.run import SimProcess  # noqa: E402
-from bench.octoprint_host import octoprint_run  # noqa: E402
 from bench.streaming import exactly_once  # noqa: E402
 
 PROFILES = {"marlin": "marlin2", "grbl": "grbl-1.1"}
@@ -337,6 +337,7 @@ def floor() -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--baud", type=int, default=250000, help="the quick rows' baud rate (default 250000)")
     p.add_argument("--repeat", type=int, default=3, metavar="N",
                    help="pairs of runs per row (the median shown, with the range): the machine is noisy")
     p.add_argument("--printrun", metavar="PYTHON", help="a Python with Printrun installed")
@@ -360,12 +361,12 @@ def main() -> int:
     if args.contention:
         return contention(work, 4000 if args.quick else 15000)
     short_n, long_n = (500, 4000) if args.quick else (1000, 15000)
-    runs = [("marlin", 1, 250000), ("marlin", 4, 250000)]
+    runs = [("marlin", 1, args.baud), ("marlin", 4, args.baud)]
     if not args.quick:
         runs += [("marlin", 1, 115200), ("marlin", 4, 115200), ("grbl", 1, 115200), ("grbl", 4, 115200)]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    flags = (" --quick" if args.quick else "") + (" --printrun …" if args.printrun else "")
-    flags += " --octoprint …" if args.octoprint else ""
+    flags = (" --quick" if args.quick else "") + (f" --baud {args.baud}" if args.baud != 250000 else "")
+    flags += (" --printrun …" if args.printrun else "") + (" --octoprint …" if args.octoprint else "")
     print(f"# afn-agent CPU per streamed line\n\n`python bench/cpu.py{flags}`, {when}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}\n")  # fmt: skip
     print("| host | firmware | machines | baud | lines/machine (long − short) | CPU long − short (s) "
@@ -400,6 +401,8 @@ def main() -> int:
                 why = (pr[0] or pr[1] or {}).get("error", "")[:80]
                 print(f"| Printrun | {kind} | 1 | {baud} | | | failed: {why} | | |")
         if args.octoprint and machines == 1 and kind == "marlin":
+            from bench.octoprint_host import octoprint_run  # the parent's only: a child may be another tree's
+
             op = octoprint_run(args.octoprint, baud, files, work, MOVE_MS)
             if "error" in op:
                 print(f"| OctoPrint | {kind} | 1 | {baud} | | | failed: {op['error'][:100]} | | |")
@@ -408,7 +411,7 @@ def main() -> int:
                 print(f"| OctoPrint | {kind} | 1 | {baud} | {extra} | {long['cpu_s'] - short['cpu_s']:.2f} | "
                       f"**{per_line(long, short, extra):.1f}** | {long['seconds']:.1f} | "
                       f"{', '.join(sorted(set(long['outcomes'])))} |", flush=True)  # fmt: skip
-        if baud == 250000 or args.quick:
+        if baud == args.baud:
             sampled = agent_run(kind, machines, baud, files[long_n], work, sample=True)
             stages_rows.append((kind, machines, baud, us, sampled["stages"]))
     print("\n## Where a line's CPU goes (sampled run of the long job; shares of the sampled CPU × µs/line)\n")

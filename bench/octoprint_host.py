@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import http.cookiejar
 import json
 import os
@@ -119,7 +120,7 @@ class OctoPrint:
     def _state(self) -> str:
         try:
             return str(self._api("/api/connection")["current"]["state"])
-        except (urllib.error.URLError, ConnectionError, OSError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException):  # not up yet
             return ""
 
     def _job(self) -> dict[str, Any]:
