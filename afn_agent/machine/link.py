@@ -87,7 +87,7 @@ class SerialLink:
             if not self._ready(fd, timeout):
                 return b""
             data = self.read()
-        return data if data.endswith(b"\n") else self._follow(fd, data, timeout)
+        return data if not data or data.endswith(b"\n") else self._follow(fd, data, timeout)
 
     def _follow(self, fd: int, data: bytes, timeout: float) -> bytes:
         """The rest of a line whose start was read."""
