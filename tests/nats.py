@@ -28,10 +28,14 @@ class NatsNode:
     def __init__(self, workdir: Path, name: str) -> None:
         self.dir, self.name = workdir, name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.client_port, self.cluster_port = free_port(), free_port()
-        self.port, self.http_port = free_port(), free_port()  # `port` is MQTT's, as on tests.broker.Broker
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = self.dir / "nats.conf"
+        self.new_ports()
+
+    def new_ports(self) -> None:
+        """Four ports free now; another process may take one before the node binds it (start retries)."""
+        self.client_port, self.cluster_port = free_port(), free_port()
+        self.port, self.http_port = free_port(), free_port()  # `port` is MQTT's, as on tests.broker.Broker
 
     def write_conf(self, peers: list[NatsNode], auth: str = "") -> None:
         routes = ", ".join(f'"nats-route://127.0.0.1:{p.cluster_port}"' for p in peers if p is not self)
@@ -107,6 +111,7 @@ class NatsCluster:
         if not shutil.which(NATS):
             pytest.fail("nats-server is not installed (deploy/dev-setup.sh installs it)")
         self.nodes = [NatsNode(workdir / f"n{i + 1}", f"n{i + 1}") for i in range(size)]
+        self.auth = auth
         for n in self.nodes:
             n.write_conf(self.nodes, auth)
         self.probe: tuple[str, str] | None = None
@@ -114,8 +119,19 @@ class NatsCluster:
     def start(self, user: str | None = None, password: str | None = None) -> NatsCluster:
         """`user`, `password`: what the readiness probe signs in as when `auth` is set."""
         self.probe = (user, password or "") if user else None
-        for n in self.nodes:
-            n.start()
+        for attempt in range(3):
+            try:
+                for n in self.nodes:
+                    n.start()
+                break
+            except RuntimeError as exc:  # a port taken between choosing it and binding it (a CI run)
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+                for n in self.nodes:
+                    n.stop()
+                    n.new_ports()
+                for n in self.nodes:
+                    n.write_conf(self.nodes, self.auth)
         self.ready()
         return self
 
