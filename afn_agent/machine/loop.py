@@ -207,8 +207,8 @@ class MachineLoop:
         data = self.link.wait(timeout, nap)
         if commands_first:
             self.pacer.woke(nap, time.monotonic() - now)
-        if commands_first and not self.cmds.empty():
-            self._drain_commands()
+            if not self.cmds.empty():
+                self._drain_commands()
         now = time.monotonic()
         core.receive_data(data, now)
         core.tick(now)
