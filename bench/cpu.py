@@ -247,6 +247,15 @@ def per_line(long: dict, short: dict, extra_lines: int) -> float:
     return (long["cpu_s"] - short["cpu_s"]) / extra_lines * 1e6
 
 
+def host_row(host: str, kind: str, machines: int, baud: int, extra: int, short: dict, long: dict,
+             spread: str = "") -> None:  # fmt: skip
+    """One host's measured row: `extra` lines over all its machines, long job minus short job."""
+    outcomes = ", ".join(sorted(set(long["outcomes"])))
+    print(f"| {host} | {kind} | {machines} | {baud} | {extra // machines} | "
+          f"{long['cpu_s'] - short['cpu_s']:.2f} | **{per_line(long, short, extra):.1f}**{spread} | "
+          f"{long['seconds']:.1f} | {outcomes} |", flush=True)  # fmt: skip
+
+
 HOG = "import time\nwhile True:\n    time.monotonic()"
 
 
@@ -387,16 +396,12 @@ def main() -> int:
         for tree in trees:
             us, short, long = sorted(seen[tree], key=lambda r: r[0])[len(seen[tree]) // 2]  # the median
             spread = f" ({min(r[0] for r in seen[tree]):.0f}–{max(r[0] for r in seen[tree]):.0f})"
-            outcomes = ", ".join(sorted(set(long["outcomes"])))
-            print(f"| {tree or 'afn-agent'} | {kind} | {machines} | {baud} | {extra // machines} | "
-                  f"{long['cpu_s'] - short['cpu_s']:.2f} | **{us:.1f}**{spread if args.repeat > 1 else ''} | "
-                  f"{long['seconds']:.1f} | {outcomes} |", flush=True)  # fmt: skip
+            host_row(tree or "afn-agent", kind, machines, baud, extra, short, long,
+                     spread if args.repeat > 1 else "")  # fmt: skip
         if args.printrun and machines == 1:
             pr = [printrun_run(args.printrun, kind, baud, files[n], work) for n in (short_n, long_n)]
             if pr[0] and pr[1] and "error" not in pr[0] and "error" not in pr[1]:
-                spent = pr[1]["cpu_s"] - pr[0]["cpu_s"]
-                print(f"| Printrun | {kind} | 1 | {baud} | {extra} | {spent:.2f} | "
-                      f"**{per_line(pr[1], pr[0], extra):.1f}** | {pr[1]['seconds']:.1f} | completed |")
+                host_row("Printrun", kind, 1, baud, extra, pr[0], pr[1])
             elif pr[0]:
                 why = (pr[0] or pr[1] or {}).get("error", "")[:80]
                 print(f"| Printrun | {kind} | 1 | {baud} | | | failed: {why} | | |")
@@ -407,10 +412,7 @@ def main() -> int:
             if "error" in op:
                 print(f"| OctoPrint | {kind} | 1 | {baud} | | | failed: {op['error'][:100]} | | |")
             else:
-                short, long = op[short_n], op[long_n]
-                print(f"| OctoPrint | {kind} | 1 | {baud} | {extra} | {long['cpu_s'] - short['cpu_s']:.2f} | "
-                      f"**{per_line(long, short, extra):.1f}** | {long['seconds']:.1f} | "
-                      f"{', '.join(sorted(set(long['outcomes'])))} |", flush=True)  # fmt: skip
+                host_row("OctoPrint", kind, 1, baud, extra, op[short_n], op[long_n])
         if baud == args.baud:
             sampled = agent_run(kind, machines, baud, files[long_n], work, sample=True)
             stages_rows.append((kind, machines, baud, us, sampled["stages"]))
