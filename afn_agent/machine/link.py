@@ -28,6 +28,8 @@ class SerialLink:
     def __init__(self, port: str, baud: int, write_timeout: float = 2.0, dtr: bool | None = None) -> None:
         self.port_name = port
         self.baud = baud
+        self.followed = False  # the last wait read a line's end as it came: when the line ended is known
+        self.napped_s = 0.0  # how long the last wait's nap took (a late wake-up shows here)
         self.write_timeout = write_timeout
         self.dtr = dtr
         self._ser: serial.Serial | None = None
@@ -78,8 +80,11 @@ class SerialLink:
         if self._ser is None:
             raise LinkLost("port is closed")
         fd, data = self._ser.fileno(), b""
+        self.followed, self.napped_s = False, 0.0
         if nap > 0:
+            started = time.monotonic()
             woken = not self._slept(nap)
+            self.napped_s = time.monotonic() - started
             data = self.read(probe=True)
             if woken:  # a command waits for the thread's turn
                 return data
@@ -90,7 +95,8 @@ class SerialLink:
         return data if not data or data.endswith(b"\n") else self._follow(fd, data, timeout)
 
     def _follow(self, fd: int, data: bytes, timeout: float) -> bytes:
-        """The rest of a line whose start was read."""
+        """The rest of a line whose start was read (`followed`: the line's end was read as it came)."""
+        self.followed = True
         deadline = time.monotonic() + min(timeout, LINE_END_S)
         have = len(data) - (data.rfind(b"\n") + 1)  # bytes of the line under way
         time.sleep(max(LINE_BYTES - have, 1) * 10 / max(self.baud, 1200))  # the rest of a short answer

@@ -71,6 +71,7 @@ class MachineLoop:
         self._heat_looked_at: tuple[object, bool] | None = None  # (head line, paused) _watch_heating read
         self.pacer = Pacer(self.link.baud)
         self._answered = 0  # wire bytes of the job lines answered this turn, for the pacer
+        self._answered_lines = 0  # and how many they were
 
     def post(self, *cmd: Any) -> None:
         """A command for the machine thread (any thread)."""
@@ -206,16 +207,16 @@ class MachineLoop:
         nap = self.pacer.nap_s(now) if commands_first and job is not None and not job.paused else 0.0
         data = self.link.wait(timeout, nap)
         if commands_first:
-            self.pacer.woke(nap, time.monotonic() - now)
+            self.pacer.woke(nap, self.link.napped_s)
             if not self.cmds.empty():
                 self._drain_commands()
         now = time.monotonic()
         core.receive_data(data, now)
         core.tick(now)
-        self._answered = 0
+        self._answered = self._answered_lines = 0
         for event in core.events():
             self._on_event(event, now)
-        self.pacer.answered(self._answered, now)
+        self.pacer.answered(self._answered, now, self._answered_lines, self.link.followed)
 
     def _feed(self) -> None:
         job = self.job
@@ -421,6 +422,7 @@ class MachineLoop:
             self._set_state(MachineState.IDLE)
         elif isinstance(event.tag, JobPos) and job is not None:
             self._answered += event.size
+            self._answered_lines += 1
             if job.on_acked(event.tag, event.text):
                 self._emit(me.FirstLine, heating=job.heating)  # on the machine: its active time starts
         elif event.tag == END_MARK and job is not None:

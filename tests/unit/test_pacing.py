@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from afn_agent.machine.link import SerialLink
-from afn_agent.machine.pacing import NAP_MAX_S, SLACK_S, Pacer
+from afn_agent.machine.link import LINE_END_S, SerialLink
+from afn_agent.machine.pacing import NAP_MAX_S, PROBE_BYTES, SLACK_S, Pacer
 
 LINE = 39  # bytes of `N1234 G1 X110.123 Y107.456 E12.34567*89\n`
 WIRE_250K = 10 / 250000
@@ -65,6 +65,67 @@ def test_late_wake_ups_keep_more_in_hand_and_the_lateness_fades():
     assert p.nap_s(0.0) == pytest.approx(calm, abs=1e-5)
 
 
+def test_the_wire_s_jitter_is_not_taken_for_a_faster_firmware():
+    """Answers a little early now and then must not shorten the model: it would end naps before the
+    answers come and cost a second wake-up each (seen on the bench: 9 turns in 10 followed a half line)."""
+    p = Pacer(250000)
+    p.answered(LINE, 0.0)
+    p.answered(LINE, LINE * WIRE_250K * 0.9)  # 10 % early: jitter, not a native-USB board
+    p.wrote(3 * LINE, 1.0)
+    assert p.busy_until - 1.0 == pytest.approx(3 * LINE * WIRE_250K)
+
+
+def steady(p: Pacer, every: float, answers: int = 4, start: float = 0.0) -> float:
+    """Answers ending every `every` seconds, each read as it ended (its rest followed)."""
+    t = start
+    for _ in range(answers):
+        p.answered(LINE, t, 1, ended_now=True)
+        t += every
+    return t - every
+
+
+def test_a_nap_ends_no_later_than_when_the_next_answer_is_whole():
+    p = Pacer(250000)
+    every = LINE * WIRE_250K
+    last = steady(p, every)
+    p.wrote(4 * LINE, last)  # the wire busy for four lines: past the next answer
+    due = last + every - PROBE_BYTES * WIRE_250K
+    assert p.next_answer == pytest.approx(due)
+    assert p.nap_s(last + 0.0001) == pytest.approx(due - last - 0.0001)
+    p.woke(0.001, 0.0012)  # naps end 0.2 ms late: they are asked that much shorter
+    assert p.nap_s(last + 0.0001) == pytest.approx(due - last - 0.0001 - p.late_s)
+
+
+def test_the_wire_going_quiet_first_still_ends_the_nap_first():
+    """Where the window is the limit the wire goes quiet before the next answer: the nap ends before
+    that, as without a known pace (waking only at answers would idle the wire at every late wake-up)."""
+    p = Pacer(250000)
+    last = steady(p, 0.004)
+    p.wrote(LINE, last)
+    assert p.nap_s(last) == pytest.approx(LINE * WIRE_250K - SLACK_S)
+
+
+def test_an_answer_read_whole_is_taken_to_have_ended_when_due():
+    p = Pacer(250000)
+    every = LINE * WIRE_250K
+    last = steady(p, every)
+    due = p.next_answer
+    p.answered(LINE, due + 0.0003, 1)  # read whole 0.3 ms after it was due: it ended by then
+    assert p.answer_every_s == pytest.approx(every, rel=0.05)
+    assert p.next_answer == pytest.approx(due + p.answer_every_s - PROBE_BYTES * WIRE_250K)
+    two = p.next_answer + p.answer_every_s
+    p.answered(2 * LINE, two + 0.0001, 2)  # a late turn found two
+    assert p.next_answer == pytest.approx(two + p.answer_every_s - PROBE_BYTES * WIRE_250K)
+    assert last < due < two
+
+
+def test_a_new_job_forgets_the_answers_pace():
+    p = Pacer(250000)
+    steady(p, 0.0015)
+    p.reset()
+    assert p.next_answer == 0.0 and p.answer_every_s == 0.0
+
+
 @pytest.fixture
 def pty_link():
     """A SerialLink on the slave side of a pty; the test writes the firmware's side (the master)."""
@@ -96,6 +157,21 @@ def test_a_half_answer_after_a_nap_is_followed_to_its_end(pty_link):
     os.write(fw, b"ok N1 P1")
     threading.Timer(0.03, lambda: os.write(fw, b"5 B3\n")).start()
     assert link.wait(1.0, nap=0.01) == b"ok N1 P15 B3\n"
+
+
+def test_the_nap_s_own_length_is_kept_apart_from_the_follow(pty_link):
+    """The pacer measures a nap's lateness: counting the half answer's follow in it made every nap
+    shorter, and so the next one ended before its answer again (a second wake-up per line)."""
+    link, fw = pty_link
+    os.write(fw, b"ok N1 P1")  # its rest never comes: followed for the longest a line is
+    started = time.monotonic()
+    assert link.wait(1.0, nap=0.005) == b"ok N1 P1"
+    took = time.monotonic() - started
+    assert link.followed
+    assert 0.005 <= link.napped_s <= took - 0.9 * LINE_END_S
+    os.write(fw, b"5 B3\nok N2 P15 B3\n")
+    assert link.wait(1.0, nap=0.001) == b"5 B3\nok N2 P15 B3\n"
+    assert not link.followed
 
 
 def test_a_command_posted_during_a_nap_wakes_the_thread_at_once(pty_link):
