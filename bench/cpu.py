@@ -8,7 +8,7 @@ Raspberry Pi can drive (issue 22).
     python bench/cpu.py --octoprint PYTHON # also OctoPrint's server (bench/octoprint_host.py)
     python bench/cpu.py --quick --against ../old   # the same rows for another checkout, interleaved
     python bench/cpu.py --quick --repeat 5 # five pairs of runs per row: the median, and the range
-    python bench/cpu.py --floor            # what the OS charges a turn (a nap, a wake-up, a write)
+    python bench/cpu.py --floor            # what the OS charges a turn, and a bare host's CPU per line
 
 The whole agent runs in a child process (the machine threads, the job pump and its ledger, the usage
 analysis of every acknowledged line): each machine streams a job to a simulator in its own process,
@@ -340,7 +340,11 @@ def floor() -> int:
     print(f"| a wake-up by a peer's bytes (write, select, read of a pipe round trip) | {data * 1e6:.1f} |")
     print(f"| a line written to a pty and its answer awaited and read (the same, through a pty) | "
           f"{port * 1e6:.1f} |")
-    return 0
+    print("\n# the least a host pays per line: a bare host, the agent's window, the same simulator "
+          "(bench/least_host.py)\n")
+    from bench import least_host  # here: a child measuring another checkout (--against) has none
+
+    return least_host.table()
 
 
 def main() -> int:
@@ -356,7 +360,8 @@ def main() -> int:
     p.add_argument("--contention", action="store_true",
                    help="only the contention run: 4 machines, 115200 baud, 1 ms latency, 3 CPU hogs")
     p.add_argument("--floor", action="store_true",
-                   help="only what the OS charges a turn: a timer nap, a wake-up by bytes, a pty write")
+                   help="only the floor: what the OS charges a turn (a timer nap, a wake-up by bytes, a pty "
+                        "write) and what a bare host pays per line (bench/least_host.py)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--sample", action="store_true", help=argparse.SUPPRESS)

@@ -37,3 +37,13 @@ def test_fleet_scale_bench_quick_run_prints_its_table():
     assert [c.strip() for c in rows["outbox rows left / records unacknowledged"]] == ["0 / 0", "0 / 0"]
     assert [c.strip() for c in rows["usage records billed / kept by id"]] == ["60 / 60", "60 / 60"]
     assert [c.strip() for c in rows["lab 0's user writing in lab 1's topics"]] == ["refused", "refused"]
+
+
+def test_least_host_bench_quick_run_streams_every_line_without_error():
+    """The floor under bench/cpu.py is only a floor if the bare host streams correctly: no line error,
+    resend or dropped byte at the simulator (it exits 1 otherwise)."""
+    bench = BENCH.parent / "least_host.py"
+    p = subprocess.run([sys.executable, str(bench), "--quick"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rows = [line for line in p.stdout.splitlines() if line.startswith("| 250000 |")]
+    assert len(rows) == 4

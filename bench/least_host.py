@@ -1,0 +1,160 @@
+"""The least any host written in Python pays per streamed line on this machine: the floor under
+bench/cpu.py's figures (issue 22).
+
+A bare host streams pre-framed lines to the same simulated Marlin as bench/cpu.py and does nothing else:
+no parsing beyond finding `ok N<n> P<p> B<b>`, no job file, no events, no analysis. It keeps the
+agent's flow-control rule (the bytes of lines not yet known to be in Marlin's command queue fit its
+RX ring; ADVANCED_OK says which are) and either naps on a timer for a number of answers' wire time, as
+the agent's pacer does, or watches the port, as a host without a pacer does. What it pays per line is
+the operating system's share of a turn times the turns per line the window leaves room for: whatever
+the agent does per line comes on top.
+
+    python bench/least_host.py          # Marlin 250000 and 115200 baud, 1 and 4 machines
+    python bench/cpu.py --floor         # the same table after what the OS charges a turn
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import tempfile
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: this checkout's afn_agent
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from afn_agent.firmware.framing import frame
+from afn_agent.firmware.marlin_lines import PLAIN_OK_RE
+from afn_agent.firmware.profile import load_profile
+from afn_agent.sim.jobs import circle_gcode
+from afn_agent.sim.run import SimProcess
+
+MOVE_MS = 0.5  # as bench/cpu.py: the planner outruns the link
+NAP_SHARE = 0.97  # a nap ends this share of the answers' wire time after the last turn
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One bare host's stream: its thread's CPU per line, the link's use, turns per line, errors."""
+
+    us_per_line: float
+    utilisation: float
+    turns_per_line: float
+    errors: int
+
+
+def stream(sim: SimProcess, wire: list[bytes], baud: int, answers_per_turn: int) -> Outcome:
+    """Stream `wire` (framed lines, N1 onwards) to `sim`; 0 answers per turn: watch the port instead."""
+    link = load_profile("marlin2").link
+    room, depth = link.rx_buffer - 1, link.queue_depth
+    fd = os.open(str(sim.link), os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    tty.setraw(fd)
+    try:
+        _handshake(fd)
+        byte_s = 10 / baud
+        nap = answers_per_turn * len(wire[len(wire) // 2]) * byte_s * NAP_SHARE
+        sent = queued = answered = turns = 0  # lines written, known to be in the queue, answered
+        pending = b""
+        ring = 0  # bytes of the lines written and not known to be in the queue
+        started, cpu = time.monotonic(), time.thread_time()
+        while answered < len(wire):
+            out = []
+            while sent < len(wire) and (ring + len(wire[sent]) <= room or sent == queued):
+                out.append(wire[sent])
+                ring += len(wire[sent])
+                sent += 1
+            if out:
+                os.write(fd, b"".join(out))
+            turns += 1
+            if answers_per_turn:
+                time.sleep(nap)
+            else:
+                select.select([fd], [], [], 1.0)
+            try:
+                pending += os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if (ok := PLAIN_OK_RE.match(line)) is None:
+                    continue
+                answered = max(answered, int(ok[1]))
+                inside = min(int(ok[1]) + depth - int(ok[3]) - 1, sent)  # the agent's rule (marlin.py)
+                while queued < inside:
+                    queued += 1
+                    ring -= len(wire[queued - 1])
+        cpu, seconds = time.thread_time() - cpu, time.monotonic() - started
+    finally:
+        os.close(fd)
+    stats = sim.stop()
+    errors = stats["line_errors"] + stats["bytes_dropped"] + stats["resend_requests"]
+    wire_s = sum(map(len, wire)) * byte_s
+    return Outcome(cpu / len(wire) * 1e6, wire_s / seconds, turns / len(wire), errors)
+
+
+def _handshake(fd: int) -> None:
+    """Let the simulator's start-up chatter pass, then number lines from 1 (M110 N0)."""
+    seen = b""
+    deadline = time.monotonic() + 10
+    os.write(fd, b"M110 N0\n")
+    while not any(line.startswith(b"ok") for line in seen.split(b"\n")[:-1]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no answer to M110 from the simulator: {seen[-200:]!r}")
+        select.select([fd], [], [], 0.2)
+        with contextlib.suppress(BlockingIOError):
+            seen += os.read(fd, 4096)
+
+
+def run(baud: int, machines: int, answers_per_turn: int, lines: int, work: Path) -> list[Outcome]:
+    """`machines` bare hosts, a thread each in this process (as the agent's machine threads)."""
+    job = circle_gcode(work / f"least-{lines}.gcode", lines, 0.1, centre=(110, 110))
+    texts = [t for raw in job.read_text().splitlines() if (t := raw.split(";")[0].strip())]
+    wire = [frame(i + 1, text) for i, text in enumerate(texts)]
+    sims = []
+    for i in range(machines):
+        (d := work / f"sim-{baud}-{machines}-{answers_per_turn}-{i}").mkdir()
+        sims.append(SimProcess("marlin", d, baud=baud, move_ms=MOVE_MS).start())
+    time.sleep(1.0)  # real time: the simulators' start-up banners, not counted
+    results: list[Outcome] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(stream(s, wire, baud, answers_per_turn)))
+               for s in sims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def table(bauds: tuple[int, ...] = (250000, 115200), lines: int = 3000) -> int:
+    """Print the floor's table; 1 if a bare host lost or damaged a line (the floor would mean nothing)."""
+    work = Path(tempfile.mkdtemp(prefix="afn-least-"))
+    print("| baud | machines | turn | µs per line (thread CPU) | link utilisation | turns per line |")
+    print("|---|---|---|---|---|---|")
+    failed = 0
+    for baud in bauds:
+        for machines, per_turn in ((1, 0), (1, 1), (1, 2), (4, 1)):
+            got = run(baud, machines, per_turn, lines, work)
+            failed += sum(o.errors for o in got)
+            how = "watches the port" if not per_turn else f"naps for {per_turn} answer{'s' * (per_turn > 1)}"
+            us = sorted(o.us_per_line for o in got)
+            util = min(o.utilisation for o in got)
+            print(f"| {baud} | {machines} | {how} | {us[len(us) // 2]:.1f} | {util:.3f} "
+                  f"| {max(o.turns_per_line for o in got):.2f} |")  # fmt: skip
+    if failed:
+        print(f"\n{failed} line errors, resends or dropped bytes: the bare host is wrong, not the floor")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="250000 baud only, short jobs (a check that it runs)")
+    args = p.parse_args()
+    raise SystemExit(table((250000,), 400) if args.quick else table())
