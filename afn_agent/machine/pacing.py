@@ -13,12 +13,12 @@ bytes written and the time per byte, the baud rate's or less when the firmware h
 since the wire last went quiet by its reckoning, so it never thinks the firmware has more in hand than
 it has. The time kept in hand grows with how late the thread's wake-ups have lately been.
 
-Once answers come at a steady pace, the nap ends no later than when the next answer should be whole:
-while the firmware reads faster than the wire brings lines, the wire stays busy past that point, and a
-nap that ends before the answer's end costs a second wake-up to read its rest. The pace is the interval
-between answers' ends; an answer's end is known when the port was read as it ended (its rest followed,
-link.py) and otherwise taken to be when it was due. Each due time is put a little earlier than the pace
-says, so a phase that has slipped late is found again by a half answer, at the price of one wake-up.
+Once answers come at a steady pace, the nap ends instead when the last answer due before that point
+should be whole: a nap that ends inside an answer costs a second wake-up to read its rest. The pace is
+the interval between answers' ends; an answer's end is known when the port was read as it ended (its
+rest followed, link.py) and otherwise taken to be when it was due. Each due time is put a little
+earlier than the pace says, so a phase that has slipped late is found again by a half answer, at the
+price of one wake-up.
 (Waking only at answers' ends would be cheaper still, but where the window is the limit, over a link
 with latency, the wire then waits for every late wake-up: 0.72 of the link instead of 0.83, issue 22.)
 """
@@ -87,8 +87,9 @@ class Pacer:
     def nap_s(self, now: float) -> float:
         """How long the thread may sleep before reading; 0 to watch the port instead."""
         nap = self.busy_until - now - SLACK_S - LATE_WEIGHT * self.late_s
-        if self.next_answer:  # the answers' pace is known: no later than when the next one is whole
-            nap = min(nap, self.next_answer - now - self.late_s)
+        first = self.next_answer - now - self.late_s
+        if self.next_answer and first <= nap:  # the pace known: end as the last answer due by then ends
+            nap = first + (nap - first) // self.answer_every_s * self.answer_every_s
         return min(nap, NAP_MAX_S) if nap >= NAP_MIN_S else 0.0
 
 

@@ -84,16 +84,22 @@ def steady(p: Pacer, every: float, answers: int = 4, start: float = 0.0) -> floa
     return t - every
 
 
-def test_a_nap_ends_no_later_than_when_the_next_answer_is_whole():
+def test_a_nap_ends_as_an_answer_due_before_the_wire_goes_quiet_is_whole():
+    """Not inside an answer (a second wake-up to read its rest): at the end of the last one due
+    before the wire model's point, or of the next one when that is all the wire allows."""
     p = Pacer(250000)
     every = LINE * WIRE_250K
     last = steady(p, every)
-    p.wrote(4 * LINE, last)  # the wire busy for four lines: past the next answer
     due = last + every - PROBE_BYTES * WIRE_250K
     assert p.next_answer == pytest.approx(due)
-    assert p.nap_s(last + 0.0001) == pytest.approx(due - last - 0.0001)
-    p.woke(0.001, 0.0012)  # naps end 0.2 ms late: they are asked that much shorter
-    assert p.nap_s(last + 0.0001) == pytest.approx(due - last - 0.0001 - p.late_s)
+    p.wrote(4 * LINE, last)  # the wire busy for four lines: three more answers are due before then
+    assert p.nap_s(last) == pytest.approx(due - last + 2 * every)
+    q = Pacer(250000)
+    last = steady(q, every)
+    q.wrote(2 * LINE, last)  # two lines: only the next answer is due before the wire goes quiet
+    assert q.nap_s(last + 0.0001) == pytest.approx(due - last - 0.0001)
+    q.woke(0.001, 0.0012)  # naps end 0.2 ms late: they are asked that much shorter
+    assert q.nap_s(last + 0.0001) == pytest.approx(due - last - 0.0001 - q.late_s)
 
 
 def test_the_wire_going_quiet_first_still_ends_the_nap_first():
