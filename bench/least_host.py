@@ -1,5 +1,6 @@
-"""The least any host written in Python pays per streamed line on this machine: the floor under
-bench/cpu.py's figures (issue 22).
+"""About the least a host written in Python pays per streamed line on this machine: the floor under
+bench/cpu.py's figures (issue 22). Its naps are fixed, not tuned: a cleverer bare host may do a little
+better, no host that does more can do much better.
 
 A bare host streams pre-framed lines to the same simulated Marlin as bench/cpu.py and does nothing else:
 no parsing beyond finding `ok N<n> P<p> B<b>`, no job file, no events, no analysis. It keeps the
@@ -10,6 +11,7 @@ the operating system's share of a turn times the turns per line the window leave
 the agent does per line comes on top.
 
     python bench/least_host.py          # Marlin 250000 and 115200 baud, 1 and 4 machines
+    python bench/least_host.py --quick  # 250000 baud, short jobs: a check that it runs (7 s)
     python bench/cpu.py --floor         # the same table after what the OS charges a turn
 """
 
