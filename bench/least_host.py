@@ -6,9 +6,10 @@ A bare host streams pre-framed lines to the same simulated Marlin as bench/cpu.p
 no parsing beyond finding `ok N<n> P<p> B<b>`, no job file, no events, no analysis. It keeps the
 agent's flow-control rule (the bytes of lines not yet known to be in Marlin's command queue fit its
 RX ring; ADVANCED_OK says which are) and either naps on a timer for a number of answers' wire time, as
-the agent's pacer does, or watches the port, as a host without a pacer does. What it pays per line is
-the operating system's share of a turn times the turns per line the window leaves room for: whatever
-the agent does per line comes on top.
+the agent's pacer does, or watches the port, as a host without a pacer does, or lets the kernel wait
+for whole lines (canonical mode, a blocking read: one wake-up per answer, by its last byte). What it
+pays per line is the operating system's share of a turn times the turns per line the window leaves
+room for: whatever the agent does per line comes on top.
 
     python bench/least_host.py          # Marlin 250000 and 115200 baud, 1 and 4 machines
     python bench/least_host.py --quick  # 250000 baud, short jobs: a check that it runs (7 s)
@@ -22,6 +23,7 @@ import os
 import select
 import sys
 import tempfile
+import termios
 import threading
 import time
 import tty
@@ -51,14 +53,21 @@ class Outcome:
     turns_per_line: float
 
 
+WATCH, WHOLE_LINES = 0, -1  # turns that are not naps: watch the port; block until the kernel has a line
+TURNS = {WATCH: "watches the port", WHOLE_LINES: "waits for whole lines"}
+
+
 def stream(sim: SimProcess, wire: list[bytes], baud: int, answers_per_turn: int) -> Outcome:
-    """Stream `wire` (framed lines, N1 onwards) to `sim`; 0 answers per turn: watch the port instead."""
+    """Stream `wire` (framed lines, N1 onwards) to `sim`, napping for `answers_per_turn` answers, or
+    WATCH (the port) or WHOLE_LINES (one blocking read of one whole line a turn)."""
     link = load_profile("marlin2").link
     room, depth = link.rx_buffer - 1, link.queue_depth
     fd = os.open(str(sim.link), os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     tty.setraw(fd)
     try:
         _handshake(fd)
+        if answers_per_turn == WHOLE_LINES:
+            _whole_lines(fd)
         byte_s = 10 / baud
         nap = answers_per_turn * len(wire[len(wire) // 2]) * byte_s * NAP_SHARE
         sent = queued = answered = turns = 0  # lines written, known to be in the queue, answered
@@ -74,9 +83,9 @@ def stream(sim: SimProcess, wire: list[bytes], baud: int, answers_per_turn: int)
             if out:
                 os.write(fd, b"".join(out))
             turns += 1
-            if answers_per_turn:
+            if answers_per_turn > 0:
                 time.sleep(nap)
-            else:
+            elif answers_per_turn == WATCH:
                 select.select([fd], [], [], 1.0)
             try:
                 pending += os.read(fd, 4096)
@@ -96,6 +105,18 @@ def stream(sim: SimProcess, wire: list[bytes], baud: int, answers_per_turn: int)
         os.close(fd)
     wire_s = sum(map(len, wire)) * byte_s
     return Outcome(cpu / len(wire) * 1e6, wire_s / seconds, turns / len(wire))
+
+
+def _whole_lines(fd: int) -> None:
+    """Canonical mode with nothing else of it: the kernel wakes a reader at a line's end only, and a read
+    returns one line. No echo, no signals, no editing characters (0 disables each), no CR/NL mapping."""
+    attrs = termios.tcgetattr(fd)
+    attrs[3] = (attrs[3] | termios.ICANON) & ~(termios.ECHO | termios.ISIG | termios.IEXTEN)
+    for c in (termios.VEOF, termios.VEOL, termios.VEOL2, termios.VERASE, termios.VKILL, termios.VWERASE,
+              termios.VREPRINT, termios.VLNEXT, termios.VINTR, termios.VQUIT, termios.VSUSP):  # fmt: skip
+        attrs[6][c] = b"\0"
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    os.set_blocking(fd, True)
 
 
 def _handshake(fd: int) -> None:
@@ -147,12 +168,12 @@ def table(bauds: tuple[int, ...] = (250000, 115200), lines: int = 3000) -> int:
     print("|---|---|---|---|---|---|")
     failed = 0
     for baud in bauds:
-        for machines, per_turn in ((1, 0), (1, 1), (1, 2), (4, 1)):
+        for machines, per_turn in ((1, WATCH), (1, WHOLE_LINES), (1, 1), (1, 2), (4, 1)):
             got, faults = run(baud, machines, per_turn, lines, work)
             failed += faults
             if not got:
                 continue
-            how = "watches the port" if not per_turn else f"naps for {per_turn} answer{'s' * (per_turn > 1)}"
+            how = f"naps for {per_turn} answer{'s' * (per_turn > 1)}" if per_turn > 0 else TURNS[per_turn]
             us = sorted(o.us_per_line for o in got)
             util = min(o.utilisation for o in got)
             print(f"| {baud} | {machines} | {how} | {us[len(us) // 2]:.1f} | {util:.3f} "
