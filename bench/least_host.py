@@ -11,6 +11,9 @@ for whole lines (canonical mode, a blocking read: one wake-up per answer, by its
 pays per line is the operating system's share of a turn times the turns per line the window leaves
 room for: whatever the agent does per line comes on top.
 
+The same bare host in C (bench/least_host.c, compiled here with the system's `cc`) says what is left
+when no interpreter runs between the system's calls: the operating system's own share.
+
     python bench/least_host.py          # Marlin 250000 and 115200 baud, 1 and 4 machines
     python bench/least_host.py --quick  # 250000 baud, short jobs: a check that it runs (7 s)
     python bench/cpu.py --floor         # the same table after what the OS charges a turn
@@ -21,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
+import subprocess
 import sys
 import tempfile
 import termios
@@ -53,8 +58,11 @@ class Outcome:
     turns_per_line: float
 
 
-WATCH, WHOLE_LINES = 0, -1  # turns that are not naps: watch the port; block until the kernel has a line
+# Turns that are not naps: watch the port; block until the kernel has a whole line; (C host only) watch
+# the port for whole lines, as a thread that can also be woken by a command would.
+WATCH, WHOLE_LINES, WATCH_LINES = 0, -1, -2
 TURNS = {WATCH: "watches the port", WHOLE_LINES: "waits for whole lines"}
+TURNS[WATCH_LINES] = "watches for whole lines"
 
 
 def stream(sim: SimProcess, wire: list[bytes], baud: int, answers_per_turn: int) -> Outcome:
@@ -107,6 +115,36 @@ def stream(sim: SimProcess, wire: list[bytes], baud: int, answers_per_turn: int)
     return Outcome(cpu / len(wire) * 1e6, wire_s / seconds, turns / len(wire))
 
 
+def stream_c(
+    binary: Path, sim: SimProcess, wire_file: Path, wire: list[bytes], baud: int, per_turn: int
+) -> Outcome:
+    """The same stream by the bare host in C, a process of its own (its CPU is the whole process's)."""
+    link = load_profile("marlin2").link
+    byte_s = 10 / baud
+    nap_us = per_turn  # WATCH, WHOLE_LINES and WATCH_LINES are the C host's 0, -1 and -2
+    if per_turn > 0:
+        nap_us = round(per_turn * len(wire[len(wire) // 2]) * byte_s * NAP_SHARE * 1e6)
+    args = [str(binary), str(sim.link), str(wire_file), str(baud), str(nap_us), str(link.rx_buffer - 1)]
+    p = subprocess.run([*args, str(link.queue_depth)], capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"the C host failed: {p.stderr.strip()}")
+    us, seconds, turns = p.stdout.split()
+    wire_s = sum(map(len, wire)) * byte_s
+    return Outcome(float(us), wire_s / float(seconds), int(turns) / len(wire))
+
+
+def compile_c(work: Path) -> Path | None:
+    """bench/least_host.c built with the system's C compiler; None (said why) without one."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        print("(no C compiler: the C host's rows are left out)")
+        return None
+    binary = work / "least_host_c"
+    source = Path(__file__).with_name("least_host.c")
+    subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
 def _whole_lines(fd: int) -> None:
     """Canonical mode with nothing else of it: the kernel wakes a reader at a line's end only, and a read
     returns one line. No echo, no signals, no editing characters (0 disables each), no CR/NL mapping."""
@@ -132,22 +170,31 @@ def _handshake(fd: int) -> None:
             seen += os.read(fd, 4096)
 
 
-def run(baud: int, machines: int, per_turn: int, lines: int, work: Path) -> tuple[list[Outcome], int]:
-    """`machines` bare hosts, a thread each in this process (as the agent's machine threads); their
-    outcomes, and the faults: line errors, resends and dropped bytes at the simulators, hosts that failed."""
+def run(
+    baud: int, machines: int, per_turn: int, lines: int, work: Path, c_host: Path | None = None
+) -> tuple[list[Outcome], int]:
+    """`machines` bare hosts, a thread each in this process (as the agent's machine threads), or with
+    `c_host` a process each of the C host; their outcomes, and the faults: line errors, resends and
+    dropped bytes at the simulators, hosts that failed."""
     job = circle_gcode(work / f"least-{lines}.gcode", lines, 0.1, centre=(110, 110))
     with open(job, encoding="utf-8") as f:  # the lines the agent would send, by its own reading
         texts = [text for raw in f if (text := wire_text(raw, parens=False))]
     wire = [frame(i + 1, text) for i, text in enumerate(texts)]
+    (wire_file := work / f"least-{lines}.wire").write_bytes(b"".join(wire))
     sims: list[SimProcess] = []
     results: list[Outcome] = []
     try:
         for i in range(machines):
-            (d := work / f"sim-{baud}-{machines}-{per_turn}-{i}").mkdir()
+            (d := work / f"sim-{baud}-{machines}-{per_turn}-{'c' if c_host else 'py'}-{i}").mkdir()
             sims.append(SimProcess("marlin", d, baud=baud, move_ms=MOVE_MS).start())
         time.sleep(1.0)  # real time: the simulators' start-up banners, not counted
-        threads = [threading.Thread(target=lambda s=s: results.append(stream(s, wire, baud, per_turn)))
-                   for s in sims]  # fmt: skip
+        def host(sim: SimProcess) -> None:
+            if c_host is None:
+                results.append(stream(sim, wire, baud, per_turn))
+            else:
+                results.append(stream_c(c_host, sim, wire_file, wire, baud, per_turn))
+
+        threads = [threading.Thread(target=host, args=(s,)) for s in sims]
         for t in threads:
             t.start()
         for t in threads:
@@ -167,13 +214,19 @@ def table(bauds: tuple[int, ...] = (250000, 115200), lines: int = 3000) -> int:
     print("| baud | machines | turn | µs per line (thread CPU) | link utilisation | turns per line |")
     print("|---|---|---|---|---|---|")
     failed = 0
+    c_host = compile_c(work)
+    rows = [(1, WATCH, None), (1, WHOLE_LINES, None), (1, 1, None), (1, 2, None), (4, 1, None)]
+    if c_host is not None:
+        rows += [(1, WHOLE_LINES, c_host), (1, WATCH_LINES, c_host), (1, 1, c_host)]
+        rows += [(4, WATCH_LINES, c_host), (4, 1, c_host)]
     for baud in bauds:
-        for machines, per_turn in ((1, WATCH), (1, WHOLE_LINES), (1, 1), (1, 2), (4, 1)):
-            got, faults = run(baud, machines, per_turn, lines, work)
+        for machines, per_turn, binary in rows:
+            got, faults = run(baud, machines, per_turn, lines, work, binary)
             failed += faults
             if not got:
                 continue
             how = f"naps for {per_turn} answer{'s' * (per_turn > 1)}" if per_turn > 0 else TURNS[per_turn]
+            how = f"in C, {how}" if binary else how
             us = sorted(o.us_per_line for o in got)
             util = min(o.utilisation for o in got)
             print(f"| {baud} | {machines} | {how} | {us[len(us) // 2]:.1f} | {util:.3f} "
