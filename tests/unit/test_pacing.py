@@ -9,7 +9,7 @@ import time
 import pytest
 
 from afn_agent.machine.link import LINE_END_S, SerialLink
-from afn_agent.machine.pacing import NAP_MAX_S, PROBE_BYTES, SLACK_S, Pacer
+from afn_agent.machine.pacing import LATE_FADE, NAP_MAX_S, PROBE_BYTES, SLACK_S, Pacer
 
 LINE = 39  # bytes of `N1234 G1 X110.123 Y107.456 E12.34567*89\n`
 WIRE_250K = 10 / 250000
@@ -63,6 +63,17 @@ def test_late_wake_ups_keep_more_in_hand_and_the_lateness_fades():
     for _ in range(40):
         p.woke(0.0, 0.001)  # turns that watched the port
     assert p.nap_s(0.0) == pytest.approx(calm, abs=1e-5)
+
+
+def test_one_late_wake_up_among_punctual_ones_is_kept_in_mind():
+    """Under contention a wake-up is now and then a time slice late; an average of the turns would
+    forget it in a few punctual turns and the next late one would find the wire quiet (issue 22)."""
+    p = Pacer(115200)
+    p.woke(0.002, 0.006)  # a hog's time slice: 4 ms late
+    for _ in range(5):
+        p.woke(0.002, 0.002)
+    assert p.late_s == pytest.approx(0.004 * LATE_FADE**5)  # the old average: 0.004 * 0.75**5, 1 ms
+    assert p.late_s > 0.003
 
 
 def test_the_wire_s_jitter_is_not_taken_for_a_faster_firmware():
