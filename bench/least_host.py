@@ -15,7 +15,7 @@ The same bare host in C (bench/least_host.c, compiled here with the system's `cc
 when no interpreter runs between the system's calls: the operating system's own share.
 
     python bench/least_host.py          # Marlin 250000 and 115200 baud, 1 and 4 machines
-    python bench/least_host.py --quick  # 250000 baud, short jobs: a check that it runs (7 s)
+    python bench/least_host.py --quick  # 250000 baud, short jobs: a check that it runs (20 s)
     python bench/cpu.py --floor         # the same table after what the OS charges a turn
 """
 
@@ -211,7 +211,8 @@ def run(
 def table(bauds: tuple[int, ...] = (250000, 115200), lines: int = 3000) -> int:
     """Print the floor's table; 1 if a bare host lost or damaged a line (the floor would mean nothing)."""
     work = Path(tempfile.mkdtemp(prefix="afn-least-"))
-    print("| baud | machines | turn | µs per line (thread CPU) | link utilisation | turns per line |")
+    print("| baud | machines | turn | µs per line (CPU: the thread's, the C host's process's) "
+          "| link utilisation | turns per line |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     failed = 0
     c_host = compile_c(work)
