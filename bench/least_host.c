@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
     int fd = open(argv[1], O_RDWR | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) return fail(argv[1]);
     struct termios t;
-    tcgetattr(fd, &t);
+    if (tcgetattr(fd, &t) < 0) return fail(argv[1]);
     cfmakeraw(&t);
     tcsetattr(fd, TCSANOW, &t);
     if (handshake(fd)) return 1;
@@ -114,7 +114,7 @@ int main(int argc, char **argv) {
         if (nap_us == -1) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     }
 
-    struct timespec nap = {0, nap_us > 0 ? nap_us * 1000 : 0};
+    struct timespec nap = {nap_us > 0 ? nap_us / 1000000 : 0, nap_us > 0 ? nap_us % 1000000 * 1000 : 0};
     long sent = 0, queued = 0, answered = 0, turns = 0, ring = 0;
     char in[65536];
     size_t pending = 0;

@@ -61,8 +61,11 @@ class Outcome:
 # Turns that are not naps: watch the port; block until the kernel has a whole line; (C host only) watch
 # the port for whole lines, as a thread that can also be woken by a command would.
 WATCH, WHOLE_LINES, WATCH_LINES = 0, -1, -2
-TURNS = {WATCH: "watches the port", WHOLE_LINES: "waits for whole lines"}
-TURNS[WATCH_LINES] = "watches for whole lines"
+TURNS = {
+    WATCH: "watches the port",
+    WHOLE_LINES: "waits for whole lines",
+    WATCH_LINES: "watches for whole lines",
+}
 
 
 def stream(sim: SimProcess, wire: list[bytes], baud: int, answers_per_turn: int) -> Outcome:
