@@ -8,6 +8,8 @@ busy/wait, M115 capabilities, ADVANCED_OK, temperatures, M114, host actions and 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from . import events as ev
 from .framing import command_word, frame, plain
@@ -39,6 +41,25 @@ CONTINUE = b"M108\n"
 BANNER_QUIET_S = 0.25  # after `start`, answers to lines written before it may still come: ignored
 RESEND_ANSWER_S = 1.0  # a resent line with no answer at all this long is sent again (it was lost)
 RESEND_RETRIES = 2  # copies sent again on a timer per request; after that the ok-watchdog takes over
+EXPRESS_WORDS = frozenset({"G0", "G1", "G2", "G3"})  # what the compiled exchange carries: plain moves
+
+
+@dataclass(frozen=True, slots=True)
+class ExpressBatch:
+    """Job lines framed for the compiled exchange (machine/_express.c), numbered from `next_seq`, and
+    the window as it stands: lines [oldest, next_seq) owe an ok, [win_start, next_seq) of `sizes`
+    bytes may still be in the RX ring."""
+
+    texts: tuple[str, ...]
+    tags: tuple[object, ...]
+    words: tuple[str, ...]
+    wires: list[bytes]
+    oldest: int
+    win_start: int
+    next_seq: int
+    sizes: list[int]
+    limit: int
+    depth: int
 
 
 class MarlinProtocol:
@@ -218,6 +239,71 @@ class MarlinProtocol:
     def outstanding(self) -> int:
         """Lines sent whose ok has not been seen (in the RX ring, or received and queued)."""
         return len(self._received) + len(self.window.lines)
+
+    # ---- the compiled exchange ------------------------------------------------------------------
+    def express_lines(self, pending: Sequence[tuple[str, object]], now: float) -> ExpressBatch | None:
+        """The leading plain moves of `pending` (text, tag), framed for the compiled exchange, when the
+        stream is in its steady state; None leaves the turn to the Python path (anything to resend, a
+        host line, a half-read answer, a renumbering, the capabilities not yet known...)."""
+        if not self._steady(now):
+            return None
+        texts: list[str] = []
+        tags: list[object] = []
+        words: list[str] = []
+        wires: list[bytes] = []
+        for text, tag in pending:
+            word = command_word(text)
+            if word not in EXPRESS_WORDS:
+                break
+            wires.append(frame(self._next_seq + len(wires), text))
+            texts.append(text)
+            tags.append(tag)
+            words.append(word)
+        if not wires:
+            return None
+        win = self.window.lines
+        oldest = self._received[0].seq if self._received else win[0].seq if win else self._next_seq
+        return ExpressBatch(
+            tuple(texts), tuple(tags), tuple(words), wires, oldest, self._next_seq - len(win),
+            self._next_seq, [len(x.wire) for x in win], self.window.limit, self.profile.link.queue_depth,
+        )  # fmt: skip
+
+    def _steady(self, now: float) -> bool:
+        """Nothing but job lines and their plain oks can happen next; the lines owed an ok are
+        consecutive (what the compiled exchange's reckoning of the window assumes)."""
+        if not (self.numbered and self.capabilities.get("ADVANCED_OK") and not self.window.pingpong):
+            return False
+        if self._faulted or self._resend or self._host or self._job or self._rx or self._info_pending:
+            return False
+        if self._sync is not None or self._rewind is not None or self._swallow_ok or self._fragment:
+            return False
+        owed, first = self.outstanding, self.oldest_unanswered()
+        consecutive = first is None or first.seq + owed == self._next_seq
+        return now >= self._quiet_until and consecutive
+
+    def express_done(
+        self, batch: ExpressBatch, sent: int, oks: Sequence[tuple[int, int, int, int]], now: float
+    ) -> None:
+        """Replay what the compiled exchange did: its first `sent` lines went out in order, and each ok
+        (n, p, b, lines out before it) came between them; the same acts as `data_to_send` and
+        `receive_data` would have done, events included."""
+        if batch.next_seq != self._next_seq:
+            raise ValueError(f"express batch numbered from {batch.next_seq}, the core is at {self._next_seq}")
+        out = 0
+        for n, p, b, before in oks:
+            out = self._express_commit(batch, out, before, now)
+            self.lines_heard += 1
+            self._after_ok(self._on_advanced_ok(n, p, b))
+            self._wait_since, self._probes = now, 0
+        self._express_commit(batch, out, sent, now)
+
+    def _express_commit(self, batch: ExpressBatch, start: int, end: int, now: float) -> int:
+        for i in range(start, end):
+            if not self.outstanding:
+                self._wait_since = now
+            seq, text, word = batch.next_seq + i, batch.texts[i], batch.words[i]
+            self.window.push(self._commit(seq, text, batch.wires[i], batch.tags[i], word))
+        return max(start, end)
 
     # ---- bytes in -----------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from ..firmware import events as ev
 from ..firmware.console_lines import GrblConsole, MarlinConsole
 from ..firmware.grbl import FEED_HOLD, REALTIME, GrblProtocol
-from ..firmware.marlin import MarlinProtocol
+from ..firmware.marlin import ExpressBatch, MarlinProtocol
 from ..firmware.profile import Profile
 from .events import MachineState
 
 END_MARK = "end-of-job"
+Ok = tuple[int, int, int, int]  # an ok the compiled exchange read: n, p, b, its lines sent before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,15 @@ class Driver:
         """Before greeting a firmware that may be stuck in a heating wait: bytes that end it."""
         return b""
 
+    def express_lines(self, pending: list[tuple[str, object]], now: float) -> ExpressBatch | None:
+        """Job lines for the compiled exchange (link.express), when the family has one and the stream
+        is steady; None: the Python path's turn."""
+        return None
+
+    def express_done(self, batch: ExpressBatch, sent: int, oks: list[Ok], now: float) -> None:
+        """The core replays a burst of the compiled exchange (only a family with `express_lines`)."""
+        raise NotImplementedError
+
     def send_script(self, lines: tuple[str, ...] | list[str]) -> None:
         """Host lines, ahead of the job's."""
         for line in lines:
@@ -164,6 +174,12 @@ class MarlinDriver(Driver):
 
     def new_core(self, now: float) -> None:
         self.core = MarlinProtocol(self.profile, now)
+
+    def express_lines(self, pending: list[tuple[str, object]], now: float) -> ExpressBatch | None:
+        return self.core.express_lines(pending, now)
+
+    def express_done(self, batch: ExpressBatch, sent: int, oks: list[Ok], now: float) -> None:
+        self.core.express_done(batch, sent, oks, now)
 
     def send_end(self, check: bool) -> None:
         # M400 waits for the planner; M105's `ok T:` answers every line before it even if oks were lost

@@ -7,15 +7,32 @@ at once, between two of the machine thread's writes, never inside one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
-import threading
 import time
+from dataclasses import dataclass
 
 import serial
 
+from ..firmware.marlin import ExpressBatch
+from . import _express
+
 LINE_END_S = 0.02  # longest a half-read line is followed to its end (a GRBL status report: ~7 ms at 115200)
 LINE_BYTES = 16  # a short answer ("ok N123 P15 B3"): the pause between reads of a line's rest
+
+
+@dataclass(frozen=True, slots=True)
+class Exchanged:
+    """What a burst of the compiled exchange did: why it ended, the batch's lines it sent, the oks it
+    read (n, p, b, lines sent before it), bytes read after them for the core, and the port's failure
+    if it failed (told after the core has taken what came before it)."""
+
+    why: int
+    sent: int
+    oks: list[tuple[int, int, int, int]]
+    rest: bytes
+    lost: str
 
 
 class LinkLost(Exception):
@@ -35,7 +52,7 @@ class SerialLink:
         self._ser: serial.Serial | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self.write_lock = threading.Lock()
+        self.write_lock = _express.WriteLock()  # also taken by the compiled exchange, around each write
         self.bytes_written = 0
 
     def open(self) -> None:
@@ -93,6 +110,23 @@ class SerialLink:
                 return b""
             data = self.read()
         return data if not data or data.endswith(b"\n") else self._follow(fd, data, timeout)
+
+    def express(self, batch: ExpressBatch, seconds: float) -> Exchanged:
+        """Up to `seconds` of the compiled exchange (_express.c): the batch's lines written as the window
+        allows, plain oks read, until the batch is out, a wake-up, or any other line."""
+        if self._ser is None:
+            raise LinkLost("port is closed")
+        why, sent, written, oks, rest, err = _express.exchange(
+            self._ser.fileno(), self._wake_r, self.write_lock, batch.wires, batch.oldest, batch.win_start,
+            batch.next_seq, batch.sizes, batch.limit, batch.depth, seconds, self.write_timeout,
+        )  # fmt: skip
+        self.bytes_written += written
+        lost = ""
+        if why == _express.LOST and err == errno.ETIMEDOUT:
+            lost = f"{self.port_name}: write timed out ({self.write_timeout:g} s)"
+        elif why == _express.LOST:
+            lost = f"{self.port_name} vanished: {os.strerror(err) if err else 'end of file'}"
+        return Exchanged(why, sent, oks, rest, lost)
 
     def _follow(self, fd: int, data: bytes, timeout: float) -> bytes:
         """The rest of a line whose start was read (`followed`: the line's end was read as it came)."""

@@ -37,6 +37,8 @@ PROGRESS_EVERY_S = 1.0  # a running job reports what it has used this often (the
 CLOSE_DRAIN_S = 2.0  # closed mid-job: how long to wait for the answers to lines already sent
 HEAT_WAITS = frozenset({"M109", "M190", "M191", "M116"})  # hold the queue until a heater is at temperature
 PROMPTS = frozenset({"M0", "M00", "M1", "M01", "M600"})  # job lines that may wait for a person
+EXPRESS_LINES = 64  # job lines handed to one burst of the compiled exchange
+EXPRESS_TURN_S = 0.1  # longest burst: the turn's other duties (commands, watchdog, progress) come between
 
 
 class _Reconnect(Exception):
@@ -72,6 +74,7 @@ class MachineLoop:
         self.pacer = Pacer(self.link.baud)
         self._answered = 0  # wire bytes of the job lines answered this turn, for the pacer
         self._answered_lines = 0  # and how many they were
+        self.express = True  # plain moves of a steady stream go by the compiled exchange (link.express)
 
     def post(self, *cmd: Any) -> None:
         """A command for the machine thread (any thread)."""
@@ -155,8 +158,9 @@ class MachineLoop:
         self.m.heartbeat = now = time.monotonic()
         self._drain_commands()
         self._take_safe_requests(act=True)
-        self._feed()
-        self._io(now, 0.1, commands_first=True)
+        if not self._express(now):
+            self._feed()
+            self._io(now, 0.1, commands_first=True)
         now = time.monotonic()
         self.console.step(now)
         if self._reset_by:
@@ -212,11 +216,60 @@ class MachineLoop:
                 self._drain_commands()
         now = time.monotonic()
         core.receive_data(data, now)
+        self._after_reading(now)
+        self.pacer.answered(self._answered, now, self._answered_lines, self.link.followed)
+
+    def _after_reading(self, now: float) -> None:
+        """The core's watchdog, then its events acted on (job lines answered are counted for the pacer)."""
+        core = self.driver.core
         core.tick(now)
         self._answered = self._answered_lines = 0
         for event in core.events():
             self._on_event(event, now)
-        self.pacer.answered(self._answered, now, self._answered_lines, self.link.followed)
+
+    def _express(self, now: float) -> bool:
+        """One burst of the compiled exchange when the job streams plain moves and nothing else is going
+        on: the lines' framing, the window and every event stay the Python core's, which replays what the
+        burst did. False: the turn is the Python path's."""
+        job = self.job
+        if job is None or job.paused or job.ending or job.held_for_tool or job.heating or not self.express:
+            return False
+        if self._stall_since or self._reset_by or not self.cmds.empty():
+            return False
+        self._read_ahead(job, EXPRESS_LINES)
+        batch = self.driver.express_lines([(text, pos) for text, pos, _ in job.ahead], now)
+        if batch is None:
+            return False
+        done = self.link.express(batch, EXPRESS_TURN_S)
+        now = time.monotonic()
+        core = self.driver.core
+        self.driver.express_done(batch, done.sent, done.oks, now)
+        for _ in range(done.sent):
+            job.ahead.popleft()
+        if not self.cmds.empty():  # as in _io: a command posted meanwhile comes before the bytes read
+            self._drain_commands()
+        core.receive_data(done.rest, now)
+        self._after_reading(now)
+        self.pacer.reset()  # the Python path's naps start from what is on the wire now
+        self.pacer.wrote(core.window.bytes, now)
+        if done.lost:
+            raise LinkLost(done.lost)
+        return True
+
+    def _read_ahead(self, job: StreamingJob, n: int) -> None:
+        """Read the file until `n` commands wait in `job.ahead`, or it ends, or a line is bad."""
+        while len(job.ahead) < n and not job.unreadable:
+            try:
+                item = job.file.next_command()
+            except JobError as exc:
+                job.unreadable = str(exc)
+                return
+            if item is None:
+                return
+            text, pos = item
+            if text[:1] in "Mm" and command_word(text) in PROMPTS:
+                job.notes[pos.line] = job.file.note
+            job.ahead.append((text, pos, job.file.note))
 
     def _feed(self) -> None:
         job = self.job
@@ -224,21 +277,18 @@ class MachineLoop:
             return
         core = self.driver.core
         while core.wants_lines():
-            try:
-                item = job.file.next_command()
-            except JobError as exc:
-                self._finish("failed", str(exc), "bad-file")
+            self._read_ahead(job, 1)
+            if not job.ahead:
+                if job.unreadable:
+                    self._finish("failed", job.unreadable, "bad-file")
+                else:
+                    job.ending = "completed"
+                    self.driver.send_end(job.check)
                 return
-            if item is None:
-                job.ending = "completed"
-                self.driver.send_end(job.check)
-                return
-            text, pos = item
-            if text[:1] in "Mm" and command_word(text) in PROMPTS:
-                job.notes[pos.line] = job.file.note
+            text, pos, note = job.ahead.popleft()
             if not job.check and (tool := self.console.tool_change(text)) is not None:
                 job.held_for_tool = True
-                self.console.hold_for_tool(tool, text, pos, job.file.note)
+                self.console.hold_for_tool(tool, text, pos, note)
                 return
             core.send(text, pos)
 

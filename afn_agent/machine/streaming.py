@@ -6,6 +6,7 @@ each a single value replaced, never changed in place.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ class StreamingJob:
     last_used: dict[str, Any] = field(default_factory=dict)
     notes: dict[int, str] = field(default_factory=dict)  # a prompt line's comment, by its line number
     held_for_tool: bool = False  # an M6 reached: nothing more is fed until a person continues
+    ahead: deque[tuple[str, JobPos, str]] = field(default_factory=deque)  # read, not sent: text, pos, note
+    unreadable: str = ""  # the file failed at the line after `ahead`: the job fails once those are sent
 
     @property
     def path(self) -> str:

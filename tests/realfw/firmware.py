@@ -88,7 +88,12 @@ class RealFirmware:
     def rx_dropped(self) -> int:
         """Bytes Marlin's UART-like ring dropped (MARLIN_RX_DROP=1): "received dropped max_used"."""
         path = self.dir / "rx.stats"
-        return int(path.read_text().split()[1]) if path.exists() else 0
+        for _ in range(50):  # Marlin rewrites the file as it reads: one read may find it empty
+            fields = path.read_text().split() if path.exists() else ["0", "0"]
+            if len(fields) >= 2:
+                return int(fields[1])
+            time.sleep(0.01)
+        raise AssertionError(f"{path}: no statistics in it")
 
     def executed(self) -> list[str]:
         """Marlin: every command it ran, in order, as it read them (N and checksum included)."""
