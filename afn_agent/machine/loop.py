@@ -75,6 +75,7 @@ class MachineLoop:
         self._answered = 0  # wire bytes of the job lines answered this turn, for the pacer
         self._answered_lines = 0  # and how many they were
         self.express = True  # plain moves of a steady stream go by the compiled exchange (link.express)
+        self.express_sent = 0  # job lines the compiled exchange has written since the thread started
 
     def post(self, *cmd: Any) -> None:
         """A command for the machine thread (any thread)."""
@@ -244,6 +245,7 @@ class MachineLoop:
         now = time.monotonic()
         core = self.driver.core
         self.driver.express_done(batch, done.sent, done.oks, now)
+        self.express_sent += done.sent
         for _ in range(done.sent):
             job.ahead.popleft()
         if not self.cmds.empty():  # as in _io: a command posted meanwhile comes before the bytes read
@@ -576,6 +578,8 @@ class MachineLoop:
         job.file.close()
         self.job = None
         self.driver.end_job()
+        if outcome == "failed":
+            self.driver.core.discard_job()  # its lines not yet sent must not run after its end
         self.m.result = job.result(outcome, reason, code, self._counters())
         if state is None and self.m.state in JOB_STATES:
             state = MachineState.ALARM if self.driver.locked else MachineState.IDLE

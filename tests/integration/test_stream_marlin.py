@@ -30,6 +30,38 @@ def test_clean_stream_runs_every_line_once_in_order(start_sim, connect, circle):
     got, want, _ = job_lines(sim, path)
     assert got == want
     assert stats["bytes_dropped"] == 0 and r.resends == 0
+    assert m.loop.express_sent > 0.9 * len(want)  # the plain moves went by the compiled exchange
+
+
+def test_the_python_path_alone_streams_the_same(start_sim, connect, circle):
+    sim = start_sim("marlin")
+    m = connect(sim)
+    m.loop.express = False
+    path = circle(600)
+    m.start_job(path)
+    r = m.wait_job(60)
+    sim.stop()
+    assert r.outcome == "completed", r
+    got, want, _ = job_lines(sim, path)
+    assert got == want and m.loop.express_sent == 0
+
+
+def test_a_bad_line_after_plain_moves_fails_the_job_naming_it_and_nothing_after_runs(start_sim, connect, tmp_path):
+    sim = start_sim("marlin")
+    m = connect(sim)
+    path = tmp_path / "bad.gcode"
+    moves = [f"G1 X{i % 50}.5 Y{i % 40}.25 F3000" for i in range(300)]
+    path.write_text("\n".join([*moves, "G1 X1 ;" + "", "M117 " + "x" * 200, "G1 X2"]) + "\n")
+    m.start_job(path)
+    r = m.wait_job(60)
+    assert (r.outcome, r.code) == ("failed", "bad-file"), r
+    assert f"{path}:302:" in r.reason and "longer than the firmware" in r.reason
+    time.sleep(0.5)  # real time: lines still queued when the job failed would be written meanwhile
+    assert m.state == "idle"
+    sim.stop()
+    ran = [cmd for label, cmd in sim.executed() if label not in ("-", "0")]
+    assert moves[0] in ran and "G1 X2" not in ran  # what follows the bad line never goes
+    assert r.lines <= 301
 
 
 def test_corrupted_lines_are_resent_and_every_line_runs_exactly_once(start_sim, connect, circle):
