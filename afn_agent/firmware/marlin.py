@@ -8,7 +8,7 @@ busy/wait, M115 capabilities, ADVANCED_OK, temperatures, M114, host actions and 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import events as ev
@@ -241,7 +241,7 @@ class MarlinProtocol:
         return len(self._received) + len(self.window.lines)
 
     # ---- the compiled exchange ------------------------------------------------------------------
-    def express_lines(self, pending: Sequence[tuple[str, object]], now: float) -> ExpressBatch | None:
+    def express_lines(self, pending: Iterable[tuple[str, object]], now: float) -> ExpressBatch | None:
         """The leading plain moves of `pending` (text, tag), framed for the compiled exchange, when the
         stream is in its steady state; None leaves the turn to the Python path (anything to resend, a
         host line, a half-read answer, a renumbering, the capabilities not yet known...)."""

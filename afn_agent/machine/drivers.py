@@ -8,7 +8,7 @@ protocol it talks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..firmware import events as ev
@@ -40,6 +40,7 @@ class Driver:
     parens = False  # `( … )` is a comment in job files
     tool_change_by_host = False  # M6 in a job is the agent's to carry out (the firmware has none)
     line_overhead = 1  # bytes a line gains on the wire beyond its text and newline
+    has_express = False  # a compiled exchange carries the steady stream (express_lines)
 
     def __init__(self, profile: Profile, now: float) -> None:
         self.profile = profile
@@ -153,7 +154,7 @@ class Driver:
         """Before greeting a firmware that may be stuck in a heating wait: bytes that end it."""
         return b""
 
-    def express_lines(self, pending: list[tuple[str, object]], now: float) -> ExpressBatch | None:
+    def express_lines(self, pending: Iterable[tuple[str, object]], now: float) -> ExpressBatch | None:
         """Job lines for the compiled exchange (link.express), when the family has one and the stream
         is steady; None: the Python path's turn."""
         return None
@@ -171,11 +172,12 @@ class Driver:
 class MarlinDriver(Driver):
     core: MarlinProtocol
     line_overhead = 16  # `N<line> ` and `*<checksum>`
+    has_express = True
 
     def new_core(self, now: float) -> None:
         self.core = MarlinProtocol(self.profile, now)
 
-    def express_lines(self, pending: list[tuple[str, object]], now: float) -> ExpressBatch | None:
+    def express_lines(self, pending: Iterable[tuple[str, object]], now: float) -> ExpressBatch | None:
         return self.core.express_lines(pending, now)
 
     def express_done(self, batch: ExpressBatch, sent: int, oks: list[Ok], now: float) -> None:

@@ -222,10 +222,12 @@ class MachineLoop:
 
     def _after_reading(self, now: float) -> None:
         """The core's watchdog, then its events acted on (job lines answered are counted for the pacer)."""
-        core = self.driver.core
-        core.tick(now)
+        self.driver.core.tick(now)
+        self._take_events(now)
+
+    def _take_events(self, now: float) -> None:
         self._answered = self._answered_lines = 0
-        for event in core.events():
+        for event in self.driver.core.events():
             self._on_event(event, now)
 
     def _express(self, now: float) -> bool:
@@ -235,10 +237,10 @@ class MachineLoop:
         job = self.job
         if job is None or job.paused or job.ending or job.held_for_tool or job.heating or not self.express:
             return False
-        if self._stall_since or self._reset_by or not self.cmds.empty():
+        if self._stall_since or self._reset_by or not self.cmds.empty() or not self.driver.has_express:
             return False
         self._read_ahead(job, EXPRESS_LINES)
-        batch = self.driver.express_lines([(text, pos) for text, pos, _ in job.ahead], now)
+        batch = self.driver.express_lines(((text, pos) for text, pos, _ in job.ahead), now)
         if batch is None:
             return False
         done = self.link.express(batch, EXPRESS_TURN_S)
@@ -248,6 +250,7 @@ class MachineLoop:
         self.express_sent += done.sent
         for _ in range(done.sent):
             job.ahead.popleft()
+        self._take_events(now)  # the burst's answers, counted before any command: an e-stop bills them
         if not self.cmds.empty():  # as in _io: a command posted meanwhile comes before the bytes read
             self._drain_commands()
         core.receive_data(done.rest, now)

@@ -149,8 +149,10 @@ def test_silent_printer_is_probed_then_faulted(start_sim, connect, circle):
 def test_emergency_stop_reaches_the_firmware_mid_stream(start_sim, connect, circle):
     sim = start_sim("marlin")
     m = connect(sim)
-    m.start_job(circle(3000))
+    path = circle(3000)
+    m.start_job(path)
     under_way(m, 200)
+    time.sleep(0.2)  # mid-burst of the compiled exchange: answers it read are not counted yet
     delay = m.emergency_stop("test")
     r = m.wait_job(10)
     time.sleep(0.3)  # real time: the bytes already on the wire go first, then M112 (no signal to wait on)
@@ -158,6 +160,8 @@ def test_emergency_stop_reaches_the_firmware_mid_stream(start_sim, connect, circ
     assert 0 <= delay < 0.05
     assert r.outcome == "failed" and r.code == "emergency-stop"
     assert stats["halted"] == "emergency stop (M112)"
+    ran = len(job_lines(sim, path)[0])
+    assert ran - 24 <= r.lines <= ran + 24, (r.lines, ran)  # billed: what was answered, a burst's oks too
 
 
 def test_cancel_runs_the_cancel_script(start_sim, connect, circle):
