@@ -261,3 +261,23 @@ def test_nothing_goes_by_the_exchange_unless_the_stream_is_steady():
     assert core.express_lines(moves(3), 0.0) is None  # a host line waits
     fresh = MarlinProtocol(profile(), 0.0)
     assert fresh.express_lines(moves(3), 0.0) is None  # ADVANCED_OK not known yet
+
+
+def test_answers_already_waiting_half_read_when_the_burst_starts_are_read_whole(pty_pair):
+    """Bytes that came while the port was raw, a line and a half, are read when canonical mode begins;
+    the half line's rest, when it comes."""
+    core = steady()
+    first = core.express_lines(moves(2), 0.0)
+    assert first is not None
+    os.write(pty_pair.port, b"".join(first.wires))  # as the Python path would have written them
+    core.express_done(first, 2, [], 0.0)
+    os.write(pty_pair.far, b"ok N1 P15 B3\nok N2 P1")
+    time.sleep(0.05)  # the bytes reach the port's buffer while it is raw
+    threading.Timer(0.05, os.write, (pty_pair.far, b"5 B3\n")).start()
+    batch = core.express_lines(moves(3, 2), 0.0)
+    assert batch is not None and batch.oldest == 1 and batch.next_seq == 3
+    batch = replace(batch, limit=batch.sizes[-1])  # line 3 waits for line 2's ok: its half must be read
+    _, sent, _, oks, rest, _ = pty_pair.run(core, batch, seconds=0.3)
+    assert [ok[:3] for ok in oks] == [(1, 15, 3), (2, 15, 3)] and rest == b""
+    core.express_done(batch, sent, oks, 1.0)
+    assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [1, 2]
