@@ -42,6 +42,7 @@ BANNER_QUIET_S = 0.25  # after `start`, answers to lines written before it may s
 RESEND_ANSWER_S = 1.0  # a resent line with no answer at all this long is sent again (it was lost)
 RESEND_RETRIES = 2  # copies sent again on a timer per request; after that the ok-watchdog takes over
 EXPRESS_WORDS = frozenset({"G0", "G1", "G2", "G3"})  # what the compiled exchange carries: plain moves
+ExpressOk = tuple[int, int, int, int]  # an ok the compiled exchange read: n, p, b, its lines sent before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +262,8 @@ class MarlinProtocol:
             words.append(word)
         if not wires:
             return None
-        win = self.window.lines
-        oldest = self._received[0].seq if self._received else win[0].seq if win else self._next_seq
+        win, first = self.window.lines, self.oldest_unanswered()
+        oldest = first.seq if first is not None else self._next_seq
         return ExpressBatch(
             tuple(texts), tuple(tags), tuple(words), wires, oldest, self._next_seq - len(win),
             self._next_seq, [len(x.wire) for x in win], self.window.limit, self.profile.link.queue_depth,
@@ -282,7 +283,7 @@ class MarlinProtocol:
         return now >= self._quiet_until and consecutive
 
     def express_done(
-        self, batch: ExpressBatch, sent: int, oks: Sequence[tuple[int, int, int, int]], now: float
+        self, batch: ExpressBatch, sent: int, oks: Sequence[ExpressOk], now: float
     ) -> None:
         """Replay what the compiled exchange did: its first `sent` lines went out in order, and each ok
         (n, p, b, lines out before it) came between them; the same acts as `data_to_send` and

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from ..firmware import events as ev
 from ..firmware.console_lines import GrblConsole, MarlinConsole
 from ..firmware.grbl import FEED_HOLD, REALTIME, GrblProtocol
-from ..firmware.marlin import ExpressBatch, MarlinProtocol
+from ..firmware.marlin import ExpressBatch, ExpressOk, MarlinProtocol
 from ..firmware.profile import Profile
 from .events import MachineState
 
 END_MARK = "end-of-job"
-Ok = tuple[int, int, int, int]  # an ok the compiled exchange read: n, p, b, its lines sent before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +158,7 @@ class Driver:
         is steady; None: the Python path's turn."""
         return None
 
-    def express_done(self, batch: ExpressBatch, sent: int, oks: list[Ok], now: float) -> None:
+    def express_done(self, batch: ExpressBatch, sent: int, oks: list[ExpressOk], now: float) -> None:
         """The core replays a burst of the compiled exchange (only a family with `express_lines`)."""
         raise NotImplementedError
 
@@ -180,7 +179,7 @@ class MarlinDriver(Driver):
     def express_lines(self, pending: Iterable[tuple[str, object]], now: float) -> ExpressBatch | None:
         return self.core.express_lines(pending, now)
 
-    def express_done(self, batch: ExpressBatch, sent: int, oks: list[Ok], now: float) -> None:
+    def express_done(self, batch: ExpressBatch, sent: int, oks: list[ExpressOk], now: float) -> None:
         self.core.express_done(batch, sent, oks, now)
 
     def send_end(self, check: bool) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import serial
 
-from ..firmware.marlin import ExpressBatch
+from ..firmware.marlin import ExpressBatch, ExpressOk
 from . import _express
 
 LINE_END_S = 0.02  # longest a half-read line is followed to its end (a GRBL status report: ~7 ms at 115200)
@@ -30,7 +30,7 @@ class Exchanged:
 
     why: int
     sent: int
-    oks: list[tuple[int, int, int, int]]
+    oks: list[ExpressOk]
     rest: bytes
     lost: str
 
