@@ -281,3 +281,21 @@ def test_answers_already_waiting_half_read_when_the_burst_starts_are_read_whole(
     assert [ok[:3] for ok in oks] == [(1, 15, 3), (2, 15, 3)] and rest == b""
     core.express_done(batch, sent, oks, 1.0)
     assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [1, 2]
+
+
+def test_a_huge_line_from_a_broken_peer_ends_the_burst_and_goes_to_the_core_bounded(pty_pair):
+    """5,000 bytes without an end, then one: the kernel keeps at most a 4 KB line, the exchange hands
+    what it holds to the core, and nothing is taken for an ok."""
+    core = steady()
+    firmware(pty_pair, lambda n: b"ok N1" + b"7" * 5000 + b" P15 B3\n" if n == 1 else None)
+    batch = core.express_lines(moves(10), 0.0)
+    assert batch is not None
+    why, sent, _, oks, rest, _ = pty_pair.run(core, batch, seconds=1.0)
+    assert (why, oks) == (_express.OTHER, []) and 0 < len(rest) <= 4096 and rest.startswith(b"ok N177")
+    core.express_done(batch, sent, oks, 1.0)
+    python_path = steady()
+    python_path.send(moves(1)[0][0], 0)
+    python_path.data_to_send(0.0)
+    python_path.receive_data(rest, 1.0)
+    core.receive_data(rest, 1.0)
+    assert core.events()[-1:] == python_path.events()[-1:]  # read as the Python path reads it
