@@ -504,8 +504,9 @@ class JobPump:
 
     def close_interrupted(self, reason: str) -> None:
         """After the pump and the machines stopped: what the machine threads said last (a job that
-        ended, each closed job's last figures), then every job still running closed as interrupted.
-        A stopped agent once billed 328 lines of a job whose firmware had answered 739."""
+        ended, each closed job's last figures, a safe state taken), then every job still running closed
+        as interrupted. A stopped agent once billed 328 lines of a job whose firmware had answered 739,
+        and once lost the safe state its stop had just taken."""
         now = time.monotonic()
         while True:
             try:
@@ -514,6 +515,7 @@ class JobPump:
                 break
             if isinstance(event, me.Progress | me.JobFinished):
                 self.handle(event, now)
+            self._forward(event)
         for machine_id, run in list(self._running.items()):
             figures = self._figures(machine_id, run, now)
             self._close(machine_id, run.job_id, "interrupted", "offline", reason, figures, tariff=run.tariff)

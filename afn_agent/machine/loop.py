@@ -59,6 +59,10 @@ class MachineLoop:
         self.job: StreamingJob | None = None
         self.cmds: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.safe_requests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._safe_lock = threading.Lock()  # counts the requests of several asking threads
+        self.safe_asked = 0  # requests put, counted before each is put (any thread, under the lock)
+        self._safe_seen = 0  # requests taken off the queue (the machine thread)
+        self.safe_done = 0  # requests seen when the last safe state's event was emitted (the machine thread)
         self.ready = threading.Event()  # connected and identified (or given up)
         self.job_done = threading.Event()
         self.closing = False
@@ -84,7 +88,9 @@ class MachineLoop:
 
     def safe_state(self, reason: str) -> None:
         """Any thread: the thread decides whether it can be taken now or once connected."""
-        self.safe_requests.put(reason)
+        with self._safe_lock:
+            self.safe_asked += 1
+            self.safe_requests.put(reason)
         self.link.wake()
 
     def run(self) -> None:
@@ -312,6 +318,7 @@ class MachineLoop:
         machine can (connected and idle or in alarm)."""
         while not self.safe_requests.empty():
             self.safe_pending = self.safe_requests.get_nowait()
+            self._safe_seen += 1
         if act and self.safe_pending and self.m.state in (MachineState.IDLE, MachineState.ALARM):
             self._safe_state_now(self.safe_pending)
 
@@ -414,6 +421,7 @@ class MachineLoop:
         if stop.after_reset:
             self._after_reset = lambda: self.driver.send_script(stop.after_reset)
         self._emit(me.SafeState, reason=reason, actions=stop.actions)
+        self.safe_done = self._safe_seen  # after the event is queued: a waiter then finds it there
 
     def _cmd_console(self, action: ConsoleAction, answer: Any) -> None:
         self.console.take(action, answer, time.monotonic())

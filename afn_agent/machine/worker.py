@@ -146,8 +146,8 @@ class Machine:
         self.loop.safe_state(reason)
 
     def safe_state_taken(self) -> bool:
-        """No safe state waits to be written (asked for ones were written, or none was asked)."""
-        return self.loop.safe_requests.empty() and not self.loop.safe_pending
+        """Every safe state asked for has been written and its event queued (or none was asked)."""
+        return self.loop.safe_done >= self.loop.safe_asked
 
     def run_script(self, name: str, lines: tuple[str, ...]) -> None:
         """Send host commands to an idle machine (the idle heat guard's heaters-off)."""

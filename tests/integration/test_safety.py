@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -202,3 +203,51 @@ def test_session_end_during_a_job_warns_then_acts(guarded_machine, tmp_path, pol
     assert agent.wait_idle("m1", 30)
     ((_, rec),) = agent.ledger.usage_after()
     assert rec["job"]["stop_type"] == ("permission" if policy == "stop" else "cancelled")
+
+
+def test_a_safe_state_is_taken_only_once_its_event_is_queued(guarded_machine):
+    """The agent's stop waits for `safe_state_taken()` and then stops the pump: taken must not be
+    true before the safe state's event is on the pump's queue (it was, by a line, and the event was lost)."""
+    agent, _sim = guarded_machine()
+    worker = agent.machines["m1"]
+    seen: list[bool] = []
+    emit = worker.loop._emit
+
+    def watching(kind, **fields):
+        if kind.kind == "safe-state":
+            seen.append(worker.safe_state_taken())
+        emit(kind, **fields)
+
+    worker.loop._emit = watching
+    worker.safe_state("test: asked for")
+    wait_for(lambda: worker.safe_state_taken(), 10, "the safe state taken")
+    assert seen == [False], "taken was reported before the event was queued"
+    wait_for(lambda: events(agent, "safe-state"), 5, "the safe state's event")
+
+
+def test_the_stop_publishes_what_is_still_queued_when_the_pump_ends(guarded_machine):
+    """Events still queued when the pump stops are published by the agent's stop, not dropped: the
+    pump is held inside one event while a second is queued and the stop is asked for."""
+    agent, _sim = guarded_machine()
+    worker, pump = agent.machines["m1"], agent.pump
+    inside, gate = threading.Event(), threading.Event()
+    handle = pump.handle
+
+    def held(event, now):
+        if event.kind == "safe-state" and not gate.is_set():
+            inside.set()
+            gate.wait(10)
+        handle(event, now)
+
+    pump.handle = held
+    worker.safe_state("test: first")
+    wait_for(inside.is_set, 10, "the pump inside the first safe state")
+    worker.safe_state("test: second, queued as the pump stops")
+    wait_for(worker.safe_state_taken, 10, "the second safe state taken")
+    pump._stop.set()  # the pump's loop ends after the event it holds
+    gate.set()
+    agent.stop()
+    assert [e["reason"] for e in events(agent, "safe-state")] == [
+        "test: first",
+        "test: second, queued as the pump stops",
+    ]
