@@ -130,7 +130,10 @@ class Sampler:
         # a profile is read in its own thread's terms only: the main thread's, and those of threads that
         # have ended (the agent's stop joins them); reading a live thread's from here would mix clocks
         done = [p for t, p in self.profiles if t is me or not t.is_alive()]
-        stats = pstats.Stats(*done).stats  # type: ignore[attr-defined]
+        combined = pstats.Stats(*done)
+        if dump := os.environ.get("AFN_CPU_PSTATS"):  # the functions themselves, for `python -m pstats`
+            combined.dump_stats(dump)
+        stats = combined.stats  # type: ignore[attr-defined]
         for (path, _, func), (_, _, own, _, callers) in stats.items():
             if path != "~":
                 self._charge(stage_of_path(path), own)

@@ -24,6 +24,24 @@ class LineAcked(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class LinesAcked(Event):
+    """Lines `first`, `first + 1`... accepted in a row, said once: a burst of the compiled exchange
+    answers a hundred lines, and an object per line cost more than the exchange itself."""
+
+    first: int
+    texts: tuple[str, ...]
+    tags: tuple[object, ...]
+    sizes: tuple[int, ...]  # each line's bytes on the wire
+
+    def each(self) -> list[LineAcked]:
+        """The same, line by line: what the Python path says for them."""
+        return [
+            LineAcked(self.first + i, text, tag, size)
+            for i, (text, tag, size) in enumerate(zip(self.texts, self.tags, self.sizes, strict=True))
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class ResendRequested(Event):
     """The firmware rejected a line; everything from `line` on is sent again."""
 

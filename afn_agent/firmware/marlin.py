@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from typing import Any
 
 from . import events as ev
+from ._framing import frame_moves
 from .framing import command_word, frame, plain
 from .marlin_lines import (
     ADVANCED_OK_RE,
@@ -41,7 +44,7 @@ CONTINUE = b"M108\n"
 BANNER_QUIET_S = 0.25  # after `start`, answers to lines written before it may still come: ignored
 RESEND_ANSWER_S = 1.0  # a resent line with no answer at all this long is sent again (it was lost)
 RESEND_RETRIES = 2  # copies sent again on a timer per request; after that the ok-watchdog takes over
-EXPRESS_WORDS = frozenset({"G0", "G1", "G2", "G3"})  # what the compiled exchange carries: plain moves
+EXPRESS_WORDS = frozenset({"G0", "G1", "G2", "G3"})  # what the compiled exchange carries (_framing.c)
 ExpressOk = tuple[int, int, int, int]  # an ok the compiled exchange read: n, p, b, its lines sent before it
 
 
@@ -51,9 +54,8 @@ class ExpressBatch:
     the window as it stands: lines [oldest, next_seq) owe an ok, [win_start, next_seq) of `sizes`
     bytes may still be in the RX ring."""
 
-    texts: tuple[str, ...]
-    tags: tuple[object, ...]
-    words: tuple[str, ...]
+    texts: list[str]
+    tags: list[object]
     wires: list[bytes]
     oldest: int
     win_start: int
@@ -61,6 +63,7 @@ class ExpressBatch:
     sizes: list[int]
     limit: int
     depth: int
+    queued: int  # the first lines come from the core's job queue (sent before, not yet written)
 
 
 class MarlinProtocol:
@@ -74,6 +77,7 @@ class MarlinProtocol:
         self.numbered = link.line_numbers
         self.window = Window(profile.window_bytes, pingpong=link.flow == "pingpong")
         self.long_commands = frozenset(c.upper() for c in profile.timeouts.long_commands)
+        self._long_moves = bool(self.long_commands & EXPRESS_WORDS)  # a profile that waits long on a move
         self.capabilities: dict[str, bool] = dict(profile.capabilities)
         self._reserve_for_estop()
         self.firmware_name = ""
@@ -242,31 +246,23 @@ class MarlinProtocol:
         return len(self._received) + len(self.window.lines)
 
     # ---- the compiled exchange ------------------------------------------------------------------
-    def express_lines(self, pending: Iterable[tuple[str, object]], now: float) -> ExpressBatch | None:
-        """The leading plain moves of `pending` (text, tag), framed for the compiled exchange, when the
-        stream is in its steady state; None leaves the turn to the Python path (anything to resend, a
-        host line, a half-read answer, a renumbering, the capabilities not yet known...)."""
+    def express_lines(self, pending: Iterable[tuple[Any, ...]], now: float) -> ExpressBatch | None:
+        """The leading plain moves of `pending` (tuples text, tag, ...), framed for the compiled
+        exchange, when the stream is in its steady state; None leaves the turn to the Python path
+        (anything to resend, a host line, a half-read answer, a renumbering, the capabilities not yet
+        known...). Framed in one call (_framing.c, what `frame` writes, for the lines EXPRESS_WORDS names)."""
         if not self._steady(now):
             return None
-        texts: list[str] = []
-        tags: list[object] = []
-        words: list[str] = []
-        wires: list[bytes] = []
-        for text, tag in pending:
-            word = command_word(text)
-            if word not in EXPRESS_WORDS:
-                break
-            wires.append(frame(self._next_seq + len(wires), text))
-            texts.append(text)
-            tags.append(tag)
-            words.append(word)
+        queued = len(self._job)  # job lines sent before (the Python path's turn): theirs go first
+        wires, texts, tags = frame_moves(self._next_seq, chain(self._job, pending) if queued else pending)
         if not wires:
             return None
         win, first = self.window.lines, self.oldest_unanswered()
         oldest = first.seq if first is not None else self._next_seq
         return ExpressBatch(
-            tuple(texts), tuple(tags), tuple(words), wires, oldest, self._next_seq - len(win),
-            self._next_seq, [len(x.wire) for x in win], self.window.limit, self.profile.link.queue_depth,
+            texts, tags, wires, oldest, self._next_seq - len(win), self._next_seq,
+            [len(x.wire) for x in win], self.window.limit, self.profile.link.queue_depth,
+            min(queued, len(wires)),
         )  # fmt: skip
 
     def _steady(self, now: float) -> bool:
@@ -274,7 +270,7 @@ class MarlinProtocol:
         consecutive (what the compiled exchange's reckoning of the window assumes)."""
         if not (self.numbered and self.capabilities.get("ADVANCED_OK") and not self.window.pingpong):
             return False
-        if self._faulted or self._resend or self._host or self._job or self._rx or self._info_pending:
+        if self._faulted or self._resend or self._host or self._rx or self._info_pending:
             return False
         if self._sync is not None or self._rewind is not None or self._swallow_ok or self._fragment:
             return False
@@ -282,29 +278,69 @@ class MarlinProtocol:
         consecutive = first is None or first.seq + owed == self._next_seq
         return now >= self._quiet_until and consecutive
 
-    def express_done(
-        self, batch: ExpressBatch, sent: int, oks: Sequence[ExpressOk], now: float
-    ) -> None:
-        """Replay what the compiled exchange did: its first `sent` lines went out in order, and each ok
-        (n, p, b, lines out before it) came between them; the same acts as `data_to_send` and
-        `receive_data` would have done, events included."""
-        if batch.next_seq != self._next_seq:
-            raise ValueError(f"express batch numbered from {batch.next_seq}, the core is at {self._next_seq}")
-        out = 0
-        for n, p, b, before in oks:
-            out = self._express_commit(batch, out, before, now)
-            self.lines_heard += 1
-            self._after_ok(self._on_advanced_ok(n, p, b))
-            self._wait_since, self._probes = now, 0
-        self._express_commit(batch, out, sent, now)
-
-    def _express_commit(self, batch: ExpressBatch, start: int, end: int, now: float) -> int:
-        for i in range(start, end):
+    def express_done(self, batch: ExpressBatch, sent: int, oks: Sequence[ExpressOk], now: float) -> None:
+        """Take what the compiled exchange did: its first `sent` lines went out in order, and each ok
+        (n, p, b, lines out before it) came between them. The state is the one `data_to_send` and
+        `receive_data` would have left, taken at once (see `_express_reckon`); the lines answered are
+        said by one LinesAcked, the LineAcked of each in order."""
+        first = batch.next_seq
+        if first != self._next_seq:
+            raise ValueError(f"express batch numbered from {first}, the core is at {self._next_seq}")
+        answered, received = self._express_reckon(first, oks)
+        if sent:
             if not self.outstanding:
                 self._wait_since = now
-            seq, text, word = batch.next_seq + i, batch.texts[i], batch.words[i]
-            self.window.push(self._commit(seq, text, batch.wires[i], batch.tags[i], word))
-        return max(start, end)
+            lines = list(map(SentLine, range(first, first + sent), batch.texts, batch.wires, batch.tags))
+            if self._long_moves:
+                for line in lines:
+                    line.long = command_word(line.text) in self.long_commands
+            self._next_seq = first + sent
+            for _ in range(min(sent, batch.queued)):
+                self._job.popleft()
+            self._history.extend(lines)
+            self.window.lines.extend(lines)
+            self.window.bytes += sum(map(len, batch.wires[:sent]))
+        if not oks:
+            return
+        _, p, b, _ = oks[-1]
+        self.planner_free, self.queue_free = p, b
+        self.lines_heard += len(oks)
+        self._wait_since, self._probes = now, 0
+        self._express_retire(answered)
+        win = self.window
+        while win.lines and win.lines[0].seq <= received:
+            self._received.append(win.pop_oldest())  # type: ignore[arg-type]
+
+    def _express_reckon(self, first: int, oks: Sequence[ExpressOk]) -> tuple[int, int]:
+        """What the oks, taken one by one by `_on_advanced_ok`, leave: every line through the highest
+        number answered, and every line through the highest `n + depth - b - 1` (of the lines out when
+        that ok came) out of the RX ring. An ok for a line not yet out cannot come from the exchange."""
+        answered = received = -1
+        depth = self.profile.link.queue_depth
+        for n, _, b, before in oks:
+            if n >= first + before:
+                raise ValueError(f"express ok N{n} came before its line was out")
+            answered = max(answered, n)
+            received = max(received, min(n + depth - b - 1, first + before - 1))
+        return answered, received
+
+    def _express_retire(self, answered: int) -> None:
+        """Lines through `answered` are done: one LinesAcked for those not counted yet."""
+        done: list[SentLine] = []
+        while (oldest := self.oldest_unanswered()) is not None and oldest.seq <= answered:
+            if self._received:
+                done.append(self._received.popleft())
+                continue
+            take = min(answered - oldest.seq + 1, len(self.window.lines))
+            pop = self.window.lines.popleft
+            taken = [pop() for _ in range(take)]
+            self.window.bytes -= sum(len(x.wire) for x in taken)
+            done += taken
+        done = [x for x in done if x.seq > self._acked_seq]
+        if done:
+            self._acked_seq = done[-1].seq
+            self._emit(ev.LinesAcked(done[0].seq, tuple(x.text for x in done), tuple(x.tag for x in done),
+                                     tuple(len(x.wire) for x in done)))  # fmt: skip
 
     # ---- bytes in -----------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,6 +148,13 @@ class Analyzer:
         Plain moves are accounted by the compiled core without leaving C; it hands back the rest."""
         if self.core.line(raw):
             self.read_line(raw)
+
+    def feed_lines(self, lines: Iterable[str]) -> None:
+        """`feed_line` for each, in order (a burst of answered lines)."""
+        line = self.core.line
+        for raw in lines:
+            if line(raw):
+                self.read_line(raw)
 
     def read_line(self, raw: str) -> Command | None:
         """A line the core handed back (already counted as read): comment, modal or vendor command."""

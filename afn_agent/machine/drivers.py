@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ..firmware import events as ev
 from ..firmware.console_lines import GrblConsole, MarlinConsole
@@ -153,9 +154,9 @@ class Driver:
         """Before greeting a firmware that may be stuck in a heating wait: bytes that end it."""
         return b""
 
-    def express_lines(self, pending: Iterable[tuple[str, object]], now: float) -> ExpressBatch | None:
-        """Job lines for the compiled exchange (link.express), when the family has one and the stream
-        is steady; None: the Python path's turn."""
+    def express_lines(self, pending: Iterable[tuple[Any, ...]], now: float) -> ExpressBatch | None:
+        """Job lines (tuples text, tag, ...) for the compiled exchange (link.express), when the family
+        has one and the stream is steady; None: the Python path's turn."""
         return None
 
     def express_done(self, batch: ExpressBatch, sent: int, oks: list[ExpressOk], now: float) -> None:
@@ -176,7 +177,7 @@ class MarlinDriver(Driver):
     def new_core(self, now: float) -> None:
         self.core = MarlinProtocol(self.profile, now)
 
-    def express_lines(self, pending: Iterable[tuple[str, object]], now: float) -> ExpressBatch | None:
+    def express_lines(self, pending: Iterable[tuple[Any, ...]], now: float) -> ExpressBatch | None:
         return self.core.express_lines(pending, now)
 
     def express_done(self, batch: ExpressBatch, sent: int, oks: list[ExpressOk], now: float) -> None:

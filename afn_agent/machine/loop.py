@@ -246,7 +246,7 @@ class MachineLoop:
         if self._stall_since or self._reset_by or not self.cmds.empty() or not self.driver.has_express:
             return False
         self._read_ahead(job, EXPRESS_LINES)
-        batch = self.driver.express_lines(((text, pos) for text, pos, _ in job.ahead), now)
+        batch = self.driver.express_lines(job.ahead, now)
         if batch is None:
             return False
         done = self.link.express(batch, EXPRESS_TURN_S)
@@ -254,7 +254,7 @@ class MachineLoop:
         core = self.driver.core
         self.driver.express_done(batch, done.sent, done.oks, now)
         self.express_sent += done.sent
-        for _ in range(done.sent):
+        for _ in range(done.sent - min(done.sent, batch.queued)):  # the core's queued lines went first
             job.ahead.popleft()
         self._take_events(now)  # the burst's answers, counted before any command: an e-stop bills them
         if not self.cmds.empty():  # as in _io: a command posted meanwhile comes before the bytes read
@@ -492,6 +492,21 @@ class MachineLoop:
             outcome = job.ending or "completed"
             self._finish(outcome, job.ending_who if outcome == "cancelled" else "", outcome)
 
+    def _on_acked_run(self, event: ev.LinesAcked, now: float) -> None:
+        """A burst's job lines answered: what `_on_acked` does for each, at once."""
+        job = self.job
+        if job is None or not isinstance(event.tags[-1], JobPos):
+            for each in event.each():
+                self._on_acked(each, now)
+            return
+        if self._stall_since:
+            self._stall_since = 0.0
+            self._emit(me.StallCleared)
+        self._answered += sum(event.sizes)
+        self._answered_lines += len(event.texts)
+        if job.on_acked_run(event.tags[-1], event.texts):
+            self._emit(me.FirstLine, heating=job.heating)
+
     def _on_fault(self, event: ev.Fault, now: float) -> None:
         if self.m.state == MachineState.CONNECTING and event.code == "firmware-reset":
             raise _Reconnect  # it rebooted while we said hello (a slow boot, DTR): say hello again
@@ -630,6 +645,7 @@ class MachineLoop:
 
 _HANDLERS: dict[type[ev.Event], Callable[[MachineLoop, Any, float], None]] = {
     ev.LineAcked: MachineLoop._on_acked,
+    ev.LinesAcked: MachineLoop._on_acked_run,
     ev.Fault: MachineLoop._on_fault,
     ev.FirmwareInfo: MachineLoop._on_info,
     ev.FirmwareReset: MachineLoop._on_reset,

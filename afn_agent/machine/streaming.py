@@ -58,6 +58,16 @@ class StreamingJob:
             self.usage.feed_line(text)  # plain moves stay in the compiled core, as when the file was quoted
         return self.acked_lines == 1
 
+    def on_acked_run(self, last: JobPos, texts: tuple[str, ...]) -> bool:
+        """Job lines answered in a row (a burst), `last` the position of the last; True if they
+        include the job's first."""
+        first = self.acked_lines == 0
+        self.acked = last
+        self.acked_lines += len(texts)
+        if self.usage is not None:
+            self.usage.feed_lines(texts)
+        return first
+
     def progress(self) -> float:
         acked = self.acked
         return acked.offset / self.file.size if acked is not None and self.file.size else 0.0

@@ -1,6 +1,7 @@
 """The full path against the simulated Marlin: port, thread, core, window, sim firmware."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +9,7 @@ from afn_agent.firmware.profile import load_profile
 from tests.conftest import file_commands
 from tests.helpers import profile, under_way, wait_for
 
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 HOST_PROBES = {"M105", "M155 S2"}  # the agent's own watchdog probes and autoreport request
 
 
@@ -255,3 +257,27 @@ def test_a_cancelled_job_bills_only_what_was_acknowledged(start_sim, connect):
     r = m.wait_job(30)
     assert r.outcome == "cancelled"
     assert 0 < used_so_far <= r.material_mm < total
+
+
+def test_the_express_path_bills_what_the_python_path_bills(start_sim, connect, tmp_path):
+    """The bursts' answered lines reach the job's analyzer in one call each (LinesAcked): the same
+    material, time and lines as line by line, on the head of a real PrusaSlicer file (moves, arcs,
+    M486, G92 E0, fan and temperature commands between the moves)."""
+    corpus = CORPUS / "prusaslicer-2.4.0a1_arcfit_m486.gcode"
+    if not corpus.exists():
+        pytest.skip("no ../shared/corpus here")
+    waits = ("M109", "M190", "print_start", "TIMELAPSE")  # heating waits and Klipper macros left out
+    path = tmp_path / "head.gcode"
+    path.write_text("\n".join([x for x in corpus.read_text().splitlines() if not x.startswith(waits)][:2500]))
+    results = []
+    for express in (True, False):
+        sim = start_sim("marlin")
+        m = connect(sim)
+        m.loop.express = express
+        m.start_job(path)
+        results.append((m.wait_job(120), m.loop.express_sent))
+        sim.stop()
+    (fast, sent), (slow, none) = results
+    assert fast.outcome == slow.outcome == "completed" and sent > 1000 and none == 0
+    assert (fast.lines, fast.material_mm, fast.estimated_s) == (slow.lines, slow.material_mm, slow.estimated_s)
+    assert fast.used == slow.used

@@ -38,6 +38,15 @@ def steady() -> MarlinProtocol:
     return core
 
 
+def line_by_line(events: list[ev.Event]) -> list[ev.Event]:
+    """A burst's LinesAcked as the LineAcked of each line, as the Python path says them."""
+    return [x for e in events for x in (e.each() if isinstance(e, ev.LinesAcked) else [e])]
+
+
+def acked_seqs(core: MarlinProtocol) -> list[int]:
+    return [e.seq for e in line_by_line(core.events()) if isinstance(e, ev.LineAcked)]
+
+
 def moves(n: int, start: int = 0) -> list[tuple[str, object]]:
     return [(f"G1 X{i % 100}.{i:03d} Y{(i * 7) % 100}.5 E{i * 0.0123:.4f}", i) for i in range(start, start + n)]
 
@@ -141,7 +150,7 @@ def test_the_exchange_writes_what_the_python_core_would_and_the_replay_matches_i
         b.receive_data(b"".join(f"ok N{n} P{p} B{q}\n".encode() for n, p, q, _ in group), 1.0)
     out += len(framed(b.data_to_send(1.0)))
     assert out == 300
-    assert a.events() == b.events()
+    assert line_by_line(a.events()) == b.events()
     assert a.window.bytes == b.window.bytes and [x.seq for x in a.window.lines] == [x.seq for x in b.window.lines]
     assert [x.seq for x in a._received] == [x.seq for x in b._received]
     assert (a.planner_free, a.queue_free, a.lines_heard) == (b.planner_free, b.queue_free, b.lines_heard)
@@ -195,7 +204,7 @@ def test_any_other_line_ends_the_burst_and_goes_to_the_core_with_what_follows(pt
     assert rest.startswith(b"echo:busy: processing\n")
     core.express_done(batch, sent, oks, 1.0)
     core.receive_data(rest, 1.0)
-    got = core.events()
+    got = line_by_line(core.events())
     assert [e.seq for e in got if isinstance(e, ev.LineAcked)] == [1, 2][: 1 + rest.count(b"ok N2")]
     assert ev.Busy("processing") in got
 
@@ -231,7 +240,7 @@ def test_a_port_that_hangs_up_is_lost_after_the_answers_before_it_are_kept(pty_p
     assert why == _express.LOST
     assert [ok[0] for ok in oks] == [1]
     core.express_done(batch, sent, oks, 1.0)
-    assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [1]
+    assert acked_seqs(core) == [1]
 
 
 def test_a_writer_holding_the_port_lock_holds_the_exchange_writes_back(pty_pair):
@@ -255,12 +264,36 @@ def test_nothing_goes_by_the_exchange_unless_the_stream_is_steady():
     core = steady()
     assert core.express_lines([("M104 S200", 0), *moves(3)], 0.0) is None  # not a plain move at the head
     batch = core.express_lines([*moves(3), ("M104 S200", 0), *moves(3, 3)], 0.0)
-    assert batch is not None and batch.texts == tuple(t for t, _ in moves(3))  # up to the first other line
+    assert batch is not None and batch.texts == [t for t, _ in moves(3)]  # up to the first other line
     assert batch.wires[0] == frame(1, moves(1)[0][0])
     core.send("M105", host=True)
     assert core.express_lines(moves(3), 0.0) is None  # a host line waits
     fresh = MarlinProtocol(profile(), 0.0)
     assert fresh.express_lines(moves(3), 0.0) is None  # ADVANCED_OK not known yet
+
+
+def test_job_lines_the_python_path_queued_go_first_in_the_next_burst():
+    """After a line only the Python path writes (an M204 between moves), the moves it queued behind it
+    start the next burst: the stream goes back to the exchange instead of staying on the Python path
+    (it stayed there for good on real slicer files until this test)."""
+    core = steady()
+    core.send("M204 S1000", "m204")
+    for text, tag in moves(8):
+        core.send(text, tag)
+    assert core.express_lines(moves(3, 8), 0.0) is None  # the M204 is the core's to write
+    assert core.data_to_send(0.0).startswith(b"N1 M204 S1000*")  # and as many moves as the window takes
+    core.receive_data(b"ok N1 P15 B3\n", 0.0)
+    queued = list(core._job)
+    assert queued and core.outstanding == 8 - len(queued)
+    batch = core.express_lines(moves(3, 8), 0.0)
+    assert batch is not None and batch.queued == len(queued)
+    assert batch.texts == [t for t, _ in queued + moves(3, 8)] and batch.tags == [*range(8 - len(queued), 11)]
+    assert batch.wires == [frame(batch.next_seq + i, t) for i, t in enumerate(batch.texts)]
+    core.express_done(batch, 2, [], 0.0)  # two went out: the first two queued
+    assert list(core._job) == queued[2:] and core._next_seq == batch.next_seq + 2
+    assert [x.tag for x in core.window.lines][-2:] == [t for _, t in queued[:2]]
+    core._job.append(("M400", "end"))
+    assert core.express_lines(moves(3, 8), 0.0).texts == [t for t, _ in queued[2:]]  # up to the M400
 
 
 def test_answers_already_waiting_half_read_when_the_burst_starts_are_read_whole(pty_pair):
@@ -280,7 +313,7 @@ def test_answers_already_waiting_half_read_when_the_burst_starts_are_read_whole(
     _, sent, _, oks, rest, _ = pty_pair.run(core, batch, seconds=0.3)
     assert [ok[:3] for ok in oks] == [(1, 15, 3), (2, 15, 3)] and rest == b""
     core.express_done(batch, sent, oks, 1.0)
-    assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [1, 2]
+    assert acked_seqs(core) == [1, 2]
 
 
 def test_a_huge_line_from_a_broken_peer_ends_the_burst_and_goes_to_the_core_bounded(pty_pair):
