@@ -39,11 +39,21 @@ class JobFile:
         self.done = False
         self.note = ""  # the comment (or M117 text) on or just before the last command read
         self._comment = ""
+        self._too_long = ""  # the command that stopped the reading: raised once those before it are taken
 
     def next_command(self) -> tuple[str, JobPos] | None:
         """The next command to send, or None at the end of the file."""
-        while not self.done:
-            raw = self._f.readline()
+        got = self.read_commands(1)
+        return (got[0][0], got[0][1]) if got else None
+
+    def read_commands(self, n: int) -> list[tuple[str, JobPos, str]]:
+        """Up to `n` commands (fewer at the end of the file), each with its position and its note (the
+        comment on or just before it): the machine thread reads a burst's worth in one call. A command
+        too long for the firmware raises JobError once the ones before it have been returned."""
+        out: list[tuple[str, JobPos, str]] = []
+        readline, parens, max_line = self._f.readline, self.parens, self.max_line
+        while len(out) < n and not self.done and not self._too_long:
+            raw = readline()
             if not raw:
                 self.done = True
                 break
@@ -51,8 +61,8 @@ class JobFile:
             self.offset += len(raw)
             decoded = raw.decode("utf-8", "replace")
             if b";" in raw or b"(" in raw or b"%" in raw:
-                text = wire_text(decoded, parens=self.parens)
-                said = comment_text(decoded, self.parens)
+                text = wire_text(decoded, parens=parens)
+                said = comment_text(decoded, parens)
             else:  # most lines of a job: nothing to cut (the lexer's rules, without their cost per line)
                 text, said = decoded.strip(), ""
             if not text:
@@ -61,14 +71,17 @@ class JobFile:
             self.note, self._comment = said or self._comment, ""
             if text[:4].upper() == "M117":
                 self._comment = text[4:].strip()
-            if len(text) > self.max_line:
-                raise JobError(
+            if len(text) > max_line:
+                self._too_long = (
                     f"{self.path}:{self.line_no}: command is {len(text)} characters, "
-                    f"longer than the firmware's {self.max_line}"
+                    f"longer than the firmware's {max_line}"
                 )
+                break
             self.commands += 1
-            return text, JobPos(self.line_no, self.offset)
-        return None
+            out.append((text, JobPos(self.line_no, self.offset), self.note))
+        if self._too_long and not out:
+            raise JobError(self._too_long)
+        return out
 
     def close(self) -> None:
         self._f.close()

@@ -269,18 +269,18 @@ class MachineLoop:
 
     def _read_ahead(self, job: StreamingJob, n: int) -> None:
         """Read the file until `n` commands wait in `job.ahead`, or it ends, or a line is bad."""
-        while len(job.ahead) < n and not job.unreadable:
-            try:
-                item = job.file.next_command()
-            except JobError as exc:
-                job.unreadable = str(exc)
-                return
-            if item is None:
-                return
-            text, pos = item
+        want = n - len(job.ahead)
+        if want <= 0 or job.unreadable:
+            return
+        try:
+            got = job.file.read_commands(want)
+        except JobError as exc:
+            job.unreadable = str(exc)
+            return
+        for text, pos, note in got:
             if text[:1] in "Mm" and command_word(text) in PROMPTS:
-                job.notes[pos.line] = job.file.note
-            job.ahead.append((text, pos, job.file.note))
+                job.notes[pos.line] = note
+        job.ahead.extend(got)
 
     def _feed(self) -> None:
         job = self.job

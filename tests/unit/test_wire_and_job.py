@@ -85,6 +85,21 @@ def test_job_file_refuses_a_line_the_firmware_cannot_hold(tmp_path):
     job.close()
 
 
+def test_a_burst_read_stops_before_the_long_line_and_raises_at_the_next(tmp_path):
+    """The machine thread reads a burst's commands in one call: those before a line too long come
+    back (they are sent), the next call names the line, and nothing after it is ever read."""
+    f = tmp_path / "burst.gcode"
+    f.write_text("G28\n; a note\nG1 X1\nG1 " + "X1" * 60 + "\nG1 X2\n")
+    job = JobFile(f, max_line=80)
+    got = job.read_commands(10)
+    assert [(t, p.line, note) for t, p, note in got] == [("G28", 1, ""), ("G1 X1", 3, "a note")]
+    for _ in range(2):
+        with pytest.raises(JobError, match=r"burst.gcode:4: command is 123 characters"):
+            job.read_commands(10)
+    assert job.line_no == 4 and job.commands == 2
+    job.close()
+
+
 def test_missing_job_file_is_named(tmp_path):
     with pytest.raises(JobError, match=r"nope\.gcode: cannot open"):
         JobFile(tmp_path / "nope.gcode")
