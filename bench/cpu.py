@@ -12,11 +12,14 @@ Raspberry Pi can drive (issue 22).
 
 The whole agent runs in a child process (the machine threads, the job pump and its ledger, the usage
 analysis of every acknowledged line): each machine streams a job to a simulator in its own process,
-paced at the baud rate. The child's user+sys CPU (getrusage at its exit) for a long job minus that for a
-short one, over the difference in lines, is the steady-state cost of a line: start-up, the connection
-and the per-job costs cancel. A third run profiles every thread (cProfile on the thread's CPU clock) and
-charges each function's own time to its module's stage: the shares split the measured figure (the
-profiler's own overhead inflates small calls, so shares are a guide, not a measurement). Exits 0.
+paced at the baud rate. The child's user+sys CPU (getrusage, every thread) from the jobs' submission to
+the machines' return to idle, for a long job minus that for a short one, over the difference in lines, is
+the steady-state cost of a line: the per-job costs cancel, and start-up and shutdown are left out (taken
+at the child's exit, as until 2026-12-06, they added ±15 µs a line of noise). Printrun and OctoPrint
+are measured at their process's exit, long minus short. A third run profiles every thread (cProfile on
+the thread's CPU clock) and charges each function's own time to its module's stage: the shares split the
+measured figure (the profiler's own overhead inflates small calls, so shares are a guide, not a
+measurement). AFN_CPU_PSTATS=FILE also keeps that run's functions for `python -m pstats FILE`. Exits 0.
 """
 
 from __future__ import annotations
@@ -249,8 +252,13 @@ print(json.dumps({"cpu_s": u.ru_utime + u.ru_stime, "seconds": seconds, "outcome
 """
 
 
+def cpu_of(run: dict) -> float:
+    """The agent's CPU while its jobs ran (every thread); another host's, its whole process at exit."""
+    return float(run.get("job_cpu_s", run["cpu_s"]))
+
+
 def per_line(long: dict, short: dict, extra_lines: int) -> float:
-    return (long["cpu_s"] - short["cpu_s"]) / extra_lines * 1e6
+    return (cpu_of(long) - cpu_of(short)) / extra_lines * 1e6
 
 
 def host_row(host: str, kind: str, machines: int, baud: int, extra: int, short: dict, long: dict,
@@ -258,7 +266,7 @@ def host_row(host: str, kind: str, machines: int, baud: int, extra: int, short: 
     """One host's measured row: `extra` lines over all its machines, long job minus short job."""
     outcomes = ", ".join(sorted(set(long["outcomes"])))
     print(f"| {host} | {kind} | {machines} | {baud} | {extra // machines} | "
-          f"{long['cpu_s'] - short['cpu_s']:.2f} | **{per_line(long, short, extra):.1f}**{spread} | "
+          f"{cpu_of(long) - cpu_of(short):.2f} | **{per_line(long, short, extra):.1f}**{spread} | "
           f"{long['seconds']:.1f} | {outcomes} |", flush=True)  # fmt: skip
 
 
