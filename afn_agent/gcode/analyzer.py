@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 MAX_WARNINGS = 50
 HEAD_BYTES = 64 * 1024
+COMMENT_LINE = re.compile(r"^;[^\r\n]*", re.M)
 DEFAULT_DIAMETER = 1.75
 DEFAULT_DENSITY = 1.24  # PLA, g/cm³
 HEADER_KEYS = {
@@ -407,8 +409,8 @@ def material_from_file(path: str | Path) -> dict[str, float]:
     """Filament diameter and density a file's header or configuration block states (head and tail only)."""
     found: dict[str, float] = {}
     for chunk in file_ends(path):
-        for line in chunk.splitlines():
-            if line.startswith(";") and (hv := header_value(line)):
+        for comment in COMMENT_LINE.findall(chunk):  # the comment lines only: a job starts on each call
+            if hv := header_value(comment):
                 key = HEADER_KEYS.get(hv[0].lower())
                 if key in ("diameter", "density") and hv[1] > 0:
                     found.setdefault(key, hv[1])

@@ -22,6 +22,7 @@ SCAN_BYTES = 4_000_000  # thumbnails sit in the first kilobytes; a file without 
 MAX_SIDE = 640
 MAX_PIXELS = 640 * 640
 BEGIN_RE = re.compile(r"^;\s*thumbnail(?:_(PNG|JPG|QOI))?\s+begin\s+(\d+)x(\d+)\s+(\d+)", re.I)
+ANY_RE = re.compile(r"thumbnail", re.I)
 END_RE = re.compile(r"^;\s*thumbnail(?:_(?:PNG|JPG|QOI))?\s+end", re.I)
 
 
@@ -39,6 +40,8 @@ def extract(path: str | Path) -> Thumbnail | None:
     kind, size, chunks = "", (0, 0), list[str]()
     with open(path, "rb") as f:
         head = f.read(SCAN_BYTES).decode("ascii", "replace")
+    if not ANY_RE.search(head):  # most files: no picture, and no line-by-line look for one
+        return None
     for line in head.splitlines():
         if kind:
             if END_RE.match(line):
