@@ -75,6 +75,7 @@ def worker(config: str, job: str, sample: bool) -> None:
                 raise SystemExit(f"{m.name} did not come up: {m.state} {m.last_error}")
         if sampler:
             sampler.start()
+        at_start = cpu_now()
         started = time.monotonic()
         for machine_id in agent.machines:
             submit(agent.config, agent.ledger, machine_id, job, "bench", held=False)
@@ -82,6 +83,7 @@ def worker(config: str, job: str, sample: bool) -> None:
             if not agent.wait_idle(machine_id, 3600):
                 raise SystemExit(f"{machine_id} never finished")
         seconds = time.monotonic() - started
+        job_cpu_s = cpu_now() - at_start
         jobs = [agent.ledger.jobs(m, TERMINAL)[0] for m in agent.machines]
         links = {m.name: {"bytes": m.result.bytes, "seconds": m.result.seconds, "baud": m.link.baud}
                  for m in agent.machines.values() if m.result is not None}  # fmt: skip
@@ -90,9 +92,15 @@ def worker(config: str, job: str, sample: bool) -> None:
         if sampler:
             sampler.stop()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "seconds": seconds,
+    print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "job_cpu_s": job_cpu_s, "seconds": seconds,
                       "outcomes": [j["state"] for j in jobs], "links": links,
                       "stages": sampler.stages if sampler else {}}))  # fmt: skip
+
+
+def cpu_now() -> float:
+    """The whole process's user+sys CPU so far (every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Sampler:
