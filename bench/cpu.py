@@ -15,7 +15,7 @@ analysis of every acknowledged line): each machine streams a job to a simulator 
 paced at the baud rate. The child's user+sys CPU (getrusage, every thread) from the jobs' submission to
 the machines' return to idle, for a long job minus that for a short one, over the difference in lines, is
 the steady-state cost of a line: the per-job costs cancel, and start-up and shutdown are left out (taken
-at the child's exit, as until 2026-12-06, they added ±15 µs a line of noise). Printrun and OctoPrint
+at the child's exit, as until 2026-12-06, they added tens of µs a line of noise). Printrun and OctoPrint
 are measured at their process's exit, long minus short. A third run profiles every thread (cProfile on
 the thread's CPU clock) and charges each function's own time to its module's stage: the shares split the
 measured figure (the profiler's own overhead inflates small calls, so shares are a guide, not a
