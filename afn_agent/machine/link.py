@@ -47,6 +47,9 @@ class SerialLink:
         self.baud = baud
         self.followed = False  # the last wait read a line's end as it came: when the line ended is known
         self.napped_s = 0.0  # how long the last wait's nap took (a late wake-up shows here)
+        # a half-read answer's rest is slept for (one wake-up, not one per byte); off where every line
+        # waits for its answer (pingpong): there the sleep's overshoot is the stream's own time
+        self.sleep_for_rest = True
         self.write_timeout = write_timeout
         self.dtr = dtr
         self._ser: serial.Serial | None = None
@@ -133,7 +136,8 @@ class SerialLink:
         self.followed = True
         deadline = time.monotonic() + min(timeout, LINE_END_S)
         have = len(data) - (data.rfind(b"\n") + 1)  # bytes of the line under way
-        time.sleep(max(LINE_BYTES - have, 1) * 10 / max(self.baud, 1200))  # the rest of a short answer
+        if self.sleep_for_rest:
+            time.sleep(max(LINE_BYTES - have, 1) * 10 / max(self.baud, 1200))  # the rest of a short answer
         parts = [data]
         while (left := deadline - time.monotonic()) > 0 and self._ready(fd, left):
             parts.append(more := self.read())  # a longer line: from here, woken as its bytes come

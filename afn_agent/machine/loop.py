@@ -53,6 +53,7 @@ class MachineLoop:
         self.m = machine
         self.profile = machine.profile
         self.link = machine.link
+        self.link.sleep_for_rest = machine.profile.link.flow != "pingpong"  # see SerialLink.sleep_for_rest
         self.driver: Driver = driver_for(machine.profile, time.monotonic())
         self.stop_on_grbl_error = stop_on_grbl_error
         self.reconnect_s = reconnect_s

@@ -197,3 +197,18 @@ def test_a_command_posted_during_a_nap_wakes_the_thread_at_once(pty_link):
     started = time.monotonic()
     assert link.wait(5.0, nap=2.0) == b""
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("sleep_for_rest", [True, False])
+def test_where_every_line_waits_for_its_answer_its_rest_is_not_slept_for(pty_link, sleep_for_rest, monkeypatch):
+    """Pingpong: the thread is woken by the answer's last bytes instead of sleeping for the length of a
+    long one (the sleep's overshoot cost pingpong streams 3-4 %, issue 22)."""
+    link, fw = pty_link
+    link.sleep_for_rest = sleep_for_rest
+    slept: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), real_sleep(s)))
+    os.write(fw, b"ok")
+    threading.Timer(0.002, lambda: os.write(fw, b"\n")).start()
+    assert link.wait(1.0) == b"ok\n"
+    assert slept == ([14 * 10 / 115200] if sleep_for_rest else [])
