@@ -298,8 +298,7 @@ class MarlinProtocol:
             for _ in range(min(sent, batch.queued)):
                 self._job.popleft()
             self._history.extend(lines)
-            self.window.lines.extend(lines)
-            self.window.bytes += sum(map(len, batch.wires[:sent]))
+            self.window.extend(lines)
         if not oks:
             return
         _, p, b, _ = oks[-1]
@@ -307,9 +306,7 @@ class MarlinProtocol:
         self.lines_heard += len(oks)
         self._wait_since, self._probes = now, 0
         self._express_retire(answered)
-        win = self.window
-        while win.lines and win.lines[0].seq <= received:
-            self._received.append(win.pop_oldest())  # type: ignore[arg-type]
+        self._mark_received(received)
 
     def _express_reckon(self, first: int, oks: Sequence[ExpressOk]) -> tuple[int, int]:
         """What the oks, taken one by one by `_on_advanced_ok`, leave: every line through the highest
@@ -331,11 +328,7 @@ class MarlinProtocol:
             if self._received:
                 done.append(self._received.popleft())
                 continue
-            take = min(answered - oldest.seq + 1, len(self.window.lines))
-            pop = self.window.lines.popleft
-            taken = [pop() for _ in range(take)]
-            self.window.bytes -= sum(len(x.wire) for x in taken)
-            done += taken
+            done += self.window.pop_many(answered - oldest.seq + 1)
         done = [x for x in done if x.seq > self._acked_seq]
         if done:
             self._acked_seq = done[-1].seq

@@ -47,6 +47,18 @@ class Window:
         self.lines.append(line)
         self.bytes += len(line.wire)
 
+    def extend(self, lines: list[SentLine]) -> None:
+        """`push` for each, at once (a burst of the compiled exchange)."""
+        self.lines.extend(lines)
+        self.bytes += sum(len(x.wire) for x in lines)
+
+    def pop_many(self, n: int) -> list[SentLine]:
+        """`pop_oldest` up to `n` times, at once."""
+        pop = self.lines.popleft
+        taken = [pop() for _ in range(min(n, len(self.lines)))]
+        self.bytes -= sum(len(x.wire) for x in taken)
+        return taken
+
     def pop_oldest(self) -> SentLine | None:
         if not self.lines:
             return None

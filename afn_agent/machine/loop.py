@@ -441,7 +441,7 @@ class MachineLoop:
     def job_line_done(self, pos: Any, text: str) -> None:
         """A job line the agent carried out itself (GRBL's M6): answered as if the firmware had."""
         if self.job is not None and isinstance(pos, JobPos):
-            self.job.on_acked(pos, text)
+            self.job.on_acked(pos, (text,))
             self.job.held_for_tool = False
 
     def prompt_answered(self, by: str) -> None:
@@ -477,17 +477,21 @@ class MachineLoop:
         if handler is not None:
             handler(self, event, now)
 
-    def _on_acked(self, event: ev.LineAcked, now: float) -> None:
+    def _answer_seen(self) -> None:
+        """An answer ends a stall."""
         if self._stall_since:
             self._stall_since = 0.0
             self._emit(me.StallCleared)
+
+    def _on_acked(self, event: ev.LineAcked, now: float) -> None:
+        self._answer_seen()
         job = self.job
         if event.text in ("$X", "$H") and self.m.state in STOPPED_STATES:
             self._set_state(MachineState.IDLE)
         elif isinstance(event.tag, JobPos) and job is not None:
             self._answered += event.size
             self._answered_lines += 1
-            if job.on_acked(event.tag, event.text):
+            if job.on_acked(event.tag, (event.text,)):
                 self._emit(me.FirstLine, heating=job.heating)  # on the machine: its active time starts
         elif event.tag == END_MARK and job is not None:
             outcome = job.ending or "completed"
@@ -500,12 +504,10 @@ class MachineLoop:
             for each in event.each():
                 self._on_acked(each, now)
             return
-        if self._stall_since:
-            self._stall_since = 0.0
-            self._emit(me.StallCleared)
+        self._answer_seen()
         self._answered += sum(event.sizes)
         self._answered_lines += len(event.texts)
-        if job.on_acked_run(event.tags[-1], event.texts):
+        if job.on_acked(event.tags[-1], event.texts):
             self._emit(me.FirstLine, heating=job.heating)
 
     def _on_fault(self, event: ev.Fault, now: float) -> None:

@@ -50,22 +50,14 @@ class StreamingJob:
     def path(self) -> str:
         return str(self.file.path)
 
-    def on_acked(self, pos: JobPos, text: str) -> bool:
-        """A job line answered; True for the job's first."""
-        self.acked = pos
-        self.acked_lines += 1
-        if self.usage is not None:
-            self.usage.feed_line(text)  # plain moves stay in the compiled core, as when the file was quoted
-        return self.acked_lines == 1
-
-    def on_acked_run(self, last: JobPos, texts: tuple[str, ...]) -> bool:
-        """Job lines answered in a row (a burst), `last` the position of the last; True if they
-        include the job's first."""
+    def on_acked(self, last: JobPos, texts: tuple[str, ...]) -> bool:
+        """Job lines answered in a row (one, or a burst's), `last` the position of the last; True if
+        they include the job's first."""
         first = self.acked_lines == 0
         self.acked = last
         self.acked_lines += len(texts)
         if self.usage is not None:
-            self.usage.feed_lines(texts)
+            self.usage.feed_lines(texts)  # plain moves stay in the compiled core, as when the file was quoted
         return first
 
     def progress(self) -> float:
