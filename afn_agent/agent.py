@@ -377,10 +377,5 @@ class Agent:
         return machines and all(p.is_alive() for p in list(self.plugs.values()))
 
     def wait_idle(self, machine_id: str, timeout: float) -> bool:
-        """Until the machine has no job queued or running (tests and the demo)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.pump.busy(machine_id):
-                return True
-            time.sleep(0.05)
-        return False
+        """Until the machine has no job queued or running (tests, the demo, benchmarks)."""
+        return self.pump.wait_idle(machine_id, timeout)

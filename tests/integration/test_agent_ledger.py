@@ -187,3 +187,23 @@ def test_locked_machine_takes_no_job_until_unlocked(printer_agent, tmp_path):
     agent.control.unlock("printer-1", "manager-1")
     assert agent.wait_idle("printer-1", 30)
     assert agent.ledger.jobs("printer-1")[0]["state"] == "completed"
+
+
+def test_waiting_for_idle_is_woken_by_the_jobs_end_and_sees_it_published(printer_agent, tmp_path):
+    """wait_idle (the demo's, the tests' and bench/cpu.py's) sleeps until the pump has recorded and
+    published the job's end: it looks at the queue once a dispatch tick at most, not 20 times a second
+    (each look took the GIL from the streaming threads)."""
+    agent = printer_agent()
+    looks = []  # the pump's looks at a machine's jobs, under its lock or not
+    for name in ("busy", "_busy"):
+        look = getattr(agent.pump, name)
+        setattr(agent.pump, name, lambda machine_id, look=look: looks.append(machine_id) or look(machine_id))
+    job_id, _ = submit(agent.config, agent.ledger, "printer-1", job_file(tmp_path, 1500, None), "test")
+    started = time.monotonic()
+    assert agent.wait_idle("printer-1", 60)
+    seconds = time.monotonic() - started
+    events = [json.loads(r["payload"]) for r in agent.ledger.outbox_due(limit=1000) if r["kind"] == "event"]
+    assert any(e["type"] == "job-completed" and e.get("job_id") == job_id for e in events), events
+    assert [r["job"]["id"] for r in records(agent)] == [job_id]
+    assert seconds > 0.5, "a job this long takes a while at the simulator's speed"
+    assert len(looks) <= seconds / 0.25 + 3, (len(looks), seconds)
