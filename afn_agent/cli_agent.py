@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,6 +129,16 @@ def until_signal() -> threading.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     return stop
+
+
+def _raiser(flag: threading.Event, turn: threading.Event) -> Callable[..., None]:
+    """A signal handler raising `flag`, then `turn`: the main thread waits on `turn` for any of them."""
+
+    def handler(*_: object) -> None:
+        flag.set()
+        turn.set()
+
+    return handler
 
 
 def config_or_exit(path: str) -> AgentConfig:
@@ -342,9 +353,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif failure:
         agent.ledger.close()
         return _not_starting(failure)
-    stop = until_signal()
-    hup = threading.Event()
-    signal.signal(signal.SIGHUP, lambda *_: hup.set())  # systemctl reload
+    stop, hup, turn = threading.Event(), threading.Event(), threading.Event()
+    for sig, flag in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, hup)):  # HUP: reload
+        signal.signal(sig, _raiser(flag, turn))
     from .errors import AfnError
     from .systemd import notify
 
@@ -358,7 +369,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _not_starting(refusal)
     print(f"afn-agent: running {', '.join(agent.machines)}; ledger {agent.config.ledger_path}", flush=True)
     notify(f"READY=1\nSTATUS=running {len(agent.machines)} machine(s)")
-    while not stop.wait(0.2):
+    while not stop.is_set():  # the main thread sleeps until a signal: no timed wake-ups beside the machines
+        turn.wait()
+        turn.clear()
         if not hup.is_set():
             continue
         hup.clear()
