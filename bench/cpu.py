@@ -59,6 +59,12 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("machine loop", ("afn_agent/machine/",)),
 )  # fmt: skip
 
+THREAD_GROUPS = (
+    ("machine threads", lambda name: name.startswith("machine-")),
+    ("the pump", lambda name: name == "agent-pump"),
+    ("the submitting thread (the quote's analysis)", lambda name: name == "MainThread"),
+)  # fmt: skip
+
 
 # ---- the child: one agent, N machines, one job each -------------------------------------------------
 def worker(config: str, job: str, sample: bool) -> None:
@@ -75,7 +81,7 @@ def worker(config: str, job: str, sample: bool) -> None:
                 raise SystemExit(f"{m.name} did not come up: {m.state} {m.last_error}")
         if sampler:
             sampler.start()
-        at_start = cpu_now()
+        at_start, threads_at_start = cpu_now(), thread_clocks()
         started = time.monotonic()
         for machine_id in agent.machines:
             submit(agent.config, agent.ledger, machine_id, job, "bench", held=False)
@@ -84,6 +90,7 @@ def worker(config: str, job: str, sample: bool) -> None:
                 raise SystemExit(f"{machine_id} never finished")
         seconds = time.monotonic() - started
         job_cpu_s = cpu_now() - at_start
+        threads = {k: v - threads_at_start.get(k, 0.0) for k, v in thread_clocks().items()}
         jobs = [agent.ledger.jobs(m, TERMINAL)[0] for m in agent.machines]
         links = {m.name: {"bytes": m.result.bytes, "seconds": m.result.seconds, "baud": m.link.baud}
                  for m in agent.machines.values() if m.result is not None}  # fmt: skip
@@ -93,8 +100,30 @@ def worker(config: str, job: str, sample: bool) -> None:
             sampler.stop()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"cpu_s": usage.ru_utime + usage.ru_stime, "job_cpu_s": job_cpu_s, "seconds": seconds,
+                      "threads": threads,
                       "outcomes": [j["state"] for j in jobs], "links": links,
                       "stages": sampler.stages if sampler else {}}))  # fmt: skip
+
+
+def thread_clocks() -> dict[str, float]:
+    """Each live thread's CPU so far in seconds (the scheduler's clock in /proc: exact, where a sampled
+    profile is not), summed by what the thread is for; {} off Linux. Here, not in bench/: a child may
+    import another checkout's bench package (--against)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            ns = int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+        name = names.get(int(tid), "")
+        group = next((g for g, test in THREAD_GROUPS if test(name)), "other threads")
+        out[group] = out.get(group, 0.0) + ns / 1e9
+    return out
 
 
 def cpu_now() -> float:
@@ -278,6 +307,42 @@ def host_row(host: str, kind: str, machines: int, baud: int, extra: int, short: 
           f"{long['seconds']:.1f} | {outcomes} |", flush=True)  # fmt: skip
 
 
+def threads_table(rows: list[tuple[str, str, int, int, int, dict, dict, list[float]]]) -> None:
+    """The median runs' CPU by thread (exact, from the scheduler), and what is left over the bare host's
+    (the OS's share of writing a line and waiting for its answer, measured in the same rounds)."""
+    groups = [g for g, _ in THREAD_GROUPS] + ["other threads"]
+    print("\n## By thread (each thread's own clock over the jobs, long − short, µs per line; the median "
+          "runs)\n")  # fmt: skip
+    print(f"| host | machines | baud | {' | '.join(groups)} | all | over the bare C host |")
+    print("|---|---|---|" + "---|" * (len(groups) + 2))
+    for host, _, machines, baud, extra, short, long, floors in rows:
+        cells = [(long.get("threads", {}).get(g, 0.0) - short.get("threads", {}).get(g, 0.0)) / extra * 1e6
+                 for g in groups]  # fmt: skip
+        floor_us = sorted(floors)[len(floors) // 2] if floors else None
+        over = f"{per_line(long, short, extra) - floor_us:+.1f}" if floor_us is not None else ""
+        print(f"| {host} | {machines} | {baud} | {' | '.join(f'{c:.1f}' for c in cells)} | "
+              f"{per_line(long, short, extra):.1f} | {over} |")
+
+
+def compile_bare(work: Path) -> Path | None:
+    """bench/least_host.c built (None without a C compiler): the same-run baseline."""
+    from bench import least_host  # here: a child measuring another checkout (--against) has none
+
+    return least_host.compile_c(work)
+
+
+def bare_run(binary: Path, baud: int, machines: int, lines: int, work: Path) -> float:
+    """The bare C host's CPU per line (mean over its machines), watching the port for whole lines as the
+    compiled exchange does, on the same simulator and job."""
+    from bench import least_host
+
+    outcomes, faults = least_host.run(baud, machines, least_host.WATCH_LINES, lines,
+                                      Path(tempfile.mkdtemp(dir=work)), binary)  # fmt: skip
+    if faults or not outcomes:
+        raise RuntimeError(f"the bare C host lost or damaged lines ({faults} faults)")
+    return sum(o.us_per_line for o in outcomes) / len(outcomes)
+
+
 HOG = "import time\nwhile True:\n    time.monotonic()"
 
 
@@ -408,23 +473,33 @@ def main() -> int:
     print("| host | firmware | machines | baud | lines/machine (long − short) | CPU long − short (s) "
           "| µs per line | long job (s) | outcomes |")
     print("|---|---|---|---|---|---|---|---|---|")
-    stages_rows = []
+    stages_rows, thread_rows = [], []
+    bare = compile_bare(work)
     for kind, machines, baud in runs:
         files = {n: circle_gcode(work / f"{kind}-{n}.gcode", n, 0.1, centre=(110, 110))
                  for n in (short_n, long_n)}  # fmt: skip
         extra = (lines_of(files[long_n]) - lines_of(files[short_n])) * machines
         trees = ([args.against] if args.against else []) + [None]  # the other tree first, each round
         seen: dict[str | None, list[tuple[float, dict, dict]]] = {t: [] for t in trees}
+        floors: list[float] = []
         for _ in range(args.repeat):  # interleaved: a noisy spell on the shared machine hits both
             for tree in trees:
                 short = agent_run(kind, machines, baud, files[short_n], work, tree=tree)
                 long = agent_run(kind, machines, baud, files[long_n], work, tree=tree)
                 seen[tree].append((per_line(long, short, extra), short, long))
+            if bare is not None and kind == "marlin":
+                floors.append(bare_run(bare, baud, machines, long_n, work))
         for tree in trees:
             us, short, long = sorted(seen[tree], key=lambda r: r[0])[len(seen[tree]) // 2]  # the median
             spread = f" ({min(r[0] for r in seen[tree]):.0f}–{max(r[0] for r in seen[tree]):.0f})"
             host_row(tree or "afn-agent", kind, machines, baud, extra, short, long,
                      spread if args.repeat > 1 else "")  # fmt: skip
+            thread_rows.append((tree or "afn-agent", kind, machines, baud, extra, short, long, floors))
+        if floors:
+            floors.sort()
+            spread = f" ({floors[0]:.0f}–{floors[-1]:.0f})" if len(floors) > 1 else ""
+            print(f"| bare C host (bench/least_host.c) | {kind} | {machines} | {baud} | {long_n} | | "
+                  f"**{floors[len(floors) // 2]:.1f}**{spread} | | (the OS's share: no interpreter) |")
         if args.printrun and machines == 1:
             pr = [printrun_run(args.printrun, kind, baud, files[n], work) for n in (short_n, long_n)]
             if pr[0] and pr[1] and "error" not in pr[0] and "error" not in pr[1]:
@@ -443,6 +518,7 @@ def main() -> int:
         if baud == args.baud:
             sampled = agent_run(kind, machines, baud, files[long_n], work, sample=True)
             stages_rows.append((kind, machines, baud, us, sampled["stages"]))
+    threads_table(thread_rows)
     print("\n## Where a line's CPU goes (sampled run of the long job; shares of the sampled CPU × µs/line)\n")
     for kind, machines, baud, us, stages in stages_rows:
         total = sum(stages.values()) or 1.0
