@@ -96,6 +96,7 @@ BANNERS = {
 
 class GrblSim(SimFirmware):
     name = "grbl"
+    WAKES = re.compile(rb"[\r\n?!~\x18\x80-\xff]")  # a line's end, and every realtime byte (on_urgent)
 
     def reset_state(self) -> None:
         self.linebuf = bytearray()

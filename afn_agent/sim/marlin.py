@@ -55,6 +55,7 @@ class _Heater:
 
 class MarlinSim(SimFirmware):
     name = "marlin"
+    WAKES = re.compile(rb"[\r\n]")  # a line's end (the emergency parser acts there too)
 
     def reset_state(self) -> None:
         o = self.opts

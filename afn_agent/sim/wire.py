@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tty
 from collections import deque
 from pathlib import Path
@@ -41,6 +42,14 @@ class Wire:
             return float("inf")
         start, _, done = self._chunks[0]
         return float(start + (done + 1) * self.byte_time + self.latency)
+
+    def next_arrival_of(self, wakes: re.Pattern[bytes]) -> float:
+        """When the next byte matching `wakes` completes its trip, or infinity: the simulator need not
+        wake for the bytes between (it takes them later, each at its own time)."""
+        for start, data, done in self._chunks:
+            if (m := wakes.search(data, done)) is not None:
+                return float(start + (m.start() + 1) * self.byte_time + self.latency)
+        return float("inf")
 
     def take_one(self) -> tuple[int, float]:
         """Pop the next byte with its arrival time (call only when next_arrival() is finite)."""
