@@ -467,6 +467,7 @@ def main() -> int:
         runs += [("marlin", 1, 115200), ("marlin", 4, 115200), ("grbl", 1, 115200), ("grbl", 4, 115200)]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     flags = (" --quick" if args.quick else "") + (f" --baud {args.baud}" if args.baud != 250000 else "")
+    flags += (f" --against {args.against}" if args.against else "") + f" --repeat {args.repeat}"
     flags += (" --printrun …" if args.printrun else "") + (" --octoprint …" if args.octoprint else "")
     print(f"# afn-agent CPU per streamed line\n\n`python bench/cpu.py{flags}`, {when}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}\n")  # fmt: skip
