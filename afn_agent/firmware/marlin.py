@@ -379,6 +379,8 @@ class MarlinProtocol:
                 self._on_damaged_ok(int(numbered_ok.group(1)), fragment)
             if not swallow and (numbered_ok or not fragment):
                 self._on_ok(line)
+            elif fragment and not numbered_ok and self._ran_unnumbered(fragment):
+                self._probe(self._now)  # nothing more will come: ask where Marlin is now, not in ok_s
         elif m := RESEND_RE.match(line):
             self._on_resend(int(m.group(1)))
         elif low.startswith("error") or low.startswith("!!"):
@@ -611,6 +613,15 @@ class MarlinProtocol:
                 self._settle_at = self._now + RESEND_SETTLE_S
             return
         self._emit(ev.FirmwareWarning(line, oldest.seq if oldest else None))
+
+    def _ran_unnumbered(self, fragment: str) -> bool:
+        """Our only unanswered line reached Marlin with its N damaged (read as an unknown command: it ran
+        nothing): no later line is on the way to make Marlin ask for it again, so the ok-watchdog would
+        wait out its whole timeout (5 s a time in a pingpong stream with 1 % of lines corrupted)."""
+        oldest = self.oldest_unanswered()
+        if oldest is None or self.outstanding != 1 or self._rewind is not None:
+            return False
+        return squeeze(fragment).endswith(squeeze(oldest.text))
 
     def _on_damaged_ok(self, seq: int, ran: str) -> None:
         """Our line N was damaged on the wire in a way its XOR checksum missed (two flips of one bit):

@@ -33,11 +33,11 @@ def real_fw(tmp_path):
 
 @pytest.fixture
 def machine_on():
-    """machine_on(port, profile) -> a Machine ready on that port, closed at teardown."""
+    """machine_on(port, profile name or Profile) -> a Machine ready on that port, closed at teardown."""
     machines: list[Machine] = []
 
-    def make(port, prof: str = "marlin2", ready: bool = True, **kw) -> Machine:
-        m = Machine("m", load_profile(prof), str(port), **kw).start()
+    def make(port, prof="marlin2", ready: bool = True, **kw) -> Machine:
+        m = Machine("m", load_profile(prof) if isinstance(prof, str) else prof, str(port), **kw).start()
         machines.append(m)
         if ready:
             assert m.wait_ready(30), f"machine not ready: {m.state} {m.last_error}"

@@ -7,6 +7,7 @@ full, as a real UART does, and counts them; the agent must never make it drop on
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -102,6 +103,33 @@ def test_flipped_bytes_and_dropped_lines_every_line_executed_and_counted_once(
     assert fw.rx_dropped() == 0
     print(f"seed {seed}: {link.flipped} of {link.bytes} bytes flipped, {link.dropped} lines dropped, "
           f"{r.resends} resends, {r.seconds:.1f} s")  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pingpong_with_flipped_bytes_every_line_executed_once(real_fw, machine_on, tmp_path, seed):
+    """One line at a time (the pingpong flow) over a line flipping 1 % of the bytes: a line whose N is
+    damaged reaches Marlin as an unknown command and draws an ok without N; nothing follows it, so the
+    agent asks at once where Marlin is (a probe) and the line is resent, run once."""
+    fw = marlin(real_fw)
+    path = circle_gcode(tmp_path / "c.gcode", 600, feed=6000)
+    base = load_profile("marlin2")
+    link = NoisyLink(fw.link, flip=0.01, drop_line=0.0, seed=seed).start()
+    try:
+        m = machine_on(link.port, replace(base, link=replace(base.link, flow="pingpong")))
+        m.start_job(path)
+        r = m.wait_job(240)
+    finally:
+        link.stop()
+    assert r.outcome == "completed", r
+    want = file_commands(path)
+    ran = ran_numbered(fw)
+    assert job_slice(ran, want)[: len(want)] == want
+    assert ran.count(want[-1]) == 1
+    assert r.lines == len(want)
+    assert link.flipped > 0.008 * link.bytes and r.resends > 0
+    assert fw.rx_dropped() == 0
+    print(f"pingpong seed {seed}: {link.flipped} of {link.bytes} bytes flipped, {r.resends} resends, "
+          f"{r.seconds:.1f} s")  # fmt: skip
 
 
 def test_heat_waits_with_busy_keepalives_then_the_job_runs(real_fw, machine_on, tmp_path):

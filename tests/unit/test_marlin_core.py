@@ -412,3 +412,39 @@ def test_the_plain_ok_shortcut_acts_as_the_general_reading_does():
     assert acked == [2, 3, 4, 5, 6, 7]
     assert [raw for raw, taken in tried if not taken] == [  # left to the general reading
         b"ok N4 P15 B3", b"ok N5 P15 B3 T:20.0 /0.0", b"ok N7 P15 B3", b"ok N1 P15 B3"]  # fmt: skip
+
+
+@pytest.mark.parametrize("damaged", ["41", "G1", " 1", "M1", ".1"])
+def test_the_only_line_read_without_its_n_is_asked_for_at_once(damaged):
+    """Pingpong: line N1's `N` was damaged on the wire, so Marlin read an unknown command (ran nothing)
+    and answered an ok without N. No later line will make it ask for N1: the core probes at once (the
+    probe's Resend brings the line back) instead of waiting out ok_s."""
+    core = connected(flow="pingpong")
+    core.send("G1 X-3.586 Y-23.602 E0.00333")
+    core.send("G1 X-3.487 Y-23.617 E0.00333")
+    (sent,) = framed(core.data_to_send(0.0))
+    assert sent == (2, "G1 X-3.586 Y-23.602 E0.00333")
+    core.receive_data(f'echo:Unknown command: "{damaged}2 G1 X-3.586 Y-23.602 E0.00333"\nok P15 B3\n'.encode(),
+                      0.01)  # fmt: skip
+    assert not any(isinstance(e, ev.LineAcked) for e in core.events())
+    assert framed(core.data_to_send(0.01)) == [(3, "M105")]  # the probe, 0.01 s after: not ok_s later
+    core.receive_data(b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n", 0.02)
+    assert framed(core.data_to_send(0.02)) == [(2, "G1 X-3.586 Y-23.602 E0.00333")]
+    core.receive_data(b"ok\n", 0.03)
+    assert [e.tag for e in core.events() if isinstance(e, ev.LineAcked)] == [None]
+
+
+def test_an_unknown_fragment_that_is_not_our_only_line_waits_as_before():
+    """A fragment with more of our lines on the way (windowed), or one that is not our line: no probe;
+    the lines behind it make Marlin ask for the lost one."""
+    core = connected()
+    for i in range(3):
+        core.send(f"G1 X{i}.5")
+    core.data_to_send(0.0)
+    core.receive_data(b'echo:Unknown command: "42 G1 X0.5"\nok P15 B3\n', 0.01)
+    assert core.data_to_send(0.01) == b""
+    solo = connected(flow="pingpong")
+    solo.send("G1 X1.5")
+    solo.data_to_send(0.0)
+    solo.receive_data(b'echo:Unknown command: "G1 X9"\nok P15 B3\n', 0.01)
+    assert solo.data_to_send(0.01) == b""
