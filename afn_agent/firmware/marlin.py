@@ -615,13 +615,13 @@ class MarlinProtocol:
         self._emit(ev.FirmwareWarning(line, oldest.seq if oldest else None))
 
     def _ran_unnumbered(self, fragment: str) -> bool:
-        """Our only unanswered line reached Marlin with its N damaged (read as an unknown command: it ran
-        nothing): no later line is on the way to make Marlin ask for it again, so the ok-watchdog would
-        wait out its whole timeout (5 s a time in a pingpong stream with 1 % of lines corrupted)."""
-        oldest = self.oldest_unanswered()
-        if oldest is None or self.outstanding != 1 or self._rewind is not None:
+        """The newest line we wrote reached Marlin with its N damaged (read as an unknown command: it ran
+        nothing), so Marlin has read all we sent and no later line will make it ask for that one: the
+        ok-watchdog would wait out its whole timeout (5 s a time in a pingpong stream with 1 % of lines
+        corrupted, again when the probe itself is damaged)."""
+        if self.oldest_unanswered() is None or not self._history or self._rewind is not None:
             return False
-        return squeeze(fragment).endswith(squeeze(oldest.text))
+        return squeeze(fragment).endswith(squeeze(self._history[-1].text))
 
     def _on_damaged_ok(self, seq: int, ran: str) -> None:
         """Our line N was damaged on the wire in a way its XOR checksum missed (two flips of one bit):

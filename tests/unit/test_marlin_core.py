@@ -428,9 +428,11 @@ def test_the_only_line_read_without_its_n_is_asked_for_at_once(damaged):
                       0.01)  # fmt: skip
     assert not any(isinstance(e, ev.LineAcked) for e in core.events())
     assert framed(core.data_to_send(0.01)) == [(3, "M105")]  # the probe, 0.01 s after: not ok_s later
-    core.receive_data(b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n", 0.02)
-    assert framed(core.data_to_send(0.02)) == [(2, "G1 X-3.586 Y-23.602 E0.00333")]
-    core.receive_data(b"ok\n", 0.03)
+    core.receive_data(b'echo:Unknown command: "O3 M105"\nok P15 B3\n', 0.02)  # the probe's N damaged too
+    assert framed(core.data_to_send(0.02)) == [(4, "M105")]
+    core.receive_data(b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n", 0.03)
+    assert framed(core.data_to_send(0.03)) == [(2, "G1 X-3.586 Y-23.602 E0.00333")]
+    core.receive_data(b"ok\n", 0.04)
     assert [e.tag for e in core.events() if isinstance(e, ev.LineAcked)] == [None]
 
 
