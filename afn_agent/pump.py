@@ -545,8 +545,10 @@ class JobPump:
             self._close(machine_id, run.job_id, "interrupted", "offline", reason, figures, tariff=run.tariff)
             with self._lock:
                 del self._running[machine_id]
-                self._job_ended.notify_all()
             self.ledger.set_machine(machine_id, needs_confirmation="interrupted")
+        with self._lock:  # every end above is recorded: no pump turn follows to say so
+            self._ending.clear()
+            self._job_ended.notify_all()
 
 
 def _record_summary(record: dict[str, Any]) -> dict[str, Any]:
