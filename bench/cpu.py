@@ -19,7 +19,10 @@ at the child's exit, as until 2026-12-06, they added tens of µs a line of noise
 are measured at their process's exit, long minus short. A third run profiles every thread (cProfile on
 the thread's CPU clock) and charges each function's own time to its module's stage: the shares split the
 measured figure (the profiler's own overhead inflates small calls, so shares are a guide, not a
-measurement). AFN_CPU_PSTATS=FILE also keeps that run's functions for `python -m pstats FILE`. Exits 0.
+measurement). AFN_CPU_PSTATS=FILE also keeps that run's functions for `python -m pstats FILE`. The
+same jobs' CPU by thread (each thread's scheduler clock in /proc) is exact; and for Marlin each round also
+runs the bare C host of bench/least_host.c on the same simulator and job: what the operating system alone
+charges a line, the floor the agent's figure is read against. Exits 0.
 """
 
 from __future__ import annotations
