@@ -123,11 +123,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     bk.set_defaults(handler=cmd_ledger_backup)
 
 
-def until_signal() -> threading.Event:
-    """An event set by SIGTERM (systemd stop) or SIGINT (Ctrl-C): long-running commands wait on it."""
+def until_signal(turn: threading.Event | None = None) -> threading.Event:
+    """An event set by SIGTERM (systemd stop) or SIGINT (Ctrl-C): long-running commands wait on it;
+    `turn`, if given, is raised too (a loop that also waits for other signals waits on it)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, _raiser(stop, turn or stop))
     return stop
 
 
@@ -353,9 +354,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif failure:
         agent.ledger.close()
         return _not_starting(failure)
-    stop, hup, turn = threading.Event(), threading.Event(), threading.Event()
-    for sig, flag in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, hup)):  # HUP: reload
-        signal.signal(sig, _raiser(flag, turn))
+    turn, hup = threading.Event(), threading.Event()
+    stop = until_signal(turn)
+    signal.signal(signal.SIGHUP, _raiser(hup, turn))  # systemctl reload
     from .errors import AfnError
     from .systemd import notify
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from afn_agent.firmware.profile import load_profile
+from afn_agent.firmware.profile import Profile, load_profile
 from afn_agent.machine.worker import Machine
 from tests.realfw.firmware import RealFirmware, available
 
@@ -36,7 +36,7 @@ def machine_on():
     """machine_on(port, profile name or Profile) -> a Machine ready on that port, closed at teardown."""
     machines: list[Machine] = []
 
-    def make(port, prof="marlin2", ready: bool = True, **kw) -> Machine:
+    def make(port, prof: str | Profile = "marlin2", ready: bool = True, **kw) -> Machine:
         m = Machine("m", load_profile(prof) if isinstance(prof, str) else prof, str(port), **kw).start()
         machines.append(m)
         if ready:
