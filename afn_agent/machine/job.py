@@ -1,21 +1,24 @@
-"""A job file read line by line from disk, so a 200 MB file costs no more memory than a 2 MB one."""
+"""A job file read a block at a time from disk, so a 200 MB file costs no more memory than a 2 MB one."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..gcode.lexer import comment_text, wire_text
+from ._jobfile import plain_commands
+
+BLOCK = 1 << 16  # bytes read from the file at a time
 
 
 class JobError(ValueError):
     """A job file that cannot be streamed; the message names the file and line."""
 
 
-@dataclass(frozen=True, slots=True)
-class JobPos:
-    """Where a command came from: its line in the file, and the file offset just after it."""
+class JobPos(NamedTuple):
+    """Where a command came from: its line in the file, and the file offset just after it. A tuple, so
+    the compiled reader makes one per command without running a constructor."""
 
     line: int
     offset: int
@@ -40,6 +43,7 @@ class JobFile:
         self.note = ""  # the comment (or M117 text) on or just before the last command read
         self._comment = ""
         self._too_long = ""  # the command that stopped the reading: raised once those before it are taken
+        self._block, self._at, self._eof = b"", 0, False  # the file read a block at a time
 
     def next_command(self) -> tuple[str, JobPos] | None:
         """The next command to send, or None at the end of the file."""
@@ -51,37 +55,63 @@ class JobFile:
         comment on or just before it): the machine thread reads a burst's worth in one call. A command
         too long for the firmware raises JobError once the ones before it have been returned."""
         out: list[tuple[str, JobPos, str]] = []
-        readline, parens, max_line = self._f.readline, self.parens, self.max_line
         while len(out) < n and not self.done and not self._too_long:
-            raw = readline()
-            if not raw:
+            if not self._comment:  # plain lines, compiled (_jobfile.c), up to the first that is not
+                got, self._at, self.line_no, self.offset = plain_commands(
+                    self._block, self._at, n - len(out), self.max_line, self.line_no, self.offset, JobPos
+                )
+                if got:
+                    out += got
+                    self.commands += len(got)
+                    self.note = ""
+                    continue
+            raw = self._raw_line()
+            if raw is None:
                 self.done = True
                 break
-            self.line_no += 1
-            self.offset += len(raw)
-            decoded = raw.decode("utf-8", "replace")
-            if b";" in raw or b"(" in raw or b"%" in raw:
-                text = wire_text(decoded, parens=parens)
-                said = comment_text(decoded, parens)
-            else:  # most lines of a job: nothing to cut (the lexer's rules, without their cost per line)
-                text, said = decoded.strip(), ""
-            if not text:
-                self._comment = said or self._comment
-                continue
-            self.note, self._comment = said or self._comment, ""
-            if text[:4].upper() == "M117":
-                self._comment = text[4:].strip()
-            if len(text) > max_line:
-                self._too_long = (
-                    f"{self.path}:{self.line_no}: command is {len(text)} characters, "
-                    f"longer than the firmware's {max_line}"
-                )
-                break
-            self.commands += 1
-            out.append((text, JobPos(self.line_no, self.offset), self.note))
+            self._take(raw, out)
         if self._too_long and not out:
             raise JobError(self._too_long)
         return out
+
+    def _take(self, raw: bytes, out: list[tuple[str, JobPos, str]]) -> None:
+        """One line by the lexer's rules: its comment becomes the next command's note, M117 text too."""
+        self.line_no += 1
+        self.offset += len(raw)
+        decoded = raw.decode("utf-8", "replace")
+        if b";" in raw or b"(" in raw or b"%" in raw:
+            text = wire_text(decoded, parens=self.parens)
+            said = comment_text(decoded, self.parens)
+        else:
+            text, said = decoded.strip(), ""
+        if not text:
+            self._comment = said or self._comment
+            return
+        self.note, self._comment = said or self._comment, ""
+        if text[:4].upper() == "M117":
+            self._comment = text[4:].strip()
+        if len(text) > self.max_line:
+            self._too_long = (
+                f"{self.path}:{self.line_no}: command is {len(text)} characters, "
+                f"longer than the firmware's {self.max_line}"
+            )
+            return
+        self.commands += 1
+        out.append((text, JobPos(self.line_no, self.offset), self.note))
+
+    def _raw_line(self) -> bytes | None:
+        """The next line with its newline (the file's last may have none); None at the end."""
+        while True:
+            nl = self._block.find(b"\n", self._at)
+            if nl >= 0:
+                raw, self._at = self._block[self._at : nl + 1], nl + 1
+                return raw
+            more = b"" if self._eof else self._f.read(BLOCK)
+            if not more:
+                self._eof = True
+                raw, self._block, self._at = self._block[self._at :], b"", 0
+                return raw or None
+            self._block, self._at = self._block[self._at :] + more, 0
 
     def close(self) -> None:
         self._f.close()

@@ -2,6 +2,7 @@
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,62 @@ def test_simulator_stops_promptly_when_nobody_reads_its_replies(tmp_path):
     thread.join(5)
     assert not thread.is_alive() and time.monotonic() - t0 < 2
     assert sim.stats.tx_lost > 0
+
+
+def _read_all(path, n, **kw):
+    job = JobFile(path, **kw)
+    out, error = [], ""
+    while not job.done:
+        try:
+            got = job.read_commands(n)
+        except JobError as exc:
+            error = str(exc)
+            break
+        out += [(text, pos.line, pos.offset, note) for text, pos, note in got]
+    job.close()
+    return out, error, job.line_no, job.offset, job.commands
+
+
+def _by_the_rules_only(block, pos, n, max_line, line_no, offset, pos_type):
+    return [], pos, line_no, offset  # the compiled reader takes nothing: every line goes by the rules
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
+ODD = ["G1 X1", "  g1 x2\t", "", "\r", "G1 X3\r", "\x1cG1 X4\x1f", "M117 hi", "m117", "G1 ; c", "(p) G1 X5",
+       "%", "G1 Xé", "\x00G1", "G1 " + "Y" * 90, "N7 G1 X1*40", " \x0b\x0c ", "M0 Press (go)"]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_reader_gives_what_the_line_rules_give(tmp_path, monkeypatch, seed):
+    """Plain lines go by _jobfile.c, any other by the lexer's rules in Python: over odd lines (blanks
+    str.strip() removes, CRs, non-ASCII, comments, M117, a line too long, no final newline) and blocks
+    cut anywhere, the texts, positions, notes and errors are those of the rules alone."""
+    import random
+
+    from afn_agent.machine import job as job_module
+
+    rng = random.Random(seed)
+    f = tmp_path / "odd.gcode"
+    lines = [rng.choice(ODD) if rng.random() < 0.4 else f"G1 X{rng.random():.3f}" for _ in range(400)]
+    f.write_bytes(("\n".join(lines) + ("\n" if seed % 2 else "")).encode())
+    for block in (1, 7, 64, 1 << 16):
+        monkeypatch.setattr(job_module, "BLOCK", block)
+        for n in (1, 5, 128):
+            got = _read_all(f, n, max_line=80, parens=bool(seed % 3))
+            with monkeypatch.context() as m:
+                m.setattr(job_module, "plain_commands", _by_the_rules_only)
+                want = _read_all(f, n, max_line=80, parens=bool(seed % 3))
+            assert got == want, (block, n)
+
+
+def test_the_compiled_reader_reads_real_slicer_files_as_the_rules_do(monkeypatch):
+    from afn_agent.machine import job as job_module
+
+    files = sorted(p for p in CORPUS.iterdir() if p.suffix in (".gcode", ".nc"))
+    assert files
+    for path in files:
+        got = _read_all(path, 128, max_line=200)
+        monkeypatch.setattr(job_module, "plain_commands", _by_the_rules_only)
+        assert got == _read_all(path, 128, max_line=200), path.name
+        monkeypatch.undo()
+        assert got[3] == path.stat().st_size or got[1], path.name  # read to the end, or stopped by a line
