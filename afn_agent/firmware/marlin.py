@@ -35,7 +35,7 @@ from .marlin_lines import (
     squeeze,
 )
 from .profile import Profile
-from .window import SentLine, Window
+from .window import History, SentLine, Window
 
 HISTORY = 512
 RESEND_SETTLE_S = 0.1  # a resent line that drew a repeated request and then silence is sent again
@@ -88,7 +88,7 @@ class MarlinProtocol:
         self.planner_free: int | None = None
         self.queue_free: int | None = None
         self._next_seq = 1
-        self._history: deque[SentLine] = deque(maxlen=HISTORY)
+        self._history = History(HISTORY)
         self._host: deque[tuple[str, object]] = deque()
         self._job: deque[tuple[str, object]] = deque()
         self._resend: deque[SentLine] = deque()
@@ -278,26 +278,42 @@ class MarlinProtocol:
         consecutive = first is None or first.seq + owed == self._next_seq
         return now >= self._quiet_until and consecutive
 
-    def express_done(self, batch: ExpressBatch, sent: int, oks: Sequence[ExpressOk], now: float) -> None:
+    def express_done(
+        self,
+        batch: ExpressBatch,
+        sent: int,
+        oks: Sequence[ExpressOk],
+        now: float,
+        *,
+        answered: int,
+        received: int,
+    ) -> None:
         """Take what the compiled exchange did: its first `sent` lines went out in order, and each ok
-        (n, p, b, lines out before it) came between them. The state is the one `data_to_send` and
-        `receive_data` would have left, taken at once (see `_express_reckon`); the lines answered are
-        said by one LinesAcked, the LineAcked of each in order."""
+        (n, p, b, lines out before it) came between them, leaving every line through `answered` done
+        and every line through `received` out of the RX ring (-1: none), as `_on_advanced_ok` would
+        have left them one by one. The state is the one `data_to_send` and `receive_data` would have
+        left, taken at once; the lines answered are said by one LinesAcked, the LineAcked of each."""
         first = batch.next_seq
         if first != self._next_seq:
             raise ValueError(f"express batch numbered from {first}, the core is at {self._next_seq}")
-        answered, received = self._express_reckon(first, oks)
+        if answered >= first + sent:
+            raise ValueError(f"express ok N{answered} came before its line was out")
+        done = 0  # the burst's first lines, answered within it: retired from its lists, never SentLines
         if sent:
             if not self.outstanding:
                 self._wait_since = now
-            lines = list(map(SentLine, range(first, first + sent), batch.texts, batch.wires, batch.tags))
-            if self._long_moves:
-                for line in lines:
-                    line.long = command_word(line.text) in self.long_commands
             self._next_seq = first + sent
             for _ in range(min(sent, batch.queued)):
                 self._job.popleft()
-            self._history.extend(lines)
+            if self._long_moves:  # a move that may take long is marked (the watchdog waits for it)
+                lines = self._sent_lines(batch, 0, sent)
+                for line in lines:
+                    line.long = command_word(line.text) in self.long_commands
+                self._history.extend(lines)
+            else:
+                done = min(sent, max(0, answered - first + 1))
+                lines = self._sent_lines(batch, done, sent)
+                self._history.extend_burst(first, batch.texts, batch.wires, batch.tags, sent)
             self.window.extend(lines)
         if not oks:
             return
@@ -305,35 +321,25 @@ class MarlinProtocol:
         self.planner_free, self.queue_free = p, b
         self.lines_heard += len(oks)
         self._wait_since, self._probes = now, 0
-        self._express_retire(answered)
+        self._express_retire(answered, batch, done)
         self._mark_received(received)
 
-    def _express_reckon(self, first: int, oks: Sequence[ExpressOk]) -> tuple[int, int]:
-        """What the oks, taken one by one by `_on_advanced_ok`, leave: every line through the highest
-        number answered, and every line through the highest `n + depth - b - 1` (of the lines out when
-        that ok came) out of the RX ring. An ok for a line not yet out cannot come from the exchange."""
-        answered = received = -1
-        depth = self.profile.link.queue_depth
-        for n, _, b, before in oks:
-            if n >= first + before:
-                raise ValueError(f"express ok N{n} came before its line was out")
-            answered = max(answered, n)
-            received = max(received, min(n + depth - b - 1, first + before - 1))
-        return answered, received
+    @staticmethod
+    def _sent_lines(batch: ExpressBatch, start: int, stop: int) -> list[SentLine]:
+        """The burst's lines `start` to `stop` as the window holds them."""
+        first, texts, wires, tags = batch.next_seq, batch.texts, batch.wires, batch.tags
+        return [SentLine(first + i, texts[i], wires[i], tags[i]) for i in range(start, stop)]
 
-    def _express_retire(self, answered: int) -> None:
-        """Lines through `answered` are done: one LinesAcked for those not counted yet."""
-        done: list[SentLine] = []
+    def _express_retire(self, answered: int, batch: ExpressBatch, done: int) -> None:
+        """Lines through `answered` are done. Those sent before the burst (a host line among them, an
+        M155 or a poll) are said one by one, as the Python path says them; the burst's first `done`, all
+        job lines, in one LinesAcked."""
         while (oldest := self.oldest_unanswered()) is not None and oldest.seq <= answered:
-            if self._received:
-                done.append(self._received.popleft())
-                continue
-            done += self.window.pop_many(answered - oldest.seq + 1)
-        done = [x for x in done if x.seq > self._acked_seq]
+            self._retire_oldest()
         if done:
-            self._acked_seq = done[-1].seq
-            self._emit(ev.LinesAcked(done[0].seq, tuple(x.text for x in done), tuple(x.tag for x in done),
-                                     tuple(len(x.wire) for x in done)))  # fmt: skip
+            self._acked_seq = batch.next_seq + done - 1
+            self._emit(ev.LinesAcked(batch.next_seq, tuple(batch.texts[:done]), tuple(batch.tags[:done]),
+                                     tuple(map(len, batch.wires[:done]))))  # fmt: skip
 
     # ---- bytes in -----------------------------------------------------------------------------
     def receive_data(self, data: bytes, now: float) -> None:
@@ -546,7 +552,7 @@ class MarlinProtocol:
                 return
         if not self._history:
             return
-        first = self._history[0].seq
+        first = self._history.first_seq()
         if not first <= seq <= self._next_seq:
             self._fault(
                 f"the firmware asked to resend line {seq}, which is no longer held "
@@ -571,8 +577,7 @@ class MarlinProtocol:
         self.window.drop_from(seq)
         self._mark_received(seq - 1)
         self._rewind, self._settle_at = seq, 0.0
-        first = self._history[0].seq
-        self._resend = deque(list(self._history)[seq - first :])
+        self._resend = deque(self._history.since(seq))
 
     def _resend_sync(self) -> None:
         """The M110 did not take (corrupted on the way): Marlin counts the old numbers still. Again."""
@@ -621,7 +626,7 @@ class MarlinProtocol:
         corrupted, again when the probe itself is damaged)."""
         if self.oldest_unanswered() is None or not self._history or self._rewind is not None:
             return False
-        return squeeze(fragment).endswith(squeeze(self._history[-1].text))
+        return squeeze(fragment).endswith(squeeze(self._history.last_text()))
 
     def _on_damaged_ok(self, seq: int, ran: str) -> None:
         """Our line N was damaged on the wire in a way its XOR checksum missed (two flips of one bit):

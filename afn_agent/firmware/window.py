@@ -52,13 +52,6 @@ class Window:
         self.lines.extend(lines)
         self.bytes += sum(len(x.wire) for x in lines)
 
-    def pop_many(self, n: int) -> list[SentLine]:
-        """`pop_oldest` up to `n` times, at once."""
-        pop = self.lines.popleft
-        taken = [pop() for _ in range(min(n, len(self.lines)))]
-        self.bytes -= sum(len(x.wire) for x in taken)
-        return taken
-
     def pop_oldest(self) -> SentLine | None:
         if not self.lines:
             return None
@@ -84,3 +77,81 @@ class Window:
 
     def oldest(self) -> SentLine | None:
         return self.lines[0] if self.lines else None
+
+
+@dataclass(slots=True)
+class _Burst:
+    """Lines `seq` on of a burst of the compiled exchange, as its lists hold them from `start`."""
+
+    seq: int
+    texts: list[str]
+    wires: list[bytes]
+    tags: list[Any]
+    start: int
+    stop: int
+
+
+class History:
+    """The last `size` lines sent, for a resend. A burst of the compiled exchange is kept as its lists
+    and made SentLines only when a resend reaches back into it: most bursts never are."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._parts: deque[SentLine | _Burst] = deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def clear(self) -> None:
+        self._parts.clear()
+        self._count = 0
+
+    def append(self, line: SentLine) -> None:
+        self._parts.append(line)
+        self._count += 1
+        self._trim()
+
+    def extend(self, lines: list[SentLine]) -> None:
+        for line in lines:
+            self.append(line)
+
+    def extend_burst(self, seq: int, texts: list[str], wires: list[bytes], tags: list[Any], n: int) -> None:
+        """The first `n` lines of a burst, numbered from `seq` (plain moves: neither long nor barriers)."""
+        if n:
+            self._parts.append(_Burst(seq, texts, wires, tags, 0, n))
+            self._count += n
+            self._trim()
+
+    def first_seq(self) -> int:
+        part = self._parts[0]
+        return part.seq
+
+    def last_text(self) -> str:
+        part = self._parts[-1]
+        return part.text if isinstance(part, SentLine) else part.texts[part.stop - 1]
+
+    def since(self, seq: int) -> list[SentLine]:
+        """The lines from `seq` on; the bursts among them become SentLines for good, so a line resent
+        twice is the same object both times."""
+        parts: deque[SentLine | _Burst] = deque()
+        for part in self._parts:
+            if isinstance(part, SentLine):
+                parts.append(part)
+                continue
+            for i in range(part.start, part.stop):
+                parts.append(SentLine(part.seq + i - part.start, part.texts[i], part.wires[i], part.tags[i]))
+        self._parts = parts
+        return [x for x in parts if isinstance(x, SentLine) and x.seq >= seq]
+
+    def _trim(self) -> None:
+        while self._count > self.size:
+            part = self._parts[0]
+            if isinstance(part, SentLine) or part.stop - part.start <= self._count - self.size:
+                self._parts.popleft()
+                self._count -= 1 if isinstance(part, SentLine) else part.stop - part.start
+            else:
+                cut = self._count - self.size
+                part.start += cut
+                part.seq += cut
+                self._count -= cut

@@ -4,7 +4,8 @@
  * lines the Python core has framed to `exchange()`. It writes them as the window allows, waits for
  * whole answers and reads `ok N<n> P<p> B<b>` by the core's rule, all without the interpreter lock.
  * It returns when the batch is out, its time is up, another thread wakes it or any other line comes,
- * with the answers it read in order; the core replays them (marlin.py `express_done`), so the Python
+ * with the answers it read in order and what they leave (the highest line answered, the highest out of
+ * the RX ring: the core's `_on_advanced_ok` rule, taken as they come); the core replays them (marlin.py `express_done`), so the Python
  * core stays the one owner of the protocol's state and this code only decides when to write.
  *
  * The port waits in canonical mode meanwhile: the kernel wakes the thread when an answer's last byte
@@ -99,6 +100,7 @@ typedef struct {
     long long oldest, win_start, next_seq, base;
     long long *sizes; /* wire bytes of line `seq`, at sizes[seq - base] */
     long long bytes, limit, depth;
+    long long answered, received; /* the highest line answered, and the highest out of the RX ring */
     Ok *oks;
     Py_ssize_t noks, cap;
 } Window;
@@ -150,6 +152,9 @@ static int take_ok(Window *w, long long n, long long p, long long b, long long s
         w->oldest++;
     }
     long long through = n + w->depth - b - 1;
+    if (n > w->answered) w->answered = n;
+    long long out = through < w->next_seq - 1 ? through : w->next_seq - 1;
+    if (out > w->received) w->received = out;
     while (w->win_start < w->next_seq && w->win_start <= through) {
         w->bytes -= w->sizes[w->win_start - w->base];
         w->win_start++;
@@ -316,7 +321,7 @@ static PyObject *exchange(PyObject *module, PyObject *args) {
         data[i] = PyBytes_AS_STRING(item);
         lens[i] = PyBytes_GET_SIZE(item);
     }
-    Window w = {oldest, win_start, next_seq, win_start, line_bytes, 0, limit, depth, oks, 0, cap};
+    Window w = {oldest, win_start, next_seq, win_start, line_bytes, 0, limit, depth, -1, -1, oks, 0, cap};
     for (Py_ssize_t i = 0; i < nsizes; i++) {
         line_bytes[i] = PyLong_AsLongLong(PyList_GET_ITEM(sizes, i));
         w.bytes += line_bytes[i];
@@ -340,8 +345,8 @@ static PyObject *exchange(PyObject *module, PyObject *args) {
         }
         PyList_SET_ITEM(answers, i, t);
     }
-    result = Py_BuildValue("(innNy#i)", o->why, o->sent, (Py_ssize_t)o->written, answers, o->rx,
-                           (Py_ssize_t)o->rxlen, o->err);
+    result = Py_BuildValue("(innNy#iLL)", o->why, o->sent, (Py_ssize_t)o->written, answers, o->rx,
+                           (Py_ssize_t)o->rxlen, o->err, w.answered, w.received);
 done:
     PyMem_Free(data);
     PyMem_Free(lens);
@@ -354,7 +359,7 @@ done:
 static PyMethodDef methods[] = {
     {"exchange", exchange, METH_VARARGS,
      "exchange(fd, wake_fd, lock, wires, oldest, win_start, next_seq, sizes, limit, depth, seconds, "
-     "write_timeout) -> (why, sent, written, oks, rest, errno)"},
+     "write_timeout) -> (why, sent, written, oks, rest, errno, answered, received)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -28,5 +28,6 @@ def exchange(
     seconds: float,
     write_timeout: float,
     /,
-) -> tuple[int, int, int, list[tuple[int, int, int, int]], bytes, int]:
-    """(why, lines sent, bytes written, oks as (n, p, b, lines sent before it), rest, errno)."""
+) -> tuple[int, int, int, list[tuple[int, int, int, int]], bytes, int, int, int]:
+    """(why, lines sent, bytes written, oks as (n, p, b, lines sent before it), rest, errno, the highest
+    line answered, the highest line out of the RX ring): -1 for none."""

@@ -15,9 +15,10 @@ from typing import Any
 from ..firmware import events as ev
 from ..firmware.console_lines import GrblConsole, MarlinConsole
 from ..firmware.grbl import FEED_HOLD, REALTIME, GrblProtocol
-from ..firmware.marlin import ExpressBatch, ExpressOk, MarlinProtocol
+from ..firmware.marlin import ExpressBatch, MarlinProtocol
 from ..firmware.profile import Profile
 from .events import MachineState
+from .link import Exchanged
 
 END_MARK = "end-of-job"
 
@@ -159,7 +160,7 @@ class Driver:
         has one and the stream is steady; None: the Python path's turn."""
         return None
 
-    def express_done(self, batch: ExpressBatch, sent: int, oks: list[ExpressOk], now: float) -> None:
+    def express_done(self, batch: ExpressBatch, done: Exchanged, now: float) -> None:
         """The core replays a burst of the compiled exchange (only a family with `express_lines`)."""
         raise NotImplementedError
 
@@ -180,8 +181,9 @@ class MarlinDriver(Driver):
     def express_lines(self, pending: Iterable[tuple[Any, ...]], now: float) -> ExpressBatch | None:
         return self.core.express_lines(pending, now)
 
-    def express_done(self, batch: ExpressBatch, sent: int, oks: list[ExpressOk], now: float) -> None:
-        self.core.express_done(batch, sent, oks, now)
+    def express_done(self, batch: ExpressBatch, done: Exchanged, now: float) -> None:
+        core = self.core
+        core.express_done(batch, done.sent, done.oks, now, answered=done.answered, received=done.received)
 
     def send_end(self, check: bool) -> None:
         # M400 waits for the planner; M105's `ok T:` answers every line before it even if oks were lost

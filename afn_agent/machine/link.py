@@ -25,12 +25,15 @@ LINE_BYTES = 16  # a short answer ("ok N123 P15 B3"): the pause between reads of
 @dataclass(frozen=True, slots=True)
 class Exchanged:
     """What a burst of the compiled exchange did: why it ended, the batch's lines it sent, the oks it
-    read (n, p, b, lines sent before it), bytes read after them for the core, and the port's failure
-    if it failed (told after the core has taken what came before it)."""
+    read (n, p, b, lines sent before it) and what they leave (the highest line answered, the highest
+    out of the RX ring; -1 for none), bytes read after them for the core, and the port's failure if
+    it failed (told after the core has taken what came before it)."""
 
     why: int
     sent: int
     oks: list[ExpressOk]
+    answered: int
+    received: int
     rest: bytes
     lost: str
 
@@ -119,7 +122,7 @@ class SerialLink:
         allows, plain oks read, until the batch is out, a wake-up, or any other line."""
         if self._ser is None:
             raise LinkLost("port is closed")
-        why, sent, written, oks, rest, err = _express.exchange(
+        why, sent, written, oks, rest, err, answered, received = _express.exchange(
             self._ser.fileno(), self._wake_r, self.write_lock, batch.wires, batch.oldest, batch.win_start,
             batch.next_seq, batch.sizes, batch.limit, batch.depth, seconds, self.write_timeout,
         )  # fmt: skip
@@ -129,7 +132,7 @@ class SerialLink:
             lost = f"{self.port_name}: write timed out ({self.write_timeout:g} s)"
         elif why == _express.LOST:
             lost = f"{self.port_name} vanished: {os.strerror(err) if err else 'end of file'}"
-        return Exchanged(why, sent, oks, rest, lost)
+        return Exchanged(why, sent, oks, answered, received, rest, lost)
 
     def _follow(self, fd: int, data: bytes, timeout: float) -> bytes:
         """The rest of a line whose start was read (`followed`: the line's end was read as it came)."""

@@ -253,7 +253,7 @@ class MachineLoop:
         done = self.link.express(batch, EXPRESS_TURN_S)
         now = time.monotonic()
         core = self.driver.core
-        self.driver.express_done(batch, done.sent, done.oks, now)
+        self.driver.express_done(batch, done, now)
         self.express_sent += done.sent
         for _ in range(done.sent - min(done.sent, batch.queued)):  # the core's queued lines went first
             job.ahead.popleft()

@@ -135,10 +135,10 @@ def test_the_exchange_writes_what_the_python_core_would_and_the_replay_matches_i
     lines = moves(300)
     batch = a.express_lines(lines, 0.0)
     assert batch is not None and len(batch.wires) == 300
-    why, sent, written, oks, _, err = pty_pair.run(a, batch)
+    why, sent, written, oks, _, err, answered, received = pty_pair.run(a, batch)
     assert (why, sent, err) == (_express.DONE, 300, 0)
     assert written == sum(len(w) for w in batch.wires)
-    a.express_done(batch, sent, oks, 1.0)
+    a.express_done(batch, sent, oks, 1.0, answered=answered, received=received)
 
     # the Python path, fed the same answers at the same points
     for text, tag in lines:
@@ -154,6 +154,35 @@ def test_the_exchange_writes_what_the_python_core_would_and_the_replay_matches_i
     assert a.window.bytes == b.window.bytes and [x.seq for x in a.window.lines] == [x.seq for x in b.window.lines]
     assert [x.seq for x in a._received] == [x.seq for x in b._received]
     assert (a.planner_free, a.queue_free, a.lines_heard) == (b.planner_free, b.queue_free, b.lines_heard)
+    # the burst's lines, kept as its lists, are what a resend finds: the last 512 lines, as SentLines
+    assert len(a._history) == len(b._history) == 300 and a._history.last_text() == b._history.last_text()
+    assert a._history.since(40) == b._history.since(40) and len(a._history.since(40)) == 261
+
+
+def test_a_resend_reaching_back_into_bursts_resends_their_lines_as_the_python_path_would():
+    """Bursts replayed without their answered lines ever being SentLines: the history still holds the
+    last 512 lines sent, so a resend from any of them (the firmware's ask, then its Resend again)
+    writes the same bytes as a core that sent them one by one."""
+    a, b = steady(), steady()
+    lines = moves(700)
+    for start in range(0, 700, 100):  # seven bursts, each answered through its last line
+        batch = a.express_lines(lines[start : start + 100], 0.0)
+        assert batch is not None
+        last = batch.next_seq + 99
+        a.express_done(batch, 100, [(last, 15, 3, 100)], 1.0, answered=last, received=last)
+        for text, tag in lines[start : start + 100]:  # one by one: each line answered as it goes
+            b.send(text, tag)
+            for n in LINE.findall(b.data_to_send(1.0)):
+                b.receive_data(b"ok N%s P15 B3\n" % n, 1.0)
+    assert line_by_line(a.events()) == b.events()
+    assert a._history.first_seq() == b._history.first_seq() == 700 - 512 + 1
+    for core in (a, b):
+        core.receive_data(b"Error:Line Number is not Last Line Number+1, Last Line: 649\nResend: 650\n", 2.0)
+    assert a.data_to_send(2.0) == b.data_to_send(2.0) == frame(650, lines[649][0])
+    gone = "the firmware asked to resend line 100, which is no longer held (held: 189..700)"
+    for core in (a, b):
+        core.receive_data(b"ok\nResend: 100\n", 3.0)
+        assert [e.reason for e in core.events() if isinstance(e, ev.Fault)] == [gone]
 
 
 def test_the_window_never_holds_more_than_the_rx_ring_by_the_firmware_own_count(pty_pair):
@@ -163,7 +192,7 @@ def test_the_window_never_holds_more_than_the_rx_ring_by_the_firmware_own_count(
     firmware(pty_pair, lambda n: f"ok N{n} P15 B3\n".encode())
     batch = core.express_lines(moves(100), 0.0)
     assert batch is not None
-    why, _, _, oks, _, _ = pty_pair.run(core, batch)
+    why, _, _, oks, _, _, _, _ = pty_pair.run(core, batch)
     assert why == _express.DONE
     sizes = [len(w) for w in batch.wires]
     for n, _, _, before in oks:  # when line n was answered, lines after it had been written: still in the ring
@@ -183,7 +212,7 @@ def test_an_answer_is_taken_in_c_exactly_when_the_core_would_take_it_as_a_plain_
     batch = core.express_lines(moves(2), 0.0)
     assert batch is not None
     batch = replace(batch, limit=len(batch.wires[0]))  # line 2 fits only once line 1 has left the ring
-    why, _, _, oks, rest, _ = pty_pair.run(core, batch, seconds=0.2)
+    why, _, _, oks, rest, _, _, _ = pty_pair.run(core, batch, seconds=0.2)
     m = PLAIN_OK_RE.fullmatch(said)
     plain = m is not None and all(len(g) <= 9 for g in m.groups()) and int(m[1]) < 2
     assert bool(oks) == plain
@@ -199,10 +228,10 @@ def test_any_other_line_ends_the_burst_and_goes_to_the_core_with_what_follows(pt
     firmware(pty_pair, answers.get)
     batch = core.express_lines(moves(40), 0.0)
     assert batch is not None
-    why, sent, _, oks, rest, _ = pty_pair.run(core, batch)
+    why, sent, _, oks, rest, _, answered, received = pty_pair.run(core, batch)
     assert why == _express.OTHER and [ok[0] for ok in oks] == [1]
     assert rest.startswith(b"echo:busy: processing\n")
-    core.express_done(batch, sent, oks, 1.0)
+    core.express_done(batch, sent, oks, 1.0, answered=answered, received=received)
     core.receive_data(rest, 1.0)
     got = line_by_line(core.events())
     assert [e.seq for e in got if isinstance(e, ev.LineAcked)] == [1, 2][: 1 + rest.count(b"ok N2")]
@@ -216,9 +245,9 @@ def test_a_wake_up_ends_the_burst_at_once_and_the_port_settings_are_put_back(pty
     assert batch is not None
     threading.Timer(0.05, os.write, (pty_pair.wake_w, b"w")).start()
     started = time.monotonic()
-    why, sent, _, oks, rest, _ = pty_pair.run(core, batch, seconds=5.0)  # nobody answers
+    why, sent, _, oks, rest, _, answered, received = pty_pair.run(core, batch, seconds=5.0)  # nobody answers
     assert why == _express.WOKEN and time.monotonic() - started < 1.0
-    assert sent >= 1 and oks == [] and rest == b""
+    assert sent >= 1 and oks == [] and rest == b"" and answered == received == -1
     assert termios.tcgetattr(pty_pair.port) == before
     assert os.read(pty_pair.far, 4096) == b"".join(batch.wires[:sent])
 
@@ -236,10 +265,10 @@ def test_a_port_that_hangs_up_is_lost_after_the_answers_before_it_are_kept(pty_p
         os.close(pty_pair.far)
 
     threading.Thread(target=firmware_dies, daemon=True).start()
-    why, sent, _, oks, _, _ = pty_pair.run(core, batch)
+    why, sent, _, oks, _, _, answered, received = pty_pair.run(core, batch)
     assert why == _express.LOST
     assert [ok[0] for ok in oks] == [1]
-    core.express_done(batch, sent, oks, 1.0)
+    core.express_done(batch, sent, oks, 1.0, answered=answered, received=received)
     assert acked_seqs(core) == [1]
 
 
@@ -289,7 +318,7 @@ def test_job_lines_the_python_path_queued_go_first_in_the_next_burst():
     assert batch is not None and batch.queued == len(queued)
     assert batch.texts == [t for t, _ in queued + moves(3, 8)] and batch.tags == [*range(8 - len(queued), 11)]
     assert batch.wires == [frame(batch.next_seq + i, t) for i, t in enumerate(batch.texts)]
-    core.express_done(batch, 2, [], 0.0)  # two went out: the first two queued
+    core.express_done(batch, 2, [], 0.0, answered=-1, received=-1)  # two went out: the first two queued
     assert list(core._job) == queued[2:] and core._next_seq == batch.next_seq + 2
     assert [x.tag for x in core.window.lines][-2:] == [t for _, t in queued[:2]]
     core._job.append(("M400", "end"))
@@ -303,16 +332,16 @@ def test_answers_already_waiting_half_read_when_the_burst_starts_are_read_whole(
     first = core.express_lines(moves(2), 0.0)
     assert first is not None
     os.write(pty_pair.port, b"".join(first.wires))  # as the Python path would have written them
-    core.express_done(first, 2, [], 0.0)
+    core.express_done(first, 2, [], 0.0, answered=-1, received=-1)
     os.write(pty_pair.far, b"ok N1 P15 B3\nok N2 P1")
     time.sleep(0.05)  # the bytes reach the port's buffer while it is raw
     threading.Timer(0.05, os.write, (pty_pair.far, b"5 B3\n")).start()
     batch = core.express_lines(moves(3, 2), 0.0)
     assert batch is not None and batch.oldest == 1 and batch.next_seq == 3
     batch = replace(batch, limit=batch.sizes[-1])  # line 3 waits for line 2's ok: its half must be read
-    _, sent, _, oks, rest, _ = pty_pair.run(core, batch, seconds=0.3)
+    _, sent, _, oks, rest, _, answered, received = pty_pair.run(core, batch, seconds=0.3)
     assert [ok[:3] for ok in oks] == [(1, 15, 3), (2, 15, 3)] and rest == b""
-    core.express_done(batch, sent, oks, 1.0)
+    core.express_done(batch, sent, oks, 1.0, answered=answered, received=received)
     assert acked_seqs(core) == [1, 2]
 
 
@@ -323,12 +352,28 @@ def test_a_huge_line_from_a_broken_peer_ends_the_burst_and_goes_to_the_core_boun
     firmware(pty_pair, lambda n: b"ok N1" + b"7" * 5000 + b" P15 B3\n" if n == 1 else None)
     batch = core.express_lines(moves(10), 0.0)
     assert batch is not None
-    why, sent, _, oks, rest, _ = pty_pair.run(core, batch, seconds=1.0)
+    why, sent, _, oks, rest, _, answered, received = pty_pair.run(core, batch, seconds=1.0)
     assert (why, oks) == (_express.OTHER, []) and 0 < len(rest) <= 4096 and rest.startswith(b"ok N177")
-    core.express_done(batch, sent, oks, 1.0)
+    core.express_done(batch, sent, oks, 1.0, answered=answered, received=received)
     python_path = steady()
     python_path.send(moves(1)[0][0], 0)
     python_path.data_to_send(0.0)
     python_path.receive_data(rest, 1.0)
     core.receive_data(rest, 1.0)
     assert core.events()[-1:] == python_path.events()[-1:]  # read as the Python path reads it
+
+
+def test_a_host_line_answered_within_a_burst_is_said_alone_and_not_among_the_job_lines():
+    """An M155 the Python path wrote just before the burst, answered by the burst's oks: it is acked on
+    its own with its own tag, so the job neither counts it as one of its lines nor feeds it to the
+    usage analysis (a 300-line job was billed 302 lines until this test)."""
+    core = steady()
+    core.send("M155 S2", "poll", host=True)
+    assert core.data_to_send(0.0).startswith(b"N1 M155 S2*")
+    batch = core.express_lines(moves(5), 0.0)
+    assert batch is not None and batch.next_seq == 2
+    core.express_done(batch, 5, [(6, 15, 3, 5)], 1.0, answered=6, received=6)
+    said = core.events()
+    assert [type(e) for e in said] == [ev.LineAcked, ev.LinesAcked]
+    assert (said[0].seq, said[0].text, said[0].tag) == (1, "M155 S2", "poll")
+    assert said[1].first == 2 and said[1].tags == tuple(range(5)) and core.outstanding == 0
