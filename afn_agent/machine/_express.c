@@ -5,8 +5,9 @@
  * whole answers and reads `ok N<n> P<p> B<b>` by the core's rule, all without the interpreter lock.
  * It returns when the batch is out, its time is up, another thread wakes it or any other line comes,
  * with the answers it read in order and what they leave (the highest line answered, the highest out of
- * the RX ring: the core's `_on_advanced_ok` rule, taken as they come); the core replays them (marlin.py `express_done`), so the Python
- * core stays the one owner of the protocol's state and this code only decides when to write.
+ * the RX ring: the core's `_on_advanced_ok` rule, taken as they come); the core replays them (marlin.py
+ * `express_done`), so the Python core stays the one owner of the protocol's state and this code only
+ * decides when to write.
  *
  * The port waits in canonical mode meanwhile: the kernel wakes the thread when an answer's last byte
  * has come, not at its first few (editing characters, signals, echo and CR/NL mapping off; the

@@ -100,18 +100,20 @@ class JobFile:
         out.append((text, JobPos(self.line_no, self.offset), self.note))
 
     def _raw_line(self) -> bytes | None:
-        """The next line with its newline (the file's last may have none); None at the end."""
+        """The next line with its newline (the file's last may have none); None at the end. A line
+        longer than a block is gathered in pieces, joined once (not copied again for each block)."""
+        parts: list[bytes] = []
         while True:
             nl = self._block.find(b"\n", self._at)
             if nl >= 0:
-                raw, self._at = self._block[self._at : nl + 1], nl + 1
-                return raw
-            more = b"" if self._eof else self._f.read(BLOCK)
-            if not more:
+                parts.append(self._block[self._at : nl + 1])
+                self._at = nl + 1
+                return b"".join(parts)
+            parts.append(self._block[self._at :])
+            self._block, self._at = (b"" if self._eof else self._f.read(BLOCK)), 0
+            if not self._block:
                 self._eof = True
-                raw, self._block, self._at = self._block[self._at :], b"", 0
-                return raw or None
-            self._block, self._at = self._block[self._at :] + more, 0
+                return b"".join(parts) or None
 
     def close(self) -> None:
         self._f.close()

@@ -178,3 +178,17 @@ def test_the_compiled_reader_reads_real_slicer_files_as_the_rules_do(monkeypatch
         assert got == _read_all(path, 128, max_line=200), path.name
         monkeypatch.undo()
         assert got[3] == path.stat().st_size or got[1], path.name  # read to the end, or stopped by a line
+
+
+def test_a_line_longer_than_many_blocks_is_read_whole(tmp_path, monkeypatch):
+    """A 200 KB comment (a thumbnail block on one line, say) over 64-byte blocks: gathered in pieces,
+    it is one line, its text the next command's note, and the positions after it right."""
+    from afn_agent.machine import job as job_module
+
+    monkeypatch.setattr(job_module, "BLOCK", 64)
+    f = tmp_path / "long-comment.gcode"
+    head = "; " + "a" * 200_000 + "\n"
+    f.write_text(f"G28\n{head}G1 X1\nG1 X2")
+    got = JobFile(f).read_commands(10)
+    assert [(t, p.line, p.offset, note[:3]) for t, p, note in got] == [
+        ("G28", 1, 4, ""), ("G1 X1", 3, 4 + len(head) + 6, "aaa"), ("G1 X2", 4, f.stat().st_size, "")]  # fmt: skip
