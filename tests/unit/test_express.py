@@ -377,3 +377,27 @@ def test_a_host_line_answered_within_a_burst_is_said_alone_and_not_among_the_job
     assert [type(e) for e in said] == [ev.LineAcked, ev.LinesAcked]
     assert (said[0].seq, said[0].text, said[0].tag) == (1, "M155 S2", "poll")
     assert said[1].first == 2 and said[1].tags == tuple(range(5)) and core.outstanding == 0
+
+
+def test_a_profile_that_waits_long_on_moves_keeps_every_burst_line_marked_and_said_as_the_python_path():
+    """With G1 among the profile's long commands (a slow machine's moves), every line of a burst is a
+    SentLine marked long (the ok-watchdog waits for it), and what the burst leaves, events included,
+    is the Python path's for the same answers."""
+    slow = profile(long_commands=("G1", "G28"))
+    a, b = MarlinProtocol(slow, 0.0), MarlinProtocol(slow, 0.0)
+    for core in (a, b):
+        core.capabilities["ADVANCED_OK"] = True
+    lines = moves(4)  # what the window takes at once
+    batch = a.express_lines(lines, 0.0)
+    assert batch is not None
+    depth = slow.link.queue_depth
+    a.express_done(batch, 4, [(2, 15, 1, 4)], 1.0, answered=2, received=min(2 + depth - 1 - 1, 4))
+    for text, tag in lines:
+        b.send(text, tag)
+    assert len(framed(b.data_to_send(1.0))) == 4
+    b.receive_data(b"ok N2 P15 B1\n", 1.0)
+    assert line_by_line(a.events()) == b.events()
+    assert [x.seq for x in a._received] == [x.seq for x in b._received]
+    assert [x.seq for x in a.window.lines] == [x.seq for x in b.window.lines]
+    assert [x.seq for x in (*a._received, *a.window.lines)] == [3, 4]
+    assert all(x.long for x in (*a._received, *a.window.lines))
