@@ -109,6 +109,9 @@ class MarlinProtocol:
         self._now = now
         self._sync: SentLine | None = None  # an M110 on its way: nothing else goes out until its ok
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
+        self._barrier_from = 0  # M105s numbered below this (sent before the last probe) answer nothing sure
+        self._keepalive = False  # the firmware said `busy:` while working: its long commands are heard
+        self._nudged = -1  # the long command (seq) an M105 was sent behind
         self._waiting_on = -1  # the line (seq) already reported as waiting for a person
         self._prompt: tuple[str, list[str]] | None = None  # a host prompt being announced
         self._framed: tuple[int, str, bytes] | None = None  # the head line, framed while it waits
@@ -142,6 +145,8 @@ class MarlinProtocol:
         self._received.clear()
         self._rewind = None
         self._sync = None
+        self._keepalive = False  # perhaps another firmware: learnt again from its first `busy:`
+        self._nudged = -1
         if self.numbered:
             self._host.append(("M110 N0", None))
         self._host.append(("M115", None))
@@ -235,6 +240,9 @@ class MarlinProtocol:
         if word == "M110" and self.numbered:
             self._history.clear()
             self._acked_seq = seq - 1
+            self._barrier_from, self._nudged = 0, -1
+        elif word == "M113":
+            self._keepalive = False  # its interval changes (or it stops): learnt again from the next `busy:`
         self._next_seq = seq + 1
         line = SentLine(seq, text, wire, tag, long=word in self.long_commands, barrier=word == "M105")
         self._history.append(line)
@@ -412,6 +420,7 @@ class MarlinProtocol:
         """`busy: paused for user` (M0/M1, M600 …) is a person awaited, once per waiting line; any other
         busy is progress."""
         self._emit(ev.Busy(text))
+        self._keepalive = True
         oldest = self.oldest_unanswered()
         if text.lower() in USER_WAITS and oldest is not None and oldest.seq != self._waiting_on:
             self._waiting_on = oldest.seq
@@ -487,13 +496,18 @@ class MarlinProtocol:
         return line
 
     def _retire_through_barrier(self) -> SentLine | None:
-        """An `ok T:` answers an M105: every line sent before it has been answered too."""
-        if not any(x.barrier for x in (*self._received, *self.window.lines)):
+        """An `ok T:` answers an M105: every line sent before it has been answered too. After a probe it
+        answers the probe: an older M105 still waiting lost its answer (else the silence would not have
+        been), and taking this one for it would leave each later probe waiting on the next answer."""
+        if not any(self._is_barrier(x) for x in (*self._received, *self.window.lines)):
             return self._retire_oldest()
         while (line := self._retire_oldest()) is not None:
-            if line.barrier:
+            if self._is_barrier(line):
                 return line
         return None
+
+    def _is_barrier(self, line: SentLine) -> bool:
+        return line.barrier and line.seq >= self._barrier_from
 
     def _acked(self, line: SentLine) -> None:
         if self._sync is line:
@@ -675,7 +689,11 @@ class MarlinProtocol:
             self._rewind_to(self._rewind)  # the resent copy was lost, flushed or failed: send it again
         if self._faulted or not self.outstanding:
             return
-        limit = self.profile.timeouts.long_command_s if self._waiting_long() else self.profile.timeouts.ok_s
+        ok_s = self.profile.timeouts.ok_s
+        long_wait = self._waiting_long() and not self._keepalive
+        if long_wait and now - self._wait_since >= ok_s:
+            self._nudge()
+        limit = self.profile.timeouts.long_command_s if long_wait else ok_s
         if now - self._wait_since < limit:
             return
         if self._probes >= self.profile.timeouts.probes:
@@ -690,12 +708,25 @@ class MarlinProtocol:
         oldest = self.oldest_unanswered()
         return oldest is not None and oldest.long
 
+    def _nudge(self) -> None:
+        """A long command silent for ok_s, from a firmware not known to send keepalives: it runs, or the
+        firmware never took it (real Marlin 2.1 drops without a word a line numbered like the one it took
+        last). One M105 behind it tells: answered when the command ends, or its number draws the Resend of
+        the lost line. The long line has left the RX ring either way; nothing else is assumed."""
+        oldest = self.oldest_unanswered()
+        if oldest is None or oldest.seq == self._nudged:
+            return
+        self._nudged = oldest.seq
+        self._mark_received(oldest.seq)
+        self._host.appendleft(("M105", None))
+
     def _probe(self, now: float) -> None:
         """After silence, the firmware has read all it ever will: send a numbered M105 next.
 
         Its `ok T:` answers every line sent before it; a Resend instead says where the firmware is.
         """
         self._probes += 1
+        self._barrier_from = self._next_seq  # the probe's number: resends go first, numbered below it
         self._rewind = None
         self._sync = None  # an M110 whose ok was lost must not hold the probe back
         self._mark_received(self._next_seq)

@@ -16,9 +16,13 @@ import subprocess
 import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Marlin's emergency parser acts on these as they arrive, before any checksum: a flip that writes one
+# (M110 -> M112) halts the printer, as it would on a real wire; the noise here never writes them.
+EMERGENCY = (b"M112", b"M108", b"M410", b"M876")
 REALFW = Path(os.environ.get("AFN_REALFW", ROOT.parent / "shared" / "realfw"))
 GRBL_BIN = REALFW / "bin" / "grbl-1.1h-sim"
 MARLIN_BIN = REALFW / "bin" / "marlin-2.1.2-linux"
@@ -232,13 +236,29 @@ class NoisyLink:
             if self.double:
                 for i in range(len(line) - 1):
                     if self.rng.random() < self.flip:
-                        line[i] ^= 1 << self.rng.randrange(7)
-                        self.flipped += 1
+                        self._flip_one(line, i)
             elif self.rng.random() < self.flip * len(line):  # one byte in `flip` on average, one a line
-                line[self.rng.randrange(len(line) - 1)] ^= 1 << self.rng.randrange(7)
-                self.flipped += 1
+                self._flip_one(line)
             out += line
         return bytes(out)
+
+    def _answers(self, data: bytes) -> bytes:
+        """The firmware's bytes on their way to the host: untouched here."""
+        return data
+
+    def _flip_one(self, line: bytearray, at: int | None = None) -> None:
+        """One bit of one byte (of byte `at`, else of any but the newline), drawn again while it would
+        write an emergency command."""
+        before = sum(line.count(word) for word in EMERGENCY)
+        where = at
+        while True:
+            at = self.rng.randrange(len(line) - 1) if where is None else where
+            bit = 1 << self.rng.randrange(7)
+            line[at] ^= bit
+            if sum(line.count(word) for word in EMERGENCY) <= before:
+                break
+            line[at] ^= bit
+        self.flipped += 1
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -251,7 +271,7 @@ class NoisyLink:
                 if self.fw in ready:
                     data = os.read(self.fw, 4096)
                     if data:
-                        os.write(self.master, data)
+                        os.write(self.master, self._answers(data))
             except OSError:
                 time.sleep(0.01)
 
@@ -261,3 +281,40 @@ class NoisyLink:
         for fd in (self.master, self._slave, self.fw):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class TamperLink(NoisyLink):
+    """A clean line with deliberate changes, line by line: `to_firmware(line)` on each line the host
+    writes, `to_host(line)` on each the firmware writes (None drops it). Each gets the line with its
+    newline and returns the bytes to pass on."""
+
+    def __init__(
+        self,
+        target: Path,
+        to_firmware: Callable[[bytes], bytes] = lambda line: line,
+        to_host: Callable[[bytes], bytes | None] = lambda line: line,
+    ) -> None:
+        super().__init__(target, flip=0.0, drop_line=0.0)
+        self.to_firmware, self.to_host = to_firmware, to_host
+        self._heard = bytearray()
+
+    def _damage(self, data: bytes) -> bytes:
+        out = bytearray()
+        for line in self._lines(self._line, data):
+            out += self.to_firmware(line)
+        return bytes(out)
+
+    def _answers(self, data: bytes) -> bytes:
+        out = bytearray()
+        for line in self._lines(self._heard, data):
+            out += self.to_host(line) or b""
+        return bytes(out)
+
+    @staticmethod
+    def _lines(pending: bytearray, data: bytes) -> list[bytes]:
+        """Whole lines of `pending` + `data`; a partial one stays in `pending`."""
+        pending += data
+        end = pending.rfind(b"\n") + 1
+        whole = bytes(pending[:end])
+        del pending[:end]
+        return whole.splitlines(keepends=True)

@@ -6,6 +6,7 @@ full, as a real UART does, and counts them; the agent must never make it drop on
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 
@@ -16,7 +17,7 @@ from afn_agent.gcode.analyzer import analyze_path
 from afn_agent.sim.jobs import circle_gcode
 from tests.conftest import file_commands
 from tests.helpers import wait_for
-from tests.realfw.firmware import NoisyLink, command_text
+from tests.realfw.firmware import NoisyLink, TamperLink, command_text
 
 
 def marlin(real_fw):
@@ -119,6 +120,67 @@ def test_pingpong_with_flipped_bytes_every_line_executed_once(real_fw, machine_o
     damaged reaches Marlin as an unknown command and draws an ok without N; nothing follows it, so the
     agent asks at once where Marlin is (a probe) and the line is resent, run once."""
     noisy_job(real_fw, machine_on, tmp_path, 600, seed, flow="pingpong")
+
+
+def test_a_line_marlin_drops_as_a_copy_of_the_last_is_asked_for_and_run_once(real_fw, machine_on, tmp_path):
+    """Real Marlin 2.1 drops, without a word, a line numbered like the one it took last (its guard against a
+    resend already on the way). The job's closing M400, its number damaged so on the wire, drew no answer:
+    the agent waited out long_command_s (30 min; one CI run timed out on it). Now one M105 goes behind a
+    silent long command after ok_s; its number draws the Resend."""
+    fw = marlin(real_fw)
+    path = circle_gcode(tmp_path / "c.gcode", 100, feed=6000)
+    damaged: list[bytes] = []
+
+    def number_of_the_line_before(line: bytes) -> bytes:
+        m = re.match(rb"N(\d+) M400\*", line)
+        if m is None or damaged:
+            return line
+        damaged.append(line)  # the digits change, the checksum stays: Marlin checks the number first
+        return b"N%d" % (int(m[1]) - 1) + line[m.end(1) :]
+
+    link = TamperLink(fw.link, to_firmware=number_of_the_line_before).start()
+    base = load_profile("marlin2")
+    try:
+        m = machine_on(link.port, replace(base, link=replace(base.link, flow="pingpong")))
+        m.start_job(path)
+        r = m.wait_job(60)
+    finally:
+        link.stop()
+    assert damaged and r is not None and r.outcome == "completed", r
+    assert r.seconds < 3 * base.timeouts.ok_s
+    ran = [command_text(x) for x in fw.executed()]
+    assert ran.count("M400") == 1 and r.lines == len(file_commands(path))
+    assert fw.rx_dropped() == 0
+
+
+def test_a_probe_whose_answer_is_lost_is_followed_by_one_whose_answer_counts(real_fw, machine_on, tmp_path):
+    """An ok lost (line 60's), then the answer to the probe that asked after it: the second probe's
+    answer must count for that probe. Taken for the first, it left every later probe one answer behind and
+    the job probed every ok_s for ever (seen twice against real Marlin, the answer lost on its side)."""
+    fw = marlin(real_fw)
+    path = circle_gcode(tmp_path / "c.gcode", 100, feed=6000)
+    dropped: list[bytes] = []
+
+    def lose_two_answers(line: bytes) -> bytes | None:
+        first = not dropped and line.startswith(b"ok N60 ")
+        if first or (len(dropped) == 1 and line.startswith(b"ok T:")):
+            dropped.append(line)
+            return None
+        return line
+
+    link = TamperLink(fw.link, to_host=lose_two_answers).start()
+    base = load_profile("marlin2")
+    prof = replace(base, link=replace(base.link, flow="pingpong"), timeouts=replace(base.timeouts, ok_s=1.0))
+    try:
+        m = machine_on(link.port, prof)
+        m.start_job(path)
+        r = m.wait_job(30)
+    finally:
+        link.stop()
+    assert len(dropped) == 2 and r is not None and r.outcome == "completed", (dropped, r)
+    want = file_commands(path)
+    assert job_slice(ran_numbered(fw), want)[: len(want)] == want and r.lines == len(want)
+    assert fw.rx_dropped() == 0
 
 
 def test_heat_waits_with_busy_keepalives_then_the_job_runs(real_fw, machine_on, tmp_path):

@@ -212,6 +212,73 @@ def test_long_commands_are_exempt_from_the_ok_watchdog():
     assert not any(isinstance(e, ev.ProbeSent) for e in core.events())
 
 
+def test_a_silent_long_command_gets_one_m105_behind_it_and_a_lost_one_is_resent():
+    """No keepalive known: after ok_s one M105 goes behind the long command (pingpong too), once. Marlin
+    answers it when the command ends, or, having dropped the command as a copy of the line before,
+    asks for it again."""
+    core = connected(ok_s=2.0, long_command_s=600.0, flow="pingpong")
+    core.send("M400")
+    assert framed(core.data_to_send(0.0)) == [(2, "M400")]
+    core.tick(2.1)
+    assert framed(core.data_to_send(2.1)) == [(3, "M105")]
+    core.tick(30.0)
+    assert core.data_to_send(30.0) == b"" and not core.events()  # once, and no probe: it may still run
+    core.receive_data(b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n", 30.1)
+    assert framed(core.data_to_send(30.1)) == [(2, "M400")]
+
+
+def test_a_long_command_is_given_ok_s_once_the_firmware_has_said_busy():
+    """Real Marlin 2.1 says `busy: processing` every 2 s while any command runs (heating waits too), and
+    ignores without a word a line whose number was damaged into the one before: a long command it never
+    took is then silence, found in ok_s and not in long_command_s."""
+    core = connected(ok_s=2.0, long_command_s=600.0)
+    core.send("G4 P3000")
+    core.data_to_send(0.0)
+    core.receive_data(b"echo:busy: processing\n", 2.0)
+    core.receive_data(b"ok\n", 3.0)
+    core.send("M400")
+    core.data_to_send(3.0)
+    for t in (4.9, 6.8, 8.7):  # keepalives while it runs: no probe
+        core.receive_data(b"echo:busy: processing\n", t)
+        core.tick(t + 1.5)
+    assert not any(isinstance(e, ev.ProbeSent) for e in core.events())
+    core.tick(10.8)  # 2.1 s without a word: the M400 never reached the queue
+    assert ev.ProbeSent(1) in core.events()
+    assert framed(core.data_to_send(10.8)) == [(4, "M105")]
+
+
+def test_an_m113_in_the_stream_makes_the_keepalive_learnt_again():
+    core = connected(ok_s=2.0, long_command_s=600.0)
+    core.receive_data(b"echo:busy: processing\n", 0.0)
+    core.send("M113 S0")  # keepalive off: a long command is silent while it runs
+    core.data_to_send(0.0)
+    core.receive_data(b"ok\n", 0.1)
+    core.send("M109 S210")
+    core.data_to_send(0.1)
+    core.tick(60.0)
+    assert not any(isinstance(e, ev.ProbeSent) for e in core.events())
+
+
+def test_after_a_probe_its_answer_counts_though_an_older_m105_lost_its_own():
+    """Seen against real Marlin: a probe's M105 was run but its `ok T:` never came. The next probe's
+    answer must answer that probe; taken for the older M105 it left each later probe one answer behind,
+    and the job probed every ok_s for ever."""
+    core = connected(ok_s=5.0)
+    core.send("G1 X1")
+    core.data_to_send(0.0)  # N2, its ok lost
+    core.tick(5.1)
+    assert framed(core.data_to_send(5.1)) == [(3, "M105")]  # run, its answer lost too
+    core.tick(10.2)
+    assert framed(core.data_to_send(10.2)) == [(4, "M105")]
+    core.receive_data(b"ok T:19.4 /0.0 B:19.4 /0.0 @:0 B@:0\n", 10.3)
+    assert not core.outstanding
+    core.send("G1 X2")
+    assert framed(core.data_to_send(10.3)) == [(5, "G1 X2")]
+    core.receive_data(b"ok\n", 10.4)
+    acked = [e.seq for e in core.events() if isinstance(e, ev.LineAcked)]
+    assert acked == [2, 3, 4, 5]
+
+
 def test_m105_answer_is_a_barrier_that_resyncs_lost_oks():
     core = connected()
     for i in range(3):
