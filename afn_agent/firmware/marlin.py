@@ -109,7 +109,7 @@ class MarlinProtocol:
         self._now = now
         self._sync: SentLine | None = None  # an M110 on its way: nothing else goes out until its ok
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
-        self._barrier_from = 0  # M105s numbered below this (sent before the last probe) answer nothing sure
+        self._barrier_from = 0  # M105s below this (sent before the last probe, not since) answer nothing sure
         self._keepalive = False  # the firmware said `busy:` while working: its long commands are heard
         self._nudged = -1  # the long command (seq) an M105 was sent behind
         self._waiting_on = -1  # the line (seq) already reported as waiting for a person
@@ -592,6 +592,7 @@ class MarlinProtocol:
         self._mark_received(seq - 1)
         self._rewind, self._settle_at = seq, 0.0
         self._resend = deque(self._history.since(seq))
+        self._barrier_from = min(self._barrier_from, seq)  # each copy goes after the probe, answered in turn
 
     def _resend_sync(self) -> None:
         """The M110 did not take (corrupted on the way): Marlin counts the old numbers still. Again."""

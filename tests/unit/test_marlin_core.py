@@ -279,6 +279,27 @@ def test_after_a_probe_its_answer_counts_though_an_older_m105_lost_its_own():
     assert acked == [2, 3, 4, 5]
 
 
+def test_an_m105_resent_after_a_probe_answers_for_itself_again():
+    """The probe's rule must not outlive a Resend: from the line asked for on, every line goes out again
+    after the probe and is answered in order, an older M105 too. Its `ok T:` taken for the probe would
+    retire lines still in the firmware's ring and leave the window counting oks one line ahead."""
+    core = connected(ok_s=5.0)
+    for text in ("G1 X0", "M105", "G1 X1"):
+        core.send(text)
+    assert [n for n, _ in framed(core.data_to_send(0.0))] == [2, 3, 4]
+    core.tick(5.1)
+    assert framed(core.data_to_send(5.1)) == [(5, "M105")]
+    core.receive_data(b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n", 5.2)
+    assert framed(core.data_to_send(5.2)) == [(2, "G1 X0")]  # the resent line goes alone
+    core.receive_data(b"ok\n", 5.3)
+    assert [n for n, _ in framed(core.data_to_send(5.3))] == [3, 4, 5]
+    core.receive_data(b"ok T:19.4 /0.0 B:19.4 /0.0 @:0 B@:0\n", 5.4)  # the resent N3 M105's answer
+    assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [2, 3]
+    core.receive_data(b"ok\nok T:19.4 /0.0 B:19.4 /0.0 @:0 B@:0\n", 5.5)
+    assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [4, 5]
+    assert not core.outstanding
+
+
 def test_m105_answer_is_a_barrier_that_resyncs_lost_oks():
     core = connected()
     for i in range(3):
