@@ -110,7 +110,7 @@ class MarlinProtocol:
         self._sync: SentLine | None = None  # an M110 on its way: nothing else goes out until its ok
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
         self._barrier_from = 0  # M105s below this (sent before the last probe, not since) answer nothing sure
-        self._keepalive = False  # the firmware said `busy:` while working: its long commands are heard
+        self._busy_for = -1  # the line (seq) the firmware last said `busy:` for: a long command heard to run
         self._nudged = -1  # the long command (seq) an M105 was sent behind
         self._waiting_on = -1  # the line (seq) already reported as waiting for a person
         self._prompt: tuple[str, list[str]] | None = None  # a host prompt being announced
@@ -145,8 +145,7 @@ class MarlinProtocol:
         self._received.clear()
         self._rewind = None
         self._sync = None
-        self._keepalive = False  # perhaps another firmware: learnt again from its first `busy:`
-        self._nudged = -1
+        self._busy_for = self._nudged = -1
         if self.numbered:
             self._host.append(("M110 N0", None))
         self._host.append(("M115", None))
@@ -240,9 +239,7 @@ class MarlinProtocol:
         if word == "M110" and self.numbered:
             self._history.clear()
             self._acked_seq = seq - 1
-            self._barrier_from, self._nudged = 0, -1
-        elif word == "M113":
-            self._keepalive = False  # its interval changes (or it stops): learnt again from the next `busy:`
+            self._barrier_from, self._busy_for, self._nudged = 0, -1, -1
         self._next_seq = seq + 1
         line = SentLine(seq, text, wire, tag, long=word in self.long_commands, barrier=word == "M105")
         self._history.append(line)
@@ -420,8 +417,9 @@ class MarlinProtocol:
         """`busy: paused for user` (M0/M1, M600 …) is a person awaited, once per waiting line; any other
         busy is progress."""
         self._emit(ev.Busy(text))
-        self._keepalive = True
         oldest = self.oldest_unanswered()
+        if oldest is not None:
+            self._busy_for = oldest.seq
         if text.lower() in USER_WAITS and oldest is not None and oldest.seq != self._waiting_on:
             self._waiting_on = oldest.seq
             self._emit(ev.UserWait(oldest.text, oldest.tag))
@@ -691,7 +689,7 @@ class MarlinProtocol:
         if self._faulted or not self.outstanding:
             return
         ok_s = self.profile.timeouts.ok_s
-        long_wait = self._waiting_long() and not self._keepalive
+        long_wait = self._waiting_long()
         if long_wait and now - self._wait_since >= ok_s:
             self._nudge()
         limit = self.profile.timeouts.long_command_s if long_wait else ok_s
@@ -705,15 +703,17 @@ class MarlinProtocol:
         self._probe(now)
 
     def _waiting_long(self) -> bool:
-        """The oldest line still owed an ok is one that legitimately takes long (G28, M109...)."""
+        """The oldest line still owed an ok legitimately takes long (G28, M109...) and has not been heard
+        to run: once the firmware said `busy:` for it (Marlin's keepalive, every 2 s), silence is news.
+        Per line, since a build may keep quiet during some (no BUSY_WHILE_HEATING: M109 says nothing)."""
         oldest = self.oldest_unanswered()
-        return oldest is not None and oldest.long
+        return oldest is not None and oldest.long and oldest.seq != self._busy_for
 
     def _nudge(self) -> None:
-        """A long command silent for ok_s, from a firmware not known to send keepalives: it runs, or the
-        firmware never took it (real Marlin 2.1 drops without a word a line numbered like the one it took
-        last). One M105 behind it tells: answered when the command ends, or its number draws the Resend of
-        the lost line. The long line has left the RX ring either way; nothing else is assumed."""
+        """A long command silent for ok_s, never heard to run: it runs quietly, or the firmware never took
+        it (real Marlin 2.1 drops without a word a line numbered like the one it took last). One M105
+        behind it tells: answered when the command ends, or its number draws the Resend of the lost line.
+        The long line has left the RX ring either way; nothing else is assumed."""
         oldest = self.oldest_unanswered()
         if oldest is None or oldest.seq == self._nudged:
             return

@@ -227,36 +227,38 @@ def test_a_silent_long_command_gets_one_m105_behind_it_and_a_lost_one_is_resent(
     assert framed(core.data_to_send(30.1)) == [(2, "M400")]
 
 
-def test_a_long_command_is_given_ok_s_once_the_firmware_has_said_busy():
-    """Real Marlin 2.1 says `busy: processing` every 2 s while any command runs (heating waits too), and
-    ignores without a word a line whose number was damaged into the one before: a long command it never
-    took is then silence, found in ok_s and not in long_command_s."""
+def test_a_long_command_heard_busy_is_given_ok_s_from_its_last_keepalive():
+    """Real Marlin 2.1 says `busy: processing` every 2 s while a command runs: once heard for the line,
+    silence of ok_s means its ok was lost (or the firmware stopped), found in ok_s, not long_command_s."""
     core = connected(ok_s=2.0, long_command_s=600.0)
-    core.send("G4 P3000")
-    core.data_to_send(0.0)
-    core.receive_data(b"echo:busy: processing\n", 2.0)
-    core.receive_data(b"ok\n", 3.0)
     core.send("M400")
-    core.data_to_send(3.0)
-    for t in (4.9, 6.8, 8.7):  # keepalives while it runs: no probe
+    core.data_to_send(0.0)
+    for t in (1.9, 3.8, 5.7):  # keepalives while it runs: no probe
         core.receive_data(b"echo:busy: processing\n", t)
         core.tick(t + 1.5)
     assert not any(isinstance(e, ev.ProbeSent) for e in core.events())
-    core.tick(10.8)  # 2.1 s without a word: the M400 never reached the queue
+    core.tick(7.8)  # 2.1 s without a word
     assert ev.ProbeSent(1) in core.events()
-    assert framed(core.data_to_send(10.8)) == [(4, "M105")]
+    assert framed(core.data_to_send(7.8)) == [(3, "M105")]
 
 
-def test_an_m113_in_the_stream_makes_the_keepalive_learnt_again():
-    core = connected(ok_s=2.0, long_command_s=600.0)
-    core.receive_data(b"echo:busy: processing\n", 0.0)
-    core.send("M113 S0")  # keepalive off: a long command is silent while it runs
+def test_a_long_command_never_heard_busy_keeps_long_command_s_though_others_were():
+    """Keepalives are learnt per line: a build without BUSY_WHILE_HEATING says `busy:` while homing but
+    nothing while M109 heats, bar its temperature lines. Probed at ok_s, the heat-up would fault."""
+    core = connected(ok_s=2.0, long_command_s=600.0, probes=2)
+    core.send("G28")
     core.data_to_send(0.0)
-    core.receive_data(b"ok\n", 0.1)
+    core.receive_data(b"echo:busy: processing\nok\n", 1.0)
     core.send("M109 S210")
-    core.data_to_send(0.1)
-    core.tick(60.0)
-    assert not any(isinstance(e, ev.ProbeSent) for e in core.events())
+    assert framed(core.data_to_send(1.0)) == [(3, "M109 S210")]
+    for second in range(2, 120):
+        core.receive_data(b"T:%d.0 /210.0 B:60.0 /60.0 @:127 B@:0 W:?\n" % (20 + second), float(second))
+        core.tick(second + 0.5)
+    assert framed(core.data_to_send(120.0)) == [(4, "M105")]  # the one M105 behind it, sent at 3.5 s
+    evs = core.events()
+    assert not any(isinstance(e, (ev.ProbeSent, ev.Fault)) for e in evs)
+    core.receive_data(b"ok\nok T:210.0 /210.0 B:60.0 /60.0 @:64 B@:0\n", 121.0)
+    assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [3, 4]
 
 
 def test_after_a_probe_its_answer_counts_though_an_older_m105_lost_its_own():
