@@ -53,13 +53,13 @@ def moving(m, path) -> None:
 
 def test_job_plans_every_block_once_in_order(real_fw, machine_on, tmp_path):
     fw = grbl(real_fw)
-    path = zigzag(tmp_path / "z.gcode", 300)
+    path = zigzag(tmp_path / "z.gcode", 150)  # some 3 KB: GRBL's 128-byte RX buffer refilled many times
     m = machine_on(fw.link, "grbl-1.1")
     m.start_job(path)
     r = m.wait_job(240)
     assert r.outcome == "completed", r
     assert fw.blocks() == targets(path)
-    assert r.lines == 303 and r.errors == 0
+    assert r.lines == 153 and r.errors == 0
 
 
 def test_cancel_holds_until_stopped_then_resets_keeping_position_five_times(real_fw, machine_on, tmp_path):
@@ -84,7 +84,7 @@ def test_cancel_holds_until_stopped_then_resets_keeping_position_five_times(real
 
 def test_feed_hold_and_resume_finish_the_job(real_fw, machine_on, tmp_path):
     fw = grbl(real_fw)
-    path = zigzag(tmp_path / "z.gcode", 200, step=0.5, feed=1200)
+    path = zigzag(tmp_path / "z.gcode", 80, step=0.5, feed=1200)  # 20-odd s of motion on real GRBL here
     m = machine_on(fw.link, "grbl-1.1")
     moving(m, path)
     m.pause()
