@@ -110,7 +110,8 @@ class MarlinProtocol:
         self._sync: SentLine | None = None  # an M110 on its way: nothing else goes out until its ok
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
         self._barrier_from = 0  # M105s below this (sent before the last probe, not since) answer nothing sure
-        self._busy_for = -1  # the line (seq) the firmware last said `busy:` for: a long command heard to run
+        self._busy_at = (-1, 0.0)  # the line (seq) the firmware last said `busy:` for, and when
+        self._heard = -1  # a long line whose keepalives come within ok_s of each other: silence is news
         self._nudged = -1  # the long command (seq) an M105 was sent behind
         self._waiting_on = -1  # the line (seq) already reported as waiting for a person
         self._prompt: tuple[str, list[str]] | None = None  # a host prompt being announced
@@ -145,7 +146,7 @@ class MarlinProtocol:
         self._received.clear()
         self._rewind = None
         self._sync = None
-        self._busy_for = self._nudged = -1
+        self._busy_at, self._heard, self._nudged = (-1, 0.0), -1, -1
         if self.numbered:
             self._host.append(("M110 N0", None))
         self._host.append(("M115", None))
@@ -239,7 +240,7 @@ class MarlinProtocol:
         if word == "M110" and self.numbered:
             self._history.clear()
             self._acked_seq = seq - 1
-            self._barrier_from, self._busy_for, self._nudged = 0, -1, -1
+            self._barrier_from, self._busy_at, self._heard, self._nudged = 0, (-1, 0.0), -1, -1
         self._next_seq = seq + 1
         line = SentLine(seq, text, wire, tag, long=word in self.long_commands, barrier=word == "M105")
         self._history.append(line)
@@ -419,7 +420,10 @@ class MarlinProtocol:
         self._emit(ev.Busy(text))
         oldest = self.oldest_unanswered()
         if oldest is not None:
-            self._busy_for = oldest.seq
+            seq, at = self._busy_at
+            if seq == oldest.seq and self._now - at < self.profile.timeouts.ok_s:
+                self._heard = seq  # two keepalives closer than ok_s (M113 may space them wider)
+            self._busy_at = (oldest.seq, self._now)
         if text.lower() in USER_WAITS and oldest is not None and oldest.seq != self._waiting_on:
             self._waiting_on = oldest.seq
             self._emit(ev.UserWait(oldest.text, oldest.tag))
@@ -704,10 +708,10 @@ class MarlinProtocol:
 
     def _waiting_long(self) -> bool:
         """The oldest line still owed an ok legitimately takes long (G28, M109...) and has not been heard
-        to run: once the firmware said `busy:` for it (Marlin's keepalive, every 2 s), silence is news.
-        Per line, since a build may keep quiet during some (no BUSY_WHILE_HEATING: M109 says nothing)."""
+        to run: once its keepalives came within ok_s (Marlin's `busy:`, every 2 s), silence is news. Per
+        line, since a build may keep quiet during some (no BUSY_WHILE_HEATING: M109 says nothing)."""
         oldest = self.oldest_unanswered()
-        return oldest is not None and oldest.long and oldest.seq != self._busy_for
+        return oldest is not None and oldest.long and oldest.seq != self._heard
 
     def _nudge(self) -> None:
         """A long command silent for ok_s, never heard to run: it runs quietly, or the firmware never took

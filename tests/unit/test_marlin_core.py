@@ -261,6 +261,20 @@ def test_a_long_command_never_heard_busy_keeps_long_command_s_though_others_were
     assert [e.seq for e in core.events() if isinstance(e, ev.LineAcked)] == [3, 4]
 
 
+def test_keepalives_spaced_wider_than_ok_s_leave_a_long_command_its_long_wait():
+    """After `M113 S10` Marlin says `busy:` every 10 s: a command heard so is still running between two,
+    and probing it at ok_s would queue an M105 behind it every keepalive (the probes' count starts again
+    at each `busy:`)."""
+    core = connected(ok_s=5.0, long_command_s=600.0)
+    core.send("M109 S210")
+    assert framed(core.data_to_send(0.0)) == [(2, "M109 S210")]
+    for t in range(10, 120, 10):
+        core.receive_data(b"echo:busy: processing\n", float(t))
+        core.tick(t + 6.0)
+    assert framed(core.data_to_send(120.0)) == [(3, "M105")]  # the one M105 behind it, at 5 s
+    assert not any(isinstance(e, (ev.ProbeSent, ev.Fault)) for e in core.events())
+
+
 def test_after_a_probe_its_answer_counts_though_an_older_m105_lost_its_own():
     """Seen against real Marlin: a probe's M105 was run but its `ok T:` never came. The next probe's
     answer must answer that probe; taken for the older M105 it left each later probe one answer behind,
