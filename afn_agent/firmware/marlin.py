@@ -110,6 +110,7 @@ class MarlinProtocol:
         self._sync: SentLine | None = None  # an M110 on its way: nothing else goes out until its ok
         self._acked_seq = 0  # highest line number counted as acknowledged since the last M110
         self._barrier_from = 0  # M105s below this (sent before the last probe, not since) answer nothing sure
+        # below, lines named by seq, which never repeats on a core: nothing to reset at a handshake or M110
         self._busy_at = (-1, 0.0)  # the line (seq) the firmware last said `busy:` for, and when
         self._heard = -1  # a long line whose keepalives come within ok_s of each other: silence is news
         self._nudged = -1  # the long command (seq) an M105 was sent behind
@@ -146,7 +147,6 @@ class MarlinProtocol:
         self._received.clear()
         self._rewind = None
         self._sync = None
-        self._busy_at, self._heard, self._nudged = (-1, 0.0), -1, -1
         if self.numbered:
             self._host.append(("M110 N0", None))
         self._host.append(("M115", None))
@@ -240,7 +240,7 @@ class MarlinProtocol:
         if word == "M110" and self.numbered:
             self._history.clear()
             self._acked_seq = seq - 1
-            self._barrier_from, self._busy_at, self._heard, self._nudged = 0, (-1, 0.0), -1, -1
+            self._barrier_from = 0
         self._next_seq = seq + 1
         line = SentLine(seq, text, wire, tag, long=word in self.long_commands, barrier=word == "M105")
         self._history.append(line)

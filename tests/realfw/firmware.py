@@ -224,11 +224,8 @@ class NoisyLink:
 
     def _damage(self, data: bytes) -> bytes:
         out = bytearray()
-        for b in data:
-            self._line.append(b)
-            if b != 10:
-                continue
-            line, self._line = self._line, bytearray()
+        for whole in self._lines(self._line, data):
+            line = bytearray(whole)
             if self.rng.random() < self.drop_line:
                 self.dropped += 1
                 continue
@@ -245,6 +242,15 @@ class NoisyLink:
     def _answers(self, data: bytes) -> bytes:
         """The firmware's bytes on their way to the host: untouched here."""
         return data
+
+    @staticmethod
+    def _lines(pending: bytearray, data: bytes) -> list[bytes]:
+        """Whole lines (each with its newline) of `pending` + `data`; a partial one stays in `pending`."""
+        pending += data
+        end = pending.rfind(b"\n") + 1
+        whole = bytes(pending[:end])
+        del pending[:end]
+        return [line + b"\n" for line in whole.split(b"\n")[:-1]]
 
     def _flip_one(self, line: bytearray, at: int | None = None) -> None:
         """One bit of one byte (of byte `at`, else of any but the newline), drawn again while it would
@@ -309,12 +315,3 @@ class TamperLink(NoisyLink):
         for line in self._lines(self._heard, data):
             out += self.to_host(line) or b""
         return bytes(out)
-
-    @staticmethod
-    def _lines(pending: bytearray, data: bytes) -> list[bytes]:
-        """Whole lines of `pending` + `data`; a partial one stays in `pending`."""
-        pending += data
-        end = pending.rfind(b"\n") + 1
-        whole = bytes(pending[:end])
-        del pending[:end]
-        return whole.splitlines(keepends=True)
