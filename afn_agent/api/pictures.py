@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import Path as PathParam
 
 from ..errors import Conflict
 from ..ledger.snapshots import Snapshots
@@ -38,7 +39,7 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
         return [shown(row) for row in snapshots.of_job(job_id)]
 
     @r.get("/v1/snapshots/{snapshot_id}", tags=["jobs"])
-    def picture(snapshot_id: int, request: Request) -> Response:
+    def picture(request: Request, snapshot_id: int = PathParam(ge=1, le=2**63 - 1)) -> Response:  # SQLite
         """One picture's JPEG (a timelapse's MP4), for whoever may see its job (without a job: managers)."""
         caller = gate.allow(request, Act.READ)
         row = snapshots.one(snapshot_id)

@@ -135,6 +135,7 @@ def test_api_demand_retention_and_who_sees_a_picture(tmp_path, start_sim, camera
         assert jpeg.status_code == 200 and hashlib.sha256(jpeg.content).hexdigest() == latest["sha256"]
         assert client.get(f"/v1/snapshots/{latest['id']}", headers=slicer).status_code == 404  # no job: managers
         assert client.get(f"/v1/snapshots/{gone['id']}", headers=manager).status_code == 410
+        assert client.get("/v1/snapshots/9223372036854775808", headers=manager).status_code == 422  # past SQLite
         audit = [r for r in agent.ledger.audit_log("printer-1") if r["action"] == "api:snapshot"]
         assert {r["result"] for r in audit} == {"queued", "refused"} or {r["result"] for r in audit} == {"queued"}
     finally:
