@@ -20,6 +20,18 @@ from .startup import Exit
 BAR_FROM_BYTES = 20 << 20  # files this large get a progress bar on a terminal
 
 
+def keys_joined(argv: list[str]) -> list[str]:
+    """`--key -Xb…` read as `--key=-Xb…`: argparse takes a value starting with `-` for an option, and
+    one key in 64 made before keys stopped starting with `-` does."""
+    out: list[str] = []
+    for word in argv:
+        if out and out[-1] == "--key" and word.startswith("-") and not word.startswith("--"):
+            out[-1] = f"--key={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="afn-agent", description="Machine-side agent for fab labs.",
@@ -63,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)
     add_lab_commands(sub)
 
-    args = parser.parse_args(argv)
+    args = parser.parse_args(keys_joined(sys.argv[1:] if argv is None else argv))
     if hasattr(args, "handler"):
         from .ledger import LedgerError
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from ..config import ApiConfig
+from ..secret_text import new_secret
 
 SESSION_TOKEN_S = 12 * 3600  # a token never outlives its session; this only bounds a forgotten one
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -42,7 +42,7 @@ def key_hash(key: str) -> str:
 
 def new_key() -> tuple[str, str]:
     """A fresh API key and the hash to put in the config."""
-    key = secrets.token_urlsafe(32)
+    key = new_secret(32)
     return key, key_hash(key)
 
 
@@ -57,7 +57,7 @@ class Authenticator:
 
     def mint(self, machine_id: str, member_id: str, session_id: str) -> str:
         """A token acting for one member's session on one machine (given to the kiosk)."""
-        token = secrets.token_urlsafe(24)
+        token = new_secret(24)
         caller = Caller("session", f"session:{member_id}", member_id, (machine_id,), session_id,
                         self.config.key_quota_mb)  # fmt: skip
         with self._lock:

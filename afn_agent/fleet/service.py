@@ -34,6 +34,7 @@ from ..config import BrokerConfig, ConfigError, broker_config, validated
 from ..config_errors import sentences
 from ..config_model import FleetFile
 from ..ledger.keys import PAIRING_S, digest, new_pairing_code
+from ..secret_text import new_secret
 from .history import History
 from .history_routes import add_history_routes
 from .state import FleetState
@@ -317,7 +318,7 @@ class Fleet:
             got = hashlib.sha256(body.key.encode()).hexdigest()
             if want is None or not hmac.compare_digest(want, got):
                 raise HTTPException(403, "unknown manager or wrong key")
-            token = secrets.token_urlsafe(24)
+            token = new_secret(24)
             self.signed_in[hashlib.sha256(token.encode()).hexdigest()] = (
                 body.name,
                 time.monotonic() + SIGN_IN_S,

@@ -8,13 +8,13 @@ The ledger holds the requests so the CLI, beside the running agent, decides as w
 from __future__ import annotations
 
 import json
-import secrets
 import time
 import uuid
 from enum import Enum
 from typing import Any
 
 from ..errors import Busy, InvalidInput, NotFound
+from ..secret_text import new_secret
 from .keys import KeyBook, digest
 from .usage import iso, utc_now
 
@@ -44,7 +44,7 @@ class AppKeyRequests:
             raise InvalidInput("app: the application's name, 1 to 80 characters")
         if user is not None and (not isinstance(user, str) or len(user) > 80):
             raise InvalidInput("user: a user name of at most 80 characters, or absent")
-        token = secrets.token_urlsafe(24)
+        token = new_secret(24)
         row = {"id": uuid.uuid4().hex[:8], "machine_id": machine_id, "app": app.strip(), "user_name": user,
                "origin": origin[:64], "created_at": iso(utc_now()),
                "expires_at": time.time() + REQUEST_S}  # fmt: skip

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from ..errors import InvalidInput
+from ..secret_text import new_secret
 from .store import Ledger
 from .usage import iso, utc_now
 
@@ -71,7 +72,7 @@ class KeyBook:
         row = {"id": str(uuid.uuid4()), "name": name.strip(), "role": role, "member_id": member_id,
                "machines_json": json.dumps(list(machines)), "created_at": iso(utc_now()),
                "created_by": created_by}  # fmt: skip
-        return secrets.token_urlsafe(32), row
+        return new_secret(32), row
 
     @staticmethod
     def insert(c: sqlite3.Connection, key: str, row: dict[str, Any]) -> None:
