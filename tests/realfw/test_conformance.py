@@ -136,33 +136,42 @@ def play(kind: str, start, script) -> list[str]:
         fw.stop()
 
 
+def as_real(sim: list[str], play_real, plays: int = 3) -> None:
+    """The simulator's transcript must be one the firmware gives. The firmware is played again while
+    they differ: on a loaded machine real Marlin now and then leaves an answer unsent (a CI run lost
+    its `ok N2`), which no simulator should copy; a difference that stays is the simulator's."""
+    reals = []
+    while len(reals) < plays and (not reals or reals[-1] != sim):
+        reals.append(play_real(len(reals)))
+    assert reals[-1] == sim, f"\nsim:  {sim}\n" + "".join(f"real: {real}\n" for real in reals)
+
+
 def test_marlin_simulator_answers_as_real_marlin(tmp_path):
     (tmp_path / "sim").mkdir()
-    real = play("marlin", lambda: RealFirmware("marlin", tmp_path / "real").start(), marlin_script)
     sim = play(
         "marlin",
         lambda: SimProcess("marlin", tmp_path / "sim", baud=250000, move_ms=0.5, autoreport=True).start(),
         marlin_script,
     )
-    assert sim == real, f"\nsim:  {sim}\nreal: {real}"
+    as_real(sim, lambda n: play("marlin", lambda: RealFirmware("marlin", tmp_path / f"real{n}").start(),
+                                marlin_script))  # fmt: skip
 
 
 def test_grbl_simulator_answers_as_real_grbl(tmp_path):
-    def real_grbl():
-        fw = RealFirmware("grbl", tmp_path / "real").start()
+    def real_grbl(where):
+        fw = RealFirmware("grbl", where).start()
         fw.say("$$")  # a fresh EEPROM image: error:7 and defaults at boot
         for axis in (120, 121, 122):
             fw.say(f"${axis}=200")
         return fw
 
     (tmp_path / "sim").mkdir()
-    real = play("grbl", real_grbl, grbl_script)
     sim = play(
         "grbl",
         lambda: SimProcess("grbl", tmp_path / "sim", baud=115200, move_ms=1, feed_time=True).start(),
         grbl_script,
     )
-    assert sim == real, f"\nsim:  {sim}\nreal: {real}"
+    as_real(sim, lambda n: play("grbl", lambda: real_grbl(tmp_path / f"real{n}"), grbl_script))
 
 
 def heater_targets(port: RawPort) -> list[str]:
