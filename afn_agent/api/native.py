@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import Conflict
 from ..intake import JobRefused, SpoolFull, submit
+from ..ledger.db import MAX_INTEGER
 from . import uploads
 from .auth import Authenticator, Caller
 from .authz import Act, Gate
@@ -311,7 +312,7 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
 
     @r.get("/usage", tags=["usage"])
     def usage(
-        request: Request, after: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(100, ge=1, le=1000)
+        request: Request, after: int = Query(0, ge=0, le=MAX_INTEGER), limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
         """Usage records after a cursor, oldest first; pass `next` back as `after`."""
         gate.allow(request, Act.USAGE)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi import Path as PathParam
 
 from ..errors import Conflict
+from ..ledger.db import MAX_INTEGER
 from ..ledger.snapshots import Snapshots
 from .auth import Authenticator
 from .authz import Act, Gate
@@ -39,7 +40,7 @@ def build(agent: Agent, auth: Authenticator) -> APIRouter:
         return [shown(row) for row in snapshots.of_job(job_id)]
 
     @r.get("/v1/snapshots/{snapshot_id}", tags=["jobs"])
-    def picture(request: Request, snapshot_id: int = PathParam(ge=1, le=2**63 - 1)) -> Response:  # SQLite
+    def picture(request: Request, snapshot_id: int = PathParam(ge=1, le=MAX_INTEGER)) -> Response:
         """One picture's JPEG (a timelapse's MP4), for whoever may see its job (without a job: managers)."""
         caller = gate.allow(request, Act.READ)
         row = snapshots.one(snapshot_id)

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Path, Request, Response
 from fastapi.responses import StreamingResponse
 
+from ..ledger.db import MAX_INTEGER
 from ..ledger.export import parse_day
 from .history import BUCKETS, OUTCOMES, PAGE, Filter, History
 from .view import event_view
@@ -116,7 +117,7 @@ def add_history_routes(
         return {"record": record, "events": said, "pictures": pictures}
 
     @app.get("/api/history/pictures/{picture_id}.jpg")
-    def picture(picture_id: int, request: Request) -> Response:
+    def picture(request: Request, picture_id: int = Path(ge=1, le=MAX_INTEGER)) -> Response:
         jpeg = store(request).picture_jpeg(picture_id, labs_of(request) or ())
         if jpeg is None:
             raise HTTPException(404, f"no picture {picture_id}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+MAX_INTEGER = 2**63 - 1  # SQLite's largest: a row id past it from a URL overflows in the driver (a 500)
+
 MIGRATIONS: list[tuple[str, ...]] = [
     (  # 1: the first schema
         """CREATE TABLE machines(

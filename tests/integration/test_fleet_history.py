@@ -126,6 +126,10 @@ def test_history_csv_equals_ledger_export_pages_cover_all_and_downtime_loses_not
         with pytest.raises(urllib.error.HTTPError) as err:
             lab.get(opener, f"/api/history?{query}")
         assert err.value.code == 422 and named in err.value.read().decode()
+    for picture, code in (("7", 404), (str(2**63), 422), ("-1", 422)):  # 2**63: past SQLite's integers
+        with pytest.raises(urllib.error.HTTPError) as err:
+            lab.get(opener, f"/api/history/pictures/{picture}.jpg")
+        assert err.value.code == code, picture
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"http://127.0.0.1:{fleet.port}/api/history")
     assert err.value.code == 401
