@@ -77,6 +77,7 @@ class Bus:
         self.published = 0
         self._consumer_back = 0.0  # when a consumer's "online" last sent the outbox again
         self._status_sent = 0.0  # when every status last went out (status_every_s)
+        self._status_due: set[str] = set()  # machines whose status the pump sends at its next turn (_lock)
         self.network_restarts = 0  # times something escaped paho's loop and the client was rebuilt
         self._network: threading.Thread | None = None
         self._inflight: dict[
@@ -219,8 +220,7 @@ class Bus:
             client.subscribe(subs)
             self._session_up = True
         client.publish(self.topics.agent(self.agent_id), self._availability("online"), qos=1, retain=True)
-        for m in self.machine_ids:
-            self._publish_status(m)
+        self._statuses_due(self.machine_ids)
         self._status_sent = time.monotonic()
         if self.discovery is not None:
             for topic, payload in self.discovery.all():
@@ -385,8 +385,20 @@ class Bus:
         self._wake.set()
 
     def status_changed(self, machine_id: str) -> None:
-        if self.connected.is_set():
-            self._publish_status(machine_id)
+        """Sent by the bus's pump, which reads the status when it sends: a change while the connection
+        comes up is not lost (it was, before `connected` was set), nor sent older than one after it."""
+        self._statuses_due([machine_id])
+
+    def _statuses_due(self, machine_ids: list[str]) -> None:
+        with self._lock:
+            self._status_due.update(machine_ids)
+        self._wake.set()
+
+    def _send_statuses(self) -> None:
+        with self._lock:
+            due, self._status_due = self._status_due, set()
+        for m in sorted(due):
+            self._publish_status(m)
 
     def telemetry(self, machine_id: str, data: dict[str, Any]) -> None:
         """Keep the latest; the pump sends at most `telemetry_hz` per machine (coalesced)."""
@@ -415,8 +427,9 @@ class Bus:
                 continue
             try:
                 self._record_pubacks()
-                self._drain_outbox()
                 self._refresh_status()
+                self._send_statuses()
+                self._drain_outbox()
                 wait = self._send_telemetry()
             except Exception:  # the pump must outlive any one bad row or a closing ledger
                 log.exception("bus pump")
@@ -454,8 +467,7 @@ class Bus:
         self._status_sent = now
         online = self._availability("online")
         self.client.publish(self.topics.agent(self.agent_id), online, qos=1, retain=True)
-        for m in self.machine_ids:
-            self._publish_status(m)
+        self._statuses_due(self.machine_ids)
 
     def _send_telemetry(self) -> float:
         """Send what is due; returns how long until the next machine's telemetry is."""

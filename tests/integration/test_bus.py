@@ -88,6 +88,39 @@ def test_status_is_retained_and_sent_again_after_a_broker_restart(tmp_path, brok
         agent.stop()
 
 
+def test_a_status_change_while_the_connection_comes_up_is_sent(tmp_path, broker):
+    """A CI run saw the retained status stay `connecting` though the machine was idle: the pump's change
+    came while the bus was publishing the statuses of a new connection, before it counted as connected,
+    and was dropped (with status_every_s = 0, for good). Here the change comes at that very moment."""
+    from afn_agent.bus.client import Bus
+    from afn_agent.config import BrokerConfig
+    from afn_agent.ledger import Ledger
+
+    state = {"printer-1": "connecting"}
+    bus: Bus | None = None
+
+    def status(machine_id: str) -> dict:
+        said = state[machine_id]
+        if said == "connecting" and bus is not None:
+            state[machine_id] = "idle"  # the pump's change, right as the connect publishes the status
+            bus.status_changed(machine_id)
+        return {"machine": machine_id, "state": said}
+
+    cfg = BrokerConfig(port=broker.port, username="pi-printers", password=password("pi-printers"), keepalive_s=5)
+    bus = Bus(cfg, "fablab", "pi-printers", Ledger(tmp_path / "agent.sqlite3", "fablab"), ["printer-1"], status)
+    bus.start()
+    try:
+        wait_for(bus.connected.is_set, 10, "bus connection")
+        fleet = Client(broker, "fleet")
+        fleet.subscribe("afn/v1/fablab/printer-1/status")
+        wait_for(lambda: [m for m in fleet.received("status") if json.loads(m[1])["state"] == "idle"], 5,
+                 "the idle status")  # fmt: skip
+        assert json.loads(fleet.received("status")[-1][1])["state"] == "idle"
+        fleet.close()
+    finally:
+        bus.stop()
+
+
 def test_last_will_says_offline_when_the_agent_is_killed(tmp_path, broker, printers):
     config = config_for(tmp_path, broker, printers())
     fleet = Client(broker, "fleet")
