@@ -191,29 +191,35 @@ class Camera:
             lapse.frames += 1
 
     def _assemble(self, lapse: Timelapse) -> None:
-        """The job's frames as one video beside its pictures (kept, hashed and said as they are)."""
+        """The job's frames as one video beside its pictures (kept, hashed and said as they are). The
+        frames go before the video is recorded: a recorded timelapse never has frames left beside it."""
         try:
-            if lapse.frames < 2:
-                return
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            video = self.directory / f"{stamp}-timelapse-{lapse.job_id}.mp4"
-            command = [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-framerate", "10",
-                       "-i", str(lapse.folder / "frame-%05d.jpg"), "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-                       "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-y",
-                       str(video)]  # fmt: skip
-            ok, why = _run_ffmpeg(command, LAPSE_ASSEMBLY_S)
-            if not ok or not video.exists():
-                self.failures += 1
-                log.warning("camera %s: timelapse of %s not made (%s)", self.machine_id, lapse.job_id, why)
-                video.unlink(missing_ok=True)
-                return
-            data = video.read_bytes()
-            row = self.snapshots.add(self.machine_id, lapse.job_id, "timelapse", str(video),
-                                     hashlib.sha256(data).hexdigest(), len(data), "agent")  # fmt: skip
-            self.prune(time.time())
-            self.on_taken(row, b"")
+            video = self._encode(lapse) if lapse.frames >= 2 else None
         finally:
             shutil.rmtree(lapse.folder, ignore_errors=True)
+        if video is None:
+            return
+        data = video.read_bytes()
+        row = self.snapshots.add(self.machine_id, lapse.job_id, "timelapse", str(video),
+                                 hashlib.sha256(data).hexdigest(), len(data), "agent")  # fmt: skip
+        self.prune(time.time())
+        self.on_taken(row, b"")
+
+    def _encode(self, lapse: Timelapse) -> Path | None:
+        """The frames as an MP4 (ffmpeg, libx264); None, counted and logged, when it was not made."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        video = self.directory / f"{stamp}-timelapse-{lapse.job_id}.mp4"
+        command = [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-framerate", "10",
+                   "-i", str(lapse.folder / "frame-%05d.jpg"), "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                   "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-y",
+                   str(video)]  # fmt: skip
+        ok, why = _run_ffmpeg(command, LAPSE_ASSEMBLY_S)
+        if not ok or not video.exists():
+            self.failures += 1
+            log.warning("camera %s: timelapse of %s not made (%s)", self.machine_id, lapse.job_id, why)
+            video.unlink(missing_ok=True)
+            return None
+        return video
 
     def capture(self, moment: str, job_id: str | None, actor: str) -> dict[str, Any] | None:
         """Grab, keep, record and say one picture; None when the camera gave none in time."""
