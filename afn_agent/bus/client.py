@@ -179,6 +179,7 @@ class Bus:
         if self._thread:
             self._thread.join(5)
         if self.connected.is_set():
+            self._send_statuses()  # a change just before the stop, which the pump did not reach
             info = self.client.publish(
                 self.topics.agent(self.agent_id), self._availability("offline"), qos=1, retain=True
             )

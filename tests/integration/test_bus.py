@@ -117,8 +117,15 @@ def test_a_status_change_while_the_connection_comes_up_is_sent(tmp_path, broker)
                  "the idle status")  # fmt: skip
         assert json.loads(fleet.received("status")[-1][1])["state"] == "idle"
         fleet.close()
+        state["printer-1"] = "locked"  # a change just before the agent stops is still sent
+        bus.status_changed("printer-1")
     finally:
         bus.stop()
+    late = Client(broker, "fleet", client_id="late-fleet")
+    late.subscribe("afn/v1/fablab/printer-1/status")
+    retained = wait_for(lambda: [m for m in late.received("status") if m[2]], 5, "the retained status")
+    assert json.loads(retained[-1][1])["state"] == "locked"
+    late.close()
 
 
 def test_last_will_says_offline_when_the_agent_is_killed(tmp_path, broker, printers):
